@@ -1,0 +1,24 @@
+"""Main job: ``python -m experiments.run --config=configs/er.py --workdir=DIR``."""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import driver
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    driver.run(_CONFIG.value, _WORKDIR.value)
+  except driver.UserError as err:  # bad input: one line, no traceback, non-zero exit
+    logging.error("%s", err)
+    raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+  app.run(main)
