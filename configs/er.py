@@ -27,6 +27,7 @@ def get_config():
   c.model = ml_collections.ConfigDict()
   c.model.mechanism = "mlp"       # linear | mlp
   c.model.hidden = (16,)
+  c.model.linear_skip = True      # mlp mechanisms: linear part + MLP residual
   c.model.encoder_hidden = (64, 64)
   c.model.scale = "learned"       # learned | unit
   c.model.max_parents = 0         # 0: the largest in-degree of the sampled graphs

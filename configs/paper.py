@@ -11,6 +11,7 @@ def get_config():
   c = er.get_config()
   c.model.mechanism = "mlp"
   c.model.hidden = (32, 32)
+  c.model.linear_skip = False
   c.model.scale = "unit"
   c.train.estimator = "gumbel"
   c.train.posterior = "encoder"

@@ -12,7 +12,7 @@ def get_config():
   c.model.hidden = (8,)
   c.model.encoder_hidden = (16, 16)
   c.train.pooled_steps = 50
-  c.train.num_steps = 150
+  c.train.num_steps = 300
   c.train.batch_size = 500
   c.train.restarts = 2
   c.train.log_every = 50

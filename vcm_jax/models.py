@@ -49,6 +49,7 @@ class MechanismDecoder(nn.Module):
   mechanism: str = "mlp"
   hidden: Sequence[int] = (16,)
   scale: str = "learned"
+  linear_skip: bool = True  # mlp: add the linear part (off: the paper's plain MLP)
 
   @nn.compact
   def __call__(self, x, z_nodes, parent_idx, parent_mask):
@@ -64,12 +65,15 @@ class MechanismDecoder(nn.Module):
     n, d = self.n_nodes, self.max_parents
     x_pa = x[..., parent_idx] * parent_mask  # [B, N, D]
     zeros = nn.initializers.zeros
-    w = self.param("w", zeros, (n, d))
-    dw = self.param("dw", zeros, (n, d))
+    if self.mechanism == "linear" or self.linear_skip:
+      w = self.param("w", zeros, (n, d))
+      dw = self.param("dw", zeros, (n, d))
     b = self.param("b", zeros, (n,))
     db = self.param("db", zeros, (n,))
-    mean = b + z_nodes * db + jnp.einsum("bnd,nd->bn", x_pa, w) \
-        + z_nodes * jnp.einsum("bnd,nd->bn", x_pa, dw)
+    mean = b + z_nodes * db
+    if self.mechanism == "linear" or self.linear_skip:
+      mean = mean + jnp.einsum("bnd,nd->bn", x_pa, w) \
+          + z_nodes * jnp.einsum("bnd,nd->bn", x_pa, dw)
     if self.mechanism == "mlp":
       h = x_pa
       for layer, width in enumerate(self.hidden):

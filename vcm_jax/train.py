@@ -33,6 +33,7 @@ class FitConfig:
   """Static hyperparameters of one fit (hashable, safe to close over in ``jit``)."""
   mechanism: str = "mlp"            # linear | mlp
   hidden: tuple = (16,)             # decoder MLP widths
+  linear_skip: bool = True          # mlp mechanisms also get a linear part
   encoder_hidden: tuple = (64, 64)  # encoder MLP widths (3 layers with the output)
   scale: str = "learned"            # learned | unit
   estimator: str = "exact"          # exact | gumbel | straight_through
@@ -113,7 +114,7 @@ def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
       encoder=models.Encoder(n_categories=n_nodes + 1, hidden=tuple(cfg.encoder_hidden)),
       decoder=models.MechanismDecoder(n_nodes=n_nodes, max_parents=max_parents,
                                       mechanism=cfg.mechanism, hidden=tuple(cfg.hidden),
-                                      scale=cfg.scale),
+                                      scale=cfg.scale, linear_skip=cfg.linear_skip),
       cfg=cfg)
 
 
@@ -167,6 +168,9 @@ def _pooled_loss(params, x, parent_idx, parent_mask, *, model: Model):
   return -l_obs.sum(-1).mean()
 
 
+_POOLED_PARAMS = ("w", "b", "log_scale")
+
+
 def _batches(key, n_samples, batch_size):
   return jax.random.randint(key, (batch_size,), 0, n_samples)
 
@@ -193,6 +197,12 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
         p, o = carry
         xb = x[_batches(jax.random.fold_in(k_pool, step), s, batch)]
         g = jax.grad(_pooled_loss)(p, xb, parent_idx, parent_mask, model=model)
+        # Only the linear part is fitted here: an MLP could absorb a mechanism's
+        # shift as a function of its parents' regimes, hiding the very surprise
+        # the initialisation reads.
+        dec_g = {k: (v if k in _POOLED_PARAMS else jnp.zeros_like(v))
+                 for k, v in g["decoder"]["params"].items()}
+        g = dict(g, decoder={"params": dec_g})
         updates, o = pooled_opt.update(g, o, p)
         return (optax.apply_updates(p, updates), o), None
 
