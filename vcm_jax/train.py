@@ -68,8 +68,9 @@ class FitResult(NamedTuple):
   params: Any          # {'encoder', 'decoder', 'prior_logits'} of the chosen restart
   loc: jax.Array       # [N] standardisation of the training data
   scale: jax.Array     # [N]
-  history: Any         # dict of [num_steps] per-step metrics (chosen restart)
-  restart_log_px: jax.Array  # [restarts] final mean log p(x) per restart (standardised units)
+  history: Any         # dict of [num_steps] per-step metrics (chosen restart), standardised units
+  restart_log_px: jax.Array  # [restarts] final mean log p(x) of the training data per restart
+  train_elbo: jax.Array      # mean ELBO (encoder's q, beta = 1) of the training data, chosen restart
 
 
 def standardize(x: jax.Array):
@@ -233,7 +234,12 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
 
     (params, _), history = jax.lax.scan(train_step, (params, optimizer.init(params)),
                                         jnp.arange(cfg.num_steps))
-    final = model.log_marginal(params, x, parent_idx, parent_mask).mean()
+    # Final figures on the whole training set (the restart criterion is log p(x)).
+    ll = model.regime_log_likelihoods(params, x, parent_idx, parent_mask)
+    log_prior = model.log_prior(params)
+    q_logits = model.encoder.apply(params["encoder"], x)
+    final = {"log_px": elbo.log_marginal(ll, log_prior).mean(),
+             "elbo": elbo.elbo_exact(q_logits, ll, log_prior)[0].mean()}
     return params, history, final
 
   def fit(key, x, parent_idx, parent_mask) -> FitResult:
@@ -241,10 +247,13 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
     keys = jax.random.split(key, cfg.restarts)
     params, history, final = jax.vmap(fit_one, in_axes=(0, None, None, None))(
         keys, xs, parent_idx, parent_mask)
-    final = jnp.where(jnp.isfinite(final), final, -jnp.inf)
-    best = jnp.argmax(final)
+    log_px = jnp.where(jnp.isfinite(final["log_px"]), final["log_px"], -jnp.inf)
+    best = jnp.argmax(log_px)
     pick = lambda t: t[best]
-    return FitResult(jax.tree.map(pick, params), loc, scale, jax.tree.map(pick, history), final)
+    # Standardisation is a change of variables: data-unit densities lose sum(log scale).
+    jacobian = jnp.log(scale).sum()
+    return FitResult(jax.tree.map(pick, params), loc, scale, jax.tree.map(pick, history),
+                     log_px - jacobian, final["elbo"][best] - jacobian)
 
   fit.model = model
   return fit
@@ -260,3 +269,17 @@ def data_posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Exact regime posterior of the fitted model for raw samples ``x``, ``[S, K]``."""
   xs = (x - result.loc) / result.scale
   return model.posterior(result.params, xs, parent_idx, parent_mask)
+
+
+def sample_fitted(key, model: Model, result: FitResult, regimes, parent_idx, parent_mask, order):
+  """Draw samples in data units from the fitted model under chosen ``regimes: [S]``
+  (0 observational, k intervenes node k - 1), in topological ``order``."""
+  xs = models.ancestral_sample(key, model.decoder, result.params["decoder"], regimes,
+                               parent_idx, parent_mask, order)
+  return xs * result.scale + result.loc
+
+
+def encoder_posterior(model: Model, result: FitResult, x):
+  """The encoder's amortised ``q(z | x)`` for raw samples ``x``, ``[S, K]``."""
+  xs = (x - result.loc) / result.scale
+  return jax.nn.softmax(model.encoder.apply(result.params["encoder"], xs), axis=-1)
