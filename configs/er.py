@@ -49,4 +49,6 @@ def get_config():
   c.train.kl_cycles = 4
   c.train.restarts = 2
   c.train.log_every = 100
+  c.train.checkpoint_every = 100   # steps per compiled chunk and checkpoint; 0: one chunk
+  c.plots = True
   return c

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from experiments import synthetic
+from experiments import checkpoints, plots, synthetic, writers
+from vcm_jax import train
 
 
 class UserError(ValueError):
@@ -79,27 +80,79 @@ def _summary(runs: list[dict]) -> dict:
   return out
 
 
+class TrainingDiverged(UserError):
+  """A non-finite loss: the run stops, the last good checkpoint stays."""
+
+
+def _check_resumable(workdir: str, config) -> None:
+  """Refuse to resume (or overwrite) a workdir that holds another config's run."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  if saved != json.loads(config.to_json()):
+    changed = sorted(k for k in set(saved) | set(config.to_dict())
+                     if saved.get(k) != json.loads(config.to_json()).get(k))
+    raise UserError(f"workdir {workdir} holds a run of a different config (differs in: "
+                    f"{', '.join(changed)}); choose another --workdir")
+
+
 def run(config, workdir: str) -> dict:
-  """Simulate, fit and evaluate every run of ``config``; write ``workdir/metrics.json``."""
+  """Simulate, fit and evaluate every run of ``config``, checkpointing as it goes.
+
+  Rerunning the same command on the same workdir resumes from the last
+  checkpoint and ends with exactly the metrics of an uninterrupted run.
+  """
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
+  _check_resumable(workdir, config)
+  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   logging.info("backend %s, %d device(s); %d runs of N=%d, %d training samples",
                jax.default_backend(), jax.device_count(), config.num_runs,
                config.scm.n_nodes, config.scm.n_train)
   start = time.time()
-  adjs, out, history = synthetic.simulate(jax.random.key(config.seed), config)
-  wall = time.time() - start
+  k_graph, k_runs = jax.random.split(jax.random.key(config.seed))
+  adjs = synthetic.sample_graphs(k_graph, config)
+  exp = synthetic.make_experiment(config, max_parents=synthetic.max_parents_of(config, adjs))
+  keys = jax.random.split(k_runs, config.num_runs)
+  data, state = jax.jit(jax.vmap(exp.setup))(keys, adjs)
+  xs = jax.vmap(train.standardized)(state, data.x)
 
-  every = max(int(config.train.log_every), 1)
-  mean_hist = {k: v.mean(axis=0) for k, v in history.items()}
-  for step in range(0, config.train.num_steps, every):
-    logging.info("step %5d  loss %.4f  elbo %.4f  log p(x) %.4f  kl %.4f", step,
-                 mean_hist["loss"][step], mean_hist["elbo"][step], mean_hist["log_px"][step],
-                 mean_hist["kl"][step])
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state = ckpt.restore_latest(state)
+  if int(state.step[0]) > 0:
+    logging.info("resumed from the checkpoint at step %d", int(state.step[0]))
+  run_steps = jax.jit(jax.vmap(exp.trainer.run_steps, in_axes=(0, 0, 0, 0, None)),
+                      static_argnums=4, donate_argnums=0)
+  total = config.train.num_steps
+  chunk = config.train.checkpoint_every if config.train.checkpoint_every > 0 else total
+  log = writers.MetricWriter(workdir, resume_step=int(state.step[0]))
+  progress = writers.Progress(total, int(state.step[0]))
+  while int(state.step[0]) < total:
+    step0 = int(state.step[0])
+    n = min(chunk, total - step0)
+    new_state, history = run_steps(state, xs, data.parent_idx, data.parent_mask, n)
+    history = jax.tree.map(lambda h: np.asarray(h).mean(axis=(0, 1)), history)  # mean over runs, restarts
+    bad = np.flatnonzero(~np.isfinite(history["loss"]))
+    if bad.size:
+      raise TrainingDiverged(
+          f"non-finite loss at step {step0 + int(bad[0])}; stopped, the last good checkpoint "
+          f"(step {ckpt.latest_step() or 0}) is kept in {workdir}/checkpoints")
+    state = new_state
+    log.write_history(step0, history, config.train.log_every, last_step=total - 1)
+    ckpt.save(int(state.step[0]), state)
+    progress.update(int(state.step[0]), history)
+  ckpt.wait()
+  log.close()
+
+  scalars, details = jax.jit(jax.vmap(exp.evaluate))(state, data)
+  scalars, details = jax.tree.map(np.asarray, (scalars, details))
+  wall = time.time() - start
   runs = []
   for r in range(config.num_runs):
     row = {"seed": r}
-    for key, value in out.items():
+    for key, value in scalars.items():
       v = value[r]
       row[key] = bool(v) if v.dtype == bool else (int(v) if key == "n_edges" else float(v))
     runs.append(row)
@@ -114,4 +167,6 @@ def run(config, workdir: str) -> dict:
   payload = {"runs": runs, "summary": summary, "wall_seconds": wall,
              "config": config.to_dict(), "backend": jax.default_backend()}
   write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
+  if config.plots:
+    plots.write_all(workdir, log.rows(), details)
   return payload

@@ -10,9 +10,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries:
+  """Keep the console readable: drop orbax's per-save INFO chatter."""
+
+  def filter(self, record):
+    return record.levelno > logging.INFO or "orbax" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
     driver.run(_CONFIG.value, _WORKDIR.value)
   except driver.UserError as err:  # bad input: one line, no traceback, non-zero exit

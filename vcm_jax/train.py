@@ -176,23 +176,51 @@ def _batches(key, n_samples, batch_size):
   return jax.random.randint(key, (batch_size,), 0, n_samples)
 
 
-def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
-  """Returns ``fit(key, x, parent_idx, parent_mask) -> FitResult`` (pure, jit/vmap-safe).
+class TrainState(NamedTuple):
+  """Everything a fit carries between chunks of steps (a checkpointable pytree).
 
-  ``x: [S, N]`` raw data; parent tables from ``graphs.parent_table``.
+  Arrays under ``params`` and ``opt_state`` have a leading ``[restarts]`` axis.
   """
+  step: jax.Array      # [] int32, steps of the main phase done
+  params: Any
+  opt_state: Any
+  key_data: jax.Array  # [restarts, 2] uint32 raw keys of each restart's step stream
+  loc: jax.Array       # [N] standardisation of the training data
+  scale: jax.Array     # [N]
+
+
+class Trainer(NamedTuple):
+  """Pure pieces of a fit, for callers that checkpoint or log between chunks.
+
+  ``fit = finish(run_steps(init(key, x, ...), xs, ..., num_steps), xs, ...)``,
+  with ``xs = standardized(state, x)``; a chunked loop gives the same numbers as
+  one call because every step draws its randomness from ``fold_in(key, step)``.
+  """
+  model: Model
+  init: Any       # (key, x, parent_idx, parent_mask) -> TrainState
+  run_steps: Any  # (state, xs, parent_idx, parent_mask, num_steps) -> (state, history)
+  finish: Any     # (state, xs, parent_idx, parent_mask) -> FitResult
+
+
+def standardized(state: TrainState, x):
+  return (x - state.loc) / state.scale
+
+
+def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
+  """Build the pure ``init`` / ``run_steps`` / ``finish`` functions of a fit."""
   model = build_model(cfg, n_nodes=n_nodes, max_parents=max_parents)
   beta_fn = elbo.kl_weight_schedule(cfg.kl_schedule, num_steps=cfg.num_steps,
                                     warmup_steps=cfg.kl_warmup_steps, cycles=cfg.kl_cycles)
   optimizer = optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, cfg.num_steps, 0.05))
   pooled_opt = optax.adam(cfg.learning_rate)
+  if cfg.init not in ("surprise", "random"):
+    raise ValueError(f"unknown init {cfg.init!r}; expected surprise or random")
 
-  def fit_one(key, x, parent_idx, parent_mask):
+  def init_one(key, x, parent_idx, parent_mask):
     s = x.shape[0]
     batch = min(cfg.batch_size, s)
     k_init, k_pool, k_train = jax.random.split(key, 3)
     params = init_params(k_init, model, parent_idx, parent_mask)
-
     if cfg.init == "surprise":
       def pooled_step(carry, step):
         p, o = carry
@@ -217,14 +245,24 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
         dec = dict(dec, dlog_scale=jnp.full_like(dec["dlog_scale"],
                                                  jnp.log(cfg.init_scale_factor)))
         params = dict(params, decoder={"params": dec})
-    elif cfg.init != "random":
-      raise ValueError(f"unknown init {cfg.init!r}; expected surprise or random")
+    return params, optimizer.init(params), jax.random.key_data(k_train)
+
+  def init(key, x, parent_idx, parent_mask) -> TrainState:
+    xs, loc, scale = standardize(x)
+    keys = jax.random.split(key, cfg.restarts)
+    params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None))(
+        keys, xs, parent_idx, parent_mask)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale)
+
+  def steps_one(params, opt_state, key_data, step0, xs, parent_idx, parent_mask, num_steps):
+    s = xs.shape[0]
+    batch = min(cfg.batch_size, s)
+    k_train = jax.random.wrap_key_data(key_data)
 
     def train_step(carry, step):
       p, o = carry
-      k_step = jax.random.fold_in(k_train, step)
-      k_batch, k_loss = jax.random.split(k_step)
-      xb = x[_batches(k_batch, s, batch)]
+      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_train, step))
+      xb = xs[_batches(k_batch, s, batch)]
       beta = beta_fn(step)
       (loss, aux), g = jax.value_and_grad(objective, has_aux=True)(
           p, k_loss, xb, parent_idx, parent_mask, model=model, beta=beta)
@@ -232,30 +270,55 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
       aux = dict(aux, loss=loss, beta=jnp.asarray(beta, jnp.float32))
       return (optax.apply_updates(p, updates), o), aux
 
-    (params, _), history = jax.lax.scan(train_step, (params, optimizer.init(params)),
-                                        jnp.arange(cfg.num_steps))
-    # Final figures on the whole training set (the restart criterion is log p(x)).
-    ll = model.regime_log_likelihoods(params, x, parent_idx, parent_mask)
-    log_prior = model.log_prior(params)
-    q_logits = model.encoder.apply(params["encoder"], x)
-    final = {"log_px": elbo.log_marginal(ll, log_prior).mean(),
-             "elbo": elbo.elbo_exact(q_logits, ll, log_prior)[0].mean()}
-    return params, history, final
+    (params, opt_state), history = jax.lax.scan(
+        train_step, (params, opt_state), step0 + jnp.arange(num_steps))
+    return params, opt_state, history
 
-  def fit(key, x, parent_idx, parent_mask) -> FitResult:
-    xs, loc, scale = standardize(x)
-    keys = jax.random.split(key, cfg.restarts)
-    params, history, final = jax.vmap(fit_one, in_axes=(0, None, None, None))(
-        keys, xs, parent_idx, parent_mask)
-    log_px = jnp.where(jnp.isfinite(final["log_px"]), final["log_px"], -jnp.inf)
+  def run_steps(state: TrainState, xs, parent_idx, parent_mask, num_steps: int):
+    """``num_steps`` (static) steps from ``state.step``; history ``[restarts, num_steps]``."""
+    params, opt_state, history = jax.vmap(
+        steps_one, in_axes=(0, 0, 0, None, None, None, None, None))(
+            state.params, state.opt_state, state.key_data, state.step, xs, parent_idx,
+            parent_mask, num_steps)
+    return state._replace(step=state.step + num_steps, params=params,
+                          opt_state=opt_state), history
+
+  def finish(state: TrainState, xs, parent_idx, parent_mask, history=None) -> FitResult:
+    """Pick the restart with the best training ``log p(x)`` (never labels)."""
+    def final_one(params):
+      ll = model.regime_log_likelihoods(params, xs, parent_idx, parent_mask)
+      log_prior = model.log_prior(params)
+      q_logits = model.encoder.apply(params["encoder"], xs)
+      return (elbo.log_marginal(ll, log_prior).mean(),
+              elbo.elbo_exact(q_logits, ll, log_prior)[0].mean())
+
+    log_px, elbo_value = jax.vmap(final_one)(state.params)
+    log_px = jnp.where(jnp.isfinite(log_px), log_px, -jnp.inf)
     best = jnp.argmax(log_px)
     pick = lambda t: t[best]
     # Standardisation is a change of variables: data-unit densities lose sum(log scale).
-    jacobian = jnp.log(scale).sum()
-    return FitResult(jax.tree.map(pick, params), loc, scale, jax.tree.map(pick, history),
-                     log_px - jacobian, final["elbo"][best] - jacobian)
+    jacobian = jnp.log(state.scale).sum()
+    history = None if history is None else jax.tree.map(pick, history)
+    return FitResult(jax.tree.map(pick, state.params), state.loc, state.scale, history,
+                     log_px - jacobian, elbo_value[best] - jacobian)
 
-  fit.model = model
+  return Trainer(model, init, run_steps, finish)
+
+
+def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
+  """Returns ``fit(key, x, parent_idx, parent_mask) -> FitResult`` (pure, jit/vmap-safe).
+
+  ``x: [S, N]`` raw data; parent tables from ``graphs.parent_table``.
+  """
+  trainer = make_trainer(cfg, n_nodes=n_nodes, max_parents=max_parents)
+
+  def fit(key, x, parent_idx, parent_mask) -> FitResult:
+    state = trainer.init(key, x, parent_idx, parent_mask)
+    xs = standardized(state, x)
+    state, history = trainer.run_steps(state, xs, parent_idx, parent_mask, cfg.num_steps)
+    return trainer.finish(state, xs, parent_idx, parent_mask, history)
+
+  fit.model = trainer.model
   return fit
 
 
@@ -283,3 +346,20 @@ def encoder_posterior(model: Model, result: FitResult, x):
   """The encoder's amortised ``q(z | x)`` for raw samples ``x``, ``[S, K]``."""
   xs = (x - result.loc) / result.scale
   return jax.nn.softmax(model.encoder.apply(result.params["encoder"], xs), axis=-1)
+
+
+def mechanism_changes(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """Each mechanism's mean and noise scale in both states, in data units.
+
+  The means are averaged over the samples ``x`` (raw units) with parents as observed:
+  ``shift[1] - shift[0]`` is the mean shift of each intervened state.
+
+  Returns:
+    mean: ``[2, N]`` (observational, intervened); scale: ``[2, N]``.
+  """
+  xs = (x - result.loc) / result.scale
+  outs = [model.decoder.apply(result.params["decoder"], xs, jnp.full_like(xs, z), parent_idx,
+                              parent_mask) for z in (0.0, 1.0)]
+  mean = jnp.stack([m.mean(0) for m, _ in outs]) * result.scale + result.loc
+  scale = jnp.stack([jnp.exp(ls).mean(0) for _, ls in outs]) * result.scale
+  return mean, scale
