@@ -136,9 +136,10 @@ def run(config, workdir: str) -> dict:
     history = jax.tree.map(lambda h: np.asarray(h).mean(axis=(0, 1)), history)  # mean over runs, restarts
     bad = np.flatnonzero(~np.isfinite(history["loss"]))
     if bad.size:
-      raise TrainingDiverged(
-          f"non-finite loss at step {step0 + int(bad[0])}; stopped, the last good checkpoint "
-          f"(step {ckpt.latest_step() or 0}) is kept in {workdir}/checkpoints")
+      last = ckpt.latest_step()
+      kept = (f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints"
+              if last is not None else "no checkpoint had been saved yet")
+      raise TrainingDiverged(f"non-finite loss at step {step0 + int(bad[0])}; stopped, {kept}")
     state = new_state
     log.write_history(step0, history, config.train.log_every, last_step=total - 1)
     ckpt.save(int(state.step[0]), state)

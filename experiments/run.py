@@ -1,4 +1,6 @@
 """Main job: ``python -m experiments.run --config=configs/er.py --workdir=DIR``."""
+import logging as std_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,7 +22,8 @@ class _QuietLibraries:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  std_logging.getLogger("absl").addFilter(_QuietLibraries())
+  std_logging.getLogger("orbax").setLevel(std_logging.WARNING)
   try:
     driver.run(_CONFIG.value, _WORKDIR.value)
   except driver.UserError as err:  # bad input: one line, no traceback, non-zero exit
