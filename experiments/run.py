@@ -31,5 +31,17 @@ def main(argv):
     raise SystemExit(f"error: {err}") from None
 
 
+def parse_flags(argv):
+  """absl flag parsing, with config mistakes reported in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as err:
+    raise SystemExit(f"error: {err}") from None
+  except (AttributeError, KeyError) as err:  # ml_collections: an override names no key
+    name = str(err).strip("\"'")
+    bad = [a.split("=")[0][2:] for a in argv if a.startswith("--config.") and name in a]
+    raise SystemExit(f"error: unknown config key {bad[0] if bad else name!r}") from None
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -56,3 +56,14 @@ def test_rerun_on_other_config_refused(tmp_path):
   assert proc.returncode != 0
   assert "different config" in proc.stderr and "Traceback" not in proc.stderr
   assert json.loads((workdir / "metrics.json").read_text()) == {"keep": 1}
+
+
+def test_non_finite_loss_stops_with_step_and_no_results(tmp_path):
+  workdir = tmp_path / "nan"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run", "--config=configs/test.py",
+       "--config.train.learning_rate=1e30", "--config.plots=False", f"--workdir={workdir}"],
+      cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode != 0
+  assert "non-finite loss at step" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (workdir / "metrics.json").exists()
