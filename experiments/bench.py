@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+import experiments
 from configs import er
 from experiments import synthetic
 from vcm_jax import graphs, scm, train
@@ -79,6 +80,7 @@ _BENCHES = {"er": bench_er, "throughput": bench_throughput}
 
 def main(argv):
   del argv
+  experiments.configure_jax()
   os.makedirs(_WORKDIR.value, exist_ok=True)
   unknown = [c for c in _CASES.value if c not in _BENCHES]
   if unknown:

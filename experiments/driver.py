@@ -11,7 +11,7 @@ import numpy as np
 from absl import logging
 
 from experiments import checkpoints, plots, synthetic, writers
-from vcm_jax import train
+from vcm_jax import graphs, train
 
 
 class UserError(ValueError):
@@ -114,6 +114,10 @@ def run(config, workdir: str) -> dict:
   start = time.time()
   k_graph, k_runs = jax.random.split(jax.random.key(config.seed))
   adjs = synthetic.sample_graphs(k_graph, config)
+  needed = graphs.max_in_degree(adjs)
+  if 0 < config.model.max_parents < needed:
+    raise UserError(f"config: model.max_parents={config.model.max_parents} is below the largest "
+                    f"in-degree of the sampled graphs ({needed}); use 0 for automatic")
   exp = synthetic.make_experiment(config, max_parents=synthetic.max_parents_of(config, adjs))
   keys = jax.random.split(k_runs, config.num_runs)
   data, state = jax.jit(jax.vmap(exp.setup))(keys, adjs)

@@ -4,6 +4,7 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import experiments
 from experiments import driver
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -22,6 +23,7 @@ class _QuietLibraries:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  experiments.configure_jax()
   std_logging.getLogger("absl").addFilter(_QuietLibraries())
   std_logging.getLogger("orbax").setLevel(std_logging.WARNING)
   try:

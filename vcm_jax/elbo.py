@@ -43,7 +43,11 @@ def kl_categorical(q_logits: jax.Array, p_log_probs: jax.Array) -> jax.Array:
   (the failure that kills one seed in ten of the public code).
   """
   log_q = jax.nn.log_softmax(q_logits, axis=-1)
-  return jnp.sum(jnp.exp(log_q) * (log_q - p_log_probs), axis=-1)
+  q = jnp.exp(log_q)
+  # A category with q = 0 contributes 0 even where p = 0 (log p = -inf); the inner
+  # where keeps inf out of the masked branch so gradients stay finite there too.
+  safe_log_p = jnp.where(q > 0, p_log_probs, 0.0)
+  return jnp.sum(jnp.where(q > 0, q * (log_q - safe_log_p), 0.0), axis=-1)
 
 
 def expected_log_likelihood(q_logits: jax.Array, log_lik: jax.Array) -> jax.Array:
@@ -88,7 +92,9 @@ def kl_weight_schedule(kind: str, *, num_steps: int, warmup_steps: int = 0,
   if kind == "constant":
     return optax.constant_schedule(1.0)
   if kind == "warmup":
-    return optax.linear_schedule(0.0, 1.0, max(int(warmup_steps), 1))
+    if warmup_steps <= 0:
+      return optax.constant_schedule(1.0)
+    return optax.linear_schedule(0.0, 1.0, int(warmup_steps))
   if kind == "cyclical":
     period = max(num_steps // max(cycles, 1), 1)
 

@@ -1,0 +1,166 @@
+"""vcm_jax.models: the masked mechanism decoder, state densities, ancestral sampling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from vcm_jax import graphs, models, scm
+
+# 3 -> 0 -> 1 -> 2 and 3 -> 2 (column order not topological); max in-degree 2.
+ADJ = np.zeros((4, 4), np.float32)
+ADJ[3, 0] = ADJ[0, 1] = ADJ[1, 2] = ADJ[3, 2] = 1
+N, D = 4, 2
+IDX, MASK = graphs.parent_table(jnp.asarray(ADJ), D)
+
+
+def _decoder(mechanism, **kw):
+  return models.MechanismDecoder(n_nodes=N, max_parents=D, mechanism=mechanism, hidden=(5,), **kw)
+
+
+def _random_params(decoder, seed):
+  x0 = jnp.zeros((1, N))
+  params = decoder.init(jax.random.key(seed), x0, x0, IDX, MASK)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+  return jax.tree.unflatten(tree, [0.7 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+
+
+def test_linear_mechanism_by_hand():
+  dec = _decoder("linear")
+  params = _random_params(dec, 0)
+  p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
+  assert set(p) == {"w", "dw", "b", "db", "log_scale", "dlog_scale"}
+  assert p["w"].shape == (N, D) and p["b"].shape == (N,)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, N)).astype(np.float32)
+  z = rng.uniform(size=(6, N)).astype(np.float32)
+  mean, log_scale = dec.apply(params, jnp.asarray(x), jnp.asarray(z), IDX, MASK)
+  idx, mask = np.asarray(IDX), np.asarray(MASK)
+  want_mean = np.zeros((6, N))
+  want_ls = np.zeros((6, N))
+  for j in range(N):
+    pa = x[:, idx[j]] * mask[j]  # [6, D]
+    want_mean[:, j] = (p["b"][j] + pa @ p["w"][j]
+                       + z[:, j] * (p["db"][j] + pa @ p["dw"][j]))
+    want_ls[:, j] = p["log_scale"][j] + z[:, j] * p["dlog_scale"][j]
+  np.testing.assert_allclose(mean, want_mean, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(log_scale, want_ls, rtol=1e-5, atol=1e-5)
+  # Node 3 is a root: its mean has no parent term at all.
+  np.testing.assert_allclose(mean[:, 3], p["b"][3] + z[:, 3] * p["db"][3], rtol=1e-5, atol=1e-6)
+  # Unit scale.
+  unit = _decoder("linear", scale="unit")
+  pu = unit.init(jax.random.key(0), jnp.zeros((1, N)), jnp.zeros((1, N)), IDX, MASK)
+  assert "log_scale" not in pu["params"]
+  np.testing.assert_array_equal(unit.apply(pu, jnp.asarray(x), jnp.asarray(z), IDX, MASK)[1], 0.0)
+
+
+@pytest.mark.parametrize("mechanism,linear_skip", [("linear", True), ("mlp", True), ("mlp", False)])
+def test_decoder_reads_only_parents(mechanism, linear_skip):
+  dec = _decoder(mechanism, linear_skip=linear_skip)
+  params = _random_params(dec, 1)
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, N)), jnp.float32)
+  z = jnp.asarray(rng.uniform(size=(3, N)), jnp.float32)
+  f = jax.jit(lambda xx: dec.apply(params, xx, z, IDX, MASK))
+  mean, log_scale = f(x)
+  # Jacobian d mean_j / d x_i for sample 0: non-zero exactly on the parents.
+  jac = np.asarray(jax.jacfwd(lambda v: f(v[None])[0][0])(x[0]))  # [N (node), N (input)]
+  for j in range(N):
+    for i in range(N):
+      if ADJ[i, j]:
+        assert abs(jac[j, i]) > 1e-4, (mechanism, i, j)
+      else:
+        assert jac[j, i] == 0.0, (mechanism, i, j)
+  # Perturbing columns directly.
+  for i in range(N):
+    moved = f(x.at[:, i].add(3.0))[0]
+    for j in range(N):
+      if ADJ[i, j]:
+        assert np.all(np.abs(np.asarray(moved[:, j] - mean[:, j])) > 1e-4)
+      else:
+        np.testing.assert_array_equal(moved[:, j], mean[:, j])
+    np.testing.assert_array_equal(f(x.at[:, i].add(3.0))[1], log_scale)
+
+
+def test_decoder_rejects_unknown_options():
+  x0 = jnp.zeros((1, N))
+  with pytest.raises(ValueError, match="mechanism"):
+    _decoder("cubic").init(jax.random.key(0), x0, x0, IDX, MASK)
+  with pytest.raises(ValueError, match="scale"):
+    _decoder("linear", scale="wide").init(jax.random.key(0), x0, x0, IDX, MASK)
+
+
+@pytest.mark.parametrize("mechanism", ["linear", "mlp"])
+def test_both_states_match_node_log_densities(mechanism):
+  dec = _decoder(mechanism)
+  params = _random_params(dec, 2)
+  x = jax.random.normal(jax.random.key(3), (5, N))
+  l_obs, l_int = models.both_states(dec, params, x, IDX, MASK)
+  zeros = jnp.zeros_like(x)
+  np.testing.assert_allclose(l_obs, models.node_log_densities(dec, params, x, zeros, IDX, MASK),
+                             rtol=1e-6)
+  np.testing.assert_allclose(l_int, models.node_log_densities(dec, params, x, zeros + 1, IDX, MASK),
+                             rtol=1e-6)
+  # And against scipy's Gaussian density from the decoder's means and scales.
+  for z, l in ((zeros, l_obs), (zeros + 1, l_int)):
+    mean, log_scale = dec.apply(params, x, z, IDX, MASK)
+    ref = stats.norm.logpdf(np.asarray(x, np.float64), np.asarray(mean, np.float64),
+                            np.exp(np.asarray(log_scale, np.float64)))
+    np.testing.assert_allclose(l, ref, rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(l_int - l_obs)).max() > 1e-3  # the two states differ
+
+
+def _true_params(true):
+  """Linear decoder parameters equal to a true SCM's (gathered by the parent table)."""
+  w = np.asarray(true.weights)[np.asarray(IDX), np.arange(N)[:, None]] * np.asarray(MASK)
+  return {"params": {
+      "w": jnp.asarray(w), "dw": jnp.zeros((N, D)), "b": jnp.asarray(true.bias),
+      "db": jnp.asarray(true.shift), "log_scale": jnp.log(true.noise_scale),
+      "dlog_scale": jnp.log(true.int_scale)}}
+
+
+def test_ancestral_sample_reproduces_true_scm():
+  true = scm.sample_linear_scm(jax.random.key(4), jnp.asarray(ADJ), shift=3.0, noise_low=0.5,
+                               noise_high=1.5, intervention="both", variance_factor=2.0)
+  dec = _decoder("linear")
+  params = _true_params(true)
+  # The decoder's densities are the SCM's.
+  x_chk, _ = scm.sample_data(jax.random.key(5), true, 50)
+  for got, want in zip(models.both_states(dec, params, x_chk, IDX, MASK),
+                       scm.node_log_densities(true, x_chk)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+  per = 20_000
+  regimes = jnp.repeat(jnp.arange(N + 1, dtype=jnp.int32), per)
+  order = graphs.topological_order(jnp.asarray(ADJ))
+  sample = jax.jit(lambda k, o: models.ancestral_sample(k, dec, params, regimes, IDX, MASK, o))
+  x = np.asarray(sample(jax.random.key(6), order), np.float64).reshape(N + 1, per, N)
+  ref, _ = scm.sample_data(jax.random.key(7), true, regimes.shape[0], regimes=regimes)
+  ref = np.asarray(ref, np.float64).reshape(N + 1, per, N)
+  w = np.asarray(true.weights, np.float64)
+  inv = np.linalg.inv(np.eye(N) - w)
+  for k in range(N + 1):
+    scale = np.asarray(true.noise_scale, np.float64).copy()
+    shift = np.zeros(N)
+    if k:
+      scale[k - 1] *= float(true.int_scale[k - 1])
+      shift[k - 1] = float(true.shift[k - 1])
+    mean = shift @ inv
+    cov = inv.T @ np.diag(scale ** 2) @ inv
+    se = np.sqrt(np.diag(cov) / per)
+    assert np.all(np.abs(x[k].mean(0) - mean) < 5 * se), (k, x[k].mean(0), mean)
+    assert np.all(np.abs(x[k].mean(0) - ref[k].mean(0)) < 5 * np.sqrt(2) * se)
+    np.testing.assert_allclose(np.cov(x[k], rowvar=False), cov, atol=0.05 * np.diag(cov).max())
+
+  # Control: drawing children before parents (reversed order) breaks the covariance.
+  bad = np.asarray(sample(jax.random.key(6), order[::-1]), np.float64).reshape(N + 1, per, N)
+  cov0 = inv.T @ np.diag(np.asarray(true.noise_scale, np.float64) ** 2) @ inv
+  assert np.abs(np.cov(bad[0], rowvar=False) - cov0).max() > 0.2 * np.diag(cov0).max()
+
+
+def test_encoder_shapes():
+  enc = models.Encoder(n_categories=N + 1, hidden=(8, 8))
+  params = enc.init(jax.random.key(0), jnp.zeros((1, N)))
+  assert enc.apply(params, jnp.ones((7, N))).shape == (7, N + 1)
+  assert len(params["params"]) == 3  # two hidden layers and the output
