@@ -1,5 +1,5 @@
 """Main job: ``python -m experiments.run --config=configs/er.py --workdir=DIR``."""
-import logging as std_logging
+import logging as std_logging  # absl.logging.INFO is absl's level 0, not 20
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -17,15 +17,15 @@ class _QuietLibraries:
   """Keep the console readable: drop orbax's per-save INFO chatter."""
 
   def filter(self, record):
-    return record.levelno > logging.INFO or "orbax" not in record.pathname
+    return record.levelno > std_logging.INFO or "orbax" not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   experiments.configure_jax()
-  std_logging.getLogger("absl").addFilter(_QuietLibraries())
-  std_logging.getLogger("orbax").setLevel(std_logging.WARNING)
+  # ABSLHandler delegates to its python_handler without applying its own filters.
+  logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
   try:
     driver.run(_CONFIG.value, _WORKDIR.value)
   except driver.UserError as err:  # bad input: one line, no traceback, non-zero exit

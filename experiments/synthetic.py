@@ -2,8 +2,8 @@
 
 Every piece is pure and vmapped over runs: ``setup`` (graph -> SCM -> data ->
 initial train state), the trainer's ``run_steps`` (a chunk of steps) and
-``evaluate``. The driver jits each once and loops over chunks on the host only to
-log and checkpoint.
+``evaluate``. The driver (experiments/driver.py) jits each once and loops over
+chunks on the host only to log and checkpoint.
 """
 from __future__ import annotations
 
@@ -104,20 +104,3 @@ def make_experiment(config, *, max_parents: int) -> Experiment:
 
 def max_parents_of(config, adjs) -> int:
   return graphs.max_in_degree(adjs) if config.model.max_parents <= 0 else config.model.max_parents
-
-
-def simulate(key, config):
-  """All runs of a config in one compiled program, no checkpoints: ``(adjs, scalars, details)``."""
-  k_graph, k_runs = jax.random.split(key)
-  adjs = sample_graphs(k_graph, config)
-  exp = make_experiment(config, max_parents=max_parents_of(config, adjs))
-  keys = jax.random.split(k_runs, config.num_runs)
-
-  def run(key, adj):
-    data, state = exp.setup(key, adj)
-    state, _ = exp.trainer.run_steps(state, train.standardized(state, data.x), data.parent_idx,
-                                     data.parent_mask, config.train.num_steps)
-    return exp.evaluate(state, data)
-
-  scalars, details = jax.jit(jax.vmap(run))(keys, adjs)
-  return adjs, jax.tree.map(np.asarray, scalars), jax.tree.map(np.asarray, details)
