@@ -164,3 +164,14 @@ def test_encoder_shapes():
   params = enc.init(jax.random.key(0), jnp.zeros((1, N)))
   assert enc.apply(params, jnp.ones((7, N))).shape == (7, N + 1)
   assert len(params["params"]) == 3  # two hidden layers and the output
+
+
+def test_gaussian_log_density_matches_distrax():
+  """distrax (and the nightly TFP it pulls) imports and agrees with our density."""
+  import distrax
+
+  key = jax.random.key(3)
+  x, mean, log_scale = jax.random.normal(key, (3, 7, 5))
+  ours = models.gaussian_log_density(x, mean, log_scale)
+  ref = distrax.Normal(mean, jnp.exp(log_scale)).log_prob(x)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
