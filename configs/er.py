@@ -51,4 +51,9 @@ def get_config():
   c.train.log_every = 100
   c.train.checkpoint_every = 100   # steps per compiled chunk and checkpoint; 0: one chunk
   c.plots = True
+
+  # Devices: runs spread over `runs`, one dataset's samples split over `data`.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.runs = 1
+  c.mesh.data = 1
   return c

@@ -11,7 +11,7 @@ import numpy as np
 from absl import logging
 
 from experiments import checkpoints, plots, synthetic, writers
-from vcm_jax import graphs, train
+from vcm_jax import graphs, sharding, train
 
 
 class UserError(ValueError):
@@ -120,8 +120,15 @@ def run(config, workdir: str) -> dict:
                     f"in-degree of the sampled graphs ({needed}); use 0 for automatic")
   exp = synthetic.make_experiment(config, max_parents=synthetic.max_parents_of(config, adjs))
   keys = jax.random.split(k_runs, config.num_runs)
+  try:
+    mesh = sharding.make_mesh(runs=config.mesh.runs, data=config.mesh.data,
+                              num_runs=config.num_runs, num_samples=config.scm.n_train)
+  except ValueError as err:
+    raise UserError(f"config: {err}") from None
+  keys, adjs = sharding.shard_runs((keys, adjs), mesh)
   data, state = jax.jit(jax.vmap(exp.setup))(keys, adjs)
-  xs = jax.vmap(train.standardized)(state, data.x)
+  data, state = sharding.shard_runs((data, state), mesh)
+  xs = sharding.shard_runs_and_samples(jax.vmap(train.standardized)(state, data.x), mesh)
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore_latest(state)

@@ -10,6 +10,10 @@ from experiments import driver
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() first (multi-host: TPU pods, GPU clusters); the "
+    "coordinator, process count and id come from the environment, as JAX documents.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -23,6 +27,9 @@ class _QuietLibraries:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _DISTRIBUTED.value:
+    import jax
+    jax.distributed.initialize()
   experiments.configure_jax()
   # ABSLHandler delegates to its python_handler without applying its own filters.
   logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
