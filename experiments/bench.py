@@ -9,6 +9,8 @@ Cases:
       XLA compile time within it.
   throughput: one run at N = 10, batch 32: training samples per second of the
       jitted scan (the paper's public code does about 3,300 samples/s here).
+  vmap: 1, 16 and 64 vmapped runs at N = 10, same steps.
+  scale: one run on sparse graphs of N = 50, 100, 1000; N = 50 with 1,000,000 samples.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from experiments import driver
 from vcm_jax import graphs, scm, train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where bench.jsonl goes.", required=True)
-_CASES = flags.DEFINE_list("cases", ["er", "throughput"], "Cases to run.")
+_CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "scale"], "Cases to run.")
 
 
 def _peak_rss_mb():
@@ -72,28 +74,64 @@ def bench_er():
   }
 
 
-def bench_throughput(n_nodes=10, batch=32, steps=3000):
-  key = jax.random.key(0)
-  adj = graphs.sample_er_dag(key, n_nodes=n_nodes, edge_prob=0.1)
-  true = scm.sample_linear_scm(key, adj)
-  x, _ = scm.sample_data(key, true, 10000)
-  d = graphs.max_in_degree(adj)
-  idx, mask = graphs.parent_table(adj, d)
+def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, seed=0):
+  """Time ``steps`` training steps of ``n_runs`` vmapped fits (compile timed apart)."""
+  key = jax.random.key(seed)
+  edge_prob = min(1.0, 2 * parents / max(n_nodes - 1, 1))  # mean in-degree ~ parents
+  keys = jax.random.split(key, n_runs)
+  adjs = jax.jit(jax.vmap(lambda k: graphs.sample_er_dag(k, n_nodes=n_nodes,
+                                                         edge_prob=edge_prob)))(keys)
+  depth = int(np.asarray(jax.jit(jax.vmap(graphs.node_depths))(adjs)).max()) + 1
+  d = graphs.max_in_degree(adjs)
+
+  def data(k, adj):
+    true = scm.sample_linear_scm(k, adj, shift=4.0)
+    return scm.sample_data(k, true, n_samples, n_passes=depth)[0]
+
+  x = jax.jit(jax.vmap(data))(keys, adjs)
+  idx, mask = jax.jit(jax.vmap(lambda a: graphs.parent_table(a, d)))(adjs)
   cfg = train.FitConfig(batch_size=batch, num_steps=steps, pooled_steps=0, restarts=1)
-  fit = jax.jit(train.make_fit(cfg, n_nodes=n_nodes, max_parents=d))
+  trainer = train.make_trainer(cfg, n_nodes=n_nodes, max_parents=d)
+  state = jax.jit(jax.vmap(trainer.init))(keys, x, idx, mask)
+  xs = jax.vmap(train.standardized)(state, x)
+  run = jax.jit(jax.vmap(trainer.run_steps, in_axes=(0, 0, 0, 0, None)), static_argnums=4)
   start = time.perf_counter()
-  jax.block_until_ready(fit(key, x, idx, mask))
-  cold = time.perf_counter() - start
+  compiled = run.lower(state, xs, idx, mask, steps).compile()
+  compile_seconds = time.perf_counter() - start
+  jax.block_until_ready(compiled(state, xs, idx, mask))  # warm-up
   start = time.perf_counter()
-  jax.block_until_ready(fit(jax.random.key(1), x, idx, mask))
-  warm = time.perf_counter() - start
-  return {"name": "throughput_n10", "n_nodes": n_nodes, "n_runs": 1, "n_samples": 10000,
-          "batch_size": batch, "steps": steps, "compile_seconds": cold - warm,
-          "seconds": warm, "samples_per_second": steps * batch / warm,
-          "ms_per_step": 1e3 * warm / steps}
+  jax.block_until_ready(compiled(state, xs, idx, mask))
+  seconds = time.perf_counter() - start
+  return {"name": name, "n_nodes": n_nodes, "n_runs": n_runs, "n_samples": n_samples,
+          "batch_size": batch, "steps": steps, "max_parents": d,
+          "compile_seconds": compile_seconds, "seconds": seconds,
+          "samples_per_second": n_runs * steps * batch / seconds,
+          "ms_per_step": 1e3 * seconds / steps}
 
 
-_BENCHES = {"er": bench_er, "throughput": bench_throughput}
+def bench_throughput():
+  """One run at N = 10, steps of 32 samples, as the paper's public code trains."""
+  return _fit_case("throughput_n10", n_nodes=10, n_runs=1, n_samples=10000, batch=32,
+                   steps=3000, parents=0.45)
+
+
+def bench_vmap():
+  """The same steps for 1, 16 and 64 vmapped runs (N = 10, paper's graphs)."""
+  return [_fit_case(f"vmap_runs{r}", n_nodes=10, n_runs=r, n_samples=10000, batch=256,
+                    steps=300, parents=0.45) for r in (1, 16, 64)]
+
+
+def bench_scale():
+  """Sparse graphs (about 2 parents per node) of growing N, one run; and a large dataset."""
+  rows = [_fit_case(f"scale_n{n}", n_nodes=n, n_runs=1, n_samples=10000, batch=1000,
+                    steps=100) for n in (50, 100, 1000)]
+  rows.append(_fit_case("large_data_n50", n_nodes=50, n_runs=1, n_samples=1_000_000,
+                        batch=1000, steps=100))
+  return rows
+
+
+_BENCHES = {"er": bench_er, "throughput": bench_throughput, "vmap": bench_vmap,
+            "scale": bench_scale}
 
 
 def main(argv):
@@ -103,18 +141,17 @@ def main(argv):
   unknown = [c for c in _CASES.value if c not in _BENCHES]
   if unknown:
     raise SystemExit(f"error: unknown bench case(s) {unknown}; expected {sorted(_BENCHES)}")
-  rows = []
   for case in _CASES.value:
-    row = _BENCHES[case]()
-    row.update(peak_rss_mb=_peak_rss_mb(), devices=jax.device_count(),
-               backend=jax.default_backend())
-    rows.append(row)
-    with open(os.path.join(_WORKDIR.value, "bench.jsonl"), "a") as f:
-      f.write(json.dumps(row) + "\n")
-  for row in rows:
-    print(f"{row['name']:16s} " + "  ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in row.items() if k != "name"))
+    out = _BENCHES[case]()
+    for row in out if isinstance(out, list) else [out]:
+      # ru_maxrss is the process's peak so far: cases run in order of growing size.
+      row.update(peak_rss_mb=_peak_rss_mb(), devices=jax.device_count(),
+                 backend=jax.default_backend())
+      with open(os.path.join(_WORKDIR.value, "bench.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+      print(f"{row['name']:16s} " + "  ".join(
+          f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+          for k, v in row.items() if k != "name"), flush=True)
 
 
 if __name__ == "__main__":
