@@ -132,17 +132,17 @@ def run(config, workdir: str) -> dict:
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore_latest(state)
-  if int(state.step[0]) > 0:
-    logging.info("resumed from the checkpoint at step %d", int(state.step[0]))
+  step = int(state.step[0])  # every run advances together; one host read per chunk
+  if step > 0:
+    logging.info("resumed from the checkpoint at step %d", step)
   run_steps = jax.jit(jax.vmap(exp.trainer.run_steps, in_axes=(0, 0, 0, 0, None)),
                       static_argnums=4, donate_argnums=0)
   total = config.train.num_steps
   chunk = config.train.checkpoint_every if config.train.checkpoint_every > 0 else total
-  log = writers.MetricWriter(workdir, resume_step=int(state.step[0]))
-  progress = writers.Progress(total, int(state.step[0]))
-  while int(state.step[0]) < total:
-    step0 = int(state.step[0])
-    n = min(chunk, total - step0)
+  log = writers.MetricWriter(workdir, resume_step=step)
+  progress = writers.Progress(total, step)
+  while step < total:
+    n = min(chunk, total - step)
     new_state, history = run_steps(state, xs, data.parent_idx, data.parent_mask, n)
     history = jax.tree.map(lambda h: np.asarray(h).mean(axis=(0, 1)), history)  # mean over runs, restarts
     bad = np.flatnonzero(~np.isfinite(history["loss"]))
@@ -150,11 +150,11 @@ def run(config, workdir: str) -> dict:
       last = ckpt.latest_step()
       kept = (f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints"
               if last is not None else "no checkpoint had been saved yet")
-      raise TrainingDiverged(f"non-finite loss at step {step0 + int(bad[0])}; stopped, {kept}")
-    state = new_state
-    log.write_history(step0, history, config.train.log_every, last_step=total - 1)
-    ckpt.save(int(state.step[0]), state)
-    progress.update(int(state.step[0]), history)
+      raise TrainingDiverged(f"non-finite loss at step {step + int(bad[0])}; stopped, {kept}")
+    log.write_history(step, history, config.train.log_every, last_step=total - 1)
+    state, step = new_state, step + n
+    ckpt.save(step, state)
+    progress.update(step, history)
   ckpt.wait()
   log.close()
 

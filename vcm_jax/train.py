@@ -202,8 +202,9 @@ class Trainer(NamedTuple):
   finish: Any     # (state, xs, parent_idx, parent_mask) -> FitResult
 
 
-def standardized(state: TrainState, x):
-  return (x - state.loc) / state.scale
+def standardized(fitted, x):
+  """Raw samples in the units a fit works in; ``fitted`` is a TrainState or a FitResult."""
+  return (x - fitted.loc) / fitted.scale
 
 
 def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
@@ -324,13 +325,13 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
 
 def data_log_marginal(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Fitted ``log p(x)`` in the data's own units, ``[S]`` (standardisation Jacobian included)."""
-  xs = (x - result.loc) / result.scale
+  xs = standardized(result, x)
   return model.log_marginal(result.params, xs, parent_idx, parent_mask) - jnp.log(result.scale).sum()
 
 
 def data_posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Exact regime posterior of the fitted model for raw samples ``x``, ``[S, K]``."""
-  xs = (x - result.loc) / result.scale
+  xs = standardized(result, x)
   return model.posterior(result.params, xs, parent_idx, parent_mask)
 
 
@@ -344,7 +345,7 @@ def sample_fitted(key, model: Model, result: FitResult, regimes, parent_idx, par
 
 def encoder_posterior(model: Model, result: FitResult, x):
   """The encoder's amortised ``q(z | x)`` for raw samples ``x``, ``[S, K]``."""
-  xs = (x - result.loc) / result.scale
+  xs = standardized(result, x)
   return jax.nn.softmax(model.encoder.apply(result.params["encoder"], xs), axis=-1)
 
 
@@ -357,7 +358,7 @@ def mechanism_changes(model: Model, result: FitResult, x, parent_idx, parent_mas
   Returns:
     mean: ``[2, N]`` (observational, intervened); scale: ``[2, N]``.
   """
-  xs = (x - result.loc) / result.scale
+  xs = standardized(result, x)
   outs = [model.decoder.apply(result.params["decoder"], xs, jnp.full_like(xs, z), parent_idx,
                               parent_mask) for z in (0.0, 1.0)]
   mean = jnp.stack([m.mean(0) for m, _ in outs]) * result.scale + result.loc
