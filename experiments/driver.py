@@ -1,17 +1,25 @@
-"""Runs a synthetic experiment config and writes its results to the workdir."""
+"""Runs an experiment config and writes its results to the workdir.
+
+Two kinds of config share one training loop (chunks of compiled steps, orbax
+checkpoints, metrics.jsonl, TensorBoard, progress): synthetic ones (a ``scm``
+group: simulate, fit, score against the truth) and own-data ones (a ``data``
+group: read the user's files, fit, write assignments and regimes).
+"""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from experiments import checkpoints, plots, synthetic, writers
-from vcm_jax import graphs, sharding, train
+from experiments import checkpoints, own_data, plots, synthetic, writers
+from vcm_jax import graphs, io, sharding, train
+
+write_json_atomic = io.write_json_atomic
 
 
 class UserError(ValueError):
@@ -21,6 +29,8 @@ class UserError(ValueError):
 _CHOICES = {
     ("scm", "intervention"): ("mean", "variance", "both"),
     ("scm", "noise"): ("gauss", "laplace"),
+    ("scm", "mechanism"): ("linear", "mlp"),
+    ("model", "decoder"): ("structured", "free"),
     ("model", "mechanism"): ("linear", "mlp"),
     ("model", "scale"): ("learned", "unit"),
     ("train", "estimator"): ("exact", "gumbel", "straight_through"),
@@ -38,33 +48,41 @@ def validate_config(config) -> None:
       raise UserError(f"config: {msg}")
 
   for (group, key), allowed in _CHOICES.items():
-    value = config[group][key]
-    need(value in allowed, f"{group}.{key}={value!r} is not one of {', '.join(allowed)}")
-  s, t = config.scm, config.train
-  need(config.num_runs >= 1, f"num_runs={config.num_runs} must be >= 1")
-  need(s.n_nodes >= 1, f"scm.n_nodes={s.n_nodes} must be >= 1 (K = N + 1 >= 2)")
-  need(0.0 <= s.edge_prob <= 1.0, f"scm.edge_prob={s.edge_prob} must be in [0, 1]")
-  need(0.0 <= s.obs_fraction <= 1.0, f"scm.obs_fraction={s.obs_fraction} must be in [0, 1]")
-  need(0 < s.noise_low <= s.noise_high,
-       f"noise scales need 0 < scm.noise_low <= scm.noise_high, got {s.noise_low}, {s.noise_high}")
-  need(s.n_train >= 2 and s.n_test >= 1, "scm.n_train must be >= 2 and scm.n_test >= 1")
+    if group in config:
+      value = config[group][key]
+      need(value in allowed, f"{group}.{key}={value!r} is not one of {', '.join(allowed)}")
+  m, t = config.model, config.train
   need(t.num_steps >= 1 and t.pooled_steps >= 0, "train.num_steps must be >= 1, pooled_steps >= 0")
-  need(1 <= t.batch_size <= s.n_train,
-       f"train.batch_size={t.batch_size} must be in [1, scm.n_train={s.n_train}]")
+  need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1")
   need(t.restarts >= 1, f"train.restarts={t.restarts} must be >= 1")
   need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0")
   need(t.temperature > 0, f"train.temperature={t.temperature} must be > 0")
   need(t.init_scale_factor > 1, f"train.init_scale_factor={t.init_scale_factor} must be > 1")
   need(0 < t.init_obs_prior < 1, f"train.init_obs_prior={t.init_obs_prior} must be in (0, 1)")
-
-
-def write_json_atomic(path: str, payload) -> None:
-  """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
+  need(m.n_regimes == 0 or m.n_regimes >= 2,
+       f"model.n_regimes={m.n_regimes} must be >= 2 (K < 2 has nothing to separate), or 0")
+  need(all(k >= 2 for k in m.k_candidates), f"model.k_candidates={m.k_candidates} must be >= 2")
+  need(all(w >= 1 for w in m.hidden) and all(w >= 1 for w in m.encoder_hidden),
+       "model.hidden and model.encoder_hidden widths must be >= 1")
+  if "scm" in config:
+    s = config.scm
+    need(m.decoder == "structured" or m.n_regimes >= 2,
+         "model.decoder='free' on synthetic data needs model.n_regimes >= 2")
+    need(config.num_runs >= 1, f"num_runs={config.num_runs} must be >= 1")
+    need(s.n_nodes >= 1, f"scm.n_nodes={s.n_nodes} must be >= 1 (K = N + 1 >= 2)")
+    need(0.0 <= s.edge_prob <= 1.0, f"scm.edge_prob={s.edge_prob} must be in [0, 1]")
+    need(0.0 <= s.obs_fraction <= 1.0, f"scm.obs_fraction={s.obs_fraction} must be in [0, 1]")
+    need(0 < s.noise_low <= s.noise_high,
+         f"noise scales need 0 < scm.noise_low <= scm.noise_high, got {s.noise_low}, "
+         f"{s.noise_high}")
+    need(s.mlp_hidden >= 1, f"scm.mlp_hidden={s.mlp_hidden} must be >= 1")
+    need(s.n_train >= 2 and s.n_test >= 1, "scm.n_train must be >= 2 and scm.n_test >= 1")
+    need(t.batch_size <= s.n_train,
+         f"train.batch_size={t.batch_size} must be in [1, scm.n_train={s.n_train}]")
+  if "data" in config:
+    need(0.0 < config.data.heldout_fraction <= 0.5,
+         f"data.heldout_fraction={config.data.heldout_fraction} must be in (0, 0.5]")
+    need(config.mesh.runs == 1, "mesh.runs must be 1 for own data (one run; use mesh.data)")
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -84,30 +102,86 @@ class TrainingDiverged(UserError):
   """A non-finite loss: the run stops, the last good checkpoint stays."""
 
 
-def _check_resumable(workdir: str, config) -> None:
-  """Refuse to resume (or overwrite) a workdir that holds another config's run."""
+def _check_resumable(workdir: str, config, inputs: dict | None = None) -> None:
+  """Refuse to resume (or overwrite) a workdir that holds another config's run, or a
+  run on other input files (``inputs``: name -> content hash)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   with open(path) as f:
     saved = json.load(f)
-  if saved != json.loads(config.to_json()):
-    changed = sorted(k for k in set(saved) | set(config.to_dict())
-                     if saved.get(k) != json.loads(config.to_json()).get(k))
+  current = json.loads(config.to_json())
+  if saved != current:
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     raise UserError(f"workdir {workdir} holds a run of a different config (differs in: "
                     f"{', '.join(changed)}); choose another --workdir")
+  inputs_path = os.path.join(workdir, "inputs.json")
+  if inputs is not None and os.path.exists(inputs_path):
+    with open(inputs_path) as f:
+      saved_inputs = json.load(f)
+    changed = sorted(k for k in inputs if saved_inputs.get(k) != inputs[k])
+    if changed:
+      raise UserError(f"workdir {workdir} holds a run on other contents of "
+                      f"{', '.join(changed)}; choose another --workdir")
+
+
+def _prepare_workdir(config, workdir: str, inputs: dict | None = None) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  _check_resumable(workdir, config, inputs)
+  io.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  if inputs is not None:
+    io.write_json_atomic(os.path.join(workdir, "inputs.json"), inputs)
+
+
+def train_loop(run_steps, state, xs, parent_idx, parent_mask, config, workdir: str):
+  """Chunks of compiled steps from the last checkpoint to ``train.num_steps``.
+
+  ``run_steps`` is the jitted, runs-vmapped ``Trainer.run_steps``; ``state`` has
+  a leading runs axis. Returns the final state and the metric writer (its rows).
+  """
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state = ckpt.restore_latest(state)
+  step = int(state.step[0])  # every run advances together; one host read per chunk
+  if step > 0:
+    logging.info("resumed from the checkpoint at step %d", step)
+  total = config.train.num_steps
+  chunk = config.train.checkpoint_every if config.train.checkpoint_every > 0 else total
+  log = writers.MetricWriter(workdir, resume_step=step)
+  progress = writers.Progress(total, step)
+  while step < total:
+    n = min(chunk, total - step)
+    new_state, history = run_steps(state, xs, parent_idx, parent_mask, n)
+    history = jax.tree.map(lambda h: np.asarray(h).mean(axis=(0, 1)), history)  # mean over runs, restarts
+    bad = np.flatnonzero(~np.isfinite(history["loss"]))
+    if bad.size:
+      last = ckpt.latest_step()
+      kept = (f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints"
+              if last is not None else "no checkpoint had been saved yet")
+      raise TrainingDiverged(f"non-finite loss at step {step + int(bad[0])}; stopped, {kept}")
+    log.write_history(step, history, config.train.log_every, last_step=total - 1)
+    state, step = new_state, step + n
+    ckpt.save(step, state)
+    progress.update(step, history)
+  ckpt.wait()
+  log.close()
+  return state, log
+
+
+def _jit_run_steps(trainer):
+  return jax.jit(jax.vmap(trainer.run_steps, in_axes=(0, 0, 0, 0, None)),
+                 static_argnums=4, donate_argnums=0)
 
 
 def run(config, workdir: str) -> dict:
-  """Simulate, fit and evaluate every run of ``config``, checkpointing as it goes.
+  """Fit and evaluate ``config`` (synthetic or own data), checkpointing as it goes.
 
   Rerunning the same command on the same workdir resumes from the last
   checkpoint and ends with exactly the metrics of an uninterrupted run.
   """
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  _check_resumable(workdir, config)
-  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  if "data" in config:
+    return run_own_data(config, workdir)
+  _prepare_workdir(config, workdir)
   logging.info("backend %s, %d device(s); %d runs of N=%d, %d training samples",
                jax.default_backend(), jax.device_count(), config.num_runs,
                config.scm.n_nodes, config.scm.n_train)
@@ -129,34 +203,8 @@ def run(config, workdir: str) -> dict:
   data, state = jax.jit(jax.vmap(exp.setup))(keys, adjs)
   data, state = sharding.shard_runs((data, state), mesh)
   xs = sharding.shard_runs_and_samples(jax.vmap(train.standardized)(state, data.x), mesh)
-
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = ckpt.restore_latest(state)
-  step = int(state.step[0])  # every run advances together; one host read per chunk
-  if step > 0:
-    logging.info("resumed from the checkpoint at step %d", step)
-  run_steps = jax.jit(jax.vmap(exp.trainer.run_steps, in_axes=(0, 0, 0, 0, None)),
-                      static_argnums=4, donate_argnums=0)
-  total = config.train.num_steps
-  chunk = config.train.checkpoint_every if config.train.checkpoint_every > 0 else total
-  log = writers.MetricWriter(workdir, resume_step=step)
-  progress = writers.Progress(total, step)
-  while step < total:
-    n = min(chunk, total - step)
-    new_state, history = run_steps(state, xs, data.parent_idx, data.parent_mask, n)
-    history = jax.tree.map(lambda h: np.asarray(h).mean(axis=(0, 1)), history)  # mean over runs, restarts
-    bad = np.flatnonzero(~np.isfinite(history["loss"]))
-    if bad.size:
-      last = ckpt.latest_step()
-      kept = (f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints"
-              if last is not None else "no checkpoint had been saved yet")
-      raise TrainingDiverged(f"non-finite loss at step {step + int(bad[0])}; stopped, {kept}")
-    log.write_history(step, history, config.train.log_every, last_step=total - 1)
-    state, step = new_state, step + n
-    ckpt.save(step, state)
-    progress.update(step, history)
-  ckpt.wait()
-  log.close()
+  state, log = train_loop(_jit_run_steps(exp.trainer), state, xs, data.parent_idx,
+                          data.parent_mask, config, workdir)
 
   scalars, details = jax.jit(jax.vmap(exp.evaluate))(state, data)
   scalars, details = jax.tree.map(np.asarray, (scalars, details))
@@ -178,7 +226,96 @@ def run(config, workdir: str) -> dict:
                config.num_runs, wall)
   payload = {"runs": runs, "summary": summary, "wall_seconds": wall,
              "config": config.to_dict(), "backend": jax.default_backend()}
-  write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
+  io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
   if config.plots:
     plots.write_all(workdir, log.rows(), details)
+  return payload
+
+
+def _file_hash(path: str) -> str:
+  import hashlib
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def run_own_data(config, workdir: str) -> dict:
+  """Fit a user's data and graph; write assignments.csv, regimes.json, metrics.json, plots.
+
+  Everything about the input is checked before the workdir is touched: bad input
+  leaves an earlier run's results there as they were.
+  """
+  start = time.time()
+  try:
+    data = own_data.load(config)
+  except io.InputError as err:
+    raise UserError(str(err)) from None
+  n = len(data.names)
+  inputs = {"data": _file_hash(config.data.path), "graph": _file_hash(config.data.graph)}
+  _prepare_workdir(config, workdir, inputs)
+  logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out), "
+               "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
+               len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
+  max_parents = max(graphs.max_in_degree(data.adj), 1)
+  n_regimes, selection = None, None
+  if config.model.decoder == "free":
+    n_regimes = config.model.n_regimes
+    if n_regimes == 0:
+      selection_path = os.path.join(workdir, "k_selection.json")
+      if os.path.exists(selection_path):  # resumed: the choice was made before
+        with open(selection_path) as f:
+          selection = json.load(f)
+      else:
+        selection = own_data.choose_n_regimes(config, data, max_parents)
+        io.write_json_atomic(selection_path, selection)
+      n_regimes = selection["n_regimes"]
+      logging.info("chose K = %d by held-out ELBO: %s", n_regimes, selection["heldout_elbo"])
+  exp = own_data.make_experiment(config, n_nodes=n, max_parents=max_parents, n_regimes=n_regimes)
+  try:
+    mesh = sharding.make_mesh(runs=1, data=config.mesh.data, num_runs=1,
+                              num_samples=len(data.train_rows))
+  except ValueError as err:
+    raise UserError(f"config: {err}") from None
+  idx, mask = graphs.parent_table(jnp.asarray(data.adj), max_parents)
+  x_train = jnp.asarray(data.x[data.train_rows])
+  state = jax.jit(jax.vmap(exp.setup, in_axes=(0, None, None, None)))(
+      jax.random.key(config.seed)[None], x_train, idx, mask)
+  state = sharding.shard_runs(state, mesh)
+  xs = sharding.shard_runs_and_samples(jax.vmap(train.standardized, in_axes=(0, None))(
+      state, x_train), mesh)
+  batched = lambda a: jnp.broadcast_to(a, (1,) + a.shape)
+  state, log = train_loop(_jit_run_steps(exp.trainer), state, xs, batched(idx), batched(mask),
+                          config, workdir)
+
+  one = jax.tree.map(lambda a: a[0], state)
+  ev = jax.jit(exp.evaluate)(one, x_train, jnp.asarray(data.x),
+                             jnp.asarray(data.x[data.test_rows]), idx, mask)
+  ev = jax.tree.map(np.asarray, ev)
+  report, extras = own_data.regime_report(config, data, ev, structured=exp.trainer.model.structured)
+  wall = time.time() - start
+  summary = {
+      "n_rows": len(data.x), "n_variables": n, "n_fitted": len(data.train_rows),
+      "n_heldout": len(data.test_rows), "n_regimes": report["n_regimes"],
+      "n_empty_regimes": report["n_empty"],
+      "elbo": float(ev["train_elbo"]), "train_log_px": float(ev["train_log_px"]),
+      "heldout_loglik": float(ev["heldout_loglik"]), "heldout_elbo": float(ev["heldout_elbo"]),
+      "mean_posterior_probability": float(extras["posterior"].max(1).mean()),
+  }
+  if selection is not None:
+    summary["k_selection"] = selection
+  if data.labels is not None:
+    summary["labels"] = own_data.label_metrics(data, extras["assigned"], extras["target_idx"])
+  payload = {"summary": summary, "wall_seconds": wall, "config": config.to_dict(),
+             "backend": jax.default_backend()}
+  own_data.write_outputs(workdir, data, report, extras)
+  io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
+  if config.plots:
+    plots.write_own_data(workdir, log.rows(), report, extras)
+  labels = summary.get("labels")
+  logging.info("%d regimes (%d empty); held-out log-likelihood %.4f%s; %.1f s",
+               report["n_regimes"], report["n_empty"], summary["heldout_loglik"],
+               "" if labels is None else f"; labels: ARI {labels['ari']:.4f}, target accuracy "
+               f"{labels['target_accuracy']}", wall)
   return payload

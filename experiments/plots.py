@@ -71,3 +71,49 @@ def write_all(workdir, rows, details):
   confusion(os.path.join(workdir, "confusion.png"), details["confusion"][0])
   mechanisms(os.path.join(workdir, "mechanisms.png"), details)
   confidence(os.path.join(workdir, "confidence.png"), details["probability"])
+
+
+def regime_confidence(path, posterior, assigned, labels):
+  """Posterior probability of the assigned regime, one box per regime."""
+  k = posterior.shape[1]
+  groups = [posterior[assigned == r, r] for r in range(k)]
+  fig, ax = plt.subplots(figsize=(max(5, 0.45 * k + 2), 3.8))
+  ax.boxplot([g if g.size else [np.nan] for g in groups], showfliers=False)
+  ax.set_xticks(np.arange(1, k + 1), labels, rotation=90, fontsize=7)
+  for r, g in enumerate(groups):
+    ax.text(r + 1, 1.02, str(g.size), ha="center", fontsize=6, rotation=90)
+  ax.set_ylim(0, 1.12)
+  ax.set_ylabel("posterior probability of the assigned regime")
+  ax.set_title("confidence per regime (number assigned above)", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def regime_shifts(path, marginal, mechanism, regime_labels, node_names):
+  """Heat maps: how each node moves in each regime against the observational one."""
+  fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(node_names) * 2 + 3),
+                                           max(3.5, 0.3 * len(regime_labels) + 2)))
+  for ax, table, title in ((axes[0], marginal, "marginal shift (sd units; descendants move too)"),
+                           (axes[1], mechanism, "mechanism shift (parents as observed)")):
+    bound = max(float(np.nanmax(np.abs(table))), 1e-6)
+    im = ax.imshow(table, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_xticks(np.arange(len(node_names)), node_names, rotation=90, fontsize=7)
+    ax.set_yticks(np.arange(len(regime_labels)), regime_labels, fontsize=7)
+    ax.set_xlabel("node")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax)
+  axes[0].set_ylabel("regime (target)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write_own_data(workdir, rows, report, extras):
+  if rows:
+    training_curves(os.path.join(workdir, "training_curves.png"), rows)
+  labels = [f"{r['id']}: {'obs' if r['observational'] else r['target']}" for r in report["regimes"]]
+  regime_confidence(os.path.join(workdir, "confidence.png"), extras["posterior"],
+                    extras["assigned"], labels)
+  regime_shifts(os.path.join(workdir, "regime_shifts.png"), extras["marginal_shift"],
+                extras["mechanism_shift"], labels, report["nodes"])

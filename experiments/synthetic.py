@@ -50,7 +50,7 @@ def make_experiment(config, *, max_parents: int) -> Experiment:
 
   def setup(key, adj):
     k_scm, k_train, k_test, k_fit = jax.random.split(key, 4)
-    true = scm.sample_linear_scm(k_scm, adj, shift=c.shift, noise_low=c.noise_low,
+    true = scm.sample_scm(k_scm, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift, noise_low=c.noise_low,
                                  noise_high=c.noise_high, obs_fraction=c.obs_fraction,
                                  intervention=c.intervention, variance_factor=c.variance_factor)
     x, _ = scm.sample_data(k_train, true, c.n_train, noise=c.noise)

@@ -31,3 +31,33 @@ def observational_identified(true_regimes, pred_regimes, n_regimes: int,
   recall = both / jnp.maximum(jnp.sum(true_is_obs), 1)
   precision = both / jnp.maximum(jnp.sum(pred_is_obs), 1)
   return (recall > 0.5) & (precision > 0.5)
+
+
+def mechanism_divergence(mean: jax.Array, scale: jax.Array) -> jax.Array:
+  """How far each node's mechanism moves between every pair of regimes, ``[K, K, N]``.
+
+  ``|mean_a - mean_b| / rms(scale_a, scale_b) + |log(scale_a / scale_b)|``, from
+  ``[K, N]`` conditional means (averaged over the same samples) and noise scales.
+  """
+  rms = jnp.sqrt(0.5 * (scale[:, None] ** 2 + scale[None] ** 2))
+  return jnp.abs(mean[:, None] - mean[None]) / rms + jnp.abs(jnp.log(scale[:, None] / scale[None]))
+
+
+def free_observational(divergence: jax.Array, weights: jax.Array) -> jax.Array:
+  """The regime from which every other regime differs in a single mechanism.
+
+  For each candidate a, the divergence to every other regime b that is left after
+  its largest single-node change, weighted by b's size ``weights: [K]`` (empty
+  regimes do not vote). Under the single-target assumption it is ~0 for the true
+  observational regime only; ties (K = 2) go to the larger regime.
+  """
+  residual = divergence.sum(-1) - divergence.max(-1)  # [K, K]
+  score = residual @ weights
+  return jnp.argmin(score - 1e-6 * weights).astype(jnp.int32)
+
+
+def free_targets(divergence: jax.Array, observational) -> jax.Array:
+  """Main target node of every regime, ``[K]`` (``OBSERVATIONAL`` for the observational one):
+  the node whose mechanism moves most against the observational regime."""
+  target = jnp.argmax(divergence[observational], axis=-1).astype(jnp.int32)
+  return jnp.where(jnp.arange(divergence.shape[0]) == observational, OBSERVATIONAL, target)

@@ -99,6 +99,63 @@ class MechanismDecoder(nn.Module):
     return mean, jnp.broadcast_to(log_scale, mean.shape)
 
 
+class FreeDecoder(nn.Module):
+  """Mechanisms conditioned on the whole one-hot regime (DESIGN section 2, ``free``).
+
+  Every regime k has its own linear part ``b[k], w[k]`` and noise scale for every
+  node; ``mlp`` adds a per-node MLP shared across regimes whose first layer also
+  reads a per-regime embedding. All K x N mechanism evaluations are one batched
+  computation. Clusters carry no meaning: targets are read off afterwards
+  (``identify.free_targets``).
+  """
+  n_nodes: int
+  n_regimes: int
+  max_parents: int
+  mechanism: str = "mlp"
+  hidden: Sequence[int] = (16,)
+  scale: str = "learned"
+  linear_skip: bool = True
+
+  @nn.compact
+  def __call__(self, x, parent_idx, parent_mask):
+    """Means and log-scales of every node under every regime, ``[B, K, N]`` each."""
+    n, d, k = self.n_nodes, self.max_parents, self.n_regimes
+    x_pa = x[..., parent_idx] * parent_mask  # [B, N, D]
+    zeros = nn.initializers.zeros
+    mean = jnp.broadcast_to(self.param("b", zeros, (k, n)), (x.shape[0], k, n))
+    if self.mechanism == "linear" or self.linear_skip:
+      mean = mean + jnp.einsum("bnd,knd->bkn", x_pa, self.param("w", zeros, (k, n, d)))
+    if self.mechanism == "mlp":
+      h = None
+      for layer, width in enumerate(self.hidden):
+        fan_in = d if h is None else h.shape[-1]
+        kernel = self.param(f"kernel_{layer}", _stacked_init(1.0), (n, fan_in, width))
+        bias = self.param(f"bias_{layer}", zeros, (n, width))
+        if h is None:  # the regime enters the first layer
+          pre = (jnp.einsum("bni,nio->bno", x_pa, kernel) + bias)[:, None] \
+              + self.param("z_kernel", zeros, (k, n, width))  # [B, K, N, H]
+        else:
+          pre = jnp.einsum("bkni,nio->bkno", h, kernel) + bias
+        h = jnp.tanh(pre)
+      out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
+      mean = mean + jnp.einsum("bknh,nh->bkn", h, out)
+    elif self.mechanism != "linear":
+      raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
+    if self.scale == "learned":
+      log_scale = self.param("log_scale", zeros, (k, n))
+    elif self.scale == "unit":
+      log_scale = jnp.zeros((k, n))
+    else:
+      raise ValueError(f"unknown scale {self.scale!r}; expected learned or unit")
+    return mean, jnp.broadcast_to(log_scale, mean.shape)
+
+
+def free_log_likelihoods(decoder: FreeDecoder, params, x, parent_idx, parent_mask):
+  """``log p(x | z = k)`` of the free decoder, ``[B, K]``."""
+  mean, log_scale = decoder.apply(params, x, parent_idx, parent_mask)
+  return gaussian_log_density(x[:, None, :], mean, log_scale).sum(-1)
+
+
 def gaussian_log_density(x, mean, log_scale):
   """Elementwise ``log N(x; mean, exp(log_scale)^2)``."""
   return -0.5 * jnp.square((x - mean) * jnp.exp(-log_scale)) - log_scale - _LOG_SQRT_2PI

@@ -1,4 +1,7 @@
-"""Linear additive-noise SCMs with single-node soft interventions (DESIGN section 3).
+"""Additive-noise SCMs with single-node soft interventions (DESIGN section 3).
+
+Mechanisms are linear (the paper) or random one-hidden-layer tanh MLPs of the
+parents (nonlinear data for the MLP decoder and the baselines).
 
 Everything is a pure function of a PRNG key and arrays, so ``jax.vmap`` gives
 many graphs and SCMs at once. The true per-regime log-density and the exact
@@ -16,13 +19,24 @@ from vcm_jax import elbo
 _LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
 
-class LinearSCM(NamedTuple):
-  """Parameters of a linear SCM and its N single-node interventions.
+class MLPMechanisms(NamedTuple):
+  """Nonlinear part of every mechanism: ``sum_h out[j, h] tanh(sum_i x_i w_in[i, j, h] + b_in[j, h])``.
 
-  ``x_j = bias_j + sum_i weights[i, j] x_i + noise_scale_j eps_j`` in the
-  observational state; the intervened state of node j adds ``shift_j`` to the
-  mean and multiplies the noise scale by ``int_scale_j``. Regime 0 is
-  observational, regime ``k >= 1`` intervenes on node ``k - 1``.
+  ``w_in`` is zero off the graph, so node j reads only its parents.
+  """
+  w_in: jax.Array   # [N, N, H]
+  b_in: jax.Array   # [N, H]
+  out: jax.Array    # [N, H]
+
+
+class LinearSCM(NamedTuple):
+  """Parameters of an additive-noise SCM and its N single-node interventions.
+
+  ``x_j = bias_j + sum_i weights[i, j] x_i [+ mlp_j(pa_j)] + noise_scale_j eps_j``
+  in the observational state; the intervened state of node j adds ``shift_j`` to
+  the mean and multiplies the noise scale by ``int_scale_j``. Regime 0 is
+  observational, regime ``k >= 1`` intervenes on node ``k - 1``. ``mlp`` is
+  ``None`` for linear mechanisms (the name stays for the linear case it began as).
   """
   adj: jax.Array          # [N, N] 0/1, adj[i, j] = 1 for i -> j
   weights: jax.Array      # [N, N], zero off the graph
@@ -31,6 +45,19 @@ class LinearSCM(NamedTuple):
   shift: jax.Array        # [N] mean shift of each node's intervened state
   int_scale: jax.Array    # [N] noise-scale factor of the intervened state
   regime_probs: jax.Array  # [N + 1]
+  mlp: MLPMechanisms | None = None
+
+
+SCM = LinearSCM
+
+
+def mechanism_means(scm: LinearSCM, x: jax.Array) -> jax.Array:
+  """Observational mean of every node given the values ``x: [S, N]`` of its parents."""
+  mean = scm.bias + x @ scm.weights
+  if scm.mlp is not None:
+    pre = jnp.einsum("si,ijh->sjh", x, scm.mlp.w_in) + scm.mlp.b_in
+    mean = mean + jnp.einsum("sjh,jh->sj", jnp.tanh(pre), scm.mlp.out)
+  return mean
 
 
 def _signed_uniform(key, shape, low, high):
@@ -76,6 +103,40 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
       regime_probs=probs)
 
 
+def sample_mlp_scm(key: jax.Array, adj: jax.Array, *, hidden: int = 4, input_low=0.5,
+                   input_high=2.0, output_low=1.0, output_high=3.0, **kwargs) -> LinearSCM:
+  """Random SCM with nonlinear mechanisms on ``adj``: each node's mean is a random
+  one-hidden-layer tanh MLP of its parents (no linear part), ``hidden`` units.
+
+  Input weights ``|w| ~ U(input_low, input_high) / sqrt(in-degree)`` and output
+  weights ``|a| ~ U(output_low, output_high)`` (random signs) make the mechanisms
+  clearly nonlinear over the range the parents take (a linear fit explains only
+  part of them); interventions, noise and regime weights as ``sample_linear_scm``
+  (``**kwargs``).
+  """
+  k_lin, k_in, k_b, k_out = jax.random.split(key, 4)
+  base = sample_linear_scm(k_lin, adj, **kwargs)
+  n = adj.shape[-1]
+  fan_in = jnp.maximum(adj.sum(0), 1.0)  # [N] in-degree of each node
+  w_in = adj[:, :, None] * _signed_uniform(k_in, (n, n, hidden), input_low, input_high) \
+      / jnp.sqrt(fan_in)[None, :, None]
+  b_in = jax.random.uniform(k_b, (n, hidden), minval=-1.0, maxval=1.0)
+  out = _signed_uniform(k_out, (n, hidden), output_low, output_high)
+  # Roots have no parents: their MLP is a constant, which the zero bias absorbs.
+  out = out * (adj.sum(0) > 0)[:, None]
+  return base._replace(weights=jnp.zeros_like(base.weights), mlp=MLPMechanisms(w_in, b_in, out))
+
+
+def sample_scm(key: jax.Array, adj: jax.Array, *, mechanism: str = "linear", hidden: int = 4,
+               **kwargs) -> LinearSCM:
+  """``sample_linear_scm`` or ``sample_mlp_scm`` by name (static ``mechanism``)."""
+  if mechanism == "linear":
+    return sample_linear_scm(key, adj, **kwargs)
+  if mechanism == "mlp":
+    return sample_mlp_scm(key, adj, hidden=hidden, **kwargs)
+  raise ValueError(f"unknown mechanism {mechanism!r}; expected linear or mlp")
+
+
 def sample_regimes(key: jax.Array, regime_probs: jax.Array, n_samples: int) -> jax.Array:
   """``[S]`` int32 regime labels drawn i.i.d. from ``regime_probs``."""
   return jax.random.categorical(key, jnp.log(regime_probs), shape=(n_samples,)).astype(jnp.int32)
@@ -109,15 +170,15 @@ def sample_data(key: jax.Array, scm: LinearSCM, n_samples: int, *, noise: str = 
   hit = jax.nn.one_hot(regimes - 1, n)  # row of zeros for the observational regime
   eps = _standard_noise(k_e, (regimes.shape[0], n), noise)
   scale = scm.noise_scale * jnp.where(hit > 0, scm.int_scale, 1.0)
-  u = scm.bias + hit * scm.shift + scale * eps
+  u = hit * scm.shift + scale * eps  # the bias comes in through mechanism_means
   x = jax.lax.fori_loop(0, n if n_passes is None else n_passes,
-                        lambda _, x: u + x @ scm.weights, u)
+                        lambda _, x: u + mechanism_means(scm, x), u)
   return x, regimes
 
 
 def node_log_densities(scm: LinearSCM, x: jax.Array, *, noise: str = "gauss"):
   """True ``log p(x_j | pa_j)`` in both states: ``(l_obs, l_int)``, each ``[S, N]``."""
-  mean = scm.bias + x @ scm.weights
+  mean = mechanism_means(scm, x)
 
   def logpdf(resid, scale):
     if noise == "gauss":
@@ -148,7 +209,7 @@ def true_posterior(scm: LinearSCM, x: jax.Array, *, noise: str = "gauss") -> jax
 
 
 def implied_covariance(scm: LinearSCM) -> jax.Array:
-  """Observational covariance ``(I - W)^-T diag(sigma^2) (I - W)^-1`` (closed form)."""
+  """Observational covariance ``(I - W)^-T diag(sigma^2) (I - W)^-1`` (linear SCMs only)."""
   n = scm.adj.shape[-1]
   inv = jnp.linalg.inv(jnp.eye(n) - scm.weights)
   return inv.T @ jnp.diag(scm.noise_scale ** 2) @ inv

@@ -31,6 +31,8 @@ from vcm_jax import elbo, models
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
   """Static hyperparameters of one fit (hashable, safe to close over in ``jit``)."""
+  decoder: str = "structured"       # structured (K = N + 1) | free (K = n_regimes)
+  n_regimes: int = 0                # free decoder: K
   mechanism: str = "mlp"            # linear | mlp
   hidden: tuple = (16,)             # decoder MLP widths
   linear_skip: bool = True          # mlp mechanisms also get a linear part
@@ -45,7 +47,7 @@ class FitConfig:
   pooled_steps: int = 100
   num_steps: int = 400
   batch_size: int = 1000
-  learning_rate: float = 1e-2
+  learning_rate: float = 3e-2
   temperature: float = 1.0          # Gumbel-Softmax temperature
   kl_schedule: str = "constant"     # constant | warmup | cyclical
   kl_warmup_steps: int = 0
@@ -87,8 +89,12 @@ class Model(NamedTuple):
   cfg: FitConfig
 
   @property
-  def n_categories(self):
-    return self.decoder.n_nodes + 1
+  def structured(self) -> bool:
+    return isinstance(self.decoder, models.MechanismDecoder)
+
+  @property
+  def n_categories(self) -> int:
+    return self.decoder.n_nodes + 1 if self.structured else self.decoder.n_regimes
 
   def log_prior(self, params):
     if self.cfg.prior == "learned":
@@ -97,6 +103,9 @@ class Model(NamedTuple):
 
   def regime_log_likelihoods(self, params, x, parent_idx, parent_mask):
     """``log p(x | z = k)`` for all k, ``[B, K]`` (standardised units)."""
+    if not self.structured:
+      return models.free_log_likelihoods(self.decoder, params["decoder"], x, parent_idx,
+                                         parent_mask)
     l_obs, l_int = models.both_states(self.decoder, params["decoder"], x, parent_idx, parent_mask)
     return elbo.structured_log_likelihoods(l_obs, l_int)
 
@@ -111,25 +120,32 @@ class Model(NamedTuple):
 
 
 def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
-  return Model(
-      encoder=models.Encoder(n_categories=n_nodes + 1, hidden=tuple(cfg.encoder_hidden)),
-      decoder=models.MechanismDecoder(n_nodes=n_nodes, max_parents=max_parents,
-                                      mechanism=cfg.mechanism, hidden=tuple(cfg.hidden),
-                                      scale=cfg.scale, linear_skip=cfg.linear_skip),
-      cfg=cfg)
+  common = dict(n_nodes=n_nodes, max_parents=max_parents, mechanism=cfg.mechanism,
+                hidden=tuple(cfg.hidden), scale=cfg.scale, linear_skip=cfg.linear_skip)
+  if cfg.decoder == "structured":
+    decoder, k = models.MechanismDecoder(**common), n_nodes + 1
+  elif cfg.decoder == "free":
+    if cfg.n_regimes < 2:
+      raise ValueError(f"the free decoder needs n_regimes >= 2, got {cfg.n_regimes}")
+    decoder, k = models.FreeDecoder(n_regimes=cfg.n_regimes, **common), cfg.n_regimes
+  else:
+    raise ValueError(f"unknown decoder {cfg.decoder!r}; expected structured or free")
+  return Model(encoder=models.Encoder(n_categories=k, hidden=tuple(cfg.encoder_hidden)),
+               decoder=decoder, cfg=cfg)
 
 
 def init_params(key, model: Model, parent_idx, parent_mask):
   k_enc, k_dec = jax.random.split(key)
-  n = model.decoder.n_nodes
+  n, k = model.decoder.n_nodes, model.n_categories
   x0 = jnp.zeros((1, n))
-  obs = model.cfg.init_obs_prior
-  prior = jnp.log(jnp.concatenate([jnp.full((1,), obs), jnp.full((n,), (1 - obs) / n)]))
-  return {
-      "encoder": model.encoder.init(k_enc, x0),
-      "decoder": model.decoder.init(k_dec, x0, x0, parent_idx, parent_mask),
-      "prior_logits": prior,
-  }
+  if model.structured:
+    obs = model.cfg.init_obs_prior
+    prior = jnp.log(jnp.concatenate([jnp.full((1,), obs), jnp.full((n,), (1 - obs) / n)]))
+    decoder = model.decoder.init(k_dec, x0, x0, parent_idx, parent_mask)
+  else:
+    prior = jnp.zeros((k,))
+    decoder = model.decoder.init(k_dec, x0, parent_idx, parent_mask)
+  return {"encoder": model.encoder.init(k_enc, x0), "decoder": decoder, "prior_logits": prior}
 
 
 def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
@@ -163,7 +179,12 @@ def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
 
 
 def _pooled_loss(params, x, parent_idx, parent_mask, *, model: Model):
-  """Fit every mechanism in its observational state to all data (regimes ignored)."""
+  """Fit every mechanism in its observational state to all data (regimes ignored).
+
+  Free decoder: every regime's copy gets the same gradient, so from the common
+  zero initialisation they stay equal, each the pooled fit."""
+  if not model.structured:
+    return -model.regime_log_likelihoods(params, x, parent_idx, parent_mask).mean()
   l_obs = models.node_log_densities(model.decoder, params["decoder"], x, jnp.zeros_like(x),
                                     parent_idx, parent_mask)
   return -l_obs.sum(-1).mean()
@@ -174,6 +195,46 @@ _POOLED_PARAMS = ("w", "b", "log_scale")
 
 def _batches(key, n_samples, batch_size):
   return jax.random.randint(key, (batch_size,), 0, n_samples)
+
+
+def kmeans(key, points, n_clusters: int, *, iters: int = 10):
+  """k-means++ seeding then Lloyd iterations (jittable): ``[S, D] -> [n_clusters, D]``."""
+  s = points.shape[0]
+
+  def seed(centroids, inputs):
+    i, k = inputs
+    d2 = jnp.min(jnp.sum((points[:, None] - centroids[None]) ** 2, -1)
+                 + jnp.where(jnp.arange(n_clusters) < i, 0.0, jnp.inf)[None], axis=1)
+    logits = jnp.where(i == 0, 0.0, jnp.log(jnp.maximum(d2, 1e-30)))
+    pick = jax.random.categorical(k, jnp.broadcast_to(logits, (s,)))
+    return centroids.at[i].set(points[pick]), None
+
+  centroids, _ = jax.lax.scan(seed, jnp.zeros((n_clusters, points.shape[1]), points.dtype),
+                              (jnp.arange(n_clusters), jax.random.split(key, n_clusters)))
+
+  def lloyd(centroids, _):
+    assign = jnp.argmin(jnp.sum((points[:, None] - centroids[None]) ** 2, -1), axis=1)
+    onehot = jax.nn.one_hot(assign, n_clusters)
+    counts = onehot.sum(0)
+    means = (onehot.T @ points) / jnp.maximum(counts, 1)[:, None]
+    return jnp.where(counts[:, None] > 0, means, centroids), None
+
+  centroids, _ = jax.lax.scan(lloyd, centroids, None, length=iters)
+  return centroids
+
+
+def _residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
+                        max_points: int = 4096):
+  """Free decoder: per-regime offsets ``[K, N]`` that break the symmetry of the pooled copies.
+
+  k-means on the residuals of the pooled mechanisms: a sample from a regime
+  that shifts node j has a large residual at j only (parents are observed), so
+  the centroids start each regime near one kind of departure from the pooled fit.
+  """
+  k_sub, k_means = jax.random.split(key)
+  xs = x[jax.random.permutation(k_sub, x.shape[0])[:max_points]]
+  mean, _ = model.decoder.apply(params["decoder"], xs, parent_idx, parent_mask)
+  return kmeans(k_means, xs - mean[:, 0], model.n_categories)
 
 
 class TrainState(NamedTuple):
@@ -220,7 +281,7 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   def init_one(key, x, parent_idx, parent_mask):
     s = x.shape[0]
     batch = min(cfg.batch_size, s)
-    k_init, k_pool, k_train = jax.random.split(key, 3)
+    k_init, k_pool, k_train, k_seed = jax.random.split(key, 4)
     params = init_params(k_init, model, parent_idx, parent_mask)
     if cfg.init == "surprise":
       def pooled_step(carry, step):
@@ -242,10 +303,15 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       # broader copy of the pooled mechanism, so outliers of node j are explained
       # by regime j + 1 in the first posterior.
       dec = params["decoder"]["params"]
-      if "dlog_scale" in dec:
+      if model.structured and "dlog_scale" in dec:
         dec = dict(dec, dlog_scale=jnp.full_like(dec["dlog_scale"],
                                                  jnp.log(cfg.init_scale_factor)))
         params = dict(params, decoder={"params": dec})
+    if not model.structured:  # identical regime copies never separate: offset them
+      dec = params["decoder"]["params"]
+      dec = dict(dec, b=dec["b"] + _residual_centroids(k_seed, model, params, x, parent_idx,
+                                                        parent_mask))
+      params = dict(params, decoder={"params": dec})
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
   def init(key, x, parent_idx, parent_mask) -> TrainState:
@@ -347,6 +413,31 @@ def encoder_posterior(model: Model, result: FitResult, x):
   """The encoder's amortised ``q(z | x)`` for raw samples ``x``, ``[S, K]``."""
   xs = standardized(result, x)
   return jax.nn.softmax(model.encoder.apply(result.params["encoder"], xs), axis=-1)
+
+
+def regime_mechanisms(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """Every node's conditional mean and noise scale under every regime, in data units.
+
+  Means are averaged over the samples ``x`` (raw units) with parents as observed;
+  ``mean[k] - mean[0]`` is how regime k moves each mechanism relative to regime 0.
+
+  Returns:
+    mean, scale: ``[K, N]``.
+  """
+  xs = standardized(result, x)
+  if model.structured:
+    (m_obs, s_obs), (m_int, s_int) = [
+        model.decoder.apply(result.params["decoder"], xs, jnp.full_like(xs, z), parent_idx,
+                            parent_mask) for z in (0.0, 1.0)]
+    m_obs, m_int = m_obs.mean(0), m_int.mean(0)
+    s_obs, s_int = jnp.exp(s_obs).mean(0), jnp.exp(s_int).mean(0)
+    hit = jnp.concatenate([jnp.zeros((1, m_obs.shape[0])), jnp.eye(m_obs.shape[0])])
+    mean = jnp.where(hit > 0, m_int, m_obs)
+    scale = jnp.where(hit > 0, s_int, s_obs)
+  else:
+    mean, log_scale = model.decoder.apply(result.params["decoder"], xs, parent_idx, parent_mask)
+    mean, scale = mean.mean(0), jnp.exp(log_scale).mean(0)
+  return mean * result.scale + result.loc, scale * result.scale
 
 
 def mechanism_changes(model: Model, result: FitResult, x, parent_idx, parent_mask):

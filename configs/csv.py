@@ -1,0 +1,30 @@
+"""Your own data and graph: which sample came from which regime, and what each regime targeted.
+
+  python -m experiments.run --config=configs/csv.py --config.data.path=DATA.csv \\
+      --config.data.graph=GRAPH.csv --workdir=DIR
+
+DATA: a CSV with a header row of variable names (or an .npz of named 1-D arrays);
+GRAPH: an adjacency CSV, an edge-list CSV (header source,target), GML or GraphML
+(README, "Your own data"). Results land in DIR: assignments.csv, regimes.json,
+metrics.json and plots.
+"""
+import ml_collections
+
+from configs import er
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict()
+  c.data.path = ""                # CSV (header of names) or .npz of named 1-D arrays
+  c.data.graph = ""               # adjacency CSV, edge-list CSV, GML or GraphML
+  c.data.labels = ""              # optional column of true regimes (scored, never fitted)
+  c.data.heldout_fraction = 0.1   # rows held out for the held-out log-likelihood and K
+  c.model = er.model_config()
+  c.model.mechanism = "mlp"       # linear | mlp
+  c.train = er.train_config()
+  c.train.checkpoint_every = 200
+  c.plots = True
+  c.mesh = er.mesh_config()
+  return c
