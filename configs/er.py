@@ -43,6 +43,7 @@ def model_config():
   m.mechanism = "mlp"            # linear | mlp
   m.hidden = (16,)
   m.linear_skip = True           # mlp mechanisms: linear part + MLP residual
+  m.teacher_forcing = True       # off: mechanisms read predicted, not observed, parents
   m.encoder_hidden = (64, 64)
   m.scale = "learned"            # learned | unit
   m.max_parents = 0              # 0: the largest in-degree of the sampled graphs

@@ -18,6 +18,7 @@ from vcm_jax import graphs, identify, metrics, scm, train
 
 class RunData(NamedTuple):
   x: jax.Array          # [S, N] training samples
+  r: jax.Array          # [S] their true regimes (for the oracle baseline only)
   x_test: jax.Array     # [S_test, N] held-out samples
   r_test: jax.Array     # [S_test] their true regimes
   parent_idx: jax.Array
@@ -40,6 +41,19 @@ def sample_graphs(key, config):
   return jax.jit(jax.vmap(sample))(keys)
 
 
+def simulate(key, adj, c, *, max_parents: int) -> RunData:
+  """One SCM on ``adj`` from the ``scm`` config group ``c``, its training and held-out data."""
+  k_scm, k_train, k_test = jax.random.split(key, 3)
+  true = scm.sample_scm(k_scm, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift,
+                        noise_low=c.noise_low, noise_high=c.noise_high,
+                        obs_fraction=c.obs_fraction, intervention=c.intervention,
+                        variance_factor=c.variance_factor)
+  x, r = scm.sample_data(k_train, true, c.n_train, noise=c.noise)
+  x_test, r_test = scm.sample_data(k_test, true, c.n_test, noise=c.noise)
+  idx, mask = graphs.parent_table(adj, max_parents)
+  return RunData(x, r, x_test, r_test, idx, mask, true)
+
+
 def make_experiment(config, *, max_parents: int) -> Experiment:
   c = config.scm
   n = c.n_nodes
@@ -49,14 +63,9 @@ def make_experiment(config, *, max_parents: int) -> Experiment:
   model = trainer.model
 
   def setup(key, adj):
-    k_scm, k_train, k_test, k_fit = jax.random.split(key, 4)
-    true = scm.sample_scm(k_scm, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift, noise_low=c.noise_low,
-                                 noise_high=c.noise_high, obs_fraction=c.obs_fraction,
-                                 intervention=c.intervention, variance_factor=c.variance_factor)
-    x, _ = scm.sample_data(k_train, true, c.n_train, noise=c.noise)
-    x_test, r_test = scm.sample_data(k_test, true, c.n_test, noise=c.noise)
-    idx, mask = graphs.parent_table(adj, max_parents)
-    return RunData(x, x_test, r_test, idx, mask, true), trainer.init(k_fit, x, idx, mask)
+    k_data, k_fit = jax.random.split(key)
+    data = simulate(k_data, adj, c, max_parents=max_parents)
+    return data, trainer.init(k_fit, data.x, data.parent_idx, data.parent_mask)
 
   def evaluate(state, data: RunData):
     idx, mask, true, r_test = data.parent_idx, data.parent_mask, data.true, data.r_test

@@ -151,7 +151,7 @@ def test_elbo_sampled_matches_exact_in_expectation():
   l_obs, l_int, q_logits, log_prior = _arrays(4)
   l_obs, l_int = jnp.asarray(l_obs[:1]), jnp.asarray(l_int[:1])
   q = jnp.asarray(q_logits[:1])
-  node_ll = lambda z: l_obs + z * (l_int - l_obs)
+  node_ll = lambda z: l_obs + z[..., 1:] * (l_int - l_obs)
   keys = jax.random.split(jax.random.key(0), 20_000)
   vals = jax.jit(jax.vmap(lambda k: elbo.elbo_sampled(
       k, q, jnp.asarray(log_prior), node_ll, estimator="straight_through", temperature=0.5)[0]))(keys)

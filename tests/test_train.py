@@ -268,3 +268,40 @@ def test_composed_pipeline_vmap_jit_and_grad():
     assert np.abs(np.asarray(grads)).max() > 1e-3
     # Different graphs give different gradients.
     assert not np.allclose(grads[0], grads[1])
+
+
+def test_kmeans_finds_separated_centroids():
+  rng = np.random.default_rng(0)
+  centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+  pts = np.concatenate([c + 0.3 * rng.normal(size=(200, 2)) for c in centres]).astype(np.float32)
+  from vcm_jax import clustering
+  found, labels = jax.jit(clustering.kmeans, static_argnums=2)(jax.random.key(0), pts, 3)
+  found = np.asarray(found)
+  assert len(set(np.asarray(labels).tolist())) == 3
+  order = np.argsort(found[:, 0] + 10 * found[:, 1])
+  np.testing.assert_allclose(found[order], centres, atol=0.1)
+
+
+@pytest.mark.parametrize("estimator, posterior", [("exact", "exact"), ("gumbel", "encoder")])
+def test_no_teacher_forcing_trains_and_scores(estimator, posterior):
+  """Without teacher forcing the regime likelihoods are those of the propagated means
+  (a diagonal Gaussian per regime, independent of x's parents), and training runs finite."""
+  from vcm_jax import models
+  prob = _problem(0, n_train=300)
+  x = prob["x"]
+  idx, mask = graphs.parent_table(prob["adj"], MAXP)
+  cfg = train.FitConfig(mechanism="linear", teacher_forcing=False, estimator=estimator,
+                        posterior=posterior, num_steps=20, pooled_steps=5, batch_size=100)
+  n = x.shape[1]
+  model = train.build_model(cfg, n_nodes=n, max_parents=idx.shape[1])
+  params = train.init_params(jax.random.key(0), model, idx, mask)
+  params = jax.tree.map(lambda a: a + 0.1, params)
+  ll = model.regime_log_likelihoods(params, x[:5], idx, mask)
+  states = jnp.concatenate([jnp.zeros((1, n)), jnp.eye(n)])
+  mean, log_scale = models.free_running(
+      lambda xh: model.decoder.apply(params["decoder"], xh, states, idx, mask), (n + 1, n), n)
+  want = models.gaussian_log_density(x[:5, None], mean, log_scale).sum(-1)
+  np.testing.assert_allclose(ll, want, rtol=1e-5)
+  result = jax.jit(train.make_fit(cfg, n_nodes=n, max_parents=idx.shape[1]))(
+      jax.random.key(1), x, idx, mask)
+  assert np.all(np.isfinite(np.asarray(result.history["loss"])))

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vcm_jax import elbo
+from vcm_jax import clustering, elbo
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)  # a Python float: exact in float64 too
 
@@ -346,34 +346,8 @@ def _gmm_m_step(resp, x, reg_covar):
 
 
 def _kmeans_init(key, x, n_components, n_lloyd):
-  """k-means++ seeding then ``n_lloyd`` Lloyd steps; hard labels ``[S]``."""
-  k_first, k_rest = jax.random.split(key)
-  first = x[jax.random.randint(k_first, (), 0, x.shape[0])]
-  centers = jnp.zeros((n_components, x.shape[1]), x.dtype).at[0].set(first)
-  d2 = jnp.square(x - first).sum(-1)
-
-  def seed(k, carry):
-    centers, d2 = carry
-    # D^2 sampling; the floor keeps duplicates of chosen centres possible but negligible.
-    idx = jax.random.categorical(jax.random.fold_in(k_rest, k), _safe_log(d2))
-    c = x[idx]
-    return centers.at[k].set(c), jnp.minimum(d2, jnp.square(x - c).sum(-1))
-
-  centers, _ = jax.lax.fori_loop(1, n_components, seed, (centers, d2))
-
-  def assign(centers):
-    dist = (jnp.square(x).sum(-1, keepdims=True) - 2 * x @ centers.T
-            + jnp.square(centers).sum(-1))
-    return jnp.argmin(dist, axis=-1)
-
-  def lloyd(centers, _):
-    onehot = jax.nn.one_hot(assign(centers), n_components, dtype=x.dtype)
-    counts = onehot.sum(0)
-    new = onehot.T @ x / jnp.maximum(counts, 1.0)[:, None]
-    return jnp.where(counts[:, None] > 0, new, centers), None  # empty cluster: keep centre
-
-  centers, _ = jax.lax.scan(lloyd, centers, None, length=n_lloyd)
-  return assign(centers)
+  """Hard labels ``[S]`` of k-means (k-means++ seeding, ``n_lloyd`` Lloyd steps)."""
+  return clustering.kmeans(key, x, n_components, iters=n_lloyd)[1]
 
 
 def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_iters: int = 100,

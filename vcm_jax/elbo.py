@@ -70,8 +70,9 @@ def elbo_sampled(key, q_logits, log_prior, node_log_density: Callable, *, estima
                  temperature: float, beta=1.0):
   """ELBO with one relaxed (``gumbel``) or straight-through (``straight_through``) z.
 
-  ``node_log_density(z_nodes)`` maps the per-node state ``z_nodes = z[..., 1:]``
-  (in ``[0, 1]``) to ``[..., N]`` node log-densities. The KL is exact.
+  ``node_log_density(z)`` maps the sampled (relaxed) one-hot ``z: [..., K]`` to
+  ``[..., N]`` node log-densities (the structured decoder reads its per-node
+  states ``z[..., 1:]``; the free decoder mixes its regimes by ``z``). The KL is exact.
   """
   if estimator == "gumbel":
     z = gumbel.gumbel_softmax(key, q_logits, temperature)
@@ -79,7 +80,7 @@ def elbo_sampled(key, q_logits, log_prior, node_log_density: Callable, *, estima
     z = gumbel.straight_through(key, q_logits, temperature)
   else:
     raise ValueError(f"unknown sampled estimator {estimator!r}")
-  ll = node_log_density(z[..., 1:]).sum(axis=-1)
+  ll = node_log_density(z).sum(axis=-1)
   kl = kl_categorical(q_logits, log_prior)
   return ll - beta * kl, ll, kl
 

@@ -117,14 +117,21 @@ class FreeDecoder(nn.Module):
   linear_skip: bool = True
 
   @nn.compact
-  def __call__(self, x, parent_idx, parent_mask):
-    """Means and log-scales of every node under every regime, ``[B, K, N]`` each."""
+  def __call__(self, x, parent_idx, parent_mask, z=None):
+    """Means and log-scales, ``[B, K, N]`` each: every node under every regime.
+
+    With ``z: [B, K]`` (a one-hot or relaxed regime, as the reference code feeds
+    it), every mechanism's parameters are mixed by ``z`` instead: ``[B, 1, N]``.
+    """
     n, d, k = self.n_nodes, self.max_parents, self.n_regimes
+    b_size = x.shape[0]
+    mix = (jnp.broadcast_to(jnp.eye(k), (b_size, k, k)) if z is None else z[:, None, :])
     x_pa = x[..., parent_idx] * parent_mask  # [B, N, D]
     zeros = nn.initializers.zeros
-    mean = jnp.broadcast_to(self.param("b", zeros, (k, n)), (x.shape[0], k, n))
+    mean = jnp.einsum("brk,kn->brn", mix, self.param("b", zeros, (k, n)))
     if self.mechanism == "linear" or self.linear_skip:
-      mean = mean + jnp.einsum("bnd,knd->bkn", x_pa, self.param("w", zeros, (k, n, d)))
+      w = self.param("w", zeros, (k, n, d))
+      mean = mean + jnp.einsum("bnd,brnd->brn", x_pa, jnp.einsum("brk,knd->brnd", mix, w))
     if self.mechanism == "mlp":
       h = None
       for layer, width in enumerate(self.hidden):
@@ -132,22 +139,38 @@ class FreeDecoder(nn.Module):
         kernel = self.param(f"kernel_{layer}", _stacked_init(1.0), (n, fan_in, width))
         bias = self.param(f"bias_{layer}", zeros, (n, width))
         if h is None:  # the regime enters the first layer
+          z_kernel = self.param("z_kernel", zeros, (k, n, width))
           pre = (jnp.einsum("bni,nio->bno", x_pa, kernel) + bias)[:, None] \
-              + self.param("z_kernel", zeros, (k, n, width))  # [B, K, N, H]
+              + jnp.einsum("brk,kno->brno", mix, z_kernel)  # [B, R, N, H]
         else:
-          pre = jnp.einsum("bkni,nio->bkno", h, kernel) + bias
+          pre = jnp.einsum("brni,nio->brno", h, kernel) + bias
         h = jnp.tanh(pre)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
-      mean = mean + jnp.einsum("bknh,nh->bkn", h, out)
+      mean = mean + jnp.einsum("brnh,nh->brn", h, out)
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
-      log_scale = self.param("log_scale", zeros, (k, n))
+      log_scale = jnp.einsum("brk,kn->brn", mix, self.param("log_scale", zeros, (k, n)))
     elif self.scale == "unit":
-      log_scale = jnp.zeros((k, n))
+      log_scale = jnp.zeros_like(mean)
     else:
       raise ValueError(f"unknown scale {self.scale!r}; expected learned or unit")
     return mean, jnp.broadcast_to(log_scale, mean.shape)
+
+
+def free_running(decode, x_shape, n_passes: int):
+  """Means and log-scales with every mechanism fed its parents' *predicted* means.
+
+  No teacher forcing (the reference code's decoder): starting from zeros, each
+  pass feeds ``decode``'s means back as the parents' values; after
+  ``n_passes >= longest path + 1`` (static) they are the means propagated along
+  the DAG, independent of the observed x.
+  """
+  def step(xh, _):
+    return decode(xh)[0], None
+
+  xh, _ = jax.lax.scan(step, jnp.zeros(x_shape), None, length=n_passes)
+  return decode(xh)
 
 
 def free_log_likelihoods(decoder: FreeDecoder, params, x, parent_idx, parent_mask):

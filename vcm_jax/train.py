@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vcm_jax import elbo, models
+from vcm_jax import clustering, elbo, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class FitConfig:
   mechanism: str = "mlp"            # linear | mlp
   hidden: tuple = (16,)             # decoder MLP widths
   linear_skip: bool = True          # mlp mechanisms also get a linear part
+  teacher_forcing: bool = True      # mechanisms read observed parents (off: predicted means)
   encoder_hidden: tuple = (64, 64)  # encoder MLP widths (3 layers with the output)
   scale: str = "learned"            # learned | unit
   estimator: str = "exact"          # exact | gumbel | straight_through
@@ -103,6 +104,18 @@ class Model(NamedTuple):
 
   def regime_log_likelihoods(self, params, x, parent_idx, parent_mask):
     """``log p(x | z = k)`` for all k, ``[B, K]`` (standardised units)."""
+    if not self.cfg.teacher_forcing:
+      # Means propagated from zeros depend on the regime only: K x N, no batch axis.
+      k, n = self.n_categories, self.decoder.n_nodes
+      dec = params["decoder"]
+      if self.structured:
+        states = jnp.concatenate([jnp.zeros((1, n)), jnp.eye(n)])
+        decode = lambda xh: self.decoder.apply(dec, xh, states, parent_idx, parent_mask)
+      else:
+        decode = lambda xh: jax.tree.map(lambda a: a[:, 0], self.decoder.apply(
+            dec, xh, parent_idx, parent_mask, jnp.eye(k)))
+      mean, log_scale = models.free_running(decode, (k, n), n)
+      return models.gaussian_log_density(x[:, None], mean, log_scale).sum(-1)
     if not self.structured:
       return models.free_log_likelihoods(self.decoder, params["decoder"], x, parent_idx,
                                          parent_mask)
@@ -165,9 +178,18 @@ def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
     else:
       loss = -elbo_value
   else:
-    def node_ll(z_nodes):
-      return models.node_log_densities(model.decoder, params["decoder"], x, z_nodes,
-                                       parent_idx, parent_mask)
+    def node_ll(z):
+      dec = params["decoder"]
+      if model.structured:
+        decode = lambda xh: model.decoder.apply(dec, xh, z[..., 1:], parent_idx, parent_mask)
+      else:
+        decode = lambda xh: jax.tree.map(lambda a: a[:, 0], model.decoder.apply(
+            dec, xh, parent_idx, parent_mask, z))
+      if cfg.teacher_forcing:
+        mean, log_scale = decode(x)
+      else:
+        mean, log_scale = models.free_running(decode, x.shape, model.decoder.n_nodes)
+      return models.gaussian_log_density(x, mean, log_scale)
     elbo_value, ell, kl = elbo.elbo_sampled(
         key, q_logits, log_prior, node_ll, estimator=cfg.estimator,
         temperature=cfg.temperature, beta=beta)
@@ -197,32 +219,6 @@ def _batches(key, n_samples, batch_size):
   return jax.random.randint(key, (batch_size,), 0, n_samples)
 
 
-def kmeans(key, points, n_clusters: int, *, iters: int = 10):
-  """k-means++ seeding then Lloyd iterations (jittable): ``[S, D] -> [n_clusters, D]``."""
-  s = points.shape[0]
-
-  def seed(centroids, inputs):
-    i, k = inputs
-    d2 = jnp.min(jnp.sum((points[:, None] - centroids[None]) ** 2, -1)
-                 + jnp.where(jnp.arange(n_clusters) < i, 0.0, jnp.inf)[None], axis=1)
-    logits = jnp.where(i == 0, 0.0, jnp.log(jnp.maximum(d2, 1e-30)))
-    pick = jax.random.categorical(k, jnp.broadcast_to(logits, (s,)))
-    return centroids.at[i].set(points[pick]), None
-
-  centroids, _ = jax.lax.scan(seed, jnp.zeros((n_clusters, points.shape[1]), points.dtype),
-                              (jnp.arange(n_clusters), jax.random.split(key, n_clusters)))
-
-  def lloyd(centroids, _):
-    assign = jnp.argmin(jnp.sum((points[:, None] - centroids[None]) ** 2, -1), axis=1)
-    onehot = jax.nn.one_hot(assign, n_clusters)
-    counts = onehot.sum(0)
-    means = (onehot.T @ points) / jnp.maximum(counts, 1)[:, None]
-    return jnp.where(counts[:, None] > 0, means, centroids), None
-
-  centroids, _ = jax.lax.scan(lloyd, centroids, None, length=iters)
-  return centroids
-
-
 def _residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
                         max_points: int = 4096):
   """Free decoder: per-regime offsets ``[K, N]`` that break the symmetry of the pooled copies.
@@ -234,7 +230,7 @@ def _residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
   k_sub, k_means = jax.random.split(key)
   xs = x[jax.random.permutation(k_sub, x.shape[0])[:max_points]]
   mean, _ = model.decoder.apply(params["decoder"], xs, parent_idx, parent_mask)
-  return kmeans(k_means, xs - mean[:, 0], model.n_categories)
+  return clustering.kmeans(k_means, xs - mean[:, 0], model.n_categories)[0]
 
 
 class TrainState(NamedTuple):
