@@ -71,9 +71,17 @@ def test_graph_formats_agree(tmp_path, fmt):
   np.testing.assert_array_equal(io.read_graph(path, NAMES), _adj(NAMES, EDGES))
 
 
-def test_edge_list_declares_isolated_nodes(tmp_path):
-  path = _write(tmp_path / "g.csv", "source,target\na,b\nb,c\nd,\n")
+@pytest.mark.parametrize("header", ["source,target", "From,To", "parent,child,weight"])
+def test_edge_list_declares_isolated_nodes(tmp_path, header):
+  extra = ",0.5" if header.count(",") == 2 else ""
+  path = _write(tmp_path / "g.csv", f"{header}\na,b{extra}\nb,c{extra}\nd,{extra}\n")
   np.testing.assert_array_equal(io.read_graph(path, NAMES), _adj(NAMES, [("a", "b"), ("b", "c")]))
+
+
+def test_byte_order_mark_is_dropped(tmp_path):
+  path = tmp_path / "bom.csv"
+  path.write_bytes("\ufeffa,b\n1,2\n3,5\n".encode("utf-8"))
+  assert io.read_data(str(path)).names == ["a", "b"]
 
 
 def test_label_targets():

@@ -21,6 +21,7 @@ import numpy as np
 from vcm_jax import graphs
 
 OBSERVATIONAL_LABELS = ("", "obs", "observational", "none", "control")
+EDGE_LIST_HEADERS = (("source", "target"), ("from", "to"), ("parent", "child"), ("cause", "effect"))
 
 
 class InputError(ValueError):
@@ -35,7 +36,7 @@ class Table(NamedTuple):
 
 def _read_text(path: str, what: str) -> str:
   try:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop a BOM
       return f.read()
   except (OSError, UnicodeDecodeError) as err:
     reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
@@ -144,8 +145,8 @@ def read_graph(path: str, names: Sequence[str]) -> np.ndarray:
   """The DAG over ``names`` as ``[N, N]`` 0/1 (``A[i, j] = 1`` for ``i -> j``), in that order.
 
   Formats, detected from the extension and the content: GML, GraphML (networkx),
-  an edge-list CSV (header ``source,target``; a row with an empty target declares
-  an isolated node), an adjacency CSV (header row and first column of names).
+  an edge-list CSV (header ``source,target``, or from,to / parent,child /
+  cause,effect; a row with an empty target declares an isolated node), an adjacency CSV (header row and first column of names).
   """
   text = _read_text(path, "graph")
   head = text.lstrip()[:200].lower()
@@ -157,7 +158,7 @@ def read_graph(path: str, names: Sequence[str]) -> np.ndarray:
     nodes, edges = _read_networkx(path, nx.read_graphml)
   else:
     rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
-    if [c.lower() for c in rows[0][:2]] == ["source", "target"]:
+    if tuple(c.lower() for c in rows[0][:2]) in EDGE_LIST_HEADERS:
       nodes, edges = _edge_list(path, rows)
     else:
       nodes, edges = _adjacency(path, rows)

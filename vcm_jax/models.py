@@ -124,14 +124,20 @@ class FreeDecoder(nn.Module):
     it), every mechanism's parameters are mixed by ``z`` instead: ``[B, 1, N]``.
     """
     n, d, k = self.n_nodes, self.max_parents, self.n_regimes
-    b_size = x.shape[0]
-    mix = (jnp.broadcast_to(jnp.eye(k), (b_size, k, k)) if z is None else z[:, None, :])
+
+    def per_regime(p):  # [K, ...] -> [1, K, ...] (every regime) or [B, 1, ...] (mixed by z)
+      return p[None] if z is None else jnp.tensordot(z, p, axes=1)[:, None]
+
     x_pa = x[..., parent_idx] * parent_mask  # [B, N, D]
     zeros = nn.initializers.zeros
-    mean = jnp.einsum("brk,kn->brn", mix, self.param("b", zeros, (k, n)))
+    mean = jnp.broadcast_to(per_regime(self.param("b", zeros, (k, n))),
+                            (x.shape[0], k if z is None else 1, n))
     if self.mechanism == "linear" or self.linear_skip:
       w = self.param("w", zeros, (k, n, d))
-      mean = mean + jnp.einsum("bnd,brnd->brn", x_pa, jnp.einsum("brk,knd->brnd", mix, w))
+      if z is None:
+        mean = mean + jnp.einsum("bnd,knd->bkn", x_pa, w)
+      else:
+        mean = mean + jnp.einsum("bnd,bnd->bn", x_pa, jnp.tensordot(z, w, axes=1))[:, None]
     if self.mechanism == "mlp":
       h = None
       for layer, width in enumerate(self.hidden):
@@ -141,7 +147,7 @@ class FreeDecoder(nn.Module):
         if h is None:  # the regime enters the first layer
           z_kernel = self.param("z_kernel", zeros, (k, n, width))
           pre = (jnp.einsum("bni,nio->bno", x_pa, kernel) + bias)[:, None] \
-              + jnp.einsum("brk,kno->brno", mix, z_kernel)  # [B, R, N, H]
+              + per_regime(z_kernel)  # [B, K or 1, N, H]
         else:
           pre = jnp.einsum("brni,nio->brno", h, kernel) + bias
         h = jnp.tanh(pre)
@@ -150,7 +156,7 @@ class FreeDecoder(nn.Module):
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
-      log_scale = jnp.einsum("brk,kn->brn", mix, self.param("log_scale", zeros, (k, n)))
+      log_scale = per_regime(self.param("log_scale", zeros, (k, n)))
     elif self.scale == "unit":
       log_scale = jnp.zeros_like(mean)
     else:
