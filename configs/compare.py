@@ -17,7 +17,7 @@ def get_config():
   c.num_seeds = 10
   c.methods = ",".join(methods.ALL)
   # The one-choice ablations of vcm run on these settings only (the 40-minute budget).
-  c.ablation_settings = "shift10,shift4,mlp_shift4"
+  c.ablation_settings = "shift4,mlp_shift4"
   c.n_train = 10000
   c.n_test = 2000
   c.max_steps = 0  # > 0 caps every recipe's steps (smoke tests); 0 runs each as written

@@ -67,7 +67,8 @@ def simulate_setting(config, name, c):
       scm.true_posterior(d.true, d.x_test, noise=c.noise))[0]))(data)
   k = c.n_nodes + 1
   bayes_ari = jax.vmap(lambda r, p: metrics.adjusted_rand_index(r, p, k))(data.r_test, bayes)
-  return data, np.asarray(bayes_ari), max_parents
+  passes = int(np.asarray(jax.vmap(graphs.node_depths)(adjs)).max()) + 1
+  return data, np.asarray(bayes_ari), max_parents, passes
 
 
 def _stable_hash(name: str) -> int:
@@ -115,14 +116,15 @@ def run(config, workdir: str):
             and (m not in methods.ABLATIONS or s_name in ablation_settings)]
     if not todo:
       continue
-    data, bayes_ari, max_parents = simulate_setting(config, s_name, c)
+    data, bayes_ari, max_parents, passes = simulate_setting(config, s_name, c)
     keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1), config.num_seeds)
     for m_name in todo:
-      sig = (m_name, c.n_nodes, max_parents, jax.tree.structure(data))
+      sig = (m_name, c.n_nodes, max_parents, jax.tree.structure(data),
+             passes if methods.uses_passes(m_name) else 0)
       t0 = time.time()
       if sig not in compiled:
         method = methods.make_method(m_name, n_nodes=c.n_nodes, max_parents=max_parents,
-                                     max_steps=config.max_steps)
+                                     max_steps=config.max_steps, passes=passes)
         fn = jax.jit(jax.vmap(lambda k, d, method=method: score(
             *method(k, d), d.r_test, c.n_nodes)))
         compiled[sig] = fn.lower(keys, data).compile()

@@ -53,9 +53,11 @@ BASELINES = ("em", "gmm", "pooled", "oracle")
 ALL = tuple(RECIPES) + BASELINES
 
 
-def recipe_config(overrides: dict, n_nodes: int, max_steps: int = 0) -> train.FitConfig:
+def recipe_config(overrides: dict, n_nodes: int, max_steps: int = 0,
+                  passes: int = 0) -> train.FitConfig:
   """A recipe's FitConfig: configs/er.py's model and train groups with ``overrides``;
-  ``max_steps > 0`` caps the steps (smoke tests)."""
+  ``max_steps > 0`` caps the steps (smoke tests); ``passes`` bounds the graphs'
+  longest path + 1 (decoders without teacher forcing need no more passes)."""
   model, tr = er.model_config(), er.train_config()
   for (group, key), value in overrides.items():
     (model if group == "model" else tr)[key] = value
@@ -63,15 +65,23 @@ def recipe_config(overrides: dict, n_nodes: int, max_steps: int = 0) -> train.Fi
     tr.num_steps = min(tr.num_steps, max_steps)
     tr.pooled_steps = min(tr.pooled_steps, max_steps)
   cfg = train.FitConfig.from_config(model, tr)
+  cfg = dataclasses.replace(cfg, propagation_passes=passes)
   if cfg.decoder == "free":
     cfg = dataclasses.replace(cfg, n_regimes=n_nodes + 1)
   return cfg
 
 
-def make_method(name: str, *, n_nodes: int, max_parents: int, max_steps: int = 0):
+def uses_passes(name: str) -> bool:
+  """Whether a method's compiled program depends on the graphs' depth."""
+  return RECIPES.get(name, {}).get(("model", "teacher_forcing"), True) is False
+
+
+def make_method(name: str, *, n_nodes: int, max_parents: int, max_steps: int = 0,
+                passes: int = 0):
   """``fit_and_assign(key, data) -> (posterior, targets)`` for one method name."""
   if name in RECIPES:
-    return _vae_method(recipe_config(RECIPES[name], n_nodes, max_steps), n_nodes, max_parents)
+    cfg = recipe_config(RECIPES[name], n_nodes, max_steps, passes if uses_passes(name) else 0)
+    return _vae_method(cfg, n_nodes, max_parents)
   structured_targets = jnp.arange(n_nodes + 1) - 1
   if name == "em":
     def em(key, data: RunData):

@@ -37,6 +37,7 @@ class FitConfig:
   hidden: tuple = (16,)             # decoder MLP widths
   linear_skip: bool = True          # mlp mechanisms also get a linear part
   teacher_forcing: bool = True      # mechanisms read observed parents (off: predicted means)
+  propagation_passes: int = 0       # no teacher forcing: passes (>= longest path + 1; 0: N)
   encoder_hidden: tuple = (64, 64)  # encoder MLP widths (3 layers with the output)
   scale: str = "learned"            # learned | unit
   estimator: str = "exact"          # exact | gumbel | straight_through
@@ -114,7 +115,7 @@ class Model(NamedTuple):
       else:
         decode = lambda xh: jax.tree.map(lambda a: a[:, 0], self.decoder.apply(
             dec, xh, parent_idx, parent_mask, jnp.eye(k)))
-      mean, log_scale = models.free_running(decode, (k, n), n)
+      mean, log_scale = models.free_running(decode, (k, n), self.cfg.propagation_passes or n)
       return models.gaussian_log_density(x[:, None], mean, log_scale).sum(-1)
     if not self.structured:
       return models.free_log_likelihoods(self.decoder, params["decoder"], x, parent_idx,
@@ -188,7 +189,8 @@ def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
       if cfg.teacher_forcing:
         mean, log_scale = decode(x)
       else:
-        mean, log_scale = models.free_running(decode, x.shape, model.decoder.n_nodes)
+        mean, log_scale = models.free_running(decode, x.shape,
+                                              cfg.propagation_passes or model.decoder.n_nodes)
       return models.gaussian_log_density(x, mean, log_scale)
     elbo_value, ell, kl = elbo.elbo_sampled(
         key, q_logits, log_prior, node_ll, estimator=cfg.estimator,
