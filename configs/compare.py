@@ -16,8 +16,9 @@ def get_config():
   c.seed = 0
   c.num_seeds = 10
   c.methods = ",".join(methods.ALL)
-  # The one-choice ablations of vcm run on these settings only (the 40-minute budget).
-  c.ablation_settings = "shift4,mlp_shift4"
+  # The one-choice ablations of vcm run on these settings only (the 40-minute budget;
+  # the nonlinear setting is where the choices differ most).
+  c.ablation_settings = "mlp_shift4"
   c.n_train = 10000
   c.n_test = 2000
   c.max_steps = 0  # > 0 caps every recipe's steps (smoke tests); 0 runs each as written

@@ -79,15 +79,20 @@ def bench_er():
   }
 
 
-def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, seed=0):
-  """Time ``steps`` training steps of ``n_runs`` vmapped fits (compile timed apart)."""
+def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, seed=0,
+              max_parents=0):
+  """Time ``steps`` training steps of ``n_runs`` vmapped fits (compile timed apart).
+
+  ``max_parents`` (if larger than the graphs' in-degree) fixes the decoder's size,
+  so cases that differ in runs only compare the same per-run work.
+  """
   key = jax.random.key(seed)
   edge_prob = min(1.0, 2 * parents / max(n_nodes - 1, 1))  # mean in-degree ~ parents
   keys = jax.random.split(key, n_runs)
   adjs = jax.jit(jax.vmap(lambda k: graphs.sample_er_dag(k, n_nodes=n_nodes,
                                                          edge_prob=edge_prob)))(keys)
   depth = int(np.asarray(jax.jit(jax.vmap(graphs.node_depths))(adjs)).max()) + 1
-  d = graphs.max_in_degree(adjs)
+  d = max(graphs.max_in_degree(adjs), max_parents)
 
   def data(k, adj):
     true = scm.sample_linear_scm(k, adj, shift=4.0)
@@ -123,16 +128,42 @@ def bench_throughput():
 def bench_vmap():
   """The same steps for 1, 16 and 64 vmapped runs (N = 10, paper's graphs)."""
   return [_fit_case(f"vmap_runs{r}", n_nodes=10, n_runs=r, n_samples=10000, batch=256,
-                    steps=300, parents=0.45) for r in (1, 16, 64)]
+                    steps=300, parents=0.45, max_parents=4) for r in (1, 16, 64)]
 
 
 def bench_scale():
   """Sparse graphs (about 2 parents per node) of growing N, one run; and a large dataset."""
   rows = [_fit_case(f"scale_n{n}", n_nodes=n, n_runs=1, n_samples=10000, batch=1000,
-                    steps=100) for n in (50, 100, 1000)]
-  rows.append(_fit_case("large_data_n50", n_nodes=50, n_runs=1, n_samples=1_000_000,
-                        batch=1000, steps=100))
+                    steps=100) for n in (30, 100, 300, 1000)]
+  rows += [_fit_case(f"data_n50_s{s}", n_nodes=50, n_runs=1, n_samples=s, batch=1000,
+                     steps=100) for s in (10_000, 100_000, 1_000_000)]
   return rows
+
+
+def plot_scaling(rows, path):
+  """Log-log: time per step against N (10000 samples) and against samples (N = 50)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  by_n = sorted((r["n_nodes"], r["ms_per_step"]) for r in rows if r["name"].startswith("scale_n"))
+  by_s = sorted((r["n_samples"], r["ms_per_step"]) for r in rows if r["name"].startswith("data_"))
+  if len(by_n) < 2 and len(by_s) < 2:
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, pts, xlabel in ((axes[0], by_n, "nodes N (sparse ER, ~2 parents; 10000 samples)"),
+                          (axes[1], by_s, "training samples (N = 50)")):
+    if pts:
+      xs, ys = zip(*pts)
+      ax.loglog(xs, ys, "o-")
+      if len(xs) >= 2:
+        slope = np.polyfit(np.log(xs), np.log(ys), 1)[0]
+        ax.set_title(f"log-log slope {slope:.2f}", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("ms per training step (batch 1000)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def bench_own_data():
@@ -177,9 +208,12 @@ def main(argv):
   unknown = [c for c in _CASES.value if c not in _BENCHES]
   if unknown:
     raise SystemExit(f"error: unknown bench case(s) {unknown}; expected {sorted(_BENCHES)}")
+  all_rows = []
   for case in _CASES.value:
     out = _BENCHES[case]()
-    for row in out if isinstance(out, list) else [out]:
+    out = out if isinstance(out, list) else [out]
+    all_rows += out
+    for row in out:
       # ru_maxrss is the process's peak so far: cases run in order of growing size.
       row.update(peak_rss_mb=_peak_rss_mb(), devices=jax.device_count(),
                  backend=jax.default_backend())
@@ -188,6 +222,7 @@ def main(argv):
       print(f"{row['name']:16s} " + "  ".join(
           f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
           for k, v in row.items() if k != "name"), flush=True)
+  plot_scaling(all_rows, os.path.join(_WORKDIR.value, "scaling.png"))
 
 
 if __name__ == "__main__":

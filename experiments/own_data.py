@@ -9,6 +9,7 @@ own units.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, NamedTuple
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, identify, io, metrics, train
+from vcm_jax import elbo, graphs, identify, io, metrics, train
 
 
 class OwnData(NamedTuple):
@@ -55,7 +56,7 @@ def load(config) -> OwnData:
 def fit_config(config, n_regimes: int | None = None) -> train.FitConfig:
   cfg = train.FitConfig.from_config(config.model, config.train)
   if n_regimes is not None:
-    cfg = train.dataclasses.replace(cfg, n_regimes=n_regimes)
+    cfg = dataclasses.replace(cfg, n_regimes=n_regimes)
   return cfg
 
 
@@ -101,11 +102,12 @@ def make_experiment(config, *, n_nodes: int, max_parents: int, n_regimes: int | 
     posterior = train.data_posterior(model, result, x_all, idx, mask)
     mean, scale = train.regime_mechanisms(model, result, x_train, idx, mask)
     heldout = train.data_log_marginal(model, result, x_test, idx, mask)
-    q = train.encoder_posterior(model, result, x_test)
     # Held-out ELBO with the encoder's q: log p(x) - KL(q || p(z | x)).
-    exact = train.data_posterior(model, result, x_test, idx, mask)
-    kl = jnp.sum(jnp.where(q > 0, q * (jnp.log(jnp.maximum(q, 1e-30))
-                                       - jnp.log(jnp.maximum(exact, 1e-30))), 0.0), -1)
+    xs_test = train.standardized(result, x_test)
+    log_post = elbo.posterior_logits(
+        model.regime_log_likelihoods(result.params, xs_test, idx, mask),
+        model.log_prior(result.params))
+    kl = elbo.kl_categorical(model.encoder.apply(result.params["encoder"], xs_test), log_post)
     return {"posterior": posterior, "mean": mean, "scale": scale,
             "params": result.params["decoder"]["params"], "loc": result.loc,
             "scale_std": result.scale, "train_elbo": result.train_elbo,

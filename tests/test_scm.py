@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from vcm_jax import scm
+from vcm_jax import graphs, scm
 
 # A fixed 4-node DAG whose column order is not topological: 3 -> 0 -> 1 -> 2, 3 -> 2.
 ADJ = np.zeros((4, 4), np.float32)
@@ -193,3 +193,31 @@ def test_vmap_over_keys_and_graphs_equals_separate_calls():
   for i in range(3):
     for b, s in zip(batched, single(keys[i])):
       np.testing.assert_allclose(b[i], s, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_scm_mechanisms_read_parents_and_residuals_are_the_noise():
+  """Nonlinear mechanisms: node j's mean moves with its parents only; the data solve
+  x = mean(x) + shift + noise exactly (residuals of the observational regime have the
+  noise scales, those of regime j+1 are shifted at j only)."""
+  key = jax.random.key(3)
+  adj = graphs.sample_er_dag(key, n_nodes=6, edge_prob=0.6)
+  true = scm.sample_mlp_scm(jax.random.key(4), adj, shift=4.0, noise_low=0.5, noise_high=1.5)
+  assert true.mlp is not None and not np.any(np.asarray(true.weights))
+  x0 = jax.random.normal(jax.random.key(5), (3, 6))
+  means = np.asarray(scm.mechanism_means(true, x0))
+  a = np.asarray(adj)
+  for i in range(6):
+    moved = np.asarray(scm.mechanism_means(true, x0.at[:, i].add(1.0))) - means
+    for j in range(6):
+      if a[i, j]:
+        assert np.abs(moved[:, j]).max() > 1e-4  # parents matter (nonlinearly)
+      else:
+        np.testing.assert_allclose(moved[:, j], 0.0, atol=1e-6)
+  regimes = jnp.concatenate([jnp.zeros(20000, jnp.int32), jnp.full((20000,), 3, jnp.int32)])
+  x, _ = scm.sample_data(jax.random.key(6), true, 40000, regimes=regimes)
+  resid = np.asarray(x - scm.mechanism_means(true, x))
+  np.testing.assert_allclose(resid[:20000].std(0), np.asarray(true.noise_scale), rtol=0.03)
+  np.testing.assert_allclose(resid[:20000].mean(0), 0.0, atol=0.03)
+  shifted = resid[20000:].mean(0)
+  np.testing.assert_allclose(shifted[2], float(true.shift[2]), atol=0.05)
+  np.testing.assert_allclose(np.delete(shifted, 2), 0.0, atol=0.05)

@@ -242,7 +242,7 @@ def test_composed_pipeline_vmap_jit_and_grad():
   assert len({np.asarray(a).tobytes() for a in trues.adj}) > 1  # different graphs
   # Each graph's numbers against a numpy/scipy computation of the same SCM.
   for i in range(3):
-    t = {k: np.asarray(v[i], np.float64) for k, v in trues._asdict().items()}
+    t = {k: np.asarray(v[i], np.float64) for k, v in trues._asdict().items() if v is not None}
     x = np.asarray(xs[i], np.float64)
     mean = t["bias"] + x @ t["weights"]
     l_obs = stats.norm.logpdf(x, mean, t["noise_scale"])

@@ -103,12 +103,13 @@ class Model(NamedTuple):
       return jax.nn.log_softmax(params["prior_logits"])
     return jnp.full((self.n_categories,), -jnp.log(self.n_categories))
 
-  def regime_log_likelihoods(self, params, x, parent_idx, parent_mask):
-    """``log p(x | z = k)`` for all k, ``[B, K]`` (standardised units)."""
+  def regime_means(self, params, x, parent_idx, parent_mask):
+    """Every node's mean and log-scale under every regime, ``[B, K, N]`` each
+    (``[1, K, N]`` without teacher forcing: the means then ignore x)."""
+    k, n = self.n_categories, self.decoder.n_nodes
+    dec = params["decoder"]
     if not self.cfg.teacher_forcing:
       # Means propagated from zeros depend on the regime only: K x N, no batch axis.
-      k, n = self.n_categories, self.decoder.n_nodes
-      dec = params["decoder"]
       if self.structured:
         states = jnp.concatenate([jnp.zeros((1, n)), jnp.eye(n)])
         decode = lambda xh: self.decoder.apply(dec, xh, states, parent_idx, parent_mask)
@@ -116,6 +117,18 @@ class Model(NamedTuple):
         decode = lambda xh: jax.tree.map(lambda a: a[:, 0], self.decoder.apply(
             dec, xh, parent_idx, parent_mask, jnp.eye(k)))
       mean, log_scale = models.free_running(decode, (k, n), self.cfg.propagation_passes or n)
+      return mean[None], log_scale[None]
+    if not self.structured:
+      return self.decoder.apply(dec, x, parent_idx, parent_mask)
+    states = [self.decoder.apply(dec, x, jnp.full_like(x, z), parent_idx, parent_mask)
+              for z in (0.0, 1.0)]
+    hit = jnp.concatenate([jnp.zeros((1, n)), jnp.eye(n)])[None, :, :] > 0  # [1, K, N]
+    return tuple(jnp.where(hit, i[:, None], o[:, None]) for o, i in zip(*states))
+
+  def regime_log_likelihoods(self, params, x, parent_idx, parent_mask):
+    """``log p(x | z = k)`` for all k, ``[B, K]`` (standardised units)."""
+    if not self.cfg.teacher_forcing:
+      mean, log_scale = self.regime_means(params, x, parent_idx, parent_mask)
       return models.gaussian_log_density(x[:, None], mean, log_scale).sum(-1)
     if not self.structured:
       return models.free_log_likelihoods(self.decoder, params["decoder"], x, parent_idx,
@@ -231,7 +244,9 @@ def _residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
   """
   k_sub, k_means = jax.random.split(key)
   xs = x[jax.random.permutation(k_sub, x.shape[0])[:max_points]]
-  mean, _ = model.decoder.apply(params["decoder"], xs, parent_idx, parent_mask)
+  # Every regime's copy is the same pooled fit here: evaluate one (the mix z = e_0).
+  first = jnp.zeros((xs.shape[0], model.n_categories)).at[:, 0].set(1.0)
+  mean, _ = model.decoder.apply(params["decoder"], xs, parent_idx, parent_mask, first)
   return clustering.kmeans(k_means, xs - mean[:, 0], model.n_categories)[0]
 
 
@@ -259,6 +274,21 @@ class Trainer(NamedTuple):
   init: Any       # (key, x, parent_idx, parent_mask) -> TrainState
   run_steps: Any  # (state, xs, parent_idx, parent_mask, num_steps) -> (state, history)
   finish: Any     # (state, xs, parent_idx, parent_mask) -> FitResult
+
+
+def map_rows(fn, x, chunk: int = 2048):
+  """``fn`` over blocks of ``chunk`` rows of ``x`` (``lax.map``), outputs concatenated.
+
+  The same per-row results as ``fn(x)``, with the peak memory of one block: scoring
+  whole datasets with the free decoder holds ``[rows, K, N, hidden]`` activations.
+  """
+  s = x.shape[0]
+  if s <= chunk:
+    return fn(x)
+  blocks = -(-s // chunk)
+  xp = jnp.pad(x, ((0, blocks * chunk - s), (0, 0))).reshape(blocks, chunk, x.shape[1])
+  out = jax.lax.map(fn, xp)
+  return jax.tree.map(lambda a: a.reshape((blocks * chunk,) + a.shape[2:])[:s], out)
 
 
 def standardized(fitted, x):
@@ -351,11 +381,15 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   def finish(state: TrainState, xs, parent_idx, parent_mask, history=None) -> FitResult:
     """Pick the restart with the best training ``log p(x)`` (never labels)."""
     def final_one(params):
-      ll = model.regime_log_likelihoods(params, xs, parent_idx, parent_mask)
       log_prior = model.log_prior(params)
-      q_logits = model.encoder.apply(params["encoder"], xs)
-      return (elbo.log_marginal(ll, log_prior).mean(),
-              elbo.elbo_exact(q_logits, ll, log_prior)[0].mean())
+
+      def per_row(x):
+        ll = model.regime_log_likelihoods(params, x, parent_idx, parent_mask)
+        q_logits = model.encoder.apply(params["encoder"], x)
+        return elbo.log_marginal(ll, log_prior), elbo.elbo_exact(q_logits, ll, log_prior)[0]
+
+      log_px, elbo_rows = map_rows(per_row, xs)
+      return log_px.mean(), elbo_rows.mean()
 
     log_px, elbo_value = jax.vmap(final_one)(state.params)
     log_px = jnp.where(jnp.isfinite(log_px), log_px, -jnp.inf)
@@ -390,13 +424,14 @@ def make_fit(cfg: FitConfig, *, n_nodes: int, max_parents: int):
 def data_log_marginal(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Fitted ``log p(x)`` in the data's own units, ``[S]`` (standardisation Jacobian included)."""
   xs = standardized(result, x)
-  return model.log_marginal(result.params, xs, parent_idx, parent_mask) - jnp.log(result.scale).sum()
+  log_px = map_rows(lambda b: model.log_marginal(result.params, b, parent_idx, parent_mask), xs)
+  return log_px - jnp.log(result.scale).sum()
 
 
 def data_posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Exact regime posterior of the fitted model for raw samples ``x``, ``[S, K]``."""
   xs = standardized(result, x)
-  return model.posterior(result.params, xs, parent_idx, parent_mask)
+  return map_rows(lambda b: model.posterior(result.params, b, parent_idx, parent_mask), xs)
 
 
 def sample_fitted(key, model: Model, result: FitResult, regimes, parent_idx, parent_mask, order):
@@ -416,25 +451,19 @@ def encoder_posterior(model: Model, result: FitResult, x):
 def regime_mechanisms(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Every node's conditional mean and noise scale under every regime, in data units.
 
-  Means are averaged over the samples ``x`` (raw units) with parents as observed;
-  ``mean[k] - mean[0]`` is how regime k moves each mechanism relative to regime 0.
+  Means are averaged over the samples ``x`` (raw units) with parents as observed
+  (as the model predicts them, without teacher forcing); ``mean[k] - mean[0]`` is
+  how regime k moves each mechanism relative to regime 0.
 
   Returns:
     mean, scale: ``[K, N]``.
   """
   xs = standardized(result, x)
-  if model.structured:
-    (m_obs, s_obs), (m_int, s_int) = [
-        model.decoder.apply(result.params["decoder"], xs, jnp.full_like(xs, z), parent_idx,
-                            parent_mask) for z in (0.0, 1.0)]
-    m_obs, m_int = m_obs.mean(0), m_int.mean(0)
-    s_obs, s_int = jnp.exp(s_obs).mean(0), jnp.exp(s_int).mean(0)
-    hit = jnp.concatenate([jnp.zeros((1, m_obs.shape[0])), jnp.eye(m_obs.shape[0])])
-    mean = jnp.where(hit > 0, m_int, m_obs)
-    scale = jnp.where(hit > 0, s_int, s_obs)
-  else:
-    mean, log_scale = model.decoder.apply(result.params["decoder"], xs, parent_idx, parent_mask)
-    mean, scale = mean.mean(0), jnp.exp(log_scale).mean(0)
+  mean, log_scale = map_rows(
+      lambda b: jax.tree.map(lambda a: jnp.broadcast_to(
+          a, (b.shape[0],) + a.shape[1:]), model.regime_means(result.params, b, parent_idx,
+                                                             parent_mask)), xs)
+  mean, scale = mean.mean(0), jnp.exp(log_scale).mean(0)
   return mean * result.scale + result.loc, scale * result.scale
 
 
