@@ -7,7 +7,7 @@ datasets; each method is one ``jit(vmap(...))`` over the seeds (settings of
 equal shapes reuse its compiled program). Writes ``DIR/results.csv``
 (``setting,method,seed,ari,bayes_ari,target_accuracy,seconds``; seconds = the
 method's run time for all seeds / seeds, compilation excluded and reported in
-``DIR/compile_seconds.json``), ``DIR/report.md`` and plots. Finished
+``DIR/timing.json``), ``DIR/report.md`` and plots. Finished
 (setting, method) pairs are kept in ``DIR/partial.jsonl``: rerunning the same
 command on the same workdir continues where it stopped.
 """
@@ -28,10 +28,6 @@ from configs import er
 from experiments import methods, report, synthetic
 from vcm_jax import graphs, identify, io, metrics, scm
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py", "Comparison config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.csv, report.md, plots.")
-flags.mark_flags_as_required(["workdir"])
 
 COLUMNS = ("setting", "method", "seed", "ari", "bayes_ari", "target_accuracy", "seconds")
 
@@ -150,9 +146,17 @@ def run(config, workdir: str):
                    "target_accuracy": row["target_accuracy"][seed], "seconds": row["seconds"]})
   lines = [",".join(COLUMNS)] + [",".join(_fmt(r[c]) for c in COLUMNS) for r in rows]
   io.write_text_atomic(os.path.join(workdir, "results.csv"), "\n".join(lines) + "\n")
-  io.write_json_atomic(os.path.join(workdir, "compile_seconds.json"), compile_seconds)
+  # A resumed comparison adds to what earlier invocations compiled and spent.
+  timing_path = os.path.join(workdir, "timing.json")
+  timing = {"compile_seconds": {}, "invocation_seconds": []}
+  if os.path.exists(timing_path):
+    with open(timing_path) as f:
+      timing = json.load(f)
+  timing["compile_seconds"].update(compile_seconds)
+  timing["invocation_seconds"].append(time.time() - start)
+  io.write_json_atomic(timing_path, timing)
   report.write(workdir, rows, {k: dict(v) for k, v in config.settings.items()},
-               wall=time.time() - start, plots=config.plots)
+               wall=sum(timing["invocation_seconds"]), plots=config.plots)
   return rows
 
 
@@ -174,4 +178,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program: tests import this module beside
+  # the other entry points, which define flags of the same names.
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py", "Comparison config.",
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.csv, report.md, plots.")
+  flags.mark_flags_as_required(["workdir"])
   app.run(main)

@@ -21,9 +21,6 @@ from ml_collections import config_flags
 import experiments
 from vcm_jax import graphs, identify, io, metrics, scm
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/er.py", "Config with an scm group.")
-_OUT = flags.DEFINE_string("out", None, "Directory for data.csv, graph.csv, truth.json.")
-flags.mark_flags_as_required(["out"])
 
 
 def make_dataset(config, out: str) -> dict:
@@ -79,4 +76,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program: tests import this module beside
+  # the other entry points, which define flags of the same names.
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/er.py", "Config with an scm group.")
+  _OUT = flags.DEFINE_string("out", None, "Directory for data.csv, graph.csv, truth.json.")
+  flags.mark_flags_as_required(["out"])
   app.run(main)

@@ -53,12 +53,12 @@ def write(workdir, rows, settings: dict, *, wall: float, plots: bool = True):
   md = ["# Comparison", "",
         f"{len(setting_names)} settings x {len(method_names)} methods, "
         f"{max((v['n'] for v in summary.values()), default=0)} seeds each; "
-        f"wall time of this invocation {wall / 60:.1f} min.", "",
+        f"wall time {wall / 60:.1f} min (all invocations, simulation and compilation included).", "",
         "ARI on held-out samples (mean ± std over seeds); `ceiling` is the Bayes ceiling "
         "(the exact posterior under the true SCM) on the same samples; `x ceil` = mean ARI / "
         "mean ceiling; target accuracy is the fraction of samples whose inferred target (or "
         "'observational') is right (— where a method has no targets); seconds per seed, "
-        "compilation excluded (see compile_seconds.json).", "",
+        "compilation excluded (see timing.json).", "",
         "## Does vcm meet the bar?", "",
         "| setting | vcm ARI | ceiling | vcm / ceiling | vcm >= every rival - 0.01 and >= 0.9 x ceiling |",
         "| --- | --- | --- | --- | --- |"]
@@ -99,9 +99,11 @@ def _plots(workdir, summary, settings, method_names, setting_names):
     xs = [sh for sh, _ in by_shift]
     ax.plot(xs, [summary[(s, method_names[0])]["bayes"] for _, s in by_shift], "k--", lw=2,
             label="Bayes ceiling")
-    for m in method_names:
+    styles = ("-", "--", ":", "-.")
+    for i, m in enumerate(method_names):
       ys = [summary[(s, m)]["ari"] if (s, m) in summary else np.nan for _, s in by_shift]
-      ax.plot(xs, ys, marker="o", lw=1, label=m)
+      if not np.all(np.isnan(ys)):  # ablations run on some settings only
+        ax.plot(xs, ys, marker="o", lw=1, ls=styles[(i // 10) % 4], label=m)
     ax.set_xlabel("intervention shift")
     ax.set_ylabel("held-out ARI")
     ax.legend(fontsize=6, ncol=2)
