@@ -173,7 +173,6 @@ def main(argv):
   try:
     run(_CONFIG.value, _WORKDIR.value)
   except UserError as err:
-    logging.error("%s", err)
     raise SystemExit(f"error: {err}") from None
 
 

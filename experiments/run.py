@@ -36,7 +36,6 @@ def main(argv):
   try:
     driver.run(_CONFIG.value, _WORKDIR.value)
   except driver.UserError as err:  # bad input: one line, no traceback, non-zero exit
-    logging.error("%s", err)
     raise SystemExit(f"error: {err}") from None
 
 
