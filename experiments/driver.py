@@ -7,6 +7,7 @@ group: read the user's files, fit, write assignments and regimes).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -233,7 +234,6 @@ def run(config, workdir: str) -> dict:
 
 
 def _file_hash(path: str) -> str:
-  import hashlib
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):

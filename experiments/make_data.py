@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import experiments
+from experiments import synthetic
 from vcm_jax import graphs, identify, io, metrics, scm
 
 
@@ -28,10 +29,7 @@ def make_dataset(config, out: str) -> dict:
   c = config.scm
   k_graph, k_scm, k_data = jax.random.split(jax.random.key(config.seed), 3)
   adj = graphs.sample_er_dag(k_graph, n_nodes=c.n_nodes, edge_prob=c.edge_prob)
-  true = scm.sample_scm(k_scm, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift,
-                        noise_low=c.noise_low, noise_high=c.noise_high,
-                        obs_fraction=c.obs_fraction, intervention=c.intervention,
-                        variance_factor=c.variance_factor)
+  true = synthetic.true_scm(k_scm, adj, c)
   x, regimes = scm.sample_data(k_data, true, c.n_train, noise=c.noise)
   bayes, _ = identify.assign_regimes(scm.true_posterior(true, x, noise=c.noise))
   k = c.n_nodes + 1

@@ -41,13 +41,18 @@ def sample_graphs(key, config):
   return jax.jit(jax.vmap(sample))(keys)
 
 
-def simulate(key, adj, c, *, max_parents: int) -> RunData:
-  """One SCM on ``adj`` from the ``scm`` config group ``c``, its training and held-out data."""
-  k_scm, k_train, k_test = jax.random.split(key, 3)
-  true = scm.sample_scm(k_scm, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift,
+def true_scm(key, adj, c) -> scm.LinearSCM:
+  """The SCM on ``adj`` that the ``scm`` config group ``c`` describes."""
+  return scm.sample_scm(key, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift,
                         noise_low=c.noise_low, noise_high=c.noise_high,
                         obs_fraction=c.obs_fraction, intervention=c.intervention,
                         variance_factor=c.variance_factor)
+
+
+def simulate(key, adj, c, *, max_parents: int) -> RunData:
+  """One SCM on ``adj`` from the ``scm`` config group ``c``, its training and held-out data."""
+  k_scm, k_train, k_test = jax.random.split(key, 3)
+  true = true_scm(k_scm, adj, c)
   x, r = scm.sample_data(k_train, true, c.n_train, noise=c.noise)
   x_test, r_test = scm.sample_data(k_test, true, c.n_test, noise=c.noise)
   idx, mask = graphs.parent_table(adj, max_parents)
