@@ -75,18 +75,27 @@ class MechanismDecoder(nn.Module):
       mean = mean + jnp.einsum("bnd,nd->bn", x_pa, w) \
           + z_nodes * jnp.einsum("bnd,nd->bn", x_pa, dw)
     if self.mechanism == "mlp":
-      h = x_pa
+      # Node-major activations [N, B, H]: each layer is then a plain batched matmul
+      # over nodes (with the node axis in the middle, XLA:CPU transposes around every
+      # dot; node-major is 1.6x faster for the whole decoder step there).
+      # The bias (and, in the first layer, z_j's weights) ride in the matmul as extra
+      # input columns [1, z_j]: their gradients then come out of the same dot instead
+      # of reductions over the batch, which XLA:CPU runs slowly.
+      shape = jnp.broadcast_shapes(x.shape, jnp.shape(z_nodes))  # [..., N]
+      z_t = jnp.broadcast_to(z_nodes, shape).reshape(-1, n).T[..., None]  # [N, B, 1]
+      x_t = jnp.swapaxes(jnp.broadcast_to(x_pa, shape + (d,)).reshape(-1, n, d), 0, 1)
+      h = jnp.concatenate([x_t, jnp.ones_like(z_t), z_t], axis=-1)
       for layer, width in enumerate(self.hidden):
-        fan_in = h.shape[-1]
-        kernel = self.param(f"kernel_{layer}", _stacked_init(1.0), (n, fan_in, width))
-        bias = self.param(f"bias_{layer}", zeros, (n, width))
-        pre = jnp.einsum("bni,nio->bno", h, kernel) + bias
+        fan_in = h.shape[-1] - (2 if layer == 0 else 1)
+        rows = [self.param(f"kernel_{layer}", _stacked_init(1.0), (n, fan_in, width)),
+                self.param(f"bias_{layer}", zeros, (n, width))[:, None]]
         if layer == 0:  # z_j enters the first layer, as in the paper
-          z_kernel = self.param("z_kernel", zeros, (n, width))
-          pre = pre + z_nodes[..., None] * z_kernel
-        h = jnp.tanh(pre)
+          rows.append(self.param("z_kernel", zeros, (n, width))[:, None])
+        h = jnp.tanh(jnp.einsum("nbi,nio->nbo", h, jnp.concatenate(rows, axis=1)))
+        if layer + 1 < len(self.hidden):
+          h = jnp.concatenate([h, jnp.ones_like(z_t)], axis=-1)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
-      mean = mean + jnp.einsum("bnh,nh->bn", h, out)
+      mean = mean + jnp.einsum("nbh,nh->nb", h, out).T.reshape(shape)
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
