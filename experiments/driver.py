@@ -129,9 +129,10 @@ def _check_resumable(workdir: str, config, inputs: dict | None = None) -> None:
 def _prepare_workdir(config, workdir: str, inputs: dict | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
   _check_resumable(workdir, config, inputs)
-  io.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-  if inputs is not None:
-    io.write_json_atomic(os.path.join(workdir, "inputs.json"), inputs)
+  if sharding.is_primary():
+    io.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    if inputs is not None:
+      io.write_json_atomic(os.path.join(workdir, "inputs.json"), inputs)
 
 
 def train_loop(run_steps, state, xs, parent_idx, parent_mask, config, workdir: str):
@@ -142,17 +143,18 @@ def train_loop(run_steps, state, xs, parent_idx, parent_mask, config, workdir: s
   """
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore_latest(state)
-  step = int(state.step[0])  # every run advances together; one host read per chunk
+  step = int(sharding.to_host(state.step)[0])  # every run advances together
   if step > 0:
     logging.info("resumed from the checkpoint at step %d", step)
   total = config.train.num_steps
   chunk = config.train.checkpoint_every if config.train.checkpoint_every > 0 else total
-  log = writers.MetricWriter(workdir, resume_step=step)
+  log = writers.MetricWriter(workdir, resume_step=step, write=sharding.is_primary())
   progress = writers.Progress(total, step)
   while step < total:
     n = min(chunk, total - step)
     new_state, history = run_steps(state, xs, parent_idx, parent_mask, n)
-    history = jax.tree.map(lambda h: np.asarray(h).mean(axis=(0, 1)), history)  # mean over runs, restarts
+    # One host read per chunk: the mean over runs and restarts of each step's metrics.
+    history = jax.tree.map(lambda h: h.mean(axis=(0, 1)), sharding.to_host(history))
     bad = np.flatnonzero(~np.isfinite(history["loss"]))
     if bad.size:
       last = ckpt.latest_step()
@@ -208,7 +210,7 @@ def run(config, workdir: str) -> dict:
                           data.parent_mask, config, workdir)
 
   scalars, details = jax.jit(jax.vmap(exp.evaluate))(state, data)
-  scalars, details = jax.tree.map(np.asarray, (scalars, details))
+  scalars, details = sharding.to_host((scalars, details))
   wall = time.time() - start
   runs = []
   for r in range(config.num_runs):
@@ -227,9 +229,10 @@ def run(config, workdir: str) -> dict:
                config.num_runs, wall)
   payload = {"runs": runs, "summary": summary, "wall_seconds": wall,
              "config": config.to_dict(), "backend": jax.default_backend()}
-  io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
-  if config.plots:
-    plots.write_all(workdir, log.rows(), details)
+  if sharding.is_primary():  # several hosts: one writer, all of them computed
+    io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
+    if config.plots:
+      plots.write_all(workdir, log.rows(), details)
   return payload
 
 
@@ -248,6 +251,9 @@ def run_own_data(config, workdir: str) -> dict:
   leaves an earlier run's results there as they were.
   """
   start = time.time()
+  if jax.process_count() > 1:
+    raise UserError("own data is fitted in one process (one run; mesh.data splits its batch "
+                    "over this host's devices); drop --distributed")
   try:
     data = own_data.load(config)
   except io.InputError as err:
@@ -269,7 +275,8 @@ def run_own_data(config, workdir: str) -> dict:
           selection = json.load(f)
       else:
         selection = own_data.choose_n_regimes(config, data, max_parents)
-        io.write_json_atomic(selection_path, selection)
+        if sharding.is_primary():
+          io.write_json_atomic(selection_path, selection)
       n_regimes = selection["n_regimes"]
       logging.info("chose K = %d by held-out ELBO: %s", n_regimes, selection["heldout_elbo"])
   exp = own_data.make_experiment(config, n_nodes=n, max_parents=max_parents, n_regimes=n_regimes)
@@ -292,7 +299,7 @@ def run_own_data(config, workdir: str) -> dict:
   one = jax.tree.map(lambda a: a[0], state)
   ev = jax.jit(exp.evaluate)(one, x_train, jnp.asarray(data.x),
                              jnp.asarray(data.x[data.test_rows]), idx, mask)
-  ev = jax.tree.map(np.asarray, ev)
+  ev = sharding.to_host(ev)
   report, extras = own_data.regime_report(config, data, ev, structured=exp.trainer.model.structured)
   wall = time.time() - start
   summary = {
@@ -309,10 +316,11 @@ def run_own_data(config, workdir: str) -> dict:
     summary["labels"] = own_data.label_metrics(data, extras["assigned"], extras["target_idx"])
   payload = {"summary": summary, "wall_seconds": wall, "config": config.to_dict(),
              "backend": jax.default_backend()}
-  own_data.write_outputs(workdir, data, report, extras)
-  io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
-  if config.plots:
-    plots.write_own_data(workdir, log.rows(), report, extras)
+  if sharding.is_primary():
+    own_data.write_outputs(workdir, data, report, extras)
+    io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
+    if config.plots:
+      plots.write_own_data(workdir, log.rows(), report, extras)
   labels = summary.get("labels")
   logging.info("%d regimes (%d empty); held-out log-likelihood %.4f%s; %.1f s",
                report["n_regimes"], report["n_empty"], summary["heldout_loglik"],

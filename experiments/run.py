@@ -14,6 +14,13 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first (multi-host: TPU pods, GPU clusters); the "
     "coordinator, process count and id come from the environment, as JAX documents.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "With --distributed on a cluster JAX does not detect: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --coordinator_address: how many processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --coordinator_address: this process's id (0 writes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,7 +36,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _DISTRIBUTED.value:
     import jax
-    jax.distributed.initialize()
+    # CPU processes (tests, debugging) exchange arrays over gloo; GPUs and TPUs ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
+    raise SystemExit("error: --coordinator_address, --num_processes and --process_id need "
+                     "--distributed")
   experiments.configure_jax()
   # ABSLHandler delegates to its python_handler without applying its own filters.
   logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())

@@ -12,19 +12,24 @@ class MetricWriter:
   """One JSONL row per logged step in ``workdir/metrics.jsonl``, TensorBoard events beside it.
 
   On resume, rows past ``resume_step`` (written after the last checkpoint) are dropped,
-  so the file reads as if the run had never been interrupted.
+  so the file reads as if the run had never been interrupted. With ``write=False``
+  (every process but the primary on several hosts) the file is neither read nor
+  written: only this process's new rows are kept, in memory.
   """
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  def __init__(self, workdir: str, resume_step: int = 0, write: bool = True):
     self._path = os.path.join(workdir, "metrics.jsonl")
+    self._rows, self._write, self._tb = [], write, None
+    if not write:
+      return
     kept = []
     if os.path.exists(self._path):
       with open(self._path) as f:
         kept = [json.loads(line) for line in f if line.strip()]
       kept = [r for r in kept if r["step"] < resume_step]
+    self._rows = kept
     with open(self._path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
-    self._rows = kept
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -39,6 +44,9 @@ class MetricWriter:
       step = step0 + i
       if step % every == 0 or step == last_step:
         rows.append({"step": step, **{k: float(v[i]) for k, v in history.items()}})
+    self._rows.extend(rows)
+    if not self._write:
+      return
     with open(self._path, "a") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
     if self._tb is not None:
@@ -47,7 +55,6 @@ class MetricWriter:
           if k != "step":
             self._tb.add_scalar(f"train/{k}", v, r["step"])
       self._tb.flush()
-    self._rows.extend(rows)
 
   def rows(self) -> list[dict]:
     return list(self._rows)

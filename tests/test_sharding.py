@@ -1,6 +1,7 @@
 """Runs sharded over 8 (forced host) devices give the per-run results of an unsharded run."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -38,6 +39,48 @@ def test_sharded_runs_match_unsharded(tmp_path):
           assert sharded[key] == pytest.approx(value, rel=1e-4, abs=1e-4), (name, key)
         else:
           assert sharded[key] == value, (name, key)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+  """``--distributed`` over two CPU processes (2 devices each; runs split across the
+  processes, each run's batch across a process's devices) gives one process's results,
+  and only process 0 writes."""
+  common = ["--config=configs/test.py", "--config.plots=False", "--config.train.log_every=100"]
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.run", *common, "--distributed",
+       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+       "--config.mesh.runs=2", "--config.mesh.data=2", f"--workdir={tmp_path / 'multi'}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-2000:]
+  single = subprocess.run([sys.executable, "-m", "experiments.run", *common,
+                           f"--workdir={tmp_path / 'single'}"], cwd=ROOT, capture_output=True,
+                          text=True)
+  assert single.returncode == 0, single.stderr[-2000:]
+  runs = {}
+  for name in ("multi", "single"):
+    with open(tmp_path / name / "metrics.json") as f:
+      runs[name] = json.load(f)["runs"]
+  assert len(runs["multi"]) == 2
+  for a, b in zip(runs["single"], runs["multi"]):
+    for key, value in a.items():
+      assert b[key] == (pytest.approx(value, rel=1e-4, abs=1e-4) if isinstance(value, float)
+                        else value), key
+  # One writer: each logged step appears once (two appending processes would double them).
+  with open(tmp_path / "multi" / "metrics.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == [0, 100, 200, 299]
 
 
 def test_mesh_that_does_not_divide_is_one_line_error(tmp_path):

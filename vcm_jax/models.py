@@ -8,13 +8,16 @@ takes its parents' observed values (teacher forcing) and its state
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
+# A Python float: nothing may touch the XLA backend at import (jax.distributed.initialize
+# must come first on several hosts).
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Encoder(nn.Module):

@@ -9,6 +9,7 @@ regime posterior give the Bayes ceiling.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -16,7 +17,9 @@ import jax.numpy as jnp
 
 from vcm_jax import elbo
 
-_LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
+# A Python float: nothing may touch the XLA backend at import (jax.distributed.initialize
+# must come first on several hosts).
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class MLPMechanisms(NamedTuple):
