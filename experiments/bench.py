@@ -10,6 +10,9 @@ Cases:
   throughput: one run at N = 10, batch 32: training samples per second of the
       jitted scan (the paper's public code does about 3,300 samples/s here).
   vmap: 1, 16 and 64 vmapped runs at N = 10, same steps.
+  profile: where one run's training step goes (N = 10, batch 256), by taking parts
+      away: the encoder (replaced by one linear layer), the decoder's MLP (linear
+      mechanisms), both. Writes DIR/profile.json.
   scale: one run on sparse graphs of N = 50, 100, 1000; N = 50 with 1,000,000 samples.
   own_data: configs/csv.py on generated CSVs read back like a user's (10000 x 10 and
       30000 x 30, linear mechanisms, shift 4, noise in [0.5, 1.5]): the whole
@@ -34,7 +37,7 @@ from experiments import driver
 from vcm_jax import graphs, scm, train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where bench.jsonl goes.", required=True)
-_CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "scale", "own_data"],
+_CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "profile", "scale", "own_data"],
                            "Cases to run.")
 
 
@@ -80,11 +83,12 @@ def bench_er():
 
 
 def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, seed=0,
-              max_parents=0):
+              max_parents=0, **fit):
   """Time ``steps`` training steps of ``n_runs`` vmapped fits (compile timed apart).
 
   ``max_parents`` (if larger than the graphs' in-degree) fixes the decoder's size,
-  so cases that differ in runs only compare the same per-run work.
+  so cases that differ in runs only compare the same per-run work; ``fit`` overrides
+  ``train.FitConfig`` fields.
   """
   key = jax.random.key(seed)
   edge_prob = min(1.0, 2 * parents / max(n_nodes - 1, 1))  # mean in-degree ~ parents
@@ -100,7 +104,7 @@ def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, se
 
   x = jax.jit(jax.vmap(data))(keys, adjs)
   idx, mask = jax.jit(jax.vmap(lambda a: graphs.parent_table(a, d)))(adjs)
-  cfg = train.FitConfig(batch_size=batch, num_steps=steps, pooled_steps=0, restarts=1)
+  cfg = train.FitConfig(batch_size=batch, num_steps=steps, pooled_steps=0, restarts=1, **fit)
   trainer = train.make_trainer(cfg, n_nodes=n_nodes, max_parents=d)
   state = jax.jit(jax.vmap(trainer.init))(keys, x, idx, mask)
   xs = jax.vmap(train.standardized)(state, x)
@@ -129,6 +133,30 @@ def bench_vmap():
   """The same steps for 1, 16 and 64 vmapped runs (N = 10, paper's graphs)."""
   return [_fit_case(f"vmap_runs{r}", n_nodes=10, n_runs=r, n_samples=10000, batch=256,
                     steps=300, parents=0.45, max_parents=4) for r in (1, 16, 64)]
+
+
+def bench_profile():
+  """Time of one run's step with parts taken away; the differences are the parts' costs."""
+  variants = {"full": {}, "no_encoder": {"encoder_hidden": ()},
+              "linear": {"mechanism": "linear"},
+              "linear_no_encoder": {"mechanism": "linear", "encoder_hidden": ()}}
+  rows = [_fit_case(f"profile_{v}", n_nodes=10, n_runs=1, n_samples=10000, batch=256,
+                    steps=1000, parents=0.45, max_parents=4, **fit)
+          for v, fit in variants.items()]
+  ms = {r["name"][len("profile_"):]: r["ms_per_step"] for r in rows}
+  parts = {"encoder (3-layer MLP, forward and backward)": ms["full"] - ms["no_encoder"],
+           "decoder MLP part (forward and backward)": ms["full"] - ms["linear"],
+           "the rest: linear mechanisms, exact posterior, Adam, batch gather":
+               ms["linear_no_encoder"]}
+  profile = {"ms_per_step": ms["full"],
+             "parts": {k: {"ms": v, "fraction": v / ms["full"]} for k, v in parts.items()},
+             "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+  with open(os.path.join(_WORKDIR.value, "profile.json"), "w") as f:
+    json.dump(profile, f, indent=2)
+  print(f"profile (N = 10, batch 256): {ms['full']:.3f} ms per step")
+  for k, v in parts.items():
+    print(f"  {v:7.3f} ms ({v / ms['full']:5.1%})  {k}")
+  return rows
 
 
 def bench_scale():
@@ -198,7 +226,7 @@ def bench_own_data():
 
 
 _BENCHES = {"er": bench_er, "throughput": bench_throughput, "vmap": bench_vmap,
-            "scale": bench_scale, "own_data": bench_own_data}
+            "profile": bench_profile, "scale": bench_scale, "own_data": bench_own_data}
 
 
 def main(argv):
@@ -222,7 +250,24 @@ def main(argv):
       print(f"{row['name']:16s} " + "  ".join(
           f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
           for k, v in row.items() if k != "name"), flush=True)
+  _print_vmap_ratios(all_rows)
   plot_scaling(all_rows, os.path.join(_WORKDIR.value, "scaling.png"))
+
+
+def _print_vmap_ratios(rows):
+  """R vmapped runs against one: the training steps alone, and with their compilation."""
+  by_runs = {r["n_runs"]: r for r in rows if r["name"].startswith("vmap_runs")}
+  if 1 not in by_runs:
+    return
+  one = by_runs[1]
+  for r, row in sorted(by_runs.items()):
+    if r > 1:
+      steps = row["seconds"] / one["seconds"]
+      total = ((row["seconds"] + row["compile_seconds"])
+               / (one["seconds"] + one["compile_seconds"]))
+      print(f"{r} runs / 1 run: {steps:.1f}x the time of the steps, {total:.1f}x with "
+            f"compilation; training samples/s {row['samples_per_second']:.3g} against "
+            f"{one['samples_per_second']:.3g}")
 
 
 if __name__ == "__main__":

@@ -305,3 +305,25 @@ def test_no_teacher_forcing_trains_and_scores(estimator, posterior):
   result = jax.jit(train.make_fit(cfg, n_nodes=n, max_parents=idx.shape[1]))(
       jax.random.key(1), x, idx, mask)
   assert np.all(np.isfinite(np.asarray(result.history["loss"])))
+
+
+def test_chunks_compile_once_donate_the_state_and_match_one_call():
+  """The driver's chunked loop: one program for every chunk, the old state's buffers
+  handed to XLA (donated), and the same numbers as one call of all the steps."""
+  from experiments import driver
+
+  trainer = train.make_trainer(SMALL, n_nodes=N, max_parents=MAXP)
+  p, (idx, mask) = PROBLEMS[0], TABLES[0]
+  batched = lambda a: a[None]
+  state0 = jax.jit(jax.vmap(trainer.init))(jax.random.key(0)[None], batched(p["x"]),
+                                           batched(idx), batched(mask))
+  xs = jax.vmap(train.standardized)(state0, batched(p["x"]))
+  run = driver._jit_run_steps(trainer)
+  whole, _ = run(jax.tree.map(jnp.copy, state0), xs, batched(idx), batched(mask), 12)
+  state = state0
+  for _ in range(3):
+    previous = state
+    state, _ = run(state, xs, batched(idx), batched(mask), 4)
+    assert all(a.is_deleted() for a in jax.tree.leaves((previous.params, previous.opt_state)))
+  assert run._cache_size() == 2  # 12 steps and 4 steps; the three chunks of 4 share one
+  _assert_tree_close(state.params, whole.params, rtol=1e-5, atol=1e-6)
