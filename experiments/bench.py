@@ -126,7 +126,7 @@ def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, se
   flops = {}
   if count_flops:  # of a one-step program: XLA counts a loop's body once, not per step
     cost = run.lower(state, xs, idx, mask, 1).compile().cost_analysis()
-    step_flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    step_flops = (cost[0] if isinstance(cost, list) else cost or {}).get("flops", np.nan)
     flops = {"gflop_per_step": step_flops / 1e9,
              "gflop_per_second": step_flops * steps / seconds / 1e9}
   return {"name": name, "n_nodes": n_nodes, "n_runs": n_runs, "n_samples": n_samples,
