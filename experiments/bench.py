@@ -85,6 +85,18 @@ def bench_er():
   }
 
 
+def _best_seconds(call):
+  """Seconds of the fastest of 2 to 5 calls of ``call`` (at most ~5 s of calls), after
+  a warm-up, and how many were timed: this shared CPU's timings wander by tens of percent."""
+  jax.block_until_ready(call())
+  times = []
+  while len(times) < 2 or (len(times) < 5 and sum(times) < 5.0):
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    times.append(time.perf_counter() - start)
+  return min(times), len(times)
+
+
 def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, seed=0,
               max_parents=0, count_flops=False, **fit):
   """Time ``steps`` training steps of ``n_runs`` vmapped fits (compile timed apart).
@@ -116,13 +128,7 @@ def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, se
   start = time.perf_counter()
   compiled = run.lower(state, xs, idx, mask, steps).compile()
   compile_seconds = time.perf_counter() - start
-  jax.block_until_ready(compiled(state, xs, idx, mask))  # warm-up
-  times = []  # the best of 2 to 5 calls: this shared CPU's timings wander by tens of percent
-  while len(times) < 2 or (len(times) < 5 and sum(times) < 5.0):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(state, xs, idx, mask))
-    times.append(time.perf_counter() - start)
-  seconds = min(times)
+  seconds, timed_calls = _best_seconds(lambda: compiled(state, xs, idx, mask))
   flops = {}
   if count_flops:  # of a one-step program: XLA counts a loop's body once, not per step
     cost = run.lower(state, xs, idx, mask, 1).compile().cost_analysis()
@@ -130,7 +136,7 @@ def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, se
     flops = {"gflop_per_step": step_flops / 1e9,
              "gflop_per_second": step_flops * steps / seconds / 1e9}
   return {"name": name, "n_nodes": n_nodes, "n_runs": n_runs, "n_samples": n_samples,
-          "batch_size": batch, "steps": steps, "max_parents": d, "timed_calls": len(times),
+          "batch_size": batch, "steps": steps, "max_parents": d, "timed_calls": timed_calls,
           "compile_seconds": compile_seconds, "seconds": seconds,
           "samples_per_second": n_runs * steps * batch / seconds,
           "ms_per_step": 1e3 * seconds / steps, **flops}
@@ -149,15 +155,11 @@ def bench_vmap():
           for r in (1, 16, 64)]
 
 
-def _matmul_gflops(n=2048, repeats=5):
+def _matmul_gflops(n=2048):
   """The rate of one large float32 matmul: about the most this device's arithmetic gives."""
   a = jax.random.normal(jax.random.key(0), (n, n))
   matmul = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(matmul(a))
-  start = time.perf_counter()
-  for _ in range(repeats):
-    jax.block_until_ready(matmul(a))
-  return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+  return 2 * n**3 / _best_seconds(lambda: matmul(a))[0] / 1e9
 
 
 def bench_profile():
@@ -302,12 +304,12 @@ def _print_vmap_ratios(rows):
     if r > 1:
       # R runs in 8x one run's time need R / 8 times one run's arithmetic rate
       needed = row["gflop_per_step"] * row["steps"] / (8 * one["seconds"])
-      steps = row["seconds"] / one["seconds"]
-      total = ((row["seconds"] + row["compile_seconds"])
-               / (one["seconds"] + one["compile_seconds"]))
-      print(f"{r} runs / 1 run: {steps:.1f}x the time of the steps, {total:.1f}x with "
-            f"compilation; training samples/s {row['samples_per_second']:.3g} against "
-            f"{one['samples_per_second']:.3g}; GFLOP/s {row['gflop_per_second']:.1f} against "
+      steps_ratio = row["seconds"] / one["seconds"]
+      total_ratio = ((row["seconds"] + row["compile_seconds"])
+                     / (one["seconds"] + one["compile_seconds"]))
+      print(f"{r} runs / 1 run: {steps_ratio:.1f}x the time of the steps, "
+            f"{total_ratio:.1f}x with compilation; training samples/s "
+            f"{row['samples_per_second']:.3g} against {one['samples_per_second']:.3g}; GFLOP/s {row['gflop_per_second']:.1f} against "
             f"{one['gflop_per_second']:.1f} (8x one run's time would need {needed:.0f})")
 
 
