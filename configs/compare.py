@@ -8,14 +8,14 @@ mean/variance/both interventions; N = 10/30), 10 vmapped seeds each.
 """
 import ml_collections
 
-from experiments import methods
+from configs import recipes
 
 
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_seeds = 10
-  c.methods = ",".join(methods.ALL)
+  c.methods = ",".join(recipes.METHODS)
   # The one-choice ablations of vcm run on these settings only (the 40-minute budget;
   # the nonlinear setting is where the choices differ most).
   c.ablation_settings = "mlp_shift4"

@@ -10,7 +10,7 @@ metrics.json and plots.
 """
 import ml_collections
 
-from configs import er
+from configs import base
 
 
 def get_config():
@@ -21,10 +21,8 @@ def get_config():
   c.data.graph = ""               # adjacency CSV, edge-list CSV, GML or GraphML
   c.data.labels = ""              # optional column of true regimes (scored, never fitted)
   c.data.heldout_fraction = 0.1   # rows held out for the held-out log-likelihood and K
-  c.model = er.model_config()
-  c.model.mechanism = "mlp"       # linear | mlp
-  c.train = er.train_config()
+  c.model, c.train = base.fit_groups()
   c.train.checkpoint_every = 200
   c.plots = True
-  c.mesh = er.mesh_config()
+  c.mesh = base.mesh_config()
   return c

@@ -10,10 +10,11 @@ Cases:
   throughput: one run at N = 10, batch 32: training samples per second of the
       jitted scan (the paper's public code does about 3,300 samples/s here).
   vmap: 1, 16 and 64 vmapped runs at N = 10, same steps; prints the ratios, the
-      arithmetic rates and the rate that 64 runs in 8x one run's time would need.
-  profile: where one run's training step goes (N = 10, batch 256), by taking parts
-      away: the encoder (replaced by one linear layer), the decoder's MLP (linear
-      mechanisms), both; time and XLA's flop count of each part, beside the rate of
+      arithmetic rates and the rate that 64 runs in 8x one run's time would need;
+      the same for 1 and 64 runs that also train an encoder (posterior=encoder).
+  profile: where one run's training step goes (N = 10, batch 256): the decoder's
+      MLP (against linear mechanisms) and the rest, and what an encoder trained
+      beside it adds; time and XLA's flop count of each part, beside the rate of
       one large matmul. Writes DIR/profile.json.
   scale: one run on sparse graphs of N = 30, 100, 300, 1000; N = 50 with 10^4, 10^5
       and 10^6 samples. Draws DIR/scaling.png (log-log) and prints the slopes.
@@ -37,7 +38,8 @@ from absl import app, flags
 import experiments
 from configs import er
 from experiments import driver
-from vcm_jax import graphs, scm, train
+from vcm_jax import graphs, scm, train, units
+from vcm_jax.config import FitConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where bench.jsonl goes.", required=True)
 _CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "profile", "scale", "own_data"],
@@ -103,7 +105,7 @@ def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, se
 
   ``max_parents`` (if larger than the graphs' in-degree) fixes the decoder's size,
   so cases that differ in runs only compare the same per-run work; ``fit`` overrides
-  ``train.FitConfig`` fields. ``count_flops`` adds XLA's count of one step's
+  ``vcm_jax.FitConfig`` fields. ``count_flops`` adds XLA's count of one step's
   floating-point operations (all runs) and the rate the timed steps reached.
   """
   key = jax.random.key(seed)
@@ -120,10 +122,10 @@ def _fit_case(name, *, n_nodes, n_runs, n_samples, batch, steps, parents=2.0, se
 
   x = jax.jit(jax.vmap(data))(keys, adjs)
   idx, mask = jax.jit(jax.vmap(lambda a: graphs.parent_table(a, d)))(adjs)
-  cfg = train.FitConfig(batch_size=batch, num_steps=steps, pooled_steps=0, restarts=1, **fit)
+  cfg = FitConfig(batch_size=batch, num_steps=steps, pooled_steps=0, restarts=1, **fit)
   trainer = train.make_trainer(cfg, n_nodes=n_nodes, max_parents=d)
   state = jax.jit(jax.vmap(trainer.init))(keys, x, idx, mask)
-  xs = jax.vmap(train.standardized)(state, x)
+  xs = jax.vmap(units.to_standard)(x, state.loc, state.scale)
   run = jax.jit(jax.vmap(trainer.run_steps, in_axes=(0, 0, 0, 0, None)), static_argnums=4)
   start = time.perf_counter()
   compiled = run.lower(state, xs, idx, mask, steps).compile()
@@ -149,10 +151,15 @@ def bench_throughput():
 
 
 def bench_vmap():
-  """The same steps for 1, 16 and 64 vmapped runs (N = 10, paper's graphs)."""
-  return [_fit_case(f"vmap_runs{r}", n_nodes=10, n_runs=r, n_samples=10000, batch=256,
+  """The same steps for 1, 16 and 64 vmapped runs (N = 10, paper's graphs); and 1 and
+  64 runs that also train an encoder (``posterior='encoder'``: the arithmetic the
+  default recipe spent before it stopped training an encoder it never read)."""
+  rows = [_fit_case(f"vmap_runs{r}", n_nodes=10, n_runs=r, n_samples=10000, batch=256,
                     steps=300, parents=0.45, max_parents=4, count_flops=True)
           for r in (1, 16, 64)]
+  return rows + [_fit_case(f"vmap_encoder_runs{r}", n_nodes=10, n_runs=r, n_samples=10000,
+                           batch=256, steps=300, parents=0.45, max_parents=4, count_flops=True,
+                           posterior="encoder") for r in (1, 64)]
 
 
 def _matmul_gflops(n=2048):
@@ -164,9 +171,7 @@ def _matmul_gflops(n=2048):
 
 def bench_profile():
   """Time of one run's step with parts taken away; the differences are the parts' costs."""
-  variants = {"full": {}, "no_encoder": {"encoder_hidden": ()},
-              "linear": {"mechanism": "linear"},
-              "linear_no_encoder": {"mechanism": "linear", "encoder_hidden": ()}}
+  variants = {"full": {}, "encoder": {"posterior": "encoder"}, "linear": {"mechanism": "linear"}}
   rows = [_fit_case(f"profile_{v}", n_nodes=10, n_runs=1, n_samples=10000, batch=256,
                     steps=1000, parents=0.45, max_parents=4, count_flops=True, **fit)
           for v, fit in variants.items()]
@@ -174,10 +179,8 @@ def bench_profile():
 
   def parts_of(field):  # differences between variants: what each part costs
     v = {name: row[field] for name, row in by.items()}
-    return {"encoder (3-layer MLP, forward and backward)": v["full"] - v["no_encoder"],
-            "decoder MLP part (forward and backward)": v["full"] - v["linear"],
-            "the rest: linear mechanisms, exact posterior, Adam, batch gather":
-                v["linear_no_encoder"]}
+    return {"decoder MLP part (forward and backward)": v["full"] - v["linear"],
+            "the rest: linear mechanisms, exact posterior, Adam, batch gather": v["linear"]}
 
   full = by["full"]
   ms, gflop = parts_of("ms_per_step"), parts_of("gflop_per_step")
@@ -195,6 +198,10 @@ def bench_profile():
   for k, part in profile["parts"].items():
     print(f"  {part['ms']:7.3f} ms ({part['time_fraction']:5.1%} of the time, "
           f"{part['flop_fraction']:5.1%} of the arithmetic)  {k}")
+  enc = by["encoder"]
+  print(f"  an encoder trained beside it (posterior=encoder) would add "
+        f"{enc['ms_per_step'] - full['ms_per_step']:.3f} ms "
+        f"({enc['ms_per_step'] / full['ms_per_step']:.2f}x the step)")
   return rows
 
 
@@ -296,21 +303,22 @@ def main(argv):
 
 def _print_vmap_ratios(rows):
   """R vmapped runs against one: the training steps alone, and with their compilation."""
-  by_runs = {r["n_runs"]: r for r in rows if r["name"].startswith("vmap_runs")}
-  if 1 not in by_runs:
-    return
-  one = by_runs[1]
-  for r, row in sorted(by_runs.items()):
-    if r > 1:
-      # R runs in 8x one run's time need R / 8 times one run's arithmetic rate
-      needed = row["gflop_per_step"] * row["steps"] / (8 * one["seconds"])
-      steps_ratio = row["seconds"] / one["seconds"]
-      total_ratio = ((row["seconds"] + row["compile_seconds"])
-                     / (one["seconds"] + one["compile_seconds"]))
-      print(f"{r} runs / 1 run: {steps_ratio:.1f}x the time of the steps, "
-            f"{total_ratio:.1f}x with compilation; training samples/s "
-            f"{row['samples_per_second']:.3g} against {one['samples_per_second']:.3g}; GFLOP/s {row['gflop_per_second']:.1f} against "
-            f"{one['gflop_per_second']:.1f} (8x one run's time would need {needed:.0f})")
+  for prefix in ("vmap_runs", "vmap_encoder_runs"):
+    by_runs = {r["n_runs"]: r for r in rows if r["name"].startswith(prefix)}
+    if 1 not in by_runs:
+      continue
+    one = by_runs[1]
+    for r, row in sorted(by_runs.items()):
+      if r > 1:
+        # R runs in 8x one run's time need R / 8 times one run's arithmetic rate
+        needed = row["gflop_per_step"] * row["steps"] / (8 * one["seconds"])
+        steps_ratio = row["seconds"] / one["seconds"]
+        total_ratio = ((row["seconds"] + row["compile_seconds"])
+                       / (one["seconds"] + one["compile_seconds"]))
+        print(f"{prefix[:-5]}: {r} runs / 1 run: {steps_ratio:.1f}x the time of the steps, "
+              f"{total_ratio:.1f}x with compilation; one run {1e3 * one['seconds'] / one['steps']:.3f}"
+              f" ms/step; GFLOP/s {row['gflop_per_second']:.1f} against "
+              f"{one['gflop_per_second']:.1f} (8x one run's time would need {needed:.0f})")
 
 
 if __name__ == "__main__":

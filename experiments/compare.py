@@ -25,15 +25,14 @@ from ml_collections import config_flags
 
 import experiments
 from configs import er
-from experiments import methods, report, synthetic
-from vcm_jax import graphs, identify, io, metrics, scm
+from experiments import loop, methods, report, synthetic
+from vcm_jax import evaluate, graphs, io
 
 
 COLUMNS = ("setting", "method", "seed", "ari", "bayes_ari", "target_accuracy", "seconds")
 
 
-class UserError(ValueError):
-  pass
+UserError = loop.UserError
 
 
 def setting_scm(overrides) -> "ml_collections.ConfigDict":
@@ -59,10 +58,8 @@ def simulate_setting(config, name, c):
   c.n_train, c.n_test = config.n_train, config.n_test
   data = jax.jit(jax.vmap(lambda k, a: synthetic.simulate(k, a, c, max_parents=max_parents)))(
       jax.random.split(k_data, config.num_seeds), adjs)
-  bayes = jax.jit(jax.vmap(lambda d: identify.assign_regimes(
-      scm.true_posterior(d.true, d.x_test, noise=c.noise))[0]))(data)
-  k = c.n_nodes + 1
-  bayes_ari = jax.vmap(lambda r, p: metrics.adjusted_rand_index(r, p, k))(data.r_test, bayes)
+  bayes_ari = jax.jit(jax.vmap(lambda d: evaluate.bayes_ceiling(
+      d.true, d.x_test, d.r_test, noise=c.noise)["bayes_ari"]))(data)
   passes = int(np.asarray(jax.vmap(graphs.node_depths)(adjs)).max()) + 1
   return data, np.asarray(bayes_ari), max_parents, passes
 
@@ -73,21 +70,16 @@ def _stable_hash(name: str) -> int:
 
 def score(posterior, targets, r_test, n_nodes):
   """ARI and target accuracy of the argmax assignment (one seed)."""
-  pred, _ = identify.assign_regimes(posterior)
-  k_pred = posterior.shape[-1]
-  ari = metrics.adjusted_rand_index(r_test, pred, n_nodes + 1, k_pred)
-  pred_targets = targets[pred]
-  acc = metrics.target_accuracy(identify.structured_targets(r_test), pred_targets)
-  has_targets = jnp.all(targets != methods.NO_TARGETS)
-  return ari, jnp.where(has_targets, acc, jnp.nan)
+  scores, _, _ = evaluate.score_assignment(posterior, targets, r_test, n_nodes + 1)
+  return scores["ari"], scores["target_accuracy"]
 
 
 def run(config, workdir: str):
   names = [m for m in config.methods.split(",") if m]
-  unknown = [m for m in names if m not in methods.ALL]
+  unknown = [m for m in names if m not in methods.METHODS]
   if unknown:
     raise UserError(f"config: unknown method(s) {', '.join(unknown)}; known: "
-                    f"{', '.join(methods.ALL)}")
+                    f"{', '.join(methods.METHODS)}")
   settings = {name: setting_scm(over) for name, over in config.settings.items()}
   os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, "config.json")

@@ -1,19 +1,23 @@
-"""Synthetic experiment: sample graphs, SCMs and data, fit, evaluate.
+"""Synthetic runs: sample graphs, SCMs and data, fit, score against the truth.
 
 Every piece is pure and vmapped over runs: ``setup`` (graph -> SCM -> data ->
-initial train state), the trainer's ``run_steps`` (a chunk of steps) and
-``evaluate``. The driver (experiments/driver.py) jits each once and loops over
-chunks on the host only to log and checkpoint.
+initial train state), the trainer's ``run_steps`` (a chunk of steps) and the
+library's evaluation (``vcm_jax.evaluate.against_truth``). The host loops over
+chunks only to log and checkpoint (``experiments.loop``).
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import os
+import time
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
-from vcm_jax import graphs, identify, metrics, scm, train
+from experiments import loop, plots
+from vcm_jax import api, config as fit_config, evaluate, graphs, io, scm, sharding, units
+from vcm_jax import train
 
 
 class RunData(NamedTuple):
@@ -23,25 +27,16 @@ class RunData(NamedTuple):
   r_test: jax.Array     # [S_test] their true regimes
   parent_idx: jax.Array
   parent_mask: jax.Array
-  true: scm.LinearSCM
+  true: scm.SCM
 
 
-class Experiment(NamedTuple):
-  trainer: train.Trainer
-  fit_cfg: train.FitConfig
-  setup: Any     # (key, adj) -> (RunData, TrainState)
-  evaluate: Any  # (TrainState, RunData) -> (scalars, details)
+def sample_graphs(key, c, num_runs: int):
+  """``[R, N, N]`` ER DAGs from the ``scm`` group ``c``, one per run (one jitted call)."""
+  sample = lambda k: graphs.sample_er_dag(k, n_nodes=c.n_nodes, edge_prob=c.edge_prob)
+  return jax.jit(jax.vmap(sample))(jax.random.split(key, num_runs))
 
 
-def sample_graphs(key, config):
-  """``[R, N, N]`` ER DAGs, one per run (one jitted call)."""
-  keys = jax.random.split(key, config.num_runs)
-  sample = lambda k: graphs.sample_er_dag(k, n_nodes=config.scm.n_nodes,
-                                          edge_prob=config.scm.edge_prob)
-  return jax.jit(jax.vmap(sample))(keys)
-
-
-def true_scm(key, adj, c) -> scm.LinearSCM:
+def true_scm(key, adj, c) -> scm.SCM:
   """The SCM on ``adj`` that the ``scm`` config group ``c`` describes."""
   return scm.sample_scm(key, adj, mechanism=c.mechanism, hidden=c.mlp_hidden, shift=c.shift,
                         noise_low=c.noise_low, noise_high=c.noise_high,
@@ -59,62 +54,80 @@ def simulate(key, adj, c, *, max_parents: int) -> RunData:
   return RunData(x, r, x_test, r_test, idx, mask, true)
 
 
-def make_experiment(config, *, max_parents: int) -> Experiment:
+def _summary(runs: list[dict]) -> dict:
+  out = {}
+  for key, value in runs[0].items():
+    if isinstance(value, (int, float)) and key != "seed":
+      col = np.array([r[key] for r in runs], float)
+      out[key] = {"mean": float(col.mean()), "std": float(col.std()),
+                  "min": float(col.min()), "max": float(col.max())}
+  out["ari_over_bayes_ari"] = float(np.mean([r["ari"] for r in runs])
+                                    / max(np.mean([r["bayes_ari"] for r in runs]), 1e-12))
+  out["observational_identified"] = int(sum(r["observational_identified"] for r in runs))
+  return out
+
+
+def run(config, workdir: str) -> dict:
+  """Simulate, fit and evaluate ``config.num_runs`` runs, checkpointing as it goes."""
   c = config.scm
-  n = c.n_nodes
-  k_cat = n + 1
-  fit_cfg = train.FitConfig.from_config(config.model, config.train)
-  trainer = train.make_trainer(fit_cfg, n_nodes=n, max_parents=max_parents)
-  model = trainer.model
+  cfg = fit_config.coerce(config)
+  loop.prepare_workdir(config, workdir)
+  logging.info("backend %s, %d device(s); %d runs of N=%d, %d training samples",
+               jax.default_backend(), jax.device_count(), config.num_runs, c.n_nodes, c.n_train)
+  start = time.time()
+  k_graph, k_runs = jax.random.split(jax.random.key(config.seed))
+  adjs = sample_graphs(k_graph, c, config.num_runs)
+  needed = graphs.max_in_degree(adjs)
+  if 0 < cfg.max_parents < needed:
+    raise loop.UserError(f"config: model.max_parents={cfg.max_parents} is below the largest "
+                         f"in-degree of the sampled graphs ({needed}); use 0 for automatic")
+  max_parents = cfg.max_parents or needed
+  trainer = train.make_trainer(cfg, n_nodes=c.n_nodes, max_parents=max_parents)
 
   def setup(key, adj):
     k_data, k_fit = jax.random.split(key)
     data = simulate(k_data, adj, c, max_parents=max_parents)
     return data, trainer.init(k_fit, data.x, data.parent_idx, data.parent_mask)
 
-  def evaluate(state, data: RunData):
-    idx, mask, true, r_test = data.parent_idx, data.parent_mask, data.true, data.r_test
-    result = trainer.finish(state, train.standardized(state, data.x), idx, mask)
-    # A recipe assigns regimes with the posterior it trains its decoder against:
-    # the model's exact posterior (ours), or the encoder's q (the paper's VAE).
-    exact_post = train.data_posterior(model, result, data.x_test, idx, mask)
-    encoder_post = train.encoder_posterior(model, result, data.x_test)
-    use_exact = fit_cfg.posterior == "exact"
-    pred, prob = identify.assign_regimes(exact_post if use_exact else encoder_post)
-    other, _ = identify.assign_regimes(encoder_post if use_exact else exact_post)
-    bayes_pred, _ = identify.assign_regimes(scm.true_posterior(true, data.x_test, noise=c.noise))
-    shift, scale = train.mechanism_changes(model, result, data.x, idx, mask)
-    targets = identify.structured_targets
-    scalars = {
-        "ari": metrics.adjusted_rand_index(r_test, pred, k_cat),
-        "nmi": metrics.normalized_mutual_info(r_test, pred, k_cat),
-        "bayes_ari": metrics.adjusted_rand_index(r_test, bayes_pred, k_cat),
-        "bayes_nmi": metrics.normalized_mutual_info(r_test, bayes_pred, k_cat),
-        # The ARI of the other assignment (encoder's q for ours, exact posterior for the paper's).
-        "ari_other_assignment": metrics.adjusted_rand_index(r_test, other, k_cat),
-        "target_accuracy": metrics.target_accuracy(targets(r_test), targets(pred)),
-        "bayes_target_accuracy": metrics.target_accuracy(targets(r_test), targets(bayes_pred)),
-        "observational_identified": identify.observational_identified(r_test, pred, k_cat),
-        "mean_posterior_probability": prob.mean(),
-        "elbo": result.train_elbo,
-        "train_log_px": result.restart_log_px.max(),
-        "heldout_loglik": train.data_log_marginal(model, result, data.x_test, idx, mask).mean(),
-        "true_heldout_loglik": scm.true_log_marginal(true, data.x_test, noise=c.noise).mean(),
-        "shift_error": jnp.abs(shift[1] - shift[0] - true.shift).mean(),
-        "noise_scale_error": jnp.abs(scale[0] - true.noise_scale).mean(),
-        "n_edges": data.true.adj.sum(),
-    }
-    details = {
-        "confusion": metrics.contingency(r_test, pred, k_cat, k_cat),
-        "probability": prob,
-        "learned_shift": shift[1] - shift[0], "true_shift": true.shift,
-        "learned_noise_scale": scale[0], "true_noise_scale": true.noise_scale,
-        "learned_int_scale": scale[1], "true_int_scale": true.noise_scale * true.int_scale,
-    }
-    return scalars, details
+  def score(state, data: RunData):
+    xs = units.to_standard(data.x, state.loc, state.scale)
+    result = trainer.finish(state, xs, data.parent_idx, data.parent_mask)
+    fit = api.from_result(trainer.model, result, data.x, data.parent_idx, data.parent_mask,
+                          graphs.topological_order(data.true.adj))
+    return evaluate.against_truth(fit, data.x, data.x_test, data.r_test, data.true, noise=c.noise)
 
-  return Experiment(trainer, fit_cfg, setup, evaluate)
-
-
-def max_parents_of(config, adjs) -> int:
-  return graphs.max_in_degree(adjs) if config.model.max_parents <= 0 else config.model.max_parents
+  try:
+    mesh = sharding.make_mesh(runs=config.mesh.runs, data=config.mesh.data,
+                              num_runs=config.num_runs, num_samples=c.n_train)
+  except ValueError as err:
+    raise loop.UserError(f"config: {err}") from None
+  keys, adjs = sharding.shard_runs((jax.random.split(k_runs, config.num_runs), adjs), mesh)
+  data, state = sharding.shard_runs(jax.jit(jax.vmap(setup))(keys, adjs), mesh)
+  xs = sharding.shard_runs_and_samples(
+      jax.vmap(units.to_standard)(data.x, state.loc, state.scale), mesh)
+  state, log = loop.train_loop(loop.jit_run_steps(trainer), state, xs, data.parent_idx,
+                               data.parent_mask, config, workdir)
+  scalars, details = sharding.to_host(jax.jit(jax.vmap(score))(state, data))
+  wall = time.time() - start
+  runs = []
+  for r in range(config.num_runs):
+    row = {"seed": r}
+    for key, value in scalars.items():
+      v = value[r]
+      row[key] = bool(v) if v.dtype == bool else (int(v) if key == "n_edges" else float(v))
+    runs.append(row)
+    logging.info("run %d: ARI %.4f (Bayes ceiling %.4f), target accuracy %.4f, observational %s",
+                 r, row["ari"], row["bayes_ari"], row["target_accuracy"],
+                 row["observational_identified"])
+  summary = _summary(runs)
+  logging.info("mean ARI %.4f vs ceiling %.4f (ratio %.4f); observational identified %d/%d; %.1f s",
+               summary["ari"]["mean"], summary["bayes_ari"]["mean"],
+               summary["ari_over_bayes_ari"], summary["observational_identified"],
+               config.num_runs, wall)
+  payload = {"runs": runs, "summary": summary, "wall_seconds": wall,
+             "config": config.to_dict(), "backend": jax.default_backend()}
+  if sharding.is_primary():  # several hosts: one writer, all of them computed
+    io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
+    if config.plots:
+      plots.write_all(workdir, log.rows(), details)
+  return payload

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vcm_jax import graphs, models, scm
+from vcm_jax import densities, graphs, networks, scm
+from vcm_jax.config import FitConfig
+from vcm_jax.model import Model
 
 # 3 -> 0 -> 1 -> 2 and 3 -> 2 (column order not topological); max in-degree 2.
 ADJ = np.zeros((4, 4), np.float32)
@@ -15,7 +17,7 @@ IDX, MASK = graphs.parent_table(jnp.asarray(ADJ), D)
 
 
 def _decoder(mechanism, **kw):
-  return models.MechanismDecoder(n_nodes=N, max_parents=D, mechanism=mechanism, hidden=(5,), **kw)
+  return networks.MechanismDecoder(n_nodes=N, max_parents=D, mechanism=mechanism, hidden=(5,), **kw)
 
 
 def _random_params(decoder, seed):
@@ -58,7 +60,7 @@ def test_linear_mechanism_by_hand():
 @pytest.mark.parametrize("hidden", [(5,), (6, 3)])
 def test_mlp_mechanism_by_hand(hidden):
   """The batched, node-major MLP against a per-node NumPy loop (float64)."""
-  dec = models.MechanismDecoder(n_nodes=N, max_parents=D, mechanism="mlp", hidden=hidden)
+  dec = networks.MechanismDecoder(n_nodes=N, max_parents=D, mechanism="mlp", hidden=hidden)
   params = _random_params(dec, 1)
   p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
   rng = np.random.default_rng(1)
@@ -117,18 +119,34 @@ def test_decoder_rejects_unknown_options():
     _decoder("linear", scale="wide").init(jax.random.key(0), x0, x0, IDX, MASK)
 
 
+def _model(dec, **cfg):
+  """A Model around a bare decoder (no encoder: the exact posterior)."""
+  return Model(encoder=None, decoder=dec, cfg=FitConfig(**cfg))
+
+
+def _both_states(dec, params, x):
+  """Node log-densities with every mechanism observational, then every one intervened."""
+  model, p = _model(dec), {"decoder": params}
+  z_obs = jnp.zeros((x.shape[0], N + 1)).at[:, 0].set(1.0)
+  return (model.node_log_densities(p, x, z_obs, IDX, MASK),
+          model.node_log_densities(p, x, 1.0 - z_obs, IDX, MASK))
+
+
 @pytest.mark.parametrize("mechanism", ["linear", "mlp"])
-def test_both_states_match_node_log_densities(mechanism):
+def test_regime_log_likelihoods_match_node_log_densities(mechanism):
+  """The 2N-evaluation shortcut equals each regime's node densities summed, and both
+  states equal scipy's Gaussian density of the decoder's means and scales."""
   dec = _decoder(mechanism)
   params = _random_params(dec, 2)
   x = jax.random.normal(jax.random.key(3), (5, N))
-  l_obs, l_int = models.both_states(dec, params, x, IDX, MASK)
+  model, p = _model(dec), {"decoder": params}
+  ll = model.regime_log_likelihoods(p, x, IDX, MASK)
+  for k in range(N + 1):
+    z = jax.nn.one_hot(jnp.full((5,), k), N + 1)
+    np.testing.assert_allclose(ll[:, k], model.node_log_densities(p, x, z, IDX, MASK).sum(-1),
+                               rtol=1e-5)
+  l_obs, l_int = _both_states(dec, params, x)
   zeros = jnp.zeros_like(x)
-  np.testing.assert_allclose(l_obs, models.node_log_densities(dec, params, x, zeros, IDX, MASK),
-                             rtol=1e-6)
-  np.testing.assert_allclose(l_int, models.node_log_densities(dec, params, x, zeros + 1, IDX, MASK),
-                             rtol=1e-6)
-  # And against scipy's Gaussian density from the decoder's means and scales.
   for z, l in ((zeros, l_obs), (zeros + 1, l_int)):
     mean, log_scale = dec.apply(params, x, z, IDX, MASK)
     ref = stats.norm.logpdf(np.asarray(x, np.float64), np.asarray(mean, np.float64),
@@ -146,21 +164,21 @@ def _true_params(true):
       "dlog_scale": jnp.log(true.int_scale)}}
 
 
-def test_ancestral_sample_reproduces_true_scm():
+def test_model_sample_reproduces_true_scm():
   true = scm.sample_linear_scm(jax.random.key(4), jnp.asarray(ADJ), shift=3.0, noise_low=0.5,
                                noise_high=1.5, intervention="both", variance_factor=2.0)
   dec = _decoder("linear")
   params = _true_params(true)
   # The decoder's densities are the SCM's.
   x_chk, _ = scm.sample_data(jax.random.key(5), true, 50)
-  for got, want in zip(models.both_states(dec, params, x_chk, IDX, MASK),
-                       scm.node_log_densities(true, x_chk)):
+  for got, want in zip(_both_states(dec, params, x_chk), scm.state_log_densities(true, x_chk)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
   per = 20_000
   regimes = jnp.repeat(jnp.arange(N + 1, dtype=jnp.int32), per)
   order = graphs.topological_order(jnp.asarray(ADJ))
-  sample = jax.jit(lambda k, o: models.ancestral_sample(k, dec, params, regimes, IDX, MASK, o))
+  model = _model(dec, mechanism="linear")
+  sample = jax.jit(lambda k, o: model.sample(k, {"decoder": params}, regimes, IDX, MASK, o))
   x = np.asarray(sample(jax.random.key(6), order), np.float64).reshape(N + 1, per, N)
   ref, _ = scm.sample_data(jax.random.key(7), true, regimes.shape[0], regimes=regimes)
   ref = np.asarray(ref, np.float64).reshape(N + 1, per, N)
@@ -186,7 +204,7 @@ def test_ancestral_sample_reproduces_true_scm():
 
 
 def test_encoder_shapes():
-  enc = models.Encoder(n_categories=N + 1, hidden=(8, 8))
+  enc = networks.Encoder(n_categories=N + 1, hidden=(8, 8))
   params = enc.init(jax.random.key(0), jnp.zeros((1, N)))
   assert enc.apply(params, jnp.ones((7, N))).shape == (7, N + 1)
   assert len(params["params"]) == 3  # two hidden layers and the output
@@ -198,13 +216,13 @@ def test_gaussian_log_density_matches_distrax():
 
   key = jax.random.key(3)
   x, mean, log_scale = jax.random.normal(key, (3, 7, 5))
-  ours = models.gaussian_log_density(x, mean, log_scale)
+  ours = densities.gaussian_log_density(x, mean, log_scale)
   ref = distrax.Normal(mean, jnp.exp(log_scale)).log_prob(x)
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
 def _free_decoder(mechanism, k=3):
-  return models.FreeDecoder(n_nodes=N, n_regimes=k, max_parents=D, mechanism=mechanism,
+  return networks.FreeDecoder(n_nodes=N, n_regimes=k, max_parents=D, mechanism=mechanism,
                             hidden=(5,))
 
 
@@ -235,7 +253,8 @@ def test_free_decoder_one_hot_z_picks_its_regime(mechanism):
     x_pa = np.asarray(x)[:, np.asarray(IDX)] * np.asarray(MASK)
     want = p["b"][None] + np.einsum("bnd,knd->bkn", x_pa, p["w"])
     np.testing.assert_allclose(mean, want, rtol=1e-5, atol=1e-5)
-  ll = models.free_log_likelihoods(dec, params, x, IDX, MASK)
+  ll = _model(dec, decoder="free", n_regimes=3).regime_log_likelihoods({"decoder": params}, x,
+                                                                       IDX, MASK)
   want_ll = stats.norm.logpdf(np.asarray(x)[:, None], np.asarray(mean),
                               np.exp(np.asarray(log_scale))).sum(-1)
   np.testing.assert_allclose(ll, want_ll, rtol=1e-5, atol=1e-4)
@@ -249,7 +268,7 @@ def test_free_running_means_follow_the_dag():
   p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
   z = np.zeros((1, N), np.float32)
   decode = lambda xh: dec.apply(params, xh, jnp.asarray(z), IDX, MASK)
-  mean, _ = models.free_running(decode, (1, N), N)
+  mean, _ = networks.free_running(decode, (1, N), N)
   w = np.zeros((N, N))
   for j in range(N):
     for slot in range(D):

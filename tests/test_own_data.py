@@ -121,7 +121,7 @@ def test_outputs_and_plots(fitted):
 
 
 def test_free_decoder_chooses_k(dataset, tmp_path):
-  """The free decoder with K unknown: held-out ELBO prefers the true K = 5 to K = 2,
+  """The free decoder with K unknown: held-out log p(x) prefers the true K = 5 to K = 2,
   and the clusters it finds carry the regimes (ARI near the ceiling)."""
   from experiments import driver
   data_dir, truth = dataset
@@ -130,7 +130,7 @@ def test_free_decoder_chooses_k(dataset, tmp_path):
   config.model.k_candidates = (2, 5)
   payload = driver.run(config, str(tmp_path))
   summary = payload["summary"]
-  scores = summary["k_selection"]["heldout_elbo"]
+  scores = summary["k_selection"]["heldout_log_px"]
   assert summary["k_selection"]["n_regimes"] == 5 and scores["5"] > scores["2"] + 0.1, scores
   assert summary["labels"]["ari"] >= 0.9 * truth["bayes_ari"], summary["labels"]
 

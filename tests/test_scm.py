@@ -142,10 +142,10 @@ def _numpy_node_logpdf(p, x, noise):
 
 
 @pytest.mark.parametrize("noise", ["gauss", "laplace"])
-def test_node_log_densities_match_scipy(noise):
+def test_state_log_densities_match_scipy(noise):
   true = _scm(8, intervention="both", variance_factor=2.5)
   x, _ = _sample(jax.random.key(9), true, n=500, noise=noise)
-  l_obs, l_int = scm.node_log_densities(true, x, noise=noise)
+  l_obs, l_int = scm.state_log_densities(true, x, noise=noise)
   r_obs, r_int = _numpy_node_logpdf(_np(true), np.asarray(x, np.float64), noise)
   np.testing.assert_allclose(l_obs, r_obs, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(l_int, r_int, rtol=1e-5, atol=1e-4)

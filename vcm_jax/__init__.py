@@ -1,7 +1,15 @@
-"""vcm_jax: causal modelling under unknown interventional regimes, in pure JAX."""
-from vcm_jax import (baselines, clustering, elbo, graphs, gumbel, identify, io, metrics, models,
-                     scm, train)
+"""vcm_jax: causal modelling under unknown interventional regimes, in pure JAX.
+
+The public entry is ``vcm_jax.fit(x, graph)`` (``api.py``); the modules below it
+are pure functions a researcher can call inside their own JAX code.
+"""
+from vcm_jax import (api, baselines, clustering, config, densities, elbo, evaluate, graphs,
+                     gumbel, identify, init, io, metrics, model, networks, predict, rows, scm,
+                     select, train, units)
+from vcm_jax.api import Fit, fit, fit_graph
+from vcm_jax.config import FitConfig
 
 __version__ = "0.1.0"
-__all__ = ["baselines", "clustering", "elbo", "graphs", "gumbel", "identify", "io", "metrics",
-           "models", "scm", "train"]
+__all__ = ["Fit", "FitConfig", "fit", "fit_graph", "api", "baselines", "clustering", "config",
+           "densities", "elbo", "evaluate", "graphs", "gumbel", "identify", "init", "io",
+           "metrics", "model", "networks", "predict", "rows", "scm", "select", "train", "units"]

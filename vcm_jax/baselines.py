@@ -21,15 +21,14 @@ definite, where elimination without pivoting is stable.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from vcm_jax import clustering, elbo
-
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)  # a Python float: exact in float64 too
+from vcm_jax.densities import LOG_SQRT_2PI, gaussian_log_density
+from vcm_jax.units import standardize
 
 
 class LinearMechanisms(NamedTuple):
@@ -163,18 +162,17 @@ def weighted_least_squares(x: jax.Array, weights: jax.Array, adj: jax.Array, *,
 
 
 def _gauss_logpdf(x, mech: LinearMechanisms):
-  resid = x - mech.bias - x @ mech.weights
-  return -0.5 * jnp.square(resid / mech.scale) - jnp.log(mech.scale) - _LOG_SQRT_2PI
+  return gaussian_log_density(x, mech.bias + x @ mech.weights, jnp.log(mech.scale))
 
 
-def node_log_densities(params: StructuredLinear, x: jax.Array):
+def state_log_densities(params: StructuredLinear, x: jax.Array):
   """``log p(x_j | pa_j)`` in both states: ``(l_obs, l_int)``, each ``[S, N]``."""
   return _gauss_logpdf(x, params.obs), _gauss_logpdf(x, params.intervened)
 
 
 def regime_log_likelihoods(params: StructuredLinear, x: jax.Array) -> jax.Array:
   """``log p(x | regime = k)``, ``[S, N + 1]``."""
-  return elbo.structured_log_likelihoods(*node_log_densities(params, x))
+  return elbo.structured_log_likelihoods(*state_log_densities(params, x))
 
 
 def structured_log_marginal(params: StructuredLinear, x: jax.Array) -> jax.Array:
@@ -188,12 +186,6 @@ def structured_posterior(params: StructuredLinear, x: jax.Array) -> jax.Array:
   Scores held-out data for ``linear_em``, ``pooled_fit`` and ``oracle_fit`` alike.
   """
   return jnp.exp(elbo.posterior_logits(regime_log_likelihoods(params, x), params.log_prior))
-
-
-def _standardize(x):
-  loc = x.mean(axis=0)
-  sd = jnp.maximum(x.std(axis=0), 1e-6)
-  return (x - loc) / sd, loc, sd
 
 
 def _to_data_units(mech: LinearMechanisms, loc, sd) -> LinearMechanisms:
@@ -247,7 +239,7 @@ def linear_em(key: jax.Array, x: jax.Array, adj: jax.Array, *, num_iters: int = 
   """
   del key
   s, n = x.shape
-  z, loc, sd = _standardize(x)
+  z, loc, sd = standardize(x)
   pooled = weighted_least_squares(z, jnp.ones_like(z), adj, ridge=ridge, min_scale=min_scale)
   log_prior = jnp.concatenate([jnp.full((1,), jnp.log(obs_prior), z.dtype),
                                jnp.full((n,), jnp.log((1.0 - obs_prior) / n), z.dtype)])
@@ -285,7 +277,7 @@ def pooled_fit(x: jax.Array, adj: jax.Array, *, min_scale: float = 1e-3,
   (``log_prior`` is ``-inf`` elsewhere), so the posterior puts every sample in
   regime 0 (ARI 0) and ``log_likelihood`` is the pooled model's mean log p(x).
   """
-  z, loc, sd = _standardize(x)
+  z, loc, sd = standardize(x)
   mech = _to_data_units(weighted_least_squares(z, jnp.ones_like(z), adj, ridge=ridge,
                                                min_scale=min_scale), loc, sd)
   n = x.shape[1]
@@ -311,7 +303,7 @@ def oracle_fit(x: jax.Array, regimes: jax.Array, adj: jax.Array, *,
   n = x.shape[1]
   if n_regimes is not None and n_regimes != n + 1:
     raise ValueError(f"n_regimes must be N + 1 = {n + 1}, got {n_regimes}")
-  z, loc, sd = _standardize(x)
+  z, loc, sd = standardize(x)
   hit = jax.nn.one_hot(regimes - 1, n, dtype=x.dtype)  # zero row for regime 0
   mech = weighted_least_squares(z, jnp.stack([1.0 - hit, hit]), adj, ridge=ridge,
                                 min_scale=min_scale)
@@ -332,7 +324,7 @@ def _gmm_log_joint(weights, means, covariances, x):
   prec = 0.5 * (prec + jnp.swapaxes(prec, -1, -2))
   diff = x[:, None, :] - means[None]                                       # [S, K, D]
   maha = jnp.maximum(jnp.einsum("skd,kde,ske->sk", diff, prec, diff), 0.0)
-  return _safe_log(weights) - 0.5 * (d * 2 * _LOG_SQRT_2PI + logdet + maha)
+  return _safe_log(weights) - 0.5 * (d * 2 * LOG_SQRT_2PI + logdet + maha)
 
 
 def _gmm_m_step(resp, x, reg_covar):

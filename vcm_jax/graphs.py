@@ -112,3 +112,19 @@ def validate_dag(adj, names: Sequence[str] | None = None) -> None:
     return
   nodes = [names[u] for u, _ in cycle]
   raise ValueError("graph has a cycle: " + " -> ".join(nodes + [nodes[0]]))
+
+
+def as_adjacency(graph) -> np.ndarray:
+  """A user's graph as an ``[N, N]`` 0/1 array (host): an adjacency array as it is,
+  or a ``networkx.DiGraph`` over nodes ``0..N-1`` (any other nodes: ``graph.nodes`` order)."""
+  if isinstance(graph, nx.Graph):
+    if not graph.is_directed():
+      raise ValueError("graph must be directed (a networkx.DiGraph), got an undirected graph")
+    nodes = list(graph.nodes)
+    if set(nodes) == set(range(len(nodes))):
+      nodes = list(range(len(nodes)))
+    return nx.to_numpy_array(graph, nodelist=nodes, weight=None).astype(np.int64)
+  adj = np.asarray(graph)
+  if adj.dtype == bool:
+    adj = adj.astype(np.int64)
+  return adj

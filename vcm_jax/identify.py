@@ -1,5 +1,12 @@
-"""From posteriors to answers: regime per sample, regime targets, observational regime."""
+"""From a fit to answers: regime per sample, the observational regime, each regime's targets.
+
+One readout for both decoders (``identify_regimes``): the structured latent's
+labels carry their meaning (regime 0 observational, regime k targets node k - 1);
+the free decoder's clusters are read off their mechanisms in data units.
+"""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +18,44 @@ def assign_regimes(posterior: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Argmax regime per sample and its posterior probability: ``[S, K] -> ([S], [S])``."""
   regime = jnp.argmax(posterior, axis=-1).astype(jnp.int32)
   return regime, jnp.take_along_axis(posterior, regime[:, None], axis=-1)[:, 0]
+
+
+class Identification(NamedTuple):
+  """What a fit says each regime is (a pytree: vmaps over fits)."""
+  observational: jax.Array  # [] int32: the regime that changes no mechanism
+  target: jax.Array         # [K] int32: each regime's main target node (OBSERVATIONAL for it)
+  changed: jax.Array        # [K, N] bool: the mechanisms each regime changes
+  divergence: jax.Array     # [K, N] how far each regime moves each mechanism from the
+                            # observational regime (``mechanism_divergence``)
+
+
+# A mechanism counts as changed when it moves by more than half a noise scale.
+CHANGE_THRESHOLD = 0.5
+
+
+def identify_regimes(mean, scale, weights, *, structured: bool) -> Identification:
+  """The observational regime and every regime's targets.
+
+  Args:
+    mean, scale: ``[K, N]`` every node's conditional mean (averaged over the
+      training samples) and noise scale under every regime
+      (``predict.regime_mechanisms``).
+    weights: ``[K]`` the regimes' expected shares of the data (mean posterior):
+      empty regimes do not vote for the observational one.
+    structured: the structured latent (static).
+  """
+  k, n = mean.shape
+  div = mechanism_divergence(mean, scale)
+  if structured:
+    obs = jnp.zeros((), jnp.int32)
+    target = jnp.arange(k, dtype=jnp.int32) - 1
+    changed = jnp.eye(k, n, -1, dtype=bool)
+  else:
+    obs = free_observational(div, weights)
+    target = free_targets(div, obs)
+    moved = (div[obs] > CHANGE_THRESHOLD) | (jax.nn.one_hot(target, n) > 0)
+    changed = moved & (jnp.arange(k) != obs)[:, None]
+  return Identification(obs, target, changed, div[obs])
 
 
 def structured_targets(regimes: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Encoder MLP and the masked autoregressive decoder (DESIGN section 2).
+"""The networks: encoder MLP and the masked autoregressive decoders (DESIGN section 2).
 
 The decoder holds all N per-node mechanisms as one batched network: weights are
 stacked ``[N, ...]`` and each node reads only its parents through a gather table
@@ -8,17 +8,11 @@ takes its parents' observed values (teacher forcing) and its state
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-# A Python float: nothing may touch the XLA backend at import (jax.distributed.initialize
-# must come first on several hosts).
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
 
 class Encoder(nn.Module):
   """``q(z | x)``: an MLP (``len(hidden) + 1`` layers, the paper's 3) giving K logits."""
@@ -190,55 +184,3 @@ def free_running(decode, x_shape, n_passes: int):
   # Unrolled: the passes are tiny, and one fused program beats a loop of launches.
   xh, _ = jax.lax.scan(step, jnp.zeros(x_shape), None, length=n_passes, unroll=True)
   return decode(xh)
-
-
-def free_log_likelihoods(decoder: FreeDecoder, params, x, parent_idx, parent_mask):
-  """``log p(x | z = k)`` of the free decoder, ``[B, K]``."""
-  mean, log_scale = decoder.apply(params, x, parent_idx, parent_mask)
-  return gaussian_log_density(x[:, None, :], mean, log_scale).sum(-1)
-
-
-def gaussian_log_density(x, mean, log_scale):
-  """Elementwise ``log N(x; mean, exp(log_scale)^2)``."""
-  return -0.5 * jnp.square((x - mean) * jnp.exp(-log_scale)) - log_scale - _LOG_SQRT_2PI
-
-
-def node_log_densities(decoder: MechanismDecoder, params, x, z_nodes, parent_idx, parent_mask):
-  """``log p(x_j | pa_j, z_j)``, ``[B, N]``, with parents' observed values."""
-  mean, log_scale = decoder.apply(params, x, z_nodes, parent_idx, parent_mask)
-  return gaussian_log_density(x, mean, log_scale)
-
-
-def both_states(decoder: MechanismDecoder, params, x, parent_idx, parent_mask):
-  """Node log-densities with every mechanism observational and intervened: ``(l_obs, l_int)``."""
-  zero = jnp.zeros(x.shape, x.dtype)
-  l_obs = node_log_densities(decoder, params, x, zero, parent_idx, parent_mask)
-  l_int = node_log_densities(decoder, params, x, zero + 1, parent_idx, parent_mask)
-  return l_obs, l_int
-
-
-def ancestral_sample(key, decoder: MechanismDecoder, params, regimes, parent_idx, parent_mask,
-                     order):
-  """Generate data from the fitted model under chosen regimes.
-
-  Nodes are drawn in topological ``order`` with ``lax.scan``; each draw feeds the
-  sampled parents to the mechanisms, so interventional predictions follow.
-
-  Args:
-    regimes: ``[S]`` int regime per sample (0 observational, k intervenes node k-1).
-    order: ``[N]`` topological order.
-
-  Returns:
-    ``[S, N]`` samples.
-  """
-  s, n = regimes.shape[0], decoder.n_nodes
-  z_nodes = jax.nn.one_hot(regimes - 1, n)
-  eps = jax.random.normal(key, (s, n))
-
-  def draw(x, node):
-    mean, log_scale = decoder.apply(params, x, z_nodes, parent_idx, parent_mask)
-    value = mean[:, node] + jnp.exp(log_scale[:, node]) * eps[:, node]
-    return x.at[:, node].set(value), None
-
-  x, _ = jax.lax.scan(draw, jnp.zeros((s, n)), order)
-  return x

@@ -9,17 +9,12 @@ regime posterior give the Bayes ceiling.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from vcm_jax import elbo
-
-# A Python float: nothing may touch the XLA backend at import (jax.distributed.initialize
-# must come first on several hosts).
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+from vcm_jax import densities, elbo
 
 
 class MLPMechanisms(NamedTuple):
@@ -32,14 +27,14 @@ class MLPMechanisms(NamedTuple):
   out: jax.Array    # [N, H]
 
 
-class LinearSCM(NamedTuple):
+class SCM(NamedTuple):
   """Parameters of an additive-noise SCM and its N single-node interventions.
 
   ``x_j = bias_j + sum_i weights[i, j] x_i [+ mlp_j(pa_j)] + noise_scale_j eps_j``
   in the observational state; the intervened state of node j adds ``shift_j`` to
   the mean and multiplies the noise scale by ``int_scale_j``. Regime 0 is
   observational, regime ``k >= 1`` intervenes on node ``k - 1``. ``mlp`` is
-  ``None`` for linear mechanisms (the name stays for the linear case it began as).
+  ``None`` for linear mechanisms.
   """
   adj: jax.Array          # [N, N] 0/1, adj[i, j] = 1 for i -> j
   weights: jax.Array      # [N, N], zero off the graph
@@ -51,10 +46,8 @@ class LinearSCM(NamedTuple):
   mlp: MLPMechanisms | None = None
 
 
-SCM = LinearSCM
 
-
-def mechanism_means(scm: LinearSCM, x: jax.Array) -> jax.Array:
+def mechanism_means(scm: SCM, x: jax.Array) -> jax.Array:
   """Observational mean of every node given the values ``x: [S, N]`` of its parents."""
   mean = scm.bias + x @ scm.weights
   if scm.mlp is not None:
@@ -72,7 +65,7 @@ def _signed_uniform(key, shape, low, high):
 
 def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1.0,
                       noise_high=1.0, obs_fraction=0.2, intervention: str = "mean",
-                      variance_factor=3.0, weight_low=0.1, weight_high=1.0) -> LinearSCM:
+                      variance_factor=3.0, weight_low=0.1, weight_high=1.0) -> SCM:
   """Random linear SCM on ``adj`` with one soft intervention per node.
 
   Args:
@@ -98,7 +91,7 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
   use_var = intervention in ("variance", "both")
   probs = jnp.concatenate([jnp.full((1,), obs_fraction),
                            jnp.full((n,), (1.0 - obs_fraction) / n)])
-  return LinearSCM(
+  return SCM(
       adj=adj, weights=weights, bias=jnp.zeros(n),
       noise_scale=noise_scale,
       shift=shifts if use_mean else jnp.zeros(n),
@@ -107,7 +100,7 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
 
 
 def sample_mlp_scm(key: jax.Array, adj: jax.Array, *, hidden: int = 4, input_low=0.5,
-                   input_high=2.0, output_low=1.0, output_high=3.0, **kwargs) -> LinearSCM:
+                   input_high=2.0, output_low=1.0, output_high=3.0, **kwargs) -> SCM:
   """Random SCM with nonlinear mechanisms on ``adj``: each node's mean is a random
   one-hidden-layer tanh MLP of its parents (no linear part), ``hidden`` units.
 
@@ -131,7 +124,7 @@ def sample_mlp_scm(key: jax.Array, adj: jax.Array, *, hidden: int = 4, input_low
 
 
 def sample_scm(key: jax.Array, adj: jax.Array, *, mechanism: str = "linear", hidden: int = 4,
-               **kwargs) -> LinearSCM:
+               **kwargs) -> SCM:
   """``sample_linear_scm`` or ``sample_mlp_scm`` by name (static ``mechanism``)."""
   if mechanism == "linear":
     return sample_linear_scm(key, adj, **kwargs)
@@ -153,7 +146,7 @@ def _standard_noise(key, shape, noise: str):
   raise ValueError(f"unknown noise {noise!r}; expected gauss or laplace")
 
 
-def sample_data(key: jax.Array, scm: LinearSCM, n_samples: int, *, noise: str = "gauss",
+def sample_data(key: jax.Array, scm: SCM, n_samples: int, *, noise: str = "gauss",
                 regimes: jax.Array | None = None,
                 n_passes: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Samples from the pooled regimes.
@@ -179,39 +172,35 @@ def sample_data(key: jax.Array, scm: LinearSCM, n_samples: int, *, noise: str = 
   return x, regimes
 
 
-def node_log_densities(scm: LinearSCM, x: jax.Array, *, noise: str = "gauss"):
+def state_log_densities(scm: SCM, x: jax.Array, *, noise: str = "gauss"):
   """True ``log p(x_j | pa_j)`` in both states: ``(l_obs, l_int)``, each ``[S, N]``."""
   mean = mechanism_means(scm, x)
 
-  def logpdf(resid, scale):
-    if noise == "gauss":
-      return -0.5 * jnp.square(resid / scale) - jnp.log(scale) - _LOG_SQRT_2PI
-    b = scale / jnp.sqrt(2.0)  # Laplace with standard deviation `scale`
-    return -jnp.abs(resid) / b - jnp.log(2 * b)
-
-  l_obs = logpdf(x - mean, scm.noise_scale)
-  l_int = logpdf(x - mean - scm.shift, scm.noise_scale * scm.int_scale)
+  logpdf = densities.log_density(noise)
+  log_scale = jnp.log(scm.noise_scale)
+  l_obs = logpdf(x, mean, log_scale)
+  l_int = logpdf(x, mean + scm.shift, log_scale + jnp.log(scm.int_scale))
   return l_obs, l_int
 
 
-def regime_log_likelihoods(scm: LinearSCM, x: jax.Array, *, noise: str = "gauss") -> jax.Array:
+def regime_log_likelihoods(scm: SCM, x: jax.Array, *, noise: str = "gauss") -> jax.Array:
   """True ``log p(x | regime = k)``, ``[S, N + 1]``."""
-  return elbo.structured_log_likelihoods(*node_log_densities(scm, x, noise=noise))
+  return elbo.structured_log_likelihoods(*state_log_densities(scm, x, noise=noise))
 
 
-def true_log_marginal(scm: LinearSCM, x: jax.Array, *, noise: str = "gauss") -> jax.Array:
+def true_log_marginal(scm: SCM, x: jax.Array, *, noise: str = "gauss") -> jax.Array:
   """True ``log p(x)`` of the pooled data, ``[S]``."""
   return elbo.log_marginal(regime_log_likelihoods(scm, x, noise=noise), jnp.log(scm.regime_probs))
 
 
-def true_posterior(scm: LinearSCM, x: jax.Array, *, noise: str = "gauss") -> jax.Array:
+def true_posterior(scm: SCM, x: jax.Array, *, noise: str = "gauss") -> jax.Array:
   """Exact regime posterior under the true SCM, ``[S, N + 1]`` probabilities."""
   logits = elbo.posterior_logits(regime_log_likelihoods(scm, x, noise=noise),
                                  jnp.log(scm.regime_probs))
   return jnp.exp(logits)
 
 
-def implied_covariance(scm: LinearSCM) -> jax.Array:
+def implied_covariance(scm: SCM) -> jax.Array:
   """Observational covariance ``(I - W)^-T diag(sigma^2) (I - W)^-1`` (linear SCMs only)."""
   n = scm.adj.shape[-1]
   inv = jnp.linalg.inv(jnp.eye(n) - scm.weights)

@@ -1,0 +1,161 @@
+"""The fit's hyperparameters: defined once, validated here, read by every entry point.
+
+``FitConfig`` is the single source of truth. Each field carries the config group
+it lives in on the command line (``model`` or ``train``: ``--config.train.num_steps``)
+and, where the value is a choice, the allowed values; ``configs/`` builds its
+groups from it (``config_groups``), and ``from_groups`` reads them back, refusing
+keys it does not know. An impossible value is a ``ValueError`` that names the
+field and lists what is allowed, raised before anything is compiled.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+
+def _field(default, group: str, choices: tuple = (), doc: str = ""):
+  return dataclasses.field(default=default,
+                           metadata={"group": group, "choices": choices, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+  """Static hyperparameters of one fit (hashable: safe to close over in ``jit``).
+
+  The defaults are the project's recipe (README, "The recipe"); ``configs/recipes.py``
+  holds the paper's, the reference code's and the ablations as overrides of these.
+  """
+  # model: what is fitted
+  decoder: str = _field("structured", "model", ("structured", "free"),
+                        "structured: K = N + 1, regime k changes node k-1; free: K regimes, "
+                        "every mechanism per regime")
+  n_regimes: int = _field(0, "model", doc="free decoder: K; 0 chooses K by held-out log p(x)")
+  k_candidates: tuple = _field((), "model", doc="K tried when n_regimes = 0; () = 2, 3, 4, 6, "
+                               "..., N + 1")
+  mechanism: str = _field("mlp", "model", ("linear", "mlp"))
+  hidden: tuple = _field((16,), "model", doc="decoder MLP widths")
+  linear_skip: bool = _field(True, "model", doc="mlp mechanisms also get a linear part")
+  teacher_forcing: bool = _field(True, "model", doc="off: mechanisms read predicted parents")
+  propagation_passes: int = _field(0, "model", doc="no teacher forcing: passes (0: N)")
+  encoder_hidden: tuple = _field((64, 64), "model", doc="encoder MLP widths (posterior=encoder)")
+  scale: str = _field("learned", "model", ("learned", "unit"))
+  max_parents: int = _field(0, "model", doc="parent-table width; 0: the graph's largest "
+                            "in-degree")
+  # train: how it is fitted
+  estimator: str = _field("exact", "train", ("exact", "gumbel", "straight_through"))
+  posterior: str = _field("exact", "train", ("exact", "encoder"),
+                          "the q of the ELBO and of the assignments; exact trains no encoder")
+  prior: str = _field("learned", "train", ("learned", "uniform"))
+  init: str = _field("surprise", "train", ("surprise", "random"))
+  init_scale_factor: float = _field(3.0, "train", doc="intervened / pooled scale at init")
+  init_obs_prior: float = _field(0.5, "train", doc="initial prior of the observational regime")
+  pooled_steps: int = _field(100, "train")
+  num_steps: int = _field(400, "train")
+  batch_size: int = _field(1000, "train")
+  # 3e-2: the linear mechanisms' shift parameters must travel several standard
+  # deviations in 400 Adam steps (at 1e-2 they fell short on shift-6 data).
+  learning_rate: float = _field(3e-2, "train")
+  temperature: float = _field(1.0, "train", doc="Gumbel-Softmax temperature")
+  kl_schedule: str = _field("constant", "train", ("constant", "warmup", "cyclical"))
+  kl_warmup_steps: int = _field(0, "train")
+  kl_cycles: int = _field(4, "train")
+  restarts: int = _field(2, "train", doc="independent starts; the best log p(x) is kept")
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):  # lists from a ConfigDict arrive as lists: hashable tuples
+      if isinstance(getattr(self, f.name), list):
+        object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+    validate(self)
+
+  @property
+  def needs_encoder(self) -> bool:
+    """Whether the recipe trains an encoder: only when its q is used (with the exact
+    posterior the encoder would never be read, and cost 70% of a step)."""
+    return self.posterior == "encoder"
+
+  def replace(self, **changes) -> "FitConfig":
+    return dataclasses.replace(self, **changes)
+
+
+def choices() -> dict[str, tuple]:
+  """Allowed values of every choice field: ``{name: (values...)}``."""
+  return {f.name: f.metadata["choices"] for f in dataclasses.fields(FitConfig)
+          if f.metadata["choices"]}
+
+
+def group_of() -> dict[str, str]:
+  """The config group (``model`` or ``train``) of every field."""
+  return {f.name: f.metadata["group"] for f in dataclasses.fields(FitConfig)}
+
+
+def validate(cfg: FitConfig) -> None:
+  """Raise ``ValueError`` naming the first impossible value (and the allowed ones)."""
+  def need(ok, msg):
+    if not ok:
+      raise ValueError(msg)
+
+  groups = group_of()
+  for name, allowed in choices().items():
+    value = getattr(cfg, name)
+    need(value in allowed, f"{groups[name]}.{name}={value!r} is not one of {', '.join(allowed)}")
+  need(cfg.num_steps >= 1, f"train.num_steps={cfg.num_steps} must be >= 1")
+  need(cfg.pooled_steps >= 0, f"train.pooled_steps={cfg.pooled_steps} must be >= 0")
+  need(cfg.batch_size >= 1, f"train.batch_size={cfg.batch_size} must be >= 1")
+  need(cfg.restarts >= 1, f"train.restarts={cfg.restarts} must be >= 1")
+  need(cfg.learning_rate > 0, f"train.learning_rate={cfg.learning_rate} must be > 0")
+  need(cfg.temperature > 0, f"train.temperature={cfg.temperature} must be > 0")
+  need(cfg.init_scale_factor > 1, f"train.init_scale_factor={cfg.init_scale_factor} must be > 1")
+  need(0 < cfg.init_obs_prior < 1, f"train.init_obs_prior={cfg.init_obs_prior} must be in (0, 1)")
+  need(cfg.n_regimes == 0 or cfg.n_regimes >= 2,
+       f"model.n_regimes={cfg.n_regimes} must be >= 2 (K < 2 has nothing to separate), or 0")
+  need(all(k >= 2 for k in cfg.k_candidates), f"model.k_candidates={cfg.k_candidates} must be >= 2")
+  need(all(w >= 1 for w in cfg.hidden) and all(w >= 1 for w in cfg.encoder_hidden),
+       "model.hidden and model.encoder_hidden widths must be >= 1")
+  need(cfg.max_parents >= 0, f"model.max_parents={cfg.max_parents} must be >= 0")
+  need(cfg.estimator == "exact" or cfg.posterior == "encoder",
+       f"train.estimator={cfg.estimator!r} samples z from the encoder: it needs "
+       f"train.posterior='encoder'")
+
+
+def from_groups(*groups: Mapping[str, Any], ignore: tuple = ()) -> FitConfig:
+  """A FitConfig from config groups (``config.model``, ``config.train``).
+
+  A key that is neither a field nor in ``ignore`` (the entry point's own keys,
+  such as ``log_every``) is an error: a misspelt key never silently falls back
+  to a default.
+  """
+  fields = group_of()
+  values = {}
+  for group in groups:
+    for key, value in group.items():
+      if key in ignore:
+        continue
+      if key not in fields:
+        raise ValueError(f"unknown fit config key {key!r}; known: {', '.join(sorted(fields))}")
+      values[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+  return FitConfig(**values)
+
+
+def coerce(config) -> FitConfig:
+  """``None`` (the default recipe), a FitConfig, a dict of fields, or an experiment
+  config with ``model`` and ``train`` groups."""
+  if config is None:
+    return FitConfig()
+  if isinstance(config, FitConfig):
+    return config
+  if "model" in config and "train" in config:
+    return from_groups(config["model"], config["train"], ignore=ENTRY_POINT_KEYS)
+  return from_groups(config)
+
+
+# Keys of the `train` group that belong to the entry points' loop, not to the fit.
+ENTRY_POINT_KEYS = ("log_every", "checkpoint_every")
+
+
+def config_groups(cfg: FitConfig | None = None) -> dict[str, dict]:
+  """``{'model': {...}, 'train': {...}}``: the fields as an experiment config's groups."""
+  cfg = cfg or FitConfig()
+  out = {"model": {}, "train": {}}
+  for name, group in group_of().items():
+    out[group][name] = getattr(cfg, name)
+  return out

@@ -1,0 +1,171 @@
+"""The fitted model: its networks, their parameters, and how they give regime likelihoods.
+
+``build_model(cfg, n_nodes=..., max_parents=...)`` assembles the encoder (only
+when the recipe reads its q) and the decoder; ``Model``'s methods are pure
+functions of ``(params, x, parent_idx, parent_mask)`` in standardised units.
+Every switch between the structured and the free decoder, and between teacher
+forcing and propagated means, is made here and nowhere else.
+
+Regimes: the structured decoder has ``K = N + 1`` (0 observational, ``k``
+changes mechanism ``k - 1``); the free decoder has ``K = cfg.n_regimes``
+clusters without meaning until ``identify`` reads them.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vcm_jax import elbo, networks
+from vcm_jax.config import FitConfig
+from vcm_jax.densities import gaussian_log_density
+
+
+class Model(NamedTuple):
+  """Static structure of a fit (no arrays): safe to close over in ``jit``."""
+  encoder: networks.Encoder | None  # None when the posterior is exact
+  decoder: networks.MechanismDecoder | networks.FreeDecoder
+  cfg: FitConfig
+
+  @property
+  def structured(self) -> bool:
+    return isinstance(self.decoder, networks.MechanismDecoder)
+
+  @property
+  def n_nodes(self) -> int:
+    return self.decoder.n_nodes
+
+  @property
+  def n_categories(self) -> int:
+    return self.n_nodes + 1 if self.structured else self.decoder.n_regimes
+
+  def log_prior(self, params):
+    """``log p(z)``, ``[K]``."""
+    if self.cfg.prior == "learned":
+      return jax.nn.log_softmax(params["prior_logits"])
+    return jnp.full((self.n_categories,), -jnp.log(self.n_categories))
+
+  def q_logits(self, params, x, parent_idx, parent_mask):
+    """Logits of the q the recipe uses: the encoder's, or the exact posterior's."""
+    if self.encoder is not None:
+      return self.encoder.apply(params["encoder"], x)
+    return elbo.posterior_logits(self.regime_log_likelihoods(params, x, parent_idx, parent_mask),
+                                 self.log_prior(params))
+
+  def mixed_means(self, params, x, z, parent_idx, parent_mask):
+    """Means and log-scales ``[B, N]`` with parents read from ``x: [B, N]`` under a
+    one-hot or relaxed regime ``z: [B, K]`` (the structured decoder reads its
+    per-node states ``z[:, 1:]``; the free decoder mixes its regimes' parameters)."""
+    dec = params["decoder"]
+    if self.structured:
+      return self.decoder.apply(dec, x, z[..., 1:], parent_idx, parent_mask)
+    return jax.tree.map(lambda a: a[:, 0], self.decoder.apply(dec, x, parent_idx, parent_mask, z))
+
+  def means(self, params, x, z, parent_idx, parent_mask):
+    """``mixed_means`` with the model's parents: the observed ones (teacher forcing),
+    or the means propagated from zeros along the DAG (the reference code's decoder)."""
+    decode = lambda xh: self.mixed_means(params, xh, z, parent_idx, parent_mask)
+    if self.cfg.teacher_forcing:
+      return decode(x)
+    return networks.free_running(decode, x.shape, self.cfg.propagation_passes or self.n_nodes)
+
+  def node_log_densities(self, params, x, z, parent_idx, parent_mask):
+    """``log p(x_j | pa_j, z)``, ``[B, N]``."""
+    mean, log_scale = self.means(params, x, z, parent_idx, parent_mask)
+    return gaussian_log_density(x, mean, log_scale)
+
+  def regime_means(self, params, x, parent_idx, parent_mask):
+    """Every node's mean and log-scale under every regime, ``[B, K, N]`` each
+    (``[1, K, N]`` without teacher forcing: the means then ignore x)."""
+    k, n = self.n_categories, self.n_nodes
+    if not self.cfg.teacher_forcing:
+      mean, log_scale = self.means(params, jnp.zeros((k, n)), jnp.eye(k), parent_idx, parent_mask)
+      return mean[None], log_scale[None]
+    if not self.structured:
+      return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
+    states = [self.decoder.apply(params["decoder"], x, jnp.full_like(x, z), parent_idx,
+                                 parent_mask) for z in (0.0, 1.0)]
+    hit = jnp.eye(k)[None, :, 1:] > 0  # [1, K, N]: regime k switches node k - 1
+    return tuple(jnp.where(hit, i[:, None], o[:, None]) for o, i in zip(*states))
+
+  def regime_log_likelihoods(self, params, x, parent_idx, parent_mask):
+    """``log p(x | z = k)`` for all k, ``[B, K]``.
+
+    The structured decoder costs 2N mechanism evaluations for all K = N + 1
+    regimes: every node in its two states, combined by ``elbo.structured_log_likelihoods``.
+    """
+    if self.structured and self.cfg.teacher_forcing:
+      l_obs, l_int = (gaussian_log_density(x, *self.decoder.apply(
+          params["decoder"], x, jnp.full_like(x, z), parent_idx, parent_mask)) for z in (0.0, 1.0))
+      return elbo.structured_log_likelihoods(l_obs, l_int)
+    mean, log_scale = self.regime_means(params, x, parent_idx, parent_mask)
+    return gaussian_log_density(x[:, None], mean, log_scale).sum(-1)
+
+  def posterior(self, params, x, parent_idx, parent_mask):
+    """Exact posterior of the fitted model, ``[B, K]`` probabilities."""
+    ll = self.regime_log_likelihoods(params, x, parent_idx, parent_mask)
+    return jnp.exp(elbo.posterior_logits(ll, self.log_prior(params)))
+
+  def log_marginal(self, params, x, parent_idx, parent_mask):
+    """Exact ``log p(x)``, ``[B]`` (standardised units)."""
+    ll = self.regime_log_likelihoods(params, x, parent_idx, parent_mask)
+    return elbo.log_marginal(ll, self.log_prior(params))
+
+  def sample(self, key, params, regimes, parent_idx, parent_mask, order):
+    """Samples ``[S, N]`` (standardised units) under chosen ``regimes: [S]``.
+
+    Nodes are drawn in topological ``order`` with ``lax.scan``; each draw feeds
+    the sampled parents to the mechanisms, so interventional predictions follow.
+    Without teacher forcing the model's means do not read the parents: samples
+    are those means plus noise.
+    """
+    s, n = regimes.shape[0], self.n_nodes
+    z = jax.nn.one_hot(regimes, self.n_categories)
+    eps = jax.random.normal(key, (s, n))
+    if not self.cfg.teacher_forcing:
+      mean, log_scale = self.means(params, jnp.zeros((s, n)), z, parent_idx, parent_mask)
+      return mean + jnp.exp(log_scale) * eps
+
+    def draw(x, node):
+      mean, log_scale = self.mixed_means(params, x, z, parent_idx, parent_mask)
+      return x.at[:, node].set(mean[:, node] + jnp.exp(log_scale[:, node]) * eps[:, node]), None
+
+    x, _ = jax.lax.scan(draw, jnp.zeros((s, n)), order)
+    return x
+
+
+def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
+  """The networks of a fit; ``max_parents`` is the parent table's width (static)."""
+  common = dict(n_nodes=n_nodes, max_parents=max_parents, mechanism=cfg.mechanism,
+                hidden=tuple(cfg.hidden), scale=cfg.scale, linear_skip=cfg.linear_skip)
+  if cfg.decoder == "structured":
+    decoder, k = networks.MechanismDecoder(**common), n_nodes + 1
+  else:
+    if cfg.n_regimes < 2:
+      raise ValueError(f"the free decoder needs model.n_regimes >= 2, got {cfg.n_regimes}")
+    decoder, k = networks.FreeDecoder(n_regimes=cfg.n_regimes, **common), cfg.n_regimes
+  encoder = (networks.Encoder(n_categories=k, hidden=tuple(cfg.encoder_hidden))
+             if cfg.needs_encoder else None)
+  return Model(encoder=encoder, decoder=decoder, cfg=cfg)
+
+
+def init_params(key, model: Model, parent_idx, parent_mask):
+  """Random parameters: ``{'decoder', 'prior_logits'}`` (+ ``'encoder'`` when it is used).
+
+  The structured prior starts with ``init_obs_prior`` on the observational regime.
+  """
+  k_enc, k_dec = jax.random.split(key)
+  n, k = model.n_nodes, model.n_categories
+  x0 = jnp.zeros((1, n))
+  if model.structured:
+    obs = model.cfg.init_obs_prior
+    prior = jnp.log(jnp.concatenate([jnp.full((1,), obs), jnp.full((n,), (1 - obs) / n)]))
+    decoder = model.decoder.init(k_dec, x0, x0, parent_idx, parent_mask)
+  else:
+    prior = jnp.zeros((k,))
+    decoder = model.decoder.init(k_dec, x0, parent_idx, parent_mask)
+  params = {"decoder": decoder, "prior_logits": prior}
+  if model.encoder is not None:
+    params["encoder"] = model.encoder.init(k_enc, x0)
+  return params

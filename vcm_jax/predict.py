@@ -1,0 +1,77 @@
+"""What a finished fit says about data, in the data's own units.
+
+Pure functions of ``(model, result, x, parent_idx, parent_mask)`` with raw
+samples ``x: [S, N]``; whole datasets are scored in row blocks
+(``train.map_rows``), so memory stays that of one block.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vcm_jax import elbo as elbo_lib
+from vcm_jax import units
+from vcm_jax.model import Model
+from vcm_jax.rows import map_rows, sum_rows
+from vcm_jax.train import FitResult
+
+
+def log_prob(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """Fitted ``log p(x)`` in data units, ``[S]`` (standardisation Jacobian included)."""
+  xs = units.to_standard(x, result.loc, result.scale)
+  log_px = map_rows(lambda b: model.log_marginal(result.params, b, parent_idx, parent_mask), xs)
+  return log_px - units.log_jacobian(result.scale)
+
+
+def elbo(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """ELBO with the recipe's q (beta = 1), data units, ``[S]``: ``log p(x)`` minus
+  ``KL(q || p(z | x))``, so equal to ``log_prob`` when the posterior is exact."""
+  xs = units.to_standard(x, result.loc, result.scale)
+
+  def rows(b):
+    ll = model.regime_log_likelihoods(result.params, b, parent_idx, parent_mask)
+    q = model.q_logits(result.params, b, parent_idx, parent_mask)
+    return elbo_lib.elbo_exact(q, ll, model.log_prior(result.params))[0]
+
+  return map_rows(rows, xs) - units.log_jacobian(result.scale)
+
+
+def exact_posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """Exact regime posterior of the fitted model, ``[S, K]``."""
+  xs = units.to_standard(x, result.loc, result.scale)
+  return map_rows(lambda b: model.posterior(result.params, b, parent_idx, parent_mask), xs)
+
+
+def posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """The regime posterior a recipe assigns with, ``[S, K]``: the q it trains its
+  decoder against (the exact posterior by default, the encoder's for the paper's VAE)."""
+  xs = units.to_standard(x, result.loc, result.scale)
+  return map_rows(lambda b: jax.nn.softmax(
+      model.q_logits(result.params, b, parent_idx, parent_mask), axis=-1), xs)
+
+
+def regime_mechanisms(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """Every node's conditional mean and noise scale under every regime, data units.
+
+  Means are averaged over the samples ``x`` with parents as observed (as the
+  model predicts them, without teacher forcing); ``mean[k] - mean[0]`` is how
+  regime k moves each mechanism relative to regime 0.
+
+  Returns:
+    mean, scale: ``[K, N]``.
+  """
+  xs = units.to_standard(x, result.loc, result.scale)
+
+  def per_row(b):
+    mean, log_scale = model.regime_means(result.params, b, parent_idx, parent_mask)
+    shape = (b.shape[0],) + mean.shape[1:]  # [1, K, N] without teacher forcing
+    return jnp.broadcast_to(mean, shape), jnp.broadcast_to(jnp.exp(log_scale), shape)
+
+  mean, scale = (a / x.shape[0] for a in sum_rows(per_row, xs))
+  return units.to_data(mean, result.loc, result.scale), scale * result.scale
+
+
+def sample(key, model: Model, result: FitResult, regimes, parent_idx, parent_mask, order):
+  """Samples in data units under chosen ``regimes: [S]``, drawn in topological ``order``."""
+  xs = model.sample(key, result.params, regimes, parent_idx, parent_mask, order)
+  return units.to_data(xs, result.loc, result.scale)

@@ -1,0 +1,127 @@
+"""The regime table: what a person or a program reads about a fit's regimes, in data units.
+
+``regime_table(fit, x_fit, x_all, names)`` (host-side, NumPy) renumbers the regimes
+so that 0 is the observational one (the free decoder's clusters come in no
+order) and describes each: its targets, size, confidence, how it moves every
+node, and its target's mechanism in both states. ``regimes.json`` is this table.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from vcm_jax import predict
+
+
+def _mechanism_params(params, node, *, regime=None, intervened=False):
+  """Standardised-unit linear part ``(w [D] or None, b, log_scale)`` of one mechanism:
+  structured (``intervened`` adds the deltas) or free (``regime`` picks the copy)."""
+  pick = (lambda a: a[node]) if regime is None else (lambda a: a[regime, node])
+  w = np.asarray(pick(params["w"])) if "w" in params else None
+  b = float(pick(params["b"]))
+  log_s = float(pick(params["log_scale"])) if "log_scale" in params else 0.0
+  if intervened:
+    b += float(params["db"][node])
+    log_s += float(params["dlog_scale"][node]) if "dlog_scale" in params else 0.0
+    w = None if w is None else w + np.asarray(params["dw"][node])
+  return w, b, log_s
+
+
+def _in_data_units(w, b, log_s, loc, std, node, parents, names):
+  """A mechanism's linear part in data units: weights per parent, intercept, noise scale.
+
+  The fit works on ``xs = (x - loc) / std``; undoing it for node j gives
+  ``w'_i = std_j w_i / std_i`` and ``b' = loc_j + std_j b - sum_i w'_i loc_i``.
+  """
+  out = {}
+  intercept = loc[node] + std[node] * b
+  if w is not None:
+    weights = {}
+    for slot, parent in enumerate(parents):
+      wp = std[node] * w[slot] / std[parent]
+      weights[names[parent]] = float(wp)
+      intercept -= wp * loc[parent]
+    out["weights"] = weights
+  out["intercept"] = float(intercept)
+  out["noise_scale"] = float(std[node] * np.exp(log_s))
+  return out
+
+
+def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
+  """The report of a ``vcm_jax.Fit`` and the arrays behind it.
+
+  Args:
+    fit: a ``vcm_jax.Fit``.
+    x_fit: ``[S_fit, N]`` the rows it was fitted on (mechanisms are averaged over them).
+    x_all: ``[S, N]`` every row to assign.
+    names: the N node names.
+
+  Returns:
+    ``(report, extras)``: ``report`` is ``regimes.json``; ``extras`` holds
+    ``posterior [S, K]``, ``assigned [S]``, ``target_idx [K]`` (-1 for regime 0),
+    ``marginal_shift`` and ``mechanism_shift [K, N]``, all in the new order.
+  """
+  model, result = fit.model, fit.result
+  structured = model.structured
+  post = np.asarray(fit.posterior(x_all), np.float64)
+  mean, scale = (np.asarray(a, np.float64) for a in jax.jit(
+      predict.regime_mechanisms, static_argnums=0)(model, result, x_fit, fit.parent_idx,
+                                                   fit.parent_mask))
+  ident = jax.tree.map(np.asarray, fit.identification)
+  k = post.shape[1]
+  obs = int(ident.observational)
+  order = np.array([obs] + [r for r in range(k) if r != obs])  # new id -> fitted regime
+  post, mean, scale = post[:, order], mean[order], scale[order]
+  target_idx, changed = ident.target[order], ident.changed[order]
+  target_idx[0] = -1
+  assigned = post.argmax(1)
+  sizes = np.bincount(assigned, minlength=k)
+  params = jax.tree.map(np.asarray, result.params["decoder"]["params"])
+  loc, std = np.asarray(result.loc, np.float64), np.asarray(result.scale, np.float64)
+  idx, mask = np.asarray(fit.parent_idx), np.asarray(fit.parent_mask)
+  parent_ids = [[int(i) for i, m in zip(idx[j], mask[j]) if m] for j in range(len(names))]
+
+  def state(node, regime=None, intervened=False):
+    w, b, log_s = _mechanism_params(params, node, regime=None if structured else regime,
+                                    intervened=intervened)
+    out = _in_data_units(w, b, log_s, loc, std, node, parent_ids[node], names)
+    if model.cfg.mechanism == "mlp":  # the MLP adds to the linear part: report it as a part
+      out = {"noise_scale": out.pop("noise_scale"), "linear_part": out}
+    return out
+
+  # How each node moves in regime k against the observational regime, in units of
+  # its observational spread: the marginal (descendants move too) and the
+  # mechanism (parents held as observed: only the targets move).
+  x_all = np.asarray(x_all, np.float64)
+  weights = post / np.maximum(post.sum(0), 1e-12)
+  marg = weights.T @ x_all
+  obs_sd = np.sqrt(np.maximum(weights[:, 0] @ (x_all - marg[0]) ** 2, 1e-24))
+  marginal_shift = (marg - marg[0]) / obs_sd
+  mechanism_shift = (mean - mean[0]) / scale[0]
+  regimes = []
+  for r in range(k):
+    t = int(target_idx[r])
+    entry = {"id": r, "observational": r == 0, "target": names[t] if t >= 0 else None,
+             "targets": [names[j] for j in np.flatnonzero(changed[r])],
+             "size": int(sizes[r]), "fraction": float(sizes[r] / len(assigned)),
+             "expected_size": float(post[:, r].sum()), "empty": bool(sizes[r] == 0),
+             "mean_probability": float(post[assigned == r, r].mean()) if sizes[r] else None,
+             "marginal_shift": {n: float(v) for n, v in zip(names, marginal_shift[r])},
+             "mechanism_shift": {n: float(v) for n, v in zip(names, mechanism_shift[r])}}
+    if t >= 0:
+      obs_state, int_state = state(t, order[0]), state(t, order[r], structured)
+      obs_state["mean"], int_state["mean"] = float(mean[0, t]), float(mean[r, t])
+      entry["mechanism"] = {"node": names[t], "parents": [names[p] for p in parent_ids[t]],
+                            "observational": obs_state, "intervened": int_state,
+                            "mean_shift": float(mean[r, t] - mean[0, t]),
+                            "noise_scale_ratio": float(scale[r, t] / scale[0, t])}
+    regimes.append(entry)
+  observational_mechanisms = {
+      names[j]: dict(state(j, order[0]), parents=[names[p] for p in parent_ids[j]],
+                     mean=float(mean[0, j])) for j in range(len(names))}
+  report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
+            "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
+            "regimes": regimes, "observational_mechanisms": observational_mechanisms}
+  extras = {"posterior": post, "assigned": assigned, "target_idx": target_idx,
+            "marginal_shift": marginal_shift, "mechanism_shift": mechanism_shift}
+  return report, extras

@@ -1,0 +1,58 @@
+"""The number of regimes, chosen by held-out likelihood (free decoder, K unknown)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vcm_jax import graphs, predict, train
+from vcm_jax.config import FitConfig
+
+
+class Selection(NamedTuple):
+  n_regimes: int
+  heldout_log_px: dict  # {K: mean held-out log p(x), data units}
+
+
+def default_candidates(n_nodes: int) -> list[int]:
+  """2, 3, 4, 6, 8, ... up to N + 1: roughly geometric, always including N + 1."""
+  ks, k = [], 2
+  while k < n_nodes + 1:
+    ks.append(k)
+    k = max(k + 1, int(round(k * 1.4)))
+  return ks + [n_nodes + 1]
+
+
+def heldout_split(key, n_rows: int, heldout_fraction: float = 0.1):
+  """Sorted (train rows, held-out rows) of a random split."""
+  perm = np.asarray(jax.random.permutation(key, n_rows))
+  n_test = max(int(round(heldout_fraction * n_rows)), 1)
+  return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def choose_n_regimes(key, x, adj, *, config: FitConfig, max_parents: int,
+                     x_heldout=None, heldout_fraction: float = 0.1) -> Selection:
+  """Fit each candidate K (``config.k_candidates``, or ``default_candidates``) and
+  keep the one with the best mean held-out exact ``log p(x)``.
+
+  ``x_heldout`` defaults to a random ``heldout_fraction`` of ``x``'s rows, then left
+  out of the fits. Host-level: one compiled fit per candidate.
+  """
+  x = jnp.asarray(x)
+  k_split, k_fit = jax.random.split(key)
+  if x_heldout is not None:
+    k_fit = key
+  else:
+    train_rows, test_rows = heldout_split(k_split, x.shape[0], heldout_fraction)
+    x, x_heldout = x[train_rows], x[test_rows]
+  n = x.shape[1]
+  idx, mask = graphs.parent_table(jnp.asarray(adj), max_parents)
+  scores = {}
+  for k in list(config.k_candidates) or default_candidates(n):
+    trainer = train.make_trainer(config.replace(n_regimes=k), n_nodes=n, max_parents=max_parents)
+    result = jax.jit(lambda *a, t=trainer: train.fit_arrays(*a, trainer=t))(k_fit, x, idx, mask)
+    scores[k] = float(predict.log_prob(trainer.model, result, jnp.asarray(x_heldout), idx,
+                                       mask).mean())
+  return Selection(max(scores, key=scores.get), scores)
