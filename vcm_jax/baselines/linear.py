@@ -1,4 +1,4 @@
-"""Baselines beside the VAE: structured linear EM, a full-covariance GMM, pooled and oracle fits.
+"""Linear-Gaussian baselines: structured EM, the pooled fit and the label-knowing oracle.
 
 Every function is pure, jittable (ints marked *static* below must be static
 under ``jax.jit``) and vmappable over a leading batch of ``(key, x, adj)``.
@@ -6,8 +6,6 @@ under ``jax.jit``) and vmappable over a leading batch of ``(key, x, adj)``.
 * ``linear_em``: exact EM for the linear-Gaussian *structured* mixture, the
   model class of the VAE with linear mechanisms, fitted without gradients: what
   the VAE's recipe should reach on linear data.
-* ``gaussian_mixture``: an unstructured full-covariance GMM (scikit-learn's
-  ``GaussianMixture(covariance_type='full')``): what ignoring the DAG costs.
 * ``pooled_fit``: one mechanism per node fitted to all data, every sample in
   regime 0: what ignoring the regimes costs (ARI 0).
 * ``oracle_fit``: the structured model fitted with the true labels: on
@@ -26,8 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vcm_jax import clustering, elbo
-from vcm_jax.densities import LOG_SQRT_2PI, gaussian_log_density
+from vcm_jax import elbo
+from vcm_jax.densities import gaussian_log_density
 from vcm_jax.units import standardize
 
 
@@ -62,16 +60,6 @@ class BaselineFit(NamedTuple):
   params: StructuredLinear
   posterior: jax.Array       # [S, K]
   log_likelihood: jax.Array  # []
-
-
-class GMMResult(NamedTuple):
-  """``gaussian_mixture``'s fit, in data units."""
-  weights: jax.Array      # [K]
-  means: jax.Array        # [K, D]
-  covariances: jax.Array  # [K, D, D]
-  posterior: jax.Array       # [S, K]
-  log_likelihood: jax.Array  # []
-  trace: jax.Array           # [num_iters + 1]
 
 
 # --- linear algebra -------------------------------------------------------------------------
@@ -205,7 +193,7 @@ def _split_states(mech: LinearMechanisms):
   return jax.tree.map(lambda a: a[0], mech), jax.tree.map(lambda a: a[1], mech)
 
 
-def _safe_log(p):
+def safe_log(p):
   return jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
 
 
@@ -257,7 +245,7 @@ def linear_em(key: jax.Array, x: jax.Array, adj: jax.Array, *, num_iters: int = 
     state_weights = jnp.stack([jnp.clip(1.0 - hit, 0.0, 1.0), hit])  # [2, S, N]
     obs, intervened = _split_states(
         weighted_least_squares(z, state_weights, adj, ridge=ridge, min_scale=min_scale))
-    return StructuredLinear(obs, intervened, _safe_log(post.mean(axis=0))), log_px
+    return StructuredLinear(obs, intervened, safe_log(post.mean(axis=0))), log_px
 
   params, trace = jax.lax.scan(iteration, params, None, length=num_iters)
   post, log_px = e_step(params)
@@ -308,83 +296,6 @@ def oracle_fit(x: jax.Array, regimes: jax.Array, adj: jax.Array, *,
   mech = weighted_least_squares(z, jnp.stack([1.0 - hit, hit]), adj, ridge=ridge,
                                 min_scale=min_scale)
   freq = jnp.bincount(regimes, length=n + 1).astype(x.dtype) / x.shape[0]
-  params = _params_to_data_units(StructuredLinear(*_split_states(mech), _safe_log(freq)), loc, sd)
+  params = _params_to_data_units(StructuredLinear(*_split_states(mech), safe_log(freq)), loc, sd)
   return BaselineFit(params, structured_posterior(params, x),
                      structured_log_marginal(params, x).mean())
-
-
-# --- Gaussian mixture ------------------------------------------------------------------------
-
-
-def _gmm_log_joint(weights, means, covariances, x):
-  """``log pi_k + log N(x | mu_k, Sigma_k)``, ``[S, K]``."""
-  d = x.shape[-1]
-  eye = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), covariances.shape)
-  prec, logdet = solve_spd(covariances, eye)
-  prec = 0.5 * (prec + jnp.swapaxes(prec, -1, -2))
-  diff = x[:, None, :] - means[None]                                       # [S, K, D]
-  maha = jnp.maximum(jnp.einsum("skd,kde,ske->sk", diff, prec, diff), 0.0)
-  return _safe_log(weights) - 0.5 * (d * 2 * LOG_SQRT_2PI + logdet + maha)
-
-
-def _gmm_m_step(resp, x, reg_covar):
-  """scikit-learn's full-covariance M-step (its ``10 eps`` guard on empty components)."""
-  nk = resp.sum(axis=0) + 10 * jnp.finfo(x.dtype).eps
-  means = resp.T @ x / nk[:, None]
-  diff = x[:, None, :] - means[None]
-  cov = jnp.einsum("sk,skd,ske->kde", resp, diff, diff) / nk[:, None, None]
-  cov = cov + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
-  return nk / nk.sum(), means, cov
-
-
-def _kmeans_init(key, x, n_components, n_lloyd):
-  """Hard labels ``[S]`` of k-means (k-means++ seeding, ``n_lloyd`` Lloyd steps)."""
-  return clustering.kmeans(key, x, n_components, iters=n_lloyd)[1]
-
-
-def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_iters: int = 100,
-                     reg_covar: float = 1e-6, init: str = "kmeans++", n_lloyd: int = 10,
-                     init_resp: jax.Array | None = None) -> GMMResult:
-  """Full-covariance Gaussian mixture by EM, as scikit-learn's ``GaussianMixture``.
-
-  Starts from an M-step on initial responsibilities: ``init_resp [S, K]`` when
-  given, else hard labels from k-means++ seeding and ``n_lloyd`` Lloyd steps
-  (``init='kmeans++'``). Then ``num_iters`` E/M iterations; from the same
-  starting parameters this is scikit-learn's fit with ``max_iter=num_iters``
-  and no early stop. ``reg_covar`` is added to every covariance's diagonal.
-
-  Args:
-    key: PRNG key of the k-means++ seeding.
-    x: ``[S, D]`` samples.
-    n_components, num_iters, init, n_lloyd: static.
-  """
-  if init_resp is None:
-    if init != "kmeans++":
-      raise ValueError(f"unknown init {init!r}; expected kmeans++ (or pass init_resp)")
-    labels = _kmeans_init(key, x, n_components, n_lloyd)
-    init_resp = jax.nn.one_hot(labels, n_components, dtype=x.dtype)
-  params = _gmm_m_step(init_resp.astype(x.dtype), x, reg_covar)
-
-  def e_step(params):
-    joint = _gmm_log_joint(*params, x)
-    return jnp.exp(jax.nn.log_softmax(joint, axis=-1)), jax.nn.logsumexp(joint, axis=-1).mean()
-
-  def iteration(params, _):
-    resp, log_px = e_step(params)
-    return _gmm_m_step(resp, x, reg_covar), log_px
-
-  params, trace = jax.lax.scan(iteration, params, None, length=num_iters)
-  resp, log_px = e_step(params)
-  return GMMResult(*params, resp, log_px, jnp.concatenate([trace, log_px[None]]))
-
-
-def gmm_log_marginal(result: GMMResult, x: jax.Array) -> jax.Array:
-  """``log p(x)`` of a fitted mixture, ``[S]``."""
-  return jax.nn.logsumexp(_gmm_log_joint(result.weights, result.means, result.covariances, x),
-                          axis=-1)
-
-
-def gmm_posterior(result: GMMResult, x: jax.Array) -> jax.Array:
-  """Component posterior of a fitted mixture for any samples, ``[S, K]``."""
-  joint = _gmm_log_joint(result.weights, result.means, result.covariances, x)
-  return jax.nn.softmax(joint, axis=-1)

@@ -1,0 +1,159 @@
+"""vcm_jax.fit and Fit: the public API, its one-line errors, and fits that vmap in one call."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import networkx as nx
+import numpy as np
+import pytest
+
+import vcm_jax
+from vcm_jax import config as config_lib
+from vcm_jax import graphs, metrics, scm, train
+
+N = 4
+CFG = vcm_jax.FitConfig(num_steps=150, pooled_steps=50, batch_size=500, restarts=1, hidden=(4,))
+ADJ = np.array([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
+
+
+@functools.cache
+def _data(shift=8.0, n=3000, seed=0, scale=1.0, offset=0.0):
+  true = scm.sample_linear_scm(jax.random.key(seed), jnp.asarray(ADJ), shift=shift)
+  x, r = scm.sample_data(jax.random.key(seed + 1), true, n)
+  return true, np.asarray(x) * scale + offset, np.asarray(r)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+  true, x, r = _data()
+  return vcm_jax.fit(x, ADJ, key=jax.random.key(0), config=CFG), true, x, r
+
+
+def test_fit_answers_in_data_units(fitted):
+  fit, true, x, r = fitted
+  assert fit.n_regimes == N + 1 and fit.observational == 0
+  assert fit.targets == [(), (0,), (1,), (2,), (3,)]
+  post = np.asarray(fit.posterior(x))
+  assert post.shape == (len(x), N + 1)
+  np.testing.assert_allclose(post.sum(1), 1.0, rtol=1e-5)
+  assert np.array_equal(np.asarray(fit.assign(x)), post.argmax(1))
+  assert float(metrics.adjusted_rand_index(jnp.asarray(r), fit.assign(x), N + 1)) > 0.9
+  # Exact log p(x) in data units: within 0.1 nats of the true SCM's.
+  gap = float(fit.log_prob(x).mean() - scm.true_log_marginal(true, jnp.asarray(x)).mean())
+  assert abs(gap) < 0.1, gap
+
+
+def test_fit_is_unit_equivariant(fitted):
+  """Data in other units (x * 7 - 3): the same assignments, log p(x) lower by N log 7."""
+  fit, _, x, _ = fitted
+  _, x2, _ = _data(scale=7.0, offset=-3.0)
+  fit2 = vcm_jax.fit(x2, ADJ, key=jax.random.key(0), config=CFG)
+  assert np.mean(np.asarray(fit2.assign(x2)) == np.asarray(fit.assign(x))) > 0.99
+  np.testing.assert_allclose(fit2.log_prob(x2).mean(), fit.log_prob(x).mean() - N * np.log(7.0),
+                             atol=0.05)
+
+
+def test_sample_from_an_intervened_regime(fitted):
+  """Samples of regime 1 (node 0 shifted) match that regime's true mean and covariance."""
+  fit, true, x, r = fitted
+  s = np.asarray(fit.sample(jax.random.key(5), 20000, regime=1), np.float64)
+  held = x[r == 1]
+  w = np.asarray(true.weights, np.float64)
+  inv = np.linalg.inv(np.eye(N) - w)
+  shift = np.zeros(N)
+  shift[0] = float(true.shift[0])
+  np.testing.assert_allclose(s.mean(0), shift @ inv, atol=0.1)
+  np.testing.assert_allclose(s.mean(0), held.mean(0), atol=0.15)
+  cov = inv.T @ np.diag(np.asarray(true.noise_scale, np.float64) ** 2) @ inv
+  # A 150-step MLP fit: its covariance within 12% of the largest variance.
+  np.testing.assert_allclose(np.cov(s, rowvar=False), cov, atol=0.12 * np.diag(cov).max())
+
+
+def test_networkx_graph_and_default_config():
+  _, x, _ = _data(n=600)
+  g = nx.DiGraph([(0, 1), (0, 2), (1, 3), (2, 3)])
+  assert np.array_equal(graphs.as_adjacency(g), ADJ)
+  fit = vcm_jax.fit(x, g, config=dict(num_steps=20, pooled_steps=5, restarts=1))
+  assert np.isfinite(np.asarray(fit.log_prob(x[:10]))).all()
+
+
+def test_many_fits_vmap_over_keys_and_graphs():
+  """One call fits 3 keys x 2 graphs; each equals its separate fit."""
+  _, x, _ = _data(n=800)
+  adjs = jnp.stack([jnp.asarray(ADJ), jnp.asarray(ADJ).at[0, 2].set(0)]).astype(jnp.float32)
+  keys = jax.random.split(jax.random.key(3), 3)
+  cfg = CFG.replace(num_steps=30, pooled_steps=10)
+  one = functools.partial(vcm_jax.fit_graph, config=cfg, max_parents=2)
+  batched = jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None, None)), in_axes=(None, None, 0)))(
+      keys, jnp.asarray(x), adjs)
+  assert batched.result.restart_log_px.shape == (2, 3, 1)
+  jitted = jax.jit(one)
+  for g in range(2):
+    for k in range(3):
+      alone = jitted(keys[k], jnp.asarray(x), adjs[g])
+      for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda t: t[g, k],
+                                                                           batched))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  # Different graphs give different fits (the comparison is not vacuous).
+  assert not np.allclose(batched.result.restart_log_px[0], batched.result.restart_log_px[1])
+
+
+def test_free_decoder_reads_targets_and_observational():
+  _, x, r = _data(shift=8.0, n=3000)
+  cfg = CFG.replace(decoder="free", n_regimes=N + 1, num_steps=300)
+  fit = vcm_jax.fit(x, ADJ, key=jax.random.key(1), config=cfg)
+  assign = np.asarray(fit.assign(x))
+  obs = fit.observational
+  # The regime named observational holds the truly observational rows, and each
+  # other regime's main target is the node its rows were intervened on.
+  assert np.mean(r[assign == obs] == 0) > 0.9
+  target = np.asarray(fit.identification.target)
+  for k in range(N + 1):
+    if k != obs and np.sum(assign == k) > 50:
+      true_k = np.bincount(r[assign == k]).argmax()
+      assert target[k] == true_k - 1, (k, target, fit.targets)
+      assert target[k] in fit.targets[k]
+  assert fit.targets[obs] == ()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(x=np.ones((10, 3))), "3 columns but the graph has 4"),
+    (dict(graph=ADJ + np.eye(4, 4, -3, dtype=int)), "graph has a cycle: 0 -> 1 -> 3 -> 0"),
+    (dict(config={"decoder": "dense"}), "model.decoder='dense' is not one of structured, free"),
+    (dict(config={"num_step": 3}), "unknown fit config key 'num_step'"),
+    (dict(config={"estimator": "gumbel"}), "needs train.posterior='encoder'"),
+])
+def test_bad_input_is_one_clear_error(bad, message):
+  _, x, _ = _data(n=600)
+  x = x.copy()
+  args = dict(x=x, graph=ADJ, config=CFG)
+  args.update(bad)
+  with pytest.raises(ValueError, match=message) as err:
+    vcm_jax.fit(args["x"], args["graph"], config=args["config"])
+  assert "\n" not in str(err.value)
+
+
+def test_non_finite_cell_is_named():
+  _, x, _ = _data(n=600)
+  x = x.copy()
+  x[17, 2] = np.nan
+  with pytest.raises(ValueError, match="row 17, column 2"):
+    vcm_jax.fit(x, ADJ, config=CFG)
+
+
+def test_config_groups_round_trip_and_defaults_match_configs():
+  """One truth: the configs' groups are FitConfig's fields with its defaults."""
+  from configs import er
+  c = er.get_config()
+  assert config_lib.coerce(c) == vcm_jax.FitConfig()
+  groups = config_lib.config_groups(CFG)
+  assert config_lib.from_groups(groups["model"], groups["train"]) == CFG
+  assert set(config_lib.choices()["decoder"]) == {"structured", "free"}
+  with pytest.raises(ValueError, match="unknown fit config key 'hiden'"):
+    config_lib.from_groups({"hiden": (3,)})
+
+
+def test_encoder_only_when_its_q_is_used():
+  exact = train.make_trainer(CFG, n_nodes=N, max_parents=2).model
+  paper = train.make_trainer(CFG.replace(posterior="encoder"), n_nodes=N, max_parents=2).model
+  assert exact.encoder is None and paper.encoder is not None
