@@ -2,9 +2,10 @@
 
   python -m experiments.compare --config=configs/compare.py --workdir=DIR
 
-Eight settings, each a set of overrides of configs/er.py's ``scm`` group, that
-cover every axis (shift 10/4/2; linear/mlp mechanisms; gauss/laplace noise;
-mean/variance/both interventions; N = 10/30), 10 vmapped seeds each.
+Nine settings, each a set of overrides of configs/er.py's ``scm`` group, that
+cover every axis (shift 10/4/2; linear, tanh-MLP and random-Fourier mechanisms;
+gauss/laplace noise; mean/variance/both interventions; N = 10/30), 10 vmapped
+seeds each, on report seeds (seed 1) that no default was tuned on.
 """
 import ml_collections
 
@@ -13,7 +14,10 @@ from configs import recipes
 
 def get_config():
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  # Seed split: the defaults of every recipe were chosen on seed 0 (development,
+  # `--config.seed=0`); the report runs on seed 1, whose graphs, SCMs and data no
+  # choice has seen.
+  c.seed = 1
   c.num_seeds = 10
   c.methods = ",".join(recipes.METHODS)
   # The one-choice ablations of vcm run on these settings only (the 40-minute budget;
@@ -30,6 +34,9 @@ def get_config():
       "shift4": dict(base),
       "shift2": dict(base, shift=2.0),
       "mlp_shift4": dict(base, mechanism="mlp", edge_prob=0.3),
+      # Smooth random functions outside the decoder's family (Fourier features of a GP,
+      # not tanh units): where a linear fit falls below the ceiling.
+      "fourier_shift4": dict(base, mechanism="fourier", edge_prob=0.3),
       "laplace_shift4": dict(base, noise="laplace"),
       "variance": dict(base, intervention="variance", shift=0.0),
       "both_shift2": dict(base, intervention="both", shift=2.0),

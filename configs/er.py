@@ -25,8 +25,9 @@ def get_config():
   c.scm.intervention = "mean"     # mean | variance | both
   c.scm.variance_factor = 3.0
   c.scm.noise = "gauss"           # gauss | laplace
-  c.scm.mechanism = "linear"      # linear | mlp (random tanh MLPs of the parents)
-  c.scm.mlp_hidden = 4            # hidden units of each true MLP mechanism
+  c.scm.mechanism = "linear"      # linear | mlp (random tanh MLPs) | fourier (random smooth
+                                  # functions: Fourier features of a GP, plus the linear part)
+  c.scm.mlp_hidden = 4            # hidden units of each true MLP (fourier: 4x as many features)
 
   c.model, c.train = base.fit_groups()
   c.plots = True

@@ -9,7 +9,7 @@ UserError = loop.UserError
 
 # Choices of the data-generating groups; the fit's own come from vcm_jax.config.
 _SCM_CHOICES = {"intervention": ("mean", "variance", "both"), "noise": ("gauss", "laplace"),
-                "mechanism": ("linear", "mlp")}
+                "mechanism": ("linear", "mlp", "fourier")}
 
 
 def validate_config(config):

@@ -135,7 +135,7 @@ def run(config, workdir: str):
   timing["invocation_seconds"].append(time.time() - start)
   io.write_json_atomic(timing_path, timing)
   report.write(workdir, rows, {k: dict(v) for k, v in config.settings.items()},
-               wall=sum(timing["invocation_seconds"]), plots=config.plots)
+               wall=sum(timing["invocation_seconds"]), seed=config.seed, plots=config.plots)
   return rows
 
 

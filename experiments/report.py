@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-RIVALS = ("paper", "reference", "em", "gmm", "pooled")
+RIVALS = ("paper", "paper_relaxed", "reference", "em", "gmm", "pooled")
 
 
 def summarize(rows):
@@ -26,27 +26,37 @@ def summarize(rows):
 
 
 def checks(summary, settings):
-  """The issue's bar per setting: vcm >= every rival - 0.01 and >= 0.9 x the ceiling."""
+  """The bar per setting: vcm >= every rival - 0.01 and >= 0.9 x the ceiling; and
+  whether vcm wins (by more than 0.01 over the best rival) or only matches it."""
   lines = []
   for s in settings:
     if (s, "vcm") not in summary:
       continue
     v = summary[(s, "vcm")]
     ratio = v["ari"] / max(v["bayes"], 1e-12)
-    beaten = [f"{m} ({summary[(s, m)]['ari']:.3f})" for m in RIVALS
-              if (s, m) in summary and summary[(s, m)]["ari"] > v["ari"] + 0.01]
+    rivals = {m: summary[(s, m)]["ari"] for m in RIVALS if (s, m) in summary}
+    best = max(rivals, key=rivals.get) if rivals else None
+    beaten = [f"{m} ({a:.3f})" for m, a in rivals.items() if a > v["ari"] + 0.01]
     ok = ratio >= 0.9 and not beaten
     why = []
     if ratio < 0.9:
       why.append(f"vcm/ceiling = {ratio:.3f} < 0.9")
     if beaten:
       why.append("beaten by " + ", ".join(beaten))
-    lines.append(f"| {s} | {v['ari']:.3f} | {v['bayes']:.3f} | {ratio:.3f} | "
+    if best is None:
+      verdict = "—"
+    elif v["ari"] > rivals[best] + 0.01:
+      verdict = f"wins (+{v['ari'] - rivals[best]:.3f} over {best})"
+    elif not beaten:
+      verdict = f"matches {best} ({rivals[best]:.3f})"
+    else:
+      verdict = "loses"
+    lines.append(f"| {s} | {v['ari']:.3f} | {v['bayes']:.3f} | {ratio:.3f} | {verdict} | "
                  f"{'yes' if ok else 'NO: ' + '; '.join(why)} |")
   return lines
 
 
-def write(workdir, rows, settings: dict, *, wall: float, plots: bool = True):
+def write(workdir, rows, settings: dict, *, wall: float, seed: int, plots: bool = True):
   summary = summarize(rows)
   method_names = list(dict.fromkeys(r["method"] for r in rows))
   setting_names = [s for s in settings if any(r["setting"] == s for r in rows)]
@@ -54,14 +64,21 @@ def write(workdir, rows, settings: dict, *, wall: float, plots: bool = True):
         f"{len(setting_names)} settings x {len(method_names)} methods, "
         f"{max((v['n'] for v in summary.values()), default=0)} seeds each; "
         f"wall time {wall / 60:.1f} min (all invocations, simulation and compilation included).", "",
-        "ARI on held-out samples (mean ± std over seeds); `ceiling` is the Bayes ceiling "
-        "(the exact posterior under the true SCM) on the same samples; `x ceil` = mean ARI / "
-        "mean ceiling; target accuracy is the fraction of samples whose inferred target (or "
+        f"Seeds: graphs, SCMs and data drawn from `seed = {seed}`. The recipes' defaults were "
+        "chosen on seed 0 (development); a report on seed 0 is a report on the seeds the "
+        "choices were made on.", "",
+        "ARI on held-out samples (mean ± std over seeds). `ceiling` is the Bayes ceiling: "
+        "the ARI of the argmax of the exact posterior under the true SCM and true regime "
+        "weights, on the same samples. That argmax maximises the expected *accuracy* of the "
+        "assignment, not its ARI, so it is only nearly the best ARI: on one draw a method "
+        "can score slightly above it, and `x ceil` (mean ARI / mean ceiling) can exceed 1 by "
+        "seed noise. Target accuracy is the fraction of samples whose inferred target (or "
         "'observational') is right (— where a method has no targets); seconds per seed, "
         "compilation excluded (see timing.json).", "",
         "## Does vcm meet the bar?", "",
-        "| setting | vcm ARI | ceiling | vcm / ceiling | vcm >= every rival - 0.01 and >= 0.9 x ceiling |",
-        "| --- | --- | --- | --- | --- |"]
+        "| setting | vcm ARI | ceiling | vcm / ceiling | against the best rival | "
+        "vcm >= every rival - 0.01 and >= 0.9 x ceiling |",
+        "| --- | --- | --- | --- | --- | --- |"]
   md += checks(summary, setting_names)
   for s in setting_names:
     over = ", ".join(f"{k}={v}" for k, v in settings[s].items())

@@ -38,14 +38,21 @@ class FitConfig:
   teacher_forcing: bool = _field(True, "model", doc="off: mechanisms read predicted parents")
   propagation_passes: int = _field(0, "model", doc="no teacher forcing: passes (0: N)")
   encoder_hidden: tuple = _field((64, 64), "model", doc="encoder MLP widths (posterior=encoder)")
-  scale: str = _field("learned", "model", ("learned", "unit"))
+  scale: str = _field("learned", "model", ("learned", "unit", "mse"),
+                      doc="learned noise scales; unit: sigma = 1; mse: sigma^2 = N / 2 (a squared "
+                      "error averaged over nodes, the public code's loss)")
+  activation: str = _field("tanh", "model", ("tanh", "relu"), doc="decoder MLP activation")
+  z_init: str = _field("zeros", "model", ("zeros", "random"),
+                       doc="the regime's input weights at init (random: PyTorch's default)")
   max_parents: int = _field(0, "model", doc="parent-table width; 0: the graph's largest "
                             "in-degree")
   # train: how it is fitted
   estimator: str = _field("exact", "train", ("exact", "gumbel", "straight_through"))
   posterior: str = _field("exact", "train", ("exact", "encoder"),
                           "the q of the ELBO and of the assignments; exact trains no encoder")
-  prior: str = _field("learned", "train", ("learned", "uniform"))
+  prior: str = _field("learned", "train", ("learned", "uniform", "fixed"),
+                      doc="fixed: init_obs_prior on the observational regime, the rest "
+                      "uniform, never learned")
   init: str = _field("surprise", "train", ("surprise", "random"))
   init_scale_factor: float = _field(3.0, "train", doc="intervened / pooled scale at init")
   init_obs_prior: float = _field(0.5, "train", doc="initial prior of the observational regime")
@@ -55,8 +62,12 @@ class FitConfig:
   # 3e-2: the linear mechanisms' shift parameters must travel several standard
   # deviations in 400 Adam steps (at 1e-2 they fell short on shift-6 data).
   learning_rate: float = _field(3e-2, "train")
+  lr_schedule: str = _field("cosine", "train", ("cosine", "constant"),
+                            doc="cosine: decay to 5% over num_steps")
+  standardize: bool = _field(True, "train", doc="fit standardised data (off: the data's own "
+                             "units, where a fixed sigma means what it says)")
   temperature: float = _field(1.0, "train", doc="Gumbel-Softmax temperature")
-  kl_schedule: str = _field("constant", "train", ("constant", "warmup", "cyclical"))
+  kl_schedule: str = _field("constant", "train", ("constant", "warmup", "cyclical", "reference"))
   kl_warmup_steps: int = _field(0, "train")
   kl_cycles: int = _field(4, "train")
   restarts: int = _field(2, "train", doc="independent starts; the best log p(x) is kept")

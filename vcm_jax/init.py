@@ -5,7 +5,8 @@ observational state to all data, regimes ignored; the intervened state then
 starts as a broader copy of it, so a sample that node j's mechanism finds
 surprising is explained by regime j + 1 in the first posterior. The free
 decoder's K identical copies of the pooled fit never separate by themselves:
-k-means on the pooled residuals offsets them.
+k-means on the pooled residuals offsets them. ``init='random'`` is the networks'
+own random start and nothing else (the paper's and its public code's).
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask):
     if model.structured and "dlog_scale" in dec:
       dec = dict(dec, dlog_scale=jnp.full_like(dec["dlog_scale"], jnp.log(cfg.init_scale_factor)))
       params = dict(params, decoder={"params": dec})
-  if not model.structured:
+  if not model.structured and cfg.init == "surprise":
     dec = params["decoder"]["params"]
     offsets = residual_centroids(k_seed, model, params, x, parent_idx, parent_mask)
     params = dict(params, decoder={"params": dict(dec, b=dec["b"] + offsets)})

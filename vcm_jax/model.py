@@ -44,6 +44,8 @@ class Model(NamedTuple):
     """``log p(z)``, ``[K]``."""
     if self.cfg.prior == "learned":
       return jax.nn.log_softmax(params["prior_logits"])
+    if self.cfg.prior == "fixed":
+      return initial_log_prior(self)
     return jnp.full((self.n_categories,), -jnp.log(self.n_categories))
 
   def q_logits(self, params, x, parent_idx, parent_mask):
@@ -138,7 +140,8 @@ class Model(NamedTuple):
 def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
   """The networks of a fit; ``max_parents`` is the parent table's width (static)."""
   common = dict(n_nodes=n_nodes, max_parents=max_parents, mechanism=cfg.mechanism,
-                hidden=tuple(cfg.hidden), scale=cfg.scale, linear_skip=cfg.linear_skip)
+                hidden=tuple(cfg.hidden), scale=cfg.scale, linear_skip=cfg.linear_skip,
+                activation=cfg.activation, z_init=cfg.z_init)
   if cfg.decoder == "structured":
     decoder, k = networks.MechanismDecoder(**common), n_nodes + 1
   else:
@@ -150,22 +153,25 @@ def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
   return Model(encoder=encoder, decoder=decoder, cfg=cfg)
 
 
-def init_params(key, model: Model, parent_idx, parent_mask):
-  """Random parameters: ``{'decoder', 'prior_logits'}`` (+ ``'encoder'`` when it is used).
+def initial_log_prior(model: Model):
+  """``[K]``: ``init_obs_prior`` on the observational regime (the structured latent's
+  regime 0; the free decoder's first cluster when the prior is fixed), the rest uniform;
+  uniform for a learned free prior, whose clusters carry no meaning yet."""
+  k, obs = model.n_categories, model.cfg.init_obs_prior
+  if not model.structured and model.cfg.prior != "fixed":
+    return jnp.full((k,), -jnp.log(k))
+  return jnp.log(jnp.concatenate([jnp.full((1,), obs), jnp.full((k - 1,), (1 - obs) / (k - 1))]))
 
-  The structured prior starts with ``init_obs_prior`` on the observational regime.
-  """
+
+def init_params(key, model: Model, parent_idx, parent_mask):
+  """Random parameters: ``{'decoder', 'prior_logits'}`` (+ ``'encoder'`` when it is used)."""
   k_enc, k_dec = jax.random.split(key)
-  n, k = model.n_nodes, model.n_categories
-  x0 = jnp.zeros((1, n))
+  x0 = jnp.zeros((1, model.n_nodes))
   if model.structured:
-    obs = model.cfg.init_obs_prior
-    prior = jnp.log(jnp.concatenate([jnp.full((1,), obs), jnp.full((n,), (1 - obs) / n)]))
     decoder = model.decoder.init(k_dec, x0, x0, parent_idx, parent_mask)
   else:
-    prior = jnp.zeros((k,))
     decoder = model.decoder.init(k_dec, x0, parent_idx, parent_mask)
-  params = {"decoder": decoder, "prior_logits": prior}
+  params = {"decoder": decoder, "prior_logits": initial_log_prior(model)}
   if model.encoder is not None:
     params["encoder"] = model.encoder.init(k_enc, x0)
   return params

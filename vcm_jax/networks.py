@@ -8,6 +8,7 @@ takes its parents' observed values (teacher forcing) and its state
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -34,12 +35,31 @@ def _stacked_init(scale: float):
   return init
 
 
+def _z_init(kind: str, fan_in: int):
+  """The regime's input weights: ``zeros`` (both states start equal; the surprise
+  initialisation separates them) or ``random``, PyTorch's ``nn.Linear`` default
+  ``U(+-1/sqrt(fan_in))`` (the public code's, where nothing else separates them)."""
+  if kind == "zeros":
+    return nn.initializers.zeros
+  bound = 1.0 / max(fan_in, 1) ** 0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def _fixed_log_scale(scale: str, n_nodes: int) -> float:
+  """``unit``: sigma = 1; ``mse``: the public code's loss, the squared error averaged
+  over the N nodes, which is a Gaussian likelihood with sigma^2 = N / 2."""
+  return 0.0 if scale == "unit" else 0.5 * math.log(n_nodes / 2.0)
+
+
 class MechanismDecoder(nn.Module):
   """Per-node Gaussian mechanisms ``p(x_j | pa_j, z_j)``, all nodes at once.
 
   ``mechanism='linear'``: ``mu_j = b_j + w_j . pa_j + z_j (db_j + dw_j . pa_j)``.
   ``mechanism='mlp'``: the linear part plus a per-node MLP of ``[pa_j, z_j]``.
-  ``scale='learned'``: ``log sigma_j = s_j + z_j ds_j``; ``scale='unit'``: sigma = 1.
+  ``scale='learned'``: ``log sigma_j = s_j + z_j ds_j``; ``unit``/``mse``: fixed.
   """
   n_nodes: int
   max_parents: int
@@ -47,6 +67,8 @@ class MechanismDecoder(nn.Module):
   hidden: Sequence[int] = (16,)
   scale: str = "learned"
   linear_skip: bool = True  # mlp: add the linear part (off: the paper's plain MLP)
+  activation: str = "tanh"
+  z_init: str = "zeros"
 
   @nn.compact
   def __call__(self, x, z_nodes, parent_idx, parent_mask):
@@ -87,8 +109,9 @@ class MechanismDecoder(nn.Module):
         rows = [self.param(f"kernel_{layer}", _stacked_init(1.0), (n, fan_in, width)),
                 self.param(f"bias_{layer}", zeros, (n, width))[:, None]]
         if layer == 0:  # z_j enters the first layer, as in the paper
-          rows.append(self.param("z_kernel", zeros, (n, width))[:, None])
-        h = jnp.tanh(jnp.einsum("nbi,nio->nbo", h, jnp.concatenate(rows, axis=1)))
+          rows.append(self.param("z_kernel", _z_init(self.z_init, d + 1), (n, width))[:, None])
+        h = _ACTIVATIONS[self.activation](
+            jnp.einsum("nbi,nio->nbo", h, jnp.concatenate(rows, axis=1)))
         if layer + 1 < len(self.hidden):
           h = jnp.concatenate([h, jnp.ones_like(z_t)], axis=-1)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
@@ -98,10 +121,10 @@ class MechanismDecoder(nn.Module):
     if self.scale == "learned":
       log_scale = self.param("log_scale", zeros, (n,)) \
           + z_nodes * self.param("dlog_scale", zeros, (n,))
-    elif self.scale == "unit":
-      log_scale = jnp.zeros_like(mean)
+    elif self.scale in ("unit", "mse"):
+      log_scale = jnp.full_like(mean, _fixed_log_scale(self.scale, n))
     else:
-      raise ValueError(f"unknown scale {self.scale!r}; expected learned or unit")
+      raise ValueError(f"unknown scale {self.scale!r}; expected learned, unit or mse")
     return mean, jnp.broadcast_to(log_scale, mean.shape)
 
 
@@ -121,6 +144,8 @@ class FreeDecoder(nn.Module):
   hidden: Sequence[int] = (16,)
   scale: str = "learned"
   linear_skip: bool = True
+  activation: str = "tanh"
+  z_init: str = "zeros"
 
   @nn.compact
   def __call__(self, x, parent_idx, parent_mask, z=None):
@@ -151,22 +176,22 @@ class FreeDecoder(nn.Module):
         kernel = self.param(f"kernel_{layer}", _stacked_init(1.0), (n, fan_in, width))
         bias = self.param(f"bias_{layer}", zeros, (n, width))
         if h is None:  # the regime enters the first layer
-          z_kernel = self.param("z_kernel", zeros, (k, n, width))
+          z_kernel = self.param("z_kernel", _z_init(self.z_init, d + k), (k, n, width))
           pre = (jnp.einsum("bni,nio->bno", x_pa, kernel) + bias)[:, None] \
               + per_regime(z_kernel)  # [B, K or 1, N, H]
         else:
           pre = jnp.einsum("brni,nio->brno", h, kernel) + bias
-        h = jnp.tanh(pre)
+        h = _ACTIVATIONS[self.activation](pre)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
       mean = mean + jnp.einsum("brnh,nh->brn", h, out)
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
       log_scale = per_regime(self.param("log_scale", zeros, (k, n)))
-    elif self.scale == "unit":
-      log_scale = jnp.zeros_like(mean)
+    elif self.scale in ("unit", "mse"):
+      log_scale = jnp.full_like(mean, _fixed_log_scale(self.scale, n))
     else:
-      raise ValueError(f"unknown scale {self.scale!r}; expected learned or unit")
+      raise ValueError(f"unknown scale {self.scale!r}; expected learned, unit or mse")
     return mean, jnp.broadcast_to(log_scale, mean.shape)
 
 

@@ -1,7 +1,8 @@
 """Additive-noise SCMs with single-node soft interventions (DESIGN section 3).
 
-Mechanisms are linear (the paper) or random one-hidden-layer tanh MLPs of the
-parents (nonlinear data for the MLP decoder and the baselines).
+Mechanisms are linear (the paper), random one-hidden-layer tanh MLPs of the
+parents (the decoder's own family), or random smooth functions outside it: random
+Fourier features, a draw from a Gaussian process with a squared-exponential kernel.
 
 Everything is a pure function of a PRNG key and arrays, so ``jax.vmap`` gives
 many graphs and SCMs at once. The true per-regime log-density and the exact
@@ -18,7 +19,8 @@ from vcm_jax import densities, elbo
 
 
 class MLPMechanisms(NamedTuple):
-  """Nonlinear part of every mechanism: ``sum_h out[j, h] tanh(sum_i x_i w_in[i, j, h] + b_in[j, h])``.
+  """Nonlinear part of every mechanism: ``sum_h out[j, h] act(sum_i x_i w_in[i, j, h] + b_in[j, h])``,
+  with ``act`` tanh (``SCM.mlp``) or cos (``SCM.fourier``: random Fourier features).
 
   ``w_in`` is zero off the graph, so node j reads only its parents.
   """
@@ -33,8 +35,8 @@ class SCM(NamedTuple):
   ``x_j = bias_j + sum_i weights[i, j] x_i [+ mlp_j(pa_j)] + noise_scale_j eps_j``
   in the observational state; the intervened state of node j adds ``shift_j`` to
   the mean and multiplies the noise scale by ``int_scale_j``. Regime 0 is
-  observational, regime ``k >= 1`` intervenes on node ``k - 1``. ``mlp`` is
-  ``None`` for linear mechanisms.
+  observational, regime ``k >= 1`` intervenes on node ``k - 1``. ``mlp`` and
+  ``fourier`` are ``None`` unless the mechanisms have that nonlinear part.
   """
   adj: jax.Array          # [N, N] 0/1, adj[i, j] = 1 for i -> j
   weights: jax.Array      # [N, N], zero off the graph
@@ -44,15 +46,17 @@ class SCM(NamedTuple):
   int_scale: jax.Array    # [N] noise-scale factor of the intervened state
   regime_probs: jax.Array  # [N + 1]
   mlp: MLPMechanisms | None = None
+  fourier: MLPMechanisms | None = None
 
 
 
 def mechanism_means(scm: SCM, x: jax.Array) -> jax.Array:
   """Observational mean of every node given the values ``x: [S, N]`` of its parents."""
   mean = scm.bias + x @ scm.weights
-  if scm.mlp is not None:
-    pre = jnp.einsum("si,ijh->sjh", x, scm.mlp.w_in) + scm.mlp.b_in
-    mean = mean + jnp.einsum("sjh,jh->sj", jnp.tanh(pre), scm.mlp.out)
+  for part, act in ((scm.mlp, jnp.tanh), (scm.fourier, jnp.cos)):
+    if part is not None:
+      pre = jnp.einsum("si,ijh->sjh", x, part.w_in) + part.b_in
+      mean = mean + jnp.einsum("sjh,jh->sj", act(pre), part.out)
   return mean
 
 
@@ -123,14 +127,40 @@ def sample_mlp_scm(key: jax.Array, adj: jax.Array, *, hidden: int = 4, input_low
   return base._replace(weights=jnp.zeros_like(base.weights), mlp=MLPMechanisms(w_in, b_in, out))
 
 
+def sample_fourier_scm(key: jax.Array, adj: jax.Array, *, features: int = 16,
+                       lengthscale=1.5, amplitude=2.0, **kwargs) -> SCM:
+  """Random SCM whose mechanisms are smooth functions the decoder does not share.
+
+  Each node's mean is its linear part (as ``sample_linear_scm``) plus a random
+  Fourier-feature draw from a Gaussian process over its parents,
+  ``sqrt(2 / F) sum_f a_f cos(w_f . pa + b_f)``, ``w_f ~ N(0, I / lengthscale^2)``
+  (data units, divided by sqrt(in-degree)), ``b_f ~ U(0, 2 pi)``,
+  ``a_f ~ N(0, amplitude^2)``: a cosine basis, not the decoder's tanh MLP, with a
+  nonlinear part of standard deviation ``amplitude`` that a linear fit cannot explain.
+  """
+  k_lin, k_in, k_b, k_out = jax.random.split(key, 4)
+  base = sample_linear_scm(k_lin, adj, **kwargs)
+  n = adj.shape[-1]
+  fan_in = jnp.maximum(adj.sum(0), 1.0)
+  w_in = adj[:, :, None] * jax.random.normal(k_in, (n, n, features)) \
+      / (lengthscale * jnp.sqrt(fan_in)[None, :, None])
+  b_in = jax.random.uniform(k_b, (n, features), maxval=2 * jnp.pi)
+  out = amplitude * jnp.sqrt(2.0 / features) * jax.random.normal(k_out, (n, features))
+  out = out * (adj.sum(0) > 0)[:, None]  # roots: no parents, no nonlinear part
+  return base._replace(fourier=MLPMechanisms(w_in, b_in, out))
+
+
 def sample_scm(key: jax.Array, adj: jax.Array, *, mechanism: str = "linear", hidden: int = 4,
                **kwargs) -> SCM:
-  """``sample_linear_scm`` or ``sample_mlp_scm`` by name (static ``mechanism``)."""
+  """``sample_linear_scm``, ``sample_mlp_scm`` (``hidden`` units) or
+  ``sample_fourier_scm`` (``4 * hidden`` features) by name (static ``mechanism``)."""
   if mechanism == "linear":
     return sample_linear_scm(key, adj, **kwargs)
   if mechanism == "mlp":
     return sample_mlp_scm(key, adj, hidden=hidden, **kwargs)
-  raise ValueError(f"unknown mechanism {mechanism!r}; expected linear or mlp")
+  if mechanism == "fourier":
+    return sample_fourier_scm(key, adj, features=4 * hidden, **kwargs)
+  raise ValueError(f"unknown mechanism {mechanism!r}; expected linear, mlp or fourier")
 
 
 def sample_regimes(key: jax.Array, regime_probs: jax.Array, n_samples: int) -> jax.Array:

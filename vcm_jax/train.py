@@ -100,14 +100,19 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   model = build_model(cfg, n_nodes=n_nodes, max_parents=max_parents)
   beta_fn = elbo.kl_weight_schedule(cfg.kl_schedule, num_steps=cfg.num_steps,
                                     warmup_steps=cfg.kl_warmup_steps, cycles=cfg.kl_cycles)
-  optimizer = optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, cfg.num_steps, 0.05))
+  lr = (optax.cosine_decay_schedule(cfg.learning_rate, cfg.num_steps, 0.05)
+        if cfg.lr_schedule == "cosine" else cfg.learning_rate)
+  optimizer = optax.adam(lr)
 
   def init_one(key, xs, parent_idx, parent_mask):
     params, k_train = initial_params(key, model, xs, parent_idx, parent_mask)
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
   def init(key, x, parent_idx, parent_mask) -> TrainState:
-    xs, loc, scale = units.standardize(x)
+    if cfg.standardize:
+      xs, loc, scale = units.standardize(x)
+    else:  # the data's own units: loc 0, scale 1
+      xs, loc, scale = x, jnp.zeros(x.shape[-1], x.dtype), jnp.ones(x.shape[-1], x.dtype)
     keys = jax.random.split(key, cfg.restarts)
     params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None))(
         keys, xs, parent_idx, parent_mask)
