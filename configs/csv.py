@@ -22,6 +22,10 @@ def get_config():
   c.data.labels = ""              # optional column of true regimes (scored, never fitted)
   c.data.heldout_fraction = 0.1   # rows held out for the held-out log-likelihood and K
   c.model, c.train = base.fit_groups()
+  # Own data: train until the likelihood stops improving (many regimes need more than
+  # 400 steps), at most 3000 steps.
+  c.train.num_steps = 3000
+  c.train.stop_tolerance = 1e-3
   c.train.checkpoint_every = 200
   c.plots = True
   c.mesh = base.mesh_config()

@@ -87,7 +87,10 @@ def train_loop(run_steps, state, xs, parent_idx, parent_mask, config, workdir: s
   chunk = config.train.checkpoint_every if config.train.checkpoint_every > 0 else total
   log = writers.MetricWriter(workdir, resume_step=step, write=sharding.is_primary())
   progress = writers.Progress(total, step)
-  while step < total:
+  # The stopping rule lives in the compiled steps; the host only stops calling them
+  # once every run and restart has stopped (one read per chunk).
+  all_stopped = lambda st: bool(np.all(sharding.to_host(st.stop.done)))
+  while step < total and not all_stopped(state):
     n = min(chunk, total - step)
     new_state, history = run_steps(state, xs, parent_idx, parent_mask, n)
     # One host read per chunk: the mean over runs and restarts of each step's metrics.
@@ -104,4 +107,9 @@ def train_loop(run_steps, state, xs, parent_idx, parent_mask, config, workdir: s
     progress.update(step, history)
   ckpt.wait()
   log.close()
+  if step < total:
+    used = sharding.to_host(state.stop.steps_used)
+    logging.info("every run stopped by the stopping rule (log p(x) improved by less than %g "
+                 "over %d steps) after %d-%d steps, of at most %d", config.train.stop_tolerance,
+                 config.train.stop_window, int(used.min()), int(used.max()), total)
   return state, log

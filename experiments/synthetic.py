@@ -114,7 +114,8 @@ def run(config, workdir: str) -> dict:
     row = {"seed": r}
     for key, value in scalars.items():
       v = value[r]
-      row[key] = bool(v) if v.dtype == bool else (int(v) if key == "n_edges" else float(v))
+      row[key] = bool(v) if v.dtype == bool else (int(v) if key in ("n_edges", "steps_used")
+                                                  else float(v))
     runs.append(row)
     logging.info("run %d: ARI %.4f (Bayes ceiling %.4f), target accuracy %.4f, observational %s",
                  r, row["ari"], row["bayes_ari"], row["target_accuracy"],

@@ -331,3 +331,41 @@ def test_chunks_compile_once_donate_the_state_and_match_one_call():
     assert all(a.is_deleted() for a in jax.tree.leaves((previous.params, previous.opt_state)))
   assert run._cache_size() == 2  # 12 steps and 4 steps; the three chunks of 4 share one
   _assert_tree_close(state.params, whole.params, rtol=1e-5, atol=1e-6)
+
+
+def test_stopping_rule_stops_freezes_and_matches_chunks():
+  """A tolerance no window can beat: every restart stops at the second window boundary
+  (the first has no previous window); later steps change nothing; the library's
+  while_loop, one long call and chunks of another size give the same fit."""
+  cfg = SMALL.replace(num_steps=60, stop_window=10, stop_tolerance=1e6, restarts=2)
+  fit, _ = _make_fit(cfg, N, MAXP)
+  p, (idx, mask) = PROBLEMS[0], TABLES[0]
+  result = jax.jit(fit)(jax.random.key(0), p["x"], idx, mask)
+  assert int(result.steps_used) == 20 and bool(result.stopped)
+  assert np.all(np.asarray(result.history["loss"][20:]) == 0)  # steps never run
+  trainer = train.make_trainer(cfg, n_nodes=N, max_parents=MAXP)
+  state = trainer.init(jax.random.key(0), p["x"], idx, mask)
+  xs = units.to_standard(p["x"], state.loc, state.scale)
+  run = jax.jit(trainer.run_steps, static_argnums=4)
+  whole, _ = run(state, xs, idx, mask, 60)
+  chunked = state
+  for _ in range(4):
+    chunked, _ = run(chunked, xs, idx, mask, 15)
+  at_stop, _ = run(state, xs, idx, mask, 20)
+  for other in (chunked, at_stop):
+    _assert_tree_close(whole.params, other.params, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(whole.stop.steps_used, [20, 20])
+  _assert_tree_close(result.params, jax.jit(trainer.finish)(whole, xs, idx, mask).params,
+                     rtol=1e-5, atol=1e-6)
+  # Off (tolerance 0): all steps run, as before the rule existed.
+  off = jax.jit(_make_fit(cfg.replace(stop_tolerance=0.0), N, MAXP)[0])(
+      jax.random.key(0), p["x"], idx, mask)
+  assert int(off.steps_used) == 60 and not bool(off.stopped)
+
+
+def test_stopping_rule_waits_while_the_likelihood_improves():
+  """A small tolerance on a fit that is still learning: no stop in the first windows."""
+  cfg = SMALL.replace(num_steps=40, stop_window=10, stop_tolerance=1e-4, restarts=1,
+                      pooled_steps=0, init="random")
+  result = jax.jit(_make_fit(cfg, N, MAXP)[0])(jax.random.key(0), PROBLEMS[0]["x"], *TABLES[0])
+  assert int(result.steps_used) >= 30, int(result.steps_used)

@@ -66,6 +66,10 @@ class FitConfig:
                             doc="cosine: decay to 5% over num_steps")
   standardize: bool = _field(True, "train", doc="fit standardised data (off: the data's own "
                              "units, where a fixed sigma means what it says)")
+  stop_tolerance: float = _field(0.0, "train", doc="stop a restart when its mean training "
+                                "log p(x) over a window of steps improves by less than this "
+                                "(nats per sample) on the previous window; 0: run num_steps")
+  stop_window: int = _field(100, "train", doc="steps per window of the stopping rule")
   temperature: float = _field(1.0, "train", doc="Gumbel-Softmax temperature")
   kl_schedule: str = _field("constant", "train", ("constant", "warmup", "cyclical", "reference"))
   kl_warmup_steps: int = _field(0, "train")
@@ -123,6 +127,11 @@ def validate(cfg: FitConfig) -> None:
   need(all(w >= 1 for w in cfg.hidden) and all(w >= 1 for w in cfg.encoder_hidden),
        "model.hidden and model.encoder_hidden widths must be >= 1")
   need(cfg.max_parents >= 0, f"model.max_parents={cfg.max_parents} must be >= 0")
+  need(cfg.stop_tolerance >= 0, f"train.stop_tolerance={cfg.stop_tolerance} must be >= 0")
+  need(cfg.stop_window >= 1, f"train.stop_window={cfg.stop_window} must be >= 1")
+  need(cfg.stop_tolerance == 0 or cfg.num_steps % cfg.stop_window == 0,
+       f"train.num_steps={cfg.num_steps} must be a multiple of train.stop_window="
+       f"{cfg.stop_window} when the stopping rule is on (stop_tolerance > 0)")
   need(cfg.estimator == "exact" or cfg.posterior == "encoder",
        f"train.estimator={cfg.estimator!r} samples z from the encoder: it needs "
        f"train.posterior='encoder'")

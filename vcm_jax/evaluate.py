@@ -69,6 +69,7 @@ def against_truth(fit, x_train, x_test, r_test, truth: scm.SCM, *, noise: str = 
   scalars.update({
       "elbo": fit.result.train_elbo,
       "train_log_px": fit.result.restart_log_px.max(),
+      "steps_used": fit.result.steps_used,
       "heldout_loglik": heldout.mean(),
       "true_heldout_loglik": scm.true_log_marginal(truth, x_test, noise=noise).mean(),
       "shift_error": jnp.abs(learned_shift - truth.shift).mean(),

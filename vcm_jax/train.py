@@ -37,6 +37,8 @@ class FitResult(NamedTuple):
   history: Any         # dict of [num_steps] per-step metrics (chosen restart), standardised units
   restart_log_px: jax.Array  # [restarts] final mean log p(x) of the training data, data units
   train_elbo: jax.Array      # mean ELBO (the recipe's q, beta = 1) of the training data, data units
+  steps_used: jax.Array      # [] int32 steps the chosen restart trained (the stopping rule)
+  stopped: jax.Array         # [] bool: it stopped by the rule, before num_steps
 
 
 def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
@@ -79,6 +81,21 @@ class TrainState(NamedTuple):
   key_data: jax.Array  # [restarts, 2] uint32 raw keys of each restart's step stream
   loc: jax.Array       # [N] standardisation of the training data
   scale: jax.Array     # [N]
+  stop: "StopState"    # [restarts] each restart's stopping rule
+
+
+class StopState(NamedTuple):
+  """The stopping rule's memory, per restart (inside the compiled steps, so a resumed
+  run and a chunked one stop exactly where one call does)."""
+  done: jax.Array        # bool: stopped; later steps leave it as it is
+  window_sum: jax.Array  # sum of the batch log p(x) over the current window
+  prev_mean: jax.Array   # mean batch log p(x) of the previous window (-inf before one)
+  steps_used: jax.Array  # int32: steps trained
+
+
+def _initial_stop(restarts: int) -> StopState:
+  return StopState(jnp.zeros((restarts,), bool), jnp.zeros((restarts,)),
+                   jnp.full((restarts,), -jnp.inf), jnp.zeros((restarts,), jnp.int32))
 
 
 class Trainer(NamedTuple):
@@ -116,9 +133,11 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     keys = jax.random.split(key, cfg.restarts)
     params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None))(
         keys, xs, parent_idx, parent_mask)
-    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale,
+                      _initial_stop(cfg.restarts))
 
-  def steps_one(params, opt_state, key_data, step0, xs, parent_idx, parent_mask, num_steps):
+  def steps_one(params, opt_state, key_data, stop, step0, xs, parent_idx, parent_mask,
+                num_steps):
     s = xs.shape[0]
     k_train = jax.random.wrap_key_data(key_data)
     steps = step0 + jnp.arange(num_steps)
@@ -126,28 +145,43 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     batch_idx = step_batches(lambda step: step_keys(step)[0], steps, s, min(cfg.batch_size, s))
 
     def train_step(carry, inputs):
-      p, o = carry
+      p, o, stop = carry
       step, idx = inputs
       k_loss = step_keys(step)[1]  # unused (and compiled away) by the exact estimator
       beta = beta_fn(step)
       (loss, aux), g = jax.value_and_grad(objective, has_aux=True)(
           p, k_loss, xs[idx], parent_idx, parent_mask, model=model, beta=beta)
-      updates, o = optimizer.update(g, o, p)
+      updates, new_o = optimizer.update(g, o, p)
+      new_p = optax.apply_updates(p, updates)
       aux = dict(aux, loss=loss, beta=jnp.asarray(beta, jnp.float32))
-      return (optax.apply_updates(p, updates), o), aux
+      if cfg.stop_tolerance > 0:  # a stopped restart keeps its parameters
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(stop.done, b, a), new, old)
+        new_p, new_o = keep(new_p, p), keep(new_o, o)
+        stop = _stop_rule(stop, step, aux["log_px"])
+      return (new_p, new_o, stop), aux
 
-    (params, opt_state), history = jax.lax.scan(train_step, (params, opt_state),
-                                                (steps, batch_idx))
-    return params, opt_state, history
+    (params, opt_state, stop), history = jax.lax.scan(train_step, (params, opt_state, stop),
+                                                      (steps, batch_idx))
+    return params, opt_state, stop, history
+
+  def _stop_rule(stop: StopState, step, log_px) -> StopState:
+    active = ~stop.done
+    window_sum = stop.window_sum + jnp.where(active, log_px, 0.0)
+    boundary = active & ((step + 1) % cfg.stop_window == 0)
+    mean = window_sum / cfg.stop_window
+    converged = boundary & (mean - stop.prev_mean < cfg.stop_tolerance)
+    return StopState(stop.done | converged, jnp.where(boundary, 0.0, window_sum),
+                     jnp.where(boundary, mean, stop.prev_mean),
+                     jnp.where(active, step + 1, stop.steps_used))
 
   def run_steps(state: TrainState, xs, parent_idx, parent_mask, num_steps: int):
     """``num_steps`` (static) steps from ``state.step``; history ``[restarts, num_steps]``."""
-    params, opt_state, history = jax.vmap(
-        steps_one, in_axes=(0, 0, 0, None, None, None, None, None))(
-            state.params, state.opt_state, state.key_data, state.step, xs, parent_idx,
-            parent_mask, num_steps)
-    return state._replace(step=state.step + num_steps, params=params,
-                          opt_state=opt_state), history
+    params, opt_state, stop, history = jax.vmap(
+        steps_one, in_axes=(0, 0, 0, 0, None, None, None, None, None))(
+            state.params, state.opt_state, state.key_data, state.stop, state.step, xs,
+            parent_idx, parent_mask, num_steps)
+    return state._replace(step=state.step + num_steps, params=params, opt_state=opt_state,
+                          stop=stop), history
 
   def finish(state: TrainState, xs, parent_idx, parent_mask, history=None) -> FitResult:
     """Pick the restart with the best training ``log p(x)`` (never labels)."""
@@ -168,8 +202,10 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     pick = lambda t: t[best]
     jacobian = units.log_jacobian(state.scale)
     history = None if history is None else jax.tree.map(pick, history)
+    steps_used = jnp.where(cfg.stop_tolerance > 0, state.stop.steps_used[best], state.step)
     return FitResult(jax.tree.map(pick, state.params), state.loc, state.scale, history,
-                     log_px - jacobian, elbo_value[best] - jacobian)
+                     log_px - jacobian, elbo_value[best] - jacobian, steps_used,
+                     state.stop.done[best])
 
   return Trainer(model, init, run_steps, finish)
 
@@ -177,10 +213,31 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
 def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer) -> FitResult:
   """One whole fit of raw data ``x: [S, N]`` (pure, jit/vmap-safe; ``trainer`` static).
 
-  Parent tables come from ``graphs.parent_table``.
+  Parent tables come from ``graphs.parent_table``. With the stopping rule on, the
+  steps run window by window in a ``lax.while_loop`` that ends when every restart
+  has stopped (or at ``num_steps``); the history of the steps not run is zero.
   """
+  cfg = trainer.model.cfg
   state = trainer.init(key, x, parent_idx, parent_mask)
   xs = units.to_standard(x, state.loc, state.scale)
-  state, history = trainer.run_steps(state, xs, parent_idx, parent_mask,
-                                     trainer.model.cfg.num_steps)
+  run = lambda st, n: trainer.run_steps(st, xs, parent_idx, parent_mask, n)
+  if cfg.stop_tolerance <= 0:
+    state, history = run(state, cfg.num_steps)
+    return trainer.finish(state, xs, parent_idx, parent_mask, history)
+  window, n_windows = cfg.stop_window, cfg.num_steps // cfg.stop_window
+  shapes = jax.eval_shape(lambda st: run(st, window)[1], state)
+  history = jax.tree.map(lambda a: jnp.zeros(a.shape[:-1] + (cfg.num_steps,), a.dtype), shapes)
+
+  def body(carry):
+    st, hist, i = carry
+    st, h = run(st, window)
+    hist = jax.tree.map(lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, i * window, -1),
+                        hist, h)
+    return st, hist, i + 1
+
+  def cond(carry):
+    st, _, i = carry
+    return (i < n_windows) & ~jnp.all(st.stop.done)
+
+  state, history, _ = jax.lax.while_loop(cond, body, (state, history, 0))
   return trainer.finish(state, xs, parent_idx, parent_mask, history)
