@@ -20,8 +20,9 @@ PAPER = {
     "linear_skip": False,
     "activation": "relu",       # train.yaml (the paper is silent)
     "z_init": "random",         # model.py: torch.nn.Linear's default initialisation
-    # Sec. 3: the likelihood p(x_i | Pa(X_i), z_i) reads the parents' values (teacher
-    # forcing); the public code propagates its own means instead (REFERENCE below).
+    # Sec. 3's likelihood p(x_i | Pa(X_i), z_i) reads the parents' values (teacher
+    # forcing). An interpretation: its prose and Fig. 4 also speak of reconstructing
+    # "autoregressively"; the public code propagates its own means (REFERENCE below).
     "teacher_forcing": True,
     # Fig. 3: "The sampled discrete latent variables z are then fed to the decoder ...
     # During backpropagation, the discrete latents are approximated using the
@@ -29,11 +30,16 @@ PAPER = {
     # a hard z forward, the relaxation backward (straight-through).
     "estimator": "straight_through",
     "temperature": 0.5,         # run.sh: ++task.temperature=0.5 (the paper is silent)
-    "posterior": "encoder",     # Fig. 3: q_phi(z | x), a 3-layer MLP
-    "encoder_hidden": (128, 128),  # train.yaml (the paper gives no width)
+    "posterior": "encoder",     # Fig. 3: q_phi(z | x); sec. 3: a 3-layer MLP
+    # train.yaml (the paper gives no width; the repository's later report says 32).
+    "encoder_hidden": (128, 128),
     "prior": "uniform",         # sec. 3: "we will use a uniform prior"
-    "kl_schedule": "constant",  # sec. 3: the ELBO as written, no annealing
-    "init": "random",           # model.py: PyTorch defaults, one start (train.py)
+    # Sec. 3 writes the objective as the ELBO (KL weight 1) and says nothing of
+    # annealing; the public code anneals (REFERENCE), its final report too.
+    "kl_schedule": "constant",
+    # One random start (train.py). Only the z weights follow PyTorch's initialisation;
+    # other kernels are LeCun-normal, biases zero, as in every recipe here.
+    "init": "random",
     "pooled_steps": 0,
     "restarts": 1,
     "batch_size": 32,           # train.yaml

@@ -1,4 +1,4 @@
-"""Experiment entry points (absl): run, bench."""
+"""Experiment entry points (absl): run, compare, bench, make_data; the loop, reports, plots."""
 import os
 
 

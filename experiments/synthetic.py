@@ -77,11 +77,10 @@ def run(config, workdir: str) -> dict:
   start = time.time()
   k_graph, k_runs = jax.random.split(jax.random.key(config.seed))
   adjs = sample_graphs(k_graph, c, config.num_runs)
-  needed = graphs.max_in_degree(adjs)
-  if 0 < cfg.max_parents < needed:
-    raise loop.UserError(f"config: model.max_parents={cfg.max_parents} is below the largest "
-                         f"in-degree of the sampled graphs ({needed}); use 0 for automatic")
-  max_parents = cfg.max_parents or needed
+  try:
+    max_parents = graphs.resolve_max_parents(adjs, cfg.max_parents)
+  except ValueError as err:
+    raise loop.UserError(f"config: {err}") from None
   trainer = train.make_trainer(cfg, n_nodes=c.n_nodes, max_parents=max_parents)
 
   def setup(key, adj):

@@ -69,6 +69,11 @@ def test_sample_from_an_intervened_regime(fitted):
   np.testing.assert_allclose(np.cov(s, rowvar=False), cov, atol=0.12 * np.diag(cov).max())
 
 
+def test_sample_rejects_an_unknown_regime(fitted):
+  with pytest.raises(ValueError, match="regime=5 is not a regime id"):
+    fitted[0].sample(jax.random.key(0), 3, regime=5)
+
+
 def test_networkx_graph_and_default_config():
   _, x, _ = _data(n=600)
   g = nx.DiGraph([(0, 1), (0, 2), (1, 3), (2, 3)])
@@ -96,6 +101,11 @@ def test_many_fits_vmap_over_keys_and_graphs():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
   # Different graphs give different fits (the comparison is not vacuous).
   assert not np.allclose(batched.result.restart_log_px[0], batched.result.restart_log_px[1])
+  # A batch of fits is queried inside vmap; outside it, one clear error.
+  with pytest.raises(ValueError, match="batch of fits"):
+    batched.posterior(x)
+  post = jax.vmap(jax.vmap(lambda f: f.posterior(x[:7])))(batched)
+  assert post.shape == (2, 3, 7, N + 1)
 
 
 def test_free_decoder_reads_targets_and_observational():

@@ -45,8 +45,15 @@ class Fit:
     """``[K]`` the fitted regime probabilities ``p(z)``."""
     return jnp.exp(self.model.log_prior(self.result.params))
 
+  def _one(self) -> "Fit":
+    if self.result.loc.ndim > 1:
+      raise ValueError("this Fit holds a batch of fits (from vmap): query it inside jax.vmap, "
+                       "e.g. jax.vmap(lambda f, x: f.posterior(x))(fits, x)")
+    return self
+
   def posterior(self, x) -> jax.Array:
     """``[S, K]`` regime probabilities (the recipe's posterior: exact by default)."""
+    self._one()
     return _jitted(predict.posterior)(self.model, self.result, jnp.asarray(x, jnp.float32),
                                       self.parent_idx, self.parent_mask)
 
@@ -56,23 +63,28 @@ class Fit:
 
   def log_prob(self, x) -> jax.Array:
     """``[S]`` exact ``log p(x)`` of the fitted mixture, in data units."""
+    self._one()
     return _jitted(predict.log_prob)(self.model, self.result, jnp.asarray(x, jnp.float32),
                                      self.parent_idx, self.parent_mask)
 
   def sample(self, key, n: int, regime: int = 0) -> jax.Array:
     """``[n, N]`` samples from regime ``regime``, in data units."""
+    self._one()
+    if isinstance(regime, int) and not 0 <= regime < self.n_regimes:
+      raise ValueError(f"regime={regime} is not a regime id of this fit (0..{self.n_regimes - 1})")
     regimes = jnp.full((n,), regime, jnp.int32)
     return _jitted(predict.sample, 1)(key, self.model, self.result, regimes, self.parent_idx,
                                       self.parent_mask, self.order)
 
   @property
   def observational(self) -> int:
-    """Id of the observational regime."""
+    """Id of the observational regime (host; inside jit use ``identification.observational``)."""
     return int(self.identification.observational)
 
   @property
   def targets(self) -> list[tuple[int, ...]]:
-    """Per regime, the tuple of target node indices (``()`` for the observational one)."""
+    """Per regime, the tuple of target node indices (``()`` for the observational one);
+    host-side: inside jit use ``identification.changed``, ``[K, N]``."""
     changed = np.asarray(self.identification.changed)
     return [tuple(int(j) for j in np.flatnonzero(row)) for row in changed]
 
@@ -134,10 +146,7 @@ def fit(x, graph, key=None, config=None) -> Fit:
   x = _check_data(x, adj.shape[0])
   graphs.validate_dag(adj)
   key = jax.random.key(0) if key is None else key
-  max_parents = cfg.max_parents or max(graphs.max_in_degree(adj), 1)
-  if max_parents < graphs.max_in_degree(adj):
-    raise ValueError(f"model.max_parents={cfg.max_parents} is below the graph's largest "
-                     f"in-degree ({graphs.max_in_degree(adj)})")
+  max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
   if cfg.decoder == "free" and cfg.n_regimes == 0:
     k_select, key = jax.random.split(key)
     cfg = cfg.replace(n_regimes=select.choose_n_regimes(

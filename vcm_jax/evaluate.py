@@ -59,11 +59,14 @@ def against_truth(fit, x_train, x_test, r_test, truth: scm.SCM, *, noise: str = 
   mean, scale = predict.regime_mechanisms(fit.model, fit.result, x_train, fit.parent_idx,
                                           fit.parent_mask)
   nodes = jnp.arange(truth.shift.shape[-1])
-  # The regime whose main target is node j (structured: j + 1); its state of node j.
-  by_target = jnp.argmax(ident.target[None, :] == nodes[:, None], axis=1)
+  # Node j's intervened state: the regime targeting j that moves it most (structured:
+  # regime j + 1); NaN where no regime targets j (a free decoder with too few regimes).
+  targets_j = ident.target[None, :] == nodes[:, None]  # [N, K]
+  by_target = jnp.argmax(jnp.where(targets_j, ident.divergence.T, -jnp.inf), axis=1)
+  found = targets_j.any(axis=1)
   obs = ident.observational
-  learned_shift = mean[by_target, nodes] - mean[obs]
-  learned_int_scale = scale[by_target, nodes]
+  learned_shift = jnp.where(found, mean[by_target, nodes] - mean[obs], jnp.nan)
+  learned_int_scale = jnp.where(found, scale[by_target, nodes], jnp.nan)
   heldout = predict.log_prob(fit.model, fit.result, x_test, fit.parent_idx, fit.parent_mask)
   scalars = dict(scores, **bayes_ceiling(truth, x_test, r_test, noise=noise))
   scalars.update({
@@ -72,7 +75,7 @@ def against_truth(fit, x_train, x_test, r_test, truth: scm.SCM, *, noise: str = 
       "steps_used": fit.result.steps_used,
       "heldout_loglik": heldout.mean(),
       "true_heldout_loglik": scm.true_log_marginal(truth, x_test, noise=noise).mean(),
-      "shift_error": jnp.abs(learned_shift - truth.shift).mean(),
+      "shift_error": jnp.nanmean(jnp.abs(learned_shift - truth.shift)),
       "noise_scale_error": jnp.abs(scale[obs] - truth.noise_scale).mean(),
       "n_edges": truth.adj.sum(),
   })

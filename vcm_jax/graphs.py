@@ -114,6 +114,17 @@ def validate_dag(adj, names: Sequence[str] | None = None) -> None:
   raise ValueError("graph has a cycle: " + " -> ".join(nodes + [nodes[0]]))
 
 
+def resolve_max_parents(adj, requested: int = 0) -> int:
+  """The parent table's width for graphs ``adj`` (host): ``requested``, or the largest
+  in-degree when it is 0, and at least 1; ``ValueError`` when ``requested`` is below
+  the largest in-degree (the table would silently drop parents)."""
+  needed = max_in_degree(adj)
+  if 0 < requested < needed:
+    raise ValueError(f"model.max_parents={requested} is below the graph's largest in-degree "
+                     f"({needed}); use 0 for automatic")
+  return max(requested or needed, 1)
+
+
 def as_adjacency(graph) -> np.ndarray:
   """A user's graph as an ``[N, N]`` 0/1 array (host): an adjacency array as it is,
   or a ``networkx.DiGraph`` over nodes ``0..N-1`` (any other nodes: ``graph.nodes`` order)."""

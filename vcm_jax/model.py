@@ -46,6 +46,8 @@ class Model(NamedTuple):
       return jax.nn.log_softmax(params["prior_logits"])
     if self.cfg.prior == "fixed":
       return initial_log_prior(self)
+    if self.cfg.prior != "uniform":
+      raise ValueError(f"unknown prior {self.cfg.prior!r}; expected learned, uniform or fixed")
     return jnp.full((self.n_categories,), -jnp.log(self.n_categories))
 
   def q_logits(self, params, x, parent_idx, parent_mask):
@@ -90,6 +92,17 @@ class Model(NamedTuple):
                                  parent_mask) for z in (0.0, 1.0)]
     hit = jnp.eye(k)[None, :, 1:] > 0  # [1, K, N]: regime k switches node k - 1
     return tuple(jnp.where(hit, i[:, None], o[:, None]) for o, i in zip(*states))
+
+  def observed_regime_means(self, params, x, parent_idx, parent_mask):
+    """``regime_means`` with the parents as observed whatever the recipe, ``[B, K, N]``:
+    how each regime moves each mechanism, the thing identification reads. (Means
+    propagated without teacher forcing move a target's descendants too.)"""
+    if self.cfg.teacher_forcing:
+      return self.regime_means(params, x, parent_idx, parent_mask)
+    k, b = self.n_categories, x.shape[0]
+    one = lambda z: self.mixed_means(params, x, jnp.broadcast_to(z, (b, k)), parent_idx,
+                                     parent_mask)
+    return tuple(jnp.swapaxes(a, 0, 1) for a in jax.vmap(one)(jnp.eye(k)))
 
   def regime_log_likelihoods(self, params, x, parent_idx, parent_mask):
     """``log p(x | z = k)`` for all k, ``[B, K]``.

@@ -41,6 +41,8 @@ def _z_init(kind: str, fan_in: int):
   ``U(+-1/sqrt(fan_in))`` (the public code's, where nothing else separates them)."""
   if kind == "zeros":
     return nn.initializers.zeros
+  if kind != "random":
+    raise ValueError(f"unknown z_init {kind!r}; expected zeros or random")
   bound = 1.0 / max(fan_in, 1) ** 0.5
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
@@ -51,6 +53,8 @@ _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 def _fixed_log_scale(scale: str, n_nodes: int) -> float:
   """``unit``: sigma = 1; ``mse``: the public code's loss, the squared error averaged
   over the N nodes, which is a Gaussian likelihood with sigma^2 = N / 2."""
+  if scale not in ("unit", "mse"):
+    raise ValueError(f"unknown fixed scale {scale!r}; expected unit or mse")
   return 0.0 if scale == "unit" else 0.5 * math.log(n_nodes / 2.0)
 
 

@@ -2,7 +2,7 @@
 
 Pure functions of ``(model, result, x, parent_idx, parent_mask)`` with raw
 samples ``x: [S, N]``; whole datasets are scored in row blocks
-(``train.map_rows``), so memory stays that of one block.
+(``rows.map_rows``, ``rows.sum_rows``), so memory stays that of one block.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from vcm_jax import elbo as elbo_lib
 from vcm_jax import units
 from vcm_jax.model import Model
-from vcm_jax.rows import map_rows, sum_rows
+from vcm_jax.rows import map_rows, rows_per_block, sum_rows
 from vcm_jax.train import FitResult
 
 
@@ -53,9 +53,10 @@ def posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
 def regime_mechanisms(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Every node's conditional mean and noise scale under every regime, data units.
 
-  Means are averaged over the samples ``x`` with parents as observed (as the
-  model predicts them, without teacher forcing); ``mean[k] - mean[0]`` is how
-  regime k moves each mechanism relative to regime 0.
+  Means are averaged over the samples ``x`` with parents as observed (also for a
+  recipe without teacher forcing, whose propagated means would move a target's
+  descendants too); ``mean[k] - mean[0]`` is how regime k moves each mechanism
+  relative to regime 0.
 
   Returns:
     mean, scale: ``[K, N]``.
@@ -63,11 +64,14 @@ def regime_mechanisms(model: Model, result: FitResult, x, parent_idx, parent_mas
   xs = units.to_standard(x, result.loc, result.scale)
 
   def per_row(b):
-    mean, log_scale = model.regime_means(result.params, b, parent_idx, parent_mask)
-    shape = (b.shape[0],) + mean.shape[1:]  # [1, K, N] without teacher forcing
+    mean, log_scale = model.observed_regime_means(result.params, b, parent_idx, parent_mask)
+    shape = (b.shape[0],) + mean.shape[1:]
     return jnp.broadcast_to(mean, shape), jnp.broadcast_to(jnp.exp(log_scale), shape)
 
-  mean, scale = (a / x.shape[0] for a in sum_rows(per_row, xs))
+  # A block holds [rows, K, N] arrays: at N = 300 that is 90,300 numbers a row, so
+  # blocks get fewer rows as K * N grows (memory O(K * N), whatever the rows).
+  chunk = rows_per_block(model.n_categories * model.n_nodes)
+  mean, scale = (a / x.shape[0] for a in sum_rows(per_row, xs, chunk))
   return units.to_data(mean, result.loc, result.scale), scale * result.scale
 
 

@@ -1,8 +1,20 @@
 """Whole datasets in row blocks: the memory of one block, whatever the number of rows."""
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+BLOCK_ELEMENTS = 1 << 22  # elements of one [rows, ...] intermediate per block (16 MB float32)
+
+
+def rows_per_block(elements_per_row: int, *, most: int = 2048) -> int:
+  """Rows of a block whose per-row intermediates hold ``elements_per_row`` elements:
+  ``most``, or fewer so that one intermediate stays near ``BLOCK_ELEMENTS`` (a
+  ``[rows, K, N]`` array at N = 300 is 90,300 elements a row)."""
+  return int(max(1, min(most, BLOCK_ELEMENTS // max(elements_per_row, 1))))
 
 
 def _blocks(x, chunk: int):
@@ -32,8 +44,29 @@ def sum_rows(fn, x, chunk: int = 2048):
   inside each block: the output's size never scales with the number of rows."""
   xp, weight = _blocks(x, min(chunk, x.shape[0]))
 
-  def block(args):
-    b, w = args
+  def block_sum(b, w):
     return jax.tree.map(lambda a: jnp.tensordot(w, a, axes=1), fn(b))
 
-  return jax.tree.map(lambda a: a.sum(0), jax.lax.map(block, (xp, weight)))
+  def add_block(total, args):  # a running sum: no [blocks, ...] stack of block sums
+    return jax.tree.map(jnp.add, total, block_sum(*args)), None
+
+  zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(block_sum, xp[0], weight[0]))
+  return jax.lax.scan(add_block, zero, (xp, weight))[0]
+
+
+def host_blocks(fn: Callable, x: np.ndarray, *, block: int = 65536) -> Iterator[tuple]:
+  """``(start, fn(x[start:start + block]))`` as NumPy, block after block, on the host.
+
+  For results kept on the host (a posterior over a million rows): the device holds
+  one block at a time, and every call sees the same shape (the last block is padded
+  with its own first row, then cut), so a jitted ``fn`` compiles once.
+  """
+  s = x.shape[0]
+  block = min(block, s)
+  for start in range(0, s, block):
+    part = np.asarray(x[start:start + block])
+    n = part.shape[0]
+    if n < block:
+      part = np.concatenate([part, np.repeat(part[:1], block - n, axis=0)])
+    out = jax.tree.map(lambda a: np.asarray(a)[:n], fn(part))
+    yield start, out

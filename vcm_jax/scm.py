@@ -2,7 +2,8 @@
 
 Mechanisms are linear (the paper), random one-hidden-layer tanh MLPs of the
 parents (the decoder's own family), or random smooth functions outside it: random
-Fourier features, a draw from a Gaussian process with a squared-exponential kernel.
+Fourier features (an approximate draw from a Gaussian process with a
+squared-exponential kernel) added to a linear part.
 
 Everything is a pure function of a PRNG key and arrays, so ``jax.vmap`` gives
 many graphs and SCMs at once. The true per-regime log-density and the exact

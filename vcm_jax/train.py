@@ -11,8 +11,9 @@ Recipes (README, "The recipe"):
     and prior ascend the exact ``log p(x)`` (the ELBO with q equal to the model's
     own posterior, computed by enumerating the K regimes); no encoder is trained;
     surprise initialisation (``vcm_jax.init``); restarts chosen by ``log p(x)``;
-  * the paper: ``estimator='gumbel'``, ``posterior='encoder'``: a relaxed z drawn
-    from the encoder's q, uniform prior, unit variance, random initialisation.
+  * the paper (``configs/recipes.py``): ``estimator='straight_through'``,
+    ``posterior='encoder'``: a hard z drawn from the encoder's q, uniform prior,
+    unit variance in the data's own units, random initialisation.
 """
 from __future__ import annotations
 
@@ -117,6 +118,8 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   model = build_model(cfg, n_nodes=n_nodes, max_parents=max_parents)
   beta_fn = elbo.kl_weight_schedule(cfg.kl_schedule, num_steps=cfg.num_steps,
                                     warmup_steps=cfg.kl_warmup_steps, cycles=cfg.kl_cycles)
+  if cfg.lr_schedule not in ("cosine", "constant"):
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected cosine or constant")
   lr = (optax.cosine_decay_schedule(cfg.learning_rate, cfg.num_steps, 0.05)
         if cfg.lr_schedule == "cosine" else cfg.learning_rate)
   optimizer = optax.adam(lr)

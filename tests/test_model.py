@@ -1,4 +1,4 @@
-"""vcm_jax.models: the masked mechanism decoder, state densities, ancestral sampling."""
+"""vcm_jax.networks and vcm_jax.model: the masked decoders, regime likelihoods, sampling."""
 import jax
 import jax.numpy as jnp
 import numpy as np
