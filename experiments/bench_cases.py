@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -240,6 +243,82 @@ def bench_own_data():
         "samples_per_second": t.restarts * (t.num_steps + t.pooled_steps) * t.batch_size / seconds,
         "ari": payload["summary"]["labels"]["ari"], "bayes_ari": truth["bayes_ari"]})
   return rows
+
+
+# Own data at scale: (nodes, rows) of a sparse ER DAG, about 2 parents per node.
+OWN_DATA_AT_SCALE = {"own_data_60k": (100, 60_000), "own_data_1m": (100, 1_000_000),
+                     "own_data_n300": (300, 100_000)}
+
+
+def _scale_dataset(n_nodes: int, n_rows: int, workdir: str) -> tuple[str, dict, float]:
+  """``make_data`` at shift 4, noise scales in [0.5, 1.5], linear mechanisms, about 2
+  parents per node; kept in ``workdir`` and reused (writing a million rows takes minutes).
+  Returns the data directory, truth.json and the seconds spent making it (0 if reused)."""
+  from experiments import make_data
+
+  gen = er.get_config()
+  gen.scm.update(dict(n_nodes=n_nodes, n_train=n_rows, shift=4.0, noise_low=0.5, noise_high=1.5,
+                      edge_prob=min(1.0, 4.0 / (n_nodes - 1)), mechanism="linear"))
+  out = os.path.join(workdir, f"data_{n_rows}x{n_nodes}")
+  truth_path = os.path.join(out, "truth.json")
+  if os.path.exists(truth_path):
+    with open(truth_path) as f:
+      truth = json.load(f)
+    if truth["scm"] == gen.scm.to_dict() and truth["seed"] == gen.seed:
+      return out, truth, 0.0
+  start = time.perf_counter()
+  truth = make_data.make_dataset(gen, out)
+  return out, truth, time.perf_counter() - start
+
+
+def _run_measured(args, log_path, cwd) -> tuple[int, float, float]:
+  """Run a command in a fresh process: ``(exit status, wall seconds, its peak RSS in MB)``."""
+  start = time.perf_counter()
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+  proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+  return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def bench_own_data_at_scale(name: str, workdir: str):
+  """``python -m experiments.run --config=configs/csv.py`` (defaults, plots on) on a
+  generated CSV, in a fresh process: its wall time and peak RSS (ru_maxrss, so cases
+  never add up), the ARI against the labels and the Bayes ceiling of the same rows,
+  and the seconds ``io.read_data`` takes on that CSV (here, apart from the run)."""
+  from vcm_jax import io
+
+  n_nodes, n_rows = OWN_DATA_AT_SCALE[name]
+  data_dir, truth, make_seconds = _scale_dataset(n_nodes, n_rows, workdir)
+  path = os.path.join(data_dir, "data.csv")
+  start = time.perf_counter()
+  table = io.read_data(path, labels="regime")
+  read_seconds = time.perf_counter() - start
+  del table
+  run_dir = os.path.join(workdir, f"run_{name}")
+  shutil.rmtree(run_dir, ignore_errors=True)  # a leftover run would resume from its checkpoint
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  status, seconds, peak_mb = _run_measured(
+      [sys.executable, "-m", "experiments.run", f"--config={root}/configs/csv.py",
+       f"--config.data.path={path}", f"--config.data.graph={data_dir}/graph.csv",
+       "--config.data.labels=regime", f"--workdir={run_dir}"], run_dir + ".log", root)
+  if status != 0:
+    raise RuntimeError(f"{name}: the run failed (exit {status}); see {run_dir}.log")
+  with open(os.path.join(run_dir, "metrics.json")) as f:
+    payload = json.load(f)
+  config, summary = payload["config"], payload["summary"]
+  t = config["train"]
+  return {"name": name, "n_nodes": n_nodes, "n_runs": 1, "n_samples": n_rows,
+          "n_edges": truth["n_edges"], "batch_size": t["batch_size"],
+          "steps": t["num_steps"] + t["pooled_steps"], "restarts": t["restarts"],
+          "seconds": seconds, "run_wall_seconds": payload["wall_seconds"],
+          "peak_rss_mb": peak_mb, "read_seconds": read_seconds, "make_data_seconds": make_seconds,
+          "bench_peak_rss_mb": peak_rss_mb(),
+          "ari": summary["labels"]["ari"], "bayes_ari": truth["bayes_ari"],
+          "target_accuracy": summary["labels"]["target_accuracy"],
+          "bayes_target_accuracy": truth["bayes_target_accuracy"],
+          "csv_mb": os.path.getsize(path) / 2**20,
+          "assignments_mb": os.path.getsize(os.path.join(run_dir, "assignments.csv")) / 2**20}
 
 
 def print_vmap_ratios(rows):

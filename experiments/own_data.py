@@ -3,7 +3,8 @@
 ``load`` reads and checks everything before the workdir is touched, so bad input
 leaves no partial outputs. The fit is one run of the library's trainer through
 the shared checkpointed loop (a runs axis of size 1); the library's regime table
-and label metrics make ``assignments.csv``, ``regimes.json`` and ``metrics.json``.
+and label metrics make ``assignments.csv``, ``posterior.npy``, ``regimes.json`` and
+``metrics.json``.
 """
 from __future__ import annotations
 
@@ -76,7 +77,12 @@ def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dic
 
 
 def run(config, workdir: str) -> dict:
-  """Fit a user's data and graph; write assignments.csv, regimes.json, metrics.json, plots."""
+  """Fit a user's data and graph; write assignments.csv, posterior.npy, regimes.json,
+  metrics.json, plots.
+
+  After training, memory is that of the data, one ``[S, K]`` float32 posterior and
+  ``[K, N]`` tables: rows are scored in blocks (``regime_table``).
+  """
   start = time.time()
   if jax.process_count() > 1:
     raise loop.UserError("own data is fitted in one process (one run; mesh.data splits its "
@@ -114,9 +120,10 @@ def run(config, workdir: str) -> dict:
 
   one = jax.tree.map(lambda a: a[0], state)
   result = jax.jit(trainer.finish)(one, xs[0], idx, mask)
+  del xs, state, one  # the standardised copy of the rows: not needed from here on
   fit = jax.jit(api.from_result, static_argnums=0)(trainer.model, result, x_train, idx, mask,
                                                    graphs.topological_order(jnp.asarray(data.adj)))
-  report, extras = regime_table(fit, x_train, jnp.asarray(data.x), data.names)
+  report, extras = regime_table(fit, x_train, data.x, data.names)
   x_test = jnp.asarray(data.x[data.test_rows])
   heldout = jax.jit(predict.log_prob, static_argnums=0)(trainer.model, result, x_test, idx, mask)
   heldout_elbo = jax.jit(predict.elbo, static_argnums=0)(trainer.model, result, x_test, idx, mask)
@@ -127,7 +134,7 @@ def run(config, workdir: str) -> dict:
       "n_empty_regimes": report["n_empty"], "elbo": float(result.train_elbo),
       "train_log_px": float(result.restart_log_px.max()),
       "heldout_loglik": float(heldout.mean()), "heldout_elbo": float(heldout_elbo.mean()),
-      "mean_posterior_probability": float(extras["posterior"].max(1).mean()),
+      "mean_posterior_probability": float(extras["probability"].mean(dtype=np.float64)),
   }
   if selection is not None:
     summary["k_selection"] = selection
@@ -138,8 +145,8 @@ def run(config, workdir: str) -> dict:
              "backend": jax.default_backend()}
   if sharding.is_primary():
     targets = [data.names[t] if t >= 0 else "" for t in extras["target_idx"]]
-    io.write_text_atomic(os.path.join(workdir, "assignments.csv"),
-                         io.assignments_csv(extras["posterior"], targets))
+    io.write_assignments(os.path.join(workdir, "assignments.csv"), extras["posterior"], targets)
+    io.write_npy_atomic(os.path.join(workdir, "posterior.npy"), extras["posterior"])
     io.write_json_atomic(os.path.join(workdir, "regimes.json"), report)
     io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
     if config.plots:

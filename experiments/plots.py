@@ -1,4 +1,4 @@
-"""PNG plots a person reads at the end of a synthetic run."""
+"""PNG plots a person reads at the end of a run (synthetic or own data)."""
 from __future__ import annotations
 
 import os
@@ -73,25 +73,63 @@ def write_all(workdir, rows, details):
   confidence(os.path.join(workdir, "confidence.png"), details["probability"])
 
 
-def regime_confidence(path, posterior, assigned, labels):
-  """Posterior probability of the assigned regime, one box per regime."""
-  k = posterior.shape[1]
-  groups = [posterior[assigned == r, r] for r in range(k)]
-  fig, ax = plt.subplots(figsize=(max(5, 0.45 * k + 2), 3.8))
+MOST_SHOWN = 30  # regimes (and nodes) a plot of own data shows before it keeps the strongest
+
+
+def regime_confidence(path, probability, assigned, labels, most=MOST_SHOWN):
+  """Posterior probability of the assigned regime, one box per regime (the ``most``
+  largest regimes when there are more).
+
+  Args:
+    probability: ``[S]`` posterior probability of each row's assigned regime.
+    assigned: ``[S]`` the assigned regime ids.
+    labels: ``[K]`` one label per regime.
+  """
+  k = len(labels)
+  sizes = np.bincount(assigned, minlength=k)
+  shown = np.arange(k) if k <= most else np.sort(np.argsort(-sizes, kind="stable")[:most])
+  by_regime = np.argsort(assigned, kind="stable")  # rows grouped by regime, in one sort
+  bounds = np.concatenate([[0], np.cumsum(sizes)])
+  groups = [probability[by_regime[bounds[r]:bounds[r + 1]]] for r in shown]
+  fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(shown) + 2), 3.8))
   ax.boxplot([g if g.size else [np.nan] for g in groups], showfliers=False)
-  ax.set_xticks(np.arange(1, k + 1), labels, rotation=90, fontsize=7)
-  for r, g in enumerate(groups):
-    ax.text(r + 1, 1.02, str(g.size), ha="center", fontsize=6, rotation=90)
+  ax.set_xticks(np.arange(1, len(shown) + 1), [labels[r] for r in shown], rotation=90, fontsize=7)
+  for slot, g in enumerate(groups):
+    ax.text(slot + 1, 1.02, str(g.size), ha="center", fontsize=6, rotation=90)
   ax.set_ylim(0, 1.12)
   ax.set_ylabel("posterior probability of the assigned regime")
-  ax.set_title("confidence per regime (number assigned above)", fontsize=9)
+  title = "confidence per regime (number assigned above)"
+  if len(shown) < k:
+    title = f"confidence of the {len(shown)} largest of {k} regimes (number assigned above)"
+  ax.set_title(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
 
 
-def regime_shifts(path, marginal, mechanism, regime_labels, node_names):
-  """Heat maps: how each node moves in each regime against the observational one."""
+def strongest_shifts(marginal, mechanism, most=MOST_SHOWN):
+  """Rows (regimes) and columns (nodes) of the shift tables a readable heat map shows:
+  all when there are at most ``most`` of each, else the ``most`` regimes and then the
+  ``most`` nodes with the largest |shift| (marginal or mechanism), in id order."""
+  size = np.fmax(np.abs(marginal), np.abs(mechanism))
+  size = np.where(np.isfinite(size), size, 0.0)
+  regimes = np.arange(size.shape[0])
+  if len(regimes) > most:
+    regimes = np.sort(np.argsort(-size.max(1), kind="stable")[:most])
+  nodes = np.arange(size.shape[1])
+  if len(nodes) > most:
+    nodes = np.sort(np.argsort(-size[regimes].max(0), kind="stable")[:most])
+  return regimes, nodes
+
+
+def regime_shifts(path, marginal, mechanism, regime_labels, node_names, most=MOST_SHOWN):
+  """Heat maps: how each node moves in each regime against the observational one
+  (the strongest ``most`` regimes x ``most`` nodes when there are more)."""
+  regimes, nodes = strongest_shifts(marginal, mechanism, most)
+  n_regimes, n_nodes = np.shape(marginal)
+  marginal, mechanism = (np.asarray(t)[np.ix_(regimes, nodes)] for t in (marginal, mechanism))
+  regime_labels = [regime_labels[r] for r in regimes]
+  node_names = [node_names[j] for j in nodes]
   fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(node_names) * 2 + 3),
                                            max(3.5, 0.3 * len(regime_labels) + 2)))
   for ax, table, title in ((axes[0], marginal, "marginal shift (sd units; descendants move too)"),
@@ -104,6 +142,9 @@ def regime_shifts(path, marginal, mechanism, regime_labels, node_names):
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax)
   axes[0].set_ylabel("regime (target)")
+  if len(regimes) < n_regimes or len(nodes) < n_nodes:
+    fig.suptitle(f"the strongest shifts: {len(regimes)} of {n_regimes} regimes x {len(nodes)} of "
+                 f"{n_nodes} nodes by |shift| (all in regimes.json)", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -113,7 +154,7 @@ def write_own_data(workdir, rows, report, extras):
   if rows:
     training_curves(os.path.join(workdir, "training_curves.png"), rows)
   labels = [f"{r['id']}: {'obs' if r['observational'] else r['target']}" for r in report["regimes"]]
-  regime_confidence(os.path.join(workdir, "confidence.png"), extras["posterior"],
+  regime_confidence(os.path.join(workdir, "confidence.png"), extras["probability"],
                     extras["assigned"], labels)
   regime_shifts(os.path.join(workdir, "regime_shifts.png"), extras["marginal_shift"],
                 extras["mechanism_shift"], labels, report["nodes"])

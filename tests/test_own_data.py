@@ -183,3 +183,20 @@ def test_bad_data_makes_no_workdir(dataset, tmp_path, problem):
               "missing_file": "cannot read data file"}[problem]
   assert expected in str(info.value)
   assert not workdir.exists()
+
+
+def test_posterior_npy_matches_assignments(fitted):
+  """posterior.npy: float32 [S, K], regimes in assignments.csv's order (its p_j columns,
+  written to 6 digits, and its argmax)."""
+  workdir, payload, _ = fitted
+  post = np.load(os.path.join(workdir, "posterior.npy"))
+  k = payload["summary"]["n_regimes"]
+  assert post.dtype == np.float32 and post.shape == (payload["summary"]["n_rows"], k)
+  np.testing.assert_allclose(post.sum(1), 1.0, rtol=1e-5)
+  with open(os.path.join(workdir, "assignments.csv")) as f:
+    rows = list(csv.DictReader(f))
+  np.testing.assert_array_equal([int(r["regime"]) for r in rows], post.argmax(1))
+  columns = np.array([[float(r[f"p_{j}"]) for j in range(k)] for r in rows])
+  np.testing.assert_allclose(columns, post, rtol=1e-5, atol=1e-12)
+  assert payload["summary"]["mean_posterior_probability"] == pytest.approx(post.max(1).mean(),
+                                                                          rel=1e-6)

@@ -8,12 +8,14 @@ Rows are counted from 0 over the data rows (the header is not a row), the way
 """
 from __future__ import annotations
 
+import array
 import csv
 import json
 import math
 import os
 import tempfile
-from typing import NamedTuple, Sequence
+import warnings
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import networkx as nx
 import numpy as np
@@ -62,62 +64,144 @@ def _parse_float(cell: str):
     return None
 
 
+def _bad_cell(path, cell, value, row: int, name: str) -> str | None:
+  """The one-line complaint about a cell (``value`` is its float, or None), or None if fine."""
+  if value is None:
+    shown = repr(cell) if cell.strip() else "an empty cell"
+    return f"data file {path}: non-numeric value {shown} at row {row}, column {name!r}"
+  if not math.isfinite(value):
+    return (f"data file {path}: {'NaN' if math.isnan(value) else 'infinite value'} "
+            f"at row {row}, column {name!r}")
+  return None
+
+
 def read_data(path: str, *, labels: str | None = None) -> Table:
   """A CSV (header of names, one sample per row) or ``.npz`` (one 1-D array per name).
 
   ``labels`` names a column kept out of the variables (the true regimes, if known).
+  A CSV is parsed by NumPy's C reader (a million rows of 100 columns in seconds);
+  a file it cannot take, or that has a bad cell, goes through the careful reader,
+  which names the first bad cell (the leftmost column that has one, its first row).
   """
   if path.endswith(".npz"):
-    columns, names = _read_npz(path)
+    names, values, label_values = _read_npz(path, labels)
   else:
-    columns, names = _read_csv_columns(path)
-  if labels is not None and labels not in names:
-    raise InputError(f"data file {path}: label column {labels!r} is not among its columns "
-                     f"({', '.join(names)})")
-  label_values = None
-  if labels is not None:
-    label_values = np.asarray([str(v).strip() for v in columns[names.index(labels)]], dtype=str)
-    keep = [i for i, n in enumerate(names) if n != labels]
-    names = [names[i] for i in keep]
-    columns = [columns[i] for i in keep]
-  if not names:
-    raise InputError(f"data file {path} has no variable columns")
-  values = np.empty((len(columns[0]), len(names)), np.float64)
-  for j, (name, col) in enumerate(zip(names, columns)):
-    for i, cell in enumerate(col):
-      v = _parse_float(cell) if isinstance(cell, str) else float(cell)
-      if v is None:
-        shown = repr(cell) if cell.strip() else "an empty cell"
-        raise InputError(f"data file {path}: non-numeric value {shown} at row {i}, "
-                         f"column {name!r}")
-      if not math.isfinite(v):
-        raise InputError(f"data file {path}: {'NaN' if math.isnan(v) else 'infinite value'} "
-                         f"at row {i}, column {name!r}")
-      values[i, j] = v
-  for j, name in enumerate(names):
-    if np.ptp(values[:, j]) == 0:
-      raise InputError(f"data file {path}: column {name!r} is constant ({values[0, j]:g} in "
-                       f"every row); it carries no information about the regimes")
+    table = _read_csv_fast(path, labels)
+    names, values, label_values = table if table is not None else _read_csv_careful(path, labels)
+  constant = np.flatnonzero(np.ptp(values, axis=0) == 0)
+  if constant.size:
+    j = int(constant[0])
+    raise InputError(f"data file {path}: column {names[j]!r} is constant ({values[0, j]:g} in "
+                     f"every row); it carries no information about the regimes")
   return Table(names, values, label_values)
 
 
-def _read_csv_columns(path: str):
+def _label_errors(path, names, labels, n_variables):
+  if labels is not None and labels not in names:
+    raise InputError(f"data file {path}: label column {labels!r} is not among its columns "
+                     f"({', '.join(names)})")
+  if not n_variables:
+    raise InputError(f"data file {path} has no variable columns")
+
+
+def _first_non_finite(path, names, values):
+  """Raise for the first NaN or infinity, in the careful reader's order (by column, then row)."""
+  finite = np.isfinite(values)
+  if finite.all():
+    return
+  j = int(np.flatnonzero(~finite.all(0))[0])
+  i = int(np.flatnonzero(~finite[:, j])[0])
+  raise InputError(_bad_cell(path, "", float(values[i, j]), i, names[j]))
+
+
+def _read_csv_fast(path: str, labels: str | None):
+  """``(names, values [S, N] float64, labels [S] or None)`` by ``np.loadtxt``, or None when
+  the file needs the careful reader (unreadable, blank or ragged rows, a non-numeric cell...).
+
+  Every row's field count is checked (no ``usecols``, which would let extra fields
+  through); the label column goes through a converter that numbers its distinct values.
+  """
+  codes: dict = {}
+  try:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: drop a BOM; universal newlines
+      first = f.readline()
+      header = next(csv.reader([first]), [])
+      if not any(c.strip() for c in header) or first.count('"') % 2:
+        return None  # a blank first line, or a quoted name over several lines
+      try:
+        names = _check_names(header, f"data file {path}")
+      except InputError:
+        return None  # the careful reader names it, after the problems that come first
+      label_col = names.index(labels) if labels in names else None
+      converters = None if label_col is None else {
+          label_col: lambda cell: float(codes.setdefault(cell, len(codes)))}
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "input contained no data": the careful reader says it
+        data = np.loadtxt(f, delimiter=",", comments=None, quotechar='"', dtype=np.float64,
+                          ndmin=2, converters=converters)
+  except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+    return None
+  if data.shape[0] == 0 or data.shape[1] != len(names):
+    return None
+  _label_errors(path, names, labels, len(names) - (label_col is not None))
+  if label_col is None:
+    _first_non_finite(path, names, data)
+    return names, data, None
+  keys = np.asarray([str(k).strip() for k in codes], dtype=str)
+  label_values = keys[data[:, label_col].astype(np.int64)]
+  last = label_col == len(names) - 1  # the usual place: a view, no copy
+  values = data[:, :-1] if last else np.delete(data, label_col, axis=1)
+  names = [n for j, n in enumerate(names) if j != label_col]
+  _first_non_finite(path, names, values)
+  return names, values, label_values
+
+
+def _read_csv_careful(path: str, labels: str | None):
+  """The reader of record, cell by cell, naming every problem; returns what
+  ``_read_csv_fast`` does.
+
+  Rows whose cells are all blank are skipped; rows are numbered over the others.
+  Problems are reported in a fixed order: the file, its header, missing rows, the
+  first ragged row, the label column, then the first bad cell (leftmost column,
+  then first row). Memory: the text and one row at a time, not one object per cell.
+  """
   text = _read_text(path, "data")
-  rows = [r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
-  if not rows:
+  rows = (r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r))
+  header = next(rows, None)
+  if header is None:
     raise InputError(f"data file {path} is empty")
-  names = _check_names(rows[0], f"data file {path}")
-  body = rows[1:]
-  if not body:
-    raise InputError(f"data file {path} has a header but no data rows")
-  for i, row in enumerate(body):
+  names = _check_names(header, f"data file {path}")
+  label_col = names.index(labels) if labels in names else None
+  variables = [j for j in range(len(names)) if j != label_col]
+  values, label_cells, first_bad = array.array("d"), [], {}
+  n_rows = 0
+  for i, row in enumerate(rows):
     if len(row) != len(names):
       raise InputError(f"data file {path}: row {i} has {len(row)} fields, the header has "
                        f"{len(names)}")
-  return [list(c) for c in zip(*body)], names
+    parsed = [_parse_float(row[j]) for j in variables]
+    if None in parsed or not all(math.isfinite(v) for v in parsed):
+      for slot, (j, v) in enumerate(zip(variables, parsed)):
+        problem = _bad_cell(path, row[j], v, i, names[j])
+        if problem and slot not in first_bad:
+          first_bad[slot] = problem
+      parsed = [math.nan if v is None else v for v in parsed]
+    values.extend(parsed)
+    if label_col is not None:
+      label_cells.append(row[label_col].strip())
+    n_rows += 1
+  if not n_rows:
+    raise InputError(f"data file {path} has a header but no data rows")
+  _label_errors(path, names, labels, len(variables))
+  if first_bad:
+    raise InputError(first_bad[min(first_bad)])
+  label_values = None if label_col is None else np.asarray(label_cells, dtype=str)
+  values = np.frombuffer(values, np.float64).reshape(n_rows, len(variables)).copy()
+  return [names[j] for j in variables], values, label_values
 
 
-def _read_npz(path: str):
+def _read_npz(path: str, labels: str | None):
+  """``(names, values [S, N] float64, labels [S] or None)`` from one 1-D array per name."""
   try:
     with np.load(path, allow_pickle=False) as archive:
       arrays = {k: archive[k] for k in archive.files}
@@ -132,13 +216,30 @@ def _read_npz(path: str):
       raise InputError(f"data file {path}: array {k!r} has shape {v.shape}; expected 1-D")
   if len({v.shape[0] for v in arrays.values()}) > 1:
     raise InputError(f"data file {path}: arrays differ in length ({lengths})")
-  columns = []
-  for k in names:
-    v = arrays[k]
-    columns.append([str(c) for c in v] if v.dtype.kind in "USO" else v.astype(np.float64))
+  columns = list(arrays.values())
   if len(columns[0]) == 0:
     raise InputError(f"data file {path} has no data rows")
-  return columns, names
+  variables = [n for n in names if n != labels]
+  _label_errors(path, names, labels, len(variables))
+  label_values = None
+  if labels is not None:
+    column = columns[names.index(labels)]
+    column = column if column.dtype.kind in "USO" else column.astype(np.float64)
+    label_values = np.char.strip(column.astype(str))
+  values = np.empty((len(columns[0]), len(variables)), np.float64)
+  for j, name in enumerate(variables):  # by column: the first bad cell of the leftmost one
+    column = columns[names.index(name)]
+    if column.dtype.kind in "USO":
+      cells = [str(c) for c in column]
+      parsed = [_parse_float(c) for c in cells]
+      bad = next((i for i, v in enumerate(parsed) if v is None or not math.isfinite(v)), None)
+      if bad is not None:
+        raise InputError(_bad_cell(path, cells[bad], parsed[bad], bad, name))
+      values[:, j] = parsed
+    else:
+      values[:, j] = column
+      _first_non_finite(path, [name], values[:, j:j + 1])
+  return variables, values, label_values
 
 
 def read_graph(path: str, names: Sequence[str]) -> np.ndarray:
@@ -244,27 +345,45 @@ def label_targets(labels: np.ndarray, names: Sequence[str]) -> np.ndarray | None
   Other labels still give ARI and NMI, but no target accuracy.
   """
   index = {n: i for i, n in enumerate(names)}
-  obs = {s for s in OBSERVATIONAL_LABELS}
-  lowered = np.char.lower(labels.astype(str))
-  if all(l in index or low in obs for l, low in zip(labels, lowered)):
-    return np.array([index.get(l, -1) if low not in obs else -1
-                     for l, low in zip(labels, lowered)], np.int32)
+  obs = set(OBSERVATIONAL_LABELS)
+  # Decide on the distinct labels (a few hundred), then spread over the rows (millions).
+  distinct, inverse = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+  inverse = inverse.reshape(-1)
+  lowered = [l.lower() for l in distinct.tolist()]
+  if all(l in index or low in obs for l, low in zip(distinct.tolist(), lowered)):
+    codes = np.array([index.get(l, -1) if low not in obs else -1
+                      for l, low in zip(distinct.tolist(), lowered)], np.int32)
+    return codes[inverse]
   try:
-    ids = labels.astype(np.float64)
+    ids = distinct.astype(np.float64)
   except ValueError:
     return None
   if np.all(ids == np.round(ids)) and ids.min() >= 0 and ids.max() <= len(names):
-    return ids.astype(np.int32) - 1
+    return (ids.astype(np.int32) - 1)[inverse]
   return None
 
 
 def write_text_atomic(path: str, text: str) -> None:
   """Write through a temporary file and rename: a crash never leaves half a file."""
+  write_chunks_atomic(path, [text])
+
+
+def write_chunks_atomic(path: str, chunks: Iterable[str]) -> None:
+  """``write_text_atomic`` for text made a piece at a time (a large CSV in row blocks)."""
+  _write_atomic(path, lambda f: f.writelines(chunks), "w")
+
+
+def write_npy_atomic(path: str, values: np.ndarray) -> None:
+  """``np.save`` through a temporary file and rename."""
+  _write_atomic(path, lambda f: np.save(f, values, allow_pickle=False), "wb")
+
+
+def _write_atomic(path, write, mode):
   directory = os.path.dirname(path) or "."
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", newline="") as f:
-      f.write(text)
+    with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -276,22 +395,58 @@ def write_json_atomic(path: str, payload) -> None:
   write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
+FULL_POSTERIOR_MAX = 12  # up to this many regimes assignments.csv lists every probability
+TOP_REGIMES = 3          # above it: the best regimes of each row only (posterior.npy has all)
+
+
 def assignments_csv(posterior: np.ndarray, targets: Sequence[str]) -> str:
-  """``row,regime,target,probability,p_0..p_{K-1}``: regime = argmax of the posterior.
+  """``assignments.csv`` as one string (``assignments_chunks`` joined)."""
+  return "".join(assignments_chunks(posterior, targets))
+
+
+def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *,
+                       block: int = 65536) -> Iterator[str]:
+  """``assignments.csv`` in row blocks: ``row,regime,target,probability`` and then
+  ``p_0..p_{K-1}`` when K <= ``FULL_POSTERIOR_MAX``, else for the 2nd and 3rd most
+  probable regimes ``top2_regime,top2_target,top2_probability,top3_...``.
+
+  ``regime`` is the argmax of the posterior (the first, on ties), ``target`` its
+  target node's name. Formatting runs in C over each row (``%`` on a tuple), so a
+  million rows take seconds.
 
   Args:
-    posterior: ``[S, K]`` regime probabilities (regime 0 observational).
+    posterior: ``[S, K]`` regime probabilities (regime 0 observational), any float dtype.
     targets: ``[K]`` target name per regime ("" for the observational one).
   """
-  regime = posterior.argmax(1)
-  prob = posterior[np.arange(len(regime)), regime]
-  k = posterior.shape[1]
-  lines = [",".join(["row", "regime", "target", "probability"] + [f"p_{j}" for j in range(k)])]
-  body = np.char.mod("%.6g", posterior)
-  for i in range(len(regime)):
-    lines.append(f"{i},{regime[i]},{_csv_cell(targets[regime[i]])},{prob[i]:.6g},"
-                 + ",".join(body[i]))
-  return "\n".join(lines) + "\n"
+  s, k = posterior.shape
+  full = k <= FULL_POSTERIOR_MAX
+  top = 1 if full else min(TOP_REGIMES, k)
+  head = ["row", "regime", "target", "probability"]
+  if full:
+    head += [f"p_{j}" for j in range(k)]
+  else:
+    head += [f"top{t}_{f}" for t in range(2, top + 1) for f in ("regime", "target", "probability")]
+  line = "%d," + ",".join(["%d,%s,%.6g"] * top) + ("," + ",".join(["%.6g"] * k) if full else "")
+  cells = np.asarray([_csv_cell(t) for t in targets], dtype=object)
+  yield ",".join(head) + "\n"
+  for start in range(0, s, block):
+    p = np.asarray(posterior[start:start + block], np.float64)
+    columns = [np.arange(start, start + len(p))]
+    rest, at = (p.copy() if top > 1 else p), np.arange(len(p))
+    for t in range(top):  # argmax, then argmax of the rest: ties go to the lower id
+      best = rest.argmax(1)
+      columns += [best, cells[best], p[at, best]]
+      if t + 1 < top:
+        rest[at, best] = -np.inf
+    if full:
+      columns += list(p.T)
+    rows = zip(*(c.tolist() for c in columns))
+    yield "\n".join(map(line.__mod__, rows)) + "\n"
+
+
+def write_assignments(path: str, posterior: np.ndarray, targets: Sequence[str]) -> None:
+  """``assignments_chunks`` written atomically to ``path``."""
+  write_chunks_atomic(path, assignments_chunks(posterior, targets))
 
 
 def _csv_cell(text: str) -> str:

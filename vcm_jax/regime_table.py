@@ -8,9 +8,10 @@ node, and its target's mechanism in both states. ``regimes.json`` is this table.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import predict
+from vcm_jax import predict, rows
 
 
 def _mechanism_params(params, node, *, regime=None, intervened=False):
@@ -50,32 +51,40 @@ def _in_data_units(w, b, log_s, loc, std, node, parents, names):
 def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
   """The report of a ``vcm_jax.Fit`` and the arrays behind it.
 
+  Memory beyond the data: one ``[S, K]`` float32 posterior and ``[K, N]`` tables;
+  the rows are scored and summed in blocks (never ``[S, K, N]``).
+
   Args:
     fit: a ``vcm_jax.Fit``.
     x_fit: ``[S_fit, N]`` the rows it was fitted on (mechanisms are averaged over them).
-    x_all: ``[S, N]`` every row to assign.
+    x_all: ``[S, N]`` every row to assign (NumPy is best: it goes to the device a block
+      at a time).
     names: the N node names.
 
   Returns:
     ``(report, extras)``: ``report`` is ``regimes.json``; ``extras`` holds
-    ``posterior [S, K]``, ``assigned [S]``, ``target_idx [K]`` (-1 for regime 0),
+    ``posterior [S, K]`` (float32), ``assigned [S]``, ``probability [S]`` (the
+    posterior of the assigned regime), ``target_idx [K]`` (-1 for regime 0),
     ``marginal_shift`` and ``mechanism_shift [K, N]``, all in the new order.
   """
   model, result = fit.model, fit.result
   structured = model.structured
-  post = np.asarray(fit.posterior(x_all), np.float64)
+  k = fit.n_regimes
   mean, scale = (np.asarray(a, np.float64) for a in jax.jit(
       predict.regime_mechanisms, static_argnums=0)(model, result, x_fit, fit.parent_idx,
                                                    fit.parent_mask))
   ident = jax.tree.map(np.asarray, fit.identification)
-  k = post.shape[1]
   obs = int(ident.observational)
   order = np.array([obs] + [r for r in range(k) if r != obs])  # new id -> fitted regime
-  post, mean, scale = post[:, order], mean[order], scale[order]
+  mean, scale = mean[order], scale[order]
   target_idx, changed = ident.target[order], ident.changed[order]
   target_idx[0] = -1
+  post = posterior_in_order(fit, x_all, order)
   assigned = post.argmax(1)
+  probability = post[np.arange(len(post)), assigned]
   sizes = np.bincount(assigned, minlength=k)
+  expected_sizes = post.sum(0, dtype=np.float64)
+  mean_probability = np.bincount(assigned, weights=probability, minlength=k) / np.maximum(sizes, 1)
   params = jax.tree.map(np.asarray, result.params["decoder"]["params"])
   loc, std = np.asarray(result.loc, np.float64), np.asarray(result.scale, np.float64)
   idx, mask = np.asarray(fit.parent_idx), np.asarray(fit.parent_mask)
@@ -92,11 +101,7 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
   # How each node moves in regime k against the observational regime, in units of
   # its observational spread: the marginal (descendants move too) and the
   # mechanism (parents held as observed: only the targets move).
-  x_all = np.asarray(x_all, np.float64)
-  weights = post / np.maximum(post.sum(0), 1e-12)
-  marg = weights.T @ x_all
-  obs_sd = np.sqrt(np.maximum(weights[:, 0] @ (x_all - marg[0]) ** 2, 1e-24))
-  marginal_shift = (marg - marg[0]) / obs_sd
+  marginal_shift = _marginal_shift(post, x_all, expected_sizes)
   mechanism_shift = (mean - mean[0]) / scale[0]
   regimes = []
   for r in range(k):
@@ -104,8 +109,8 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
     entry = {"id": r, "observational": r == 0, "target": names[t] if t >= 0 else None,
              "targets": [names[j] for j in np.flatnonzero(changed[r])],
              "size": int(sizes[r]), "fraction": float(sizes[r] / len(assigned)),
-             "expected_size": float(post[:, r].sum()), "empty": bool(sizes[r] == 0),
-             "mean_probability": float(post[assigned == r, r].mean()) if sizes[r] else None,
+             "expected_size": float(expected_sizes[r]), "empty": bool(sizes[r] == 0),
+             "mean_probability": float(mean_probability[r]) if sizes[r] else None,
              "marginal_shift": {n: float(v) for n, v in zip(names, marginal_shift[r])},
              "mechanism_shift": {n: float(v) for n, v in zip(names, mechanism_shift[r])}}
     if t >= 0:
@@ -122,6 +127,36 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
   report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
             "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
             "regimes": regimes, "observational_mechanisms": observational_mechanisms}
-  extras = {"posterior": post, "assigned": assigned, "target_idx": target_idx,
-            "marginal_shift": marginal_shift, "mechanism_shift": mechanism_shift}
+  extras = {"posterior": post, "assigned": assigned, "probability": probability,
+            "target_idx": target_idx, "marginal_shift": marginal_shift,
+            "mechanism_shift": mechanism_shift}
   return report, extras
+
+
+def posterior_in_order(fit, x, order, *, block: int = 65536) -> np.ndarray:
+  """``fit.posterior(x)[:, order]`` as one float32 ``[S, K]`` NumPy array, filled a row
+  block at a time (the device never holds more than a block; no second copy)."""
+  order = jnp.asarray(order)
+  score = jax.jit(lambda b: predict.posterior(fit.model, fit.result, b, fit.parent_idx,
+                                              fit.parent_mask)[:, order])
+  post = np.empty((x.shape[0], len(order)), np.float32)
+  for start, p in rows.host_blocks(score, x, block=block):
+    post[start:start + len(p)] = p
+  return post
+
+
+def _marginal_shift(post, x, weight_sums, *, block: int = 65536) -> np.ndarray:
+  """``[K, N]``: each regime's posterior-weighted mean of ``x`` minus regime 0's, in units
+  of regime 0's weighted standard deviation; float64 sums over row blocks."""
+  k, n = post.shape[1], x.shape[1]
+  sums = np.zeros((k, n))
+  for start in range(0, len(x), block):
+    p = post[start:start + block].astype(np.float64)
+    sums += p.T @ np.asarray(x[start:start + block], np.float64)
+  marg = sums / np.maximum(weight_sums, 1e-12)[:, None]
+  spread = np.zeros(n)
+  for start in range(0, len(x), block):  # a second pass: deviations from the mean, no cancellation
+    w0 = post[start:start + block, 0].astype(np.float64)
+    spread += w0 @ (np.asarray(x[start:start + block], np.float64) - marg[0]) ** 2
+  obs_sd = np.sqrt(np.maximum(spread / max(weight_sums[0], 1e-12), 1e-24))
+  return (marg - marg[0]) / obs_sd

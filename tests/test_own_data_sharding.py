@@ -1,0 +1,92 @@
+"""Own data with its rows split over 4 (forced host) devices: the one-device run's results."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  from configs import er
+  from experiments import make_data
+
+  config = er.get_config()
+  config.scm.update(dict(n_nodes=4, edge_prob=0.6, n_train=2000, shift=4.0, noise_low=0.5,
+                         noise_high=1.5))
+  out = str(tmp_path_factory.mktemp("data"))
+  make_data.make_dataset(config, out)
+  return out
+
+
+def _start(data_dir, workdir, *extra):
+  """The CLI in a subprocess on 4 forced host devices; stderr to ``workdir.log`` (two runs
+  side by side never block on a pipe). Returns the process and that log's path."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+  log = f"{workdir}.log"
+  with open(log, "w") as f:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "--config=configs/csv.py",
+         f"--config.data.path={data_dir}/data.csv", f"--config.data.graph={data_dir}/graph.csv",
+         "--config.data.labels=regime", "--config.model.hidden=(8,)",
+         "--config.train.pooled_steps=20", "--config.train.num_steps=100",
+         "--config.train.batch_size=500", "--config.train.checkpoint_every=0",
+         "--config.plots=False", f"--workdir={workdir}", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f)
+  return proc, log
+
+
+def _finish(started):
+  """``(exit status, stderr)`` of a ``_start``ed run."""
+  proc, log = started
+  proc.wait(timeout=600)
+  with open(log) as f:
+    return proc.returncode, f.read()
+
+
+def _assignments(workdir):
+  with open(os.path.join(workdir, "assignments.csv")) as f:
+    return list(csv.DictReader(f))
+
+
+def test_rows_split_over_devices_match_one_device(dataset, tmp_path):
+  summaries, assignments = {}, {}
+  runs = {name: _start(dataset, tmp_path / name, f"--config.mesh.data={data}")
+          for name, data in (("one", 1), ("four", 4))}  # side by side: half the wait
+  for name, proc in runs.items():
+    status, stderr = _finish(proc)
+    assert status == 0, stderr[-3000:]
+  for name in runs:
+    with open(tmp_path / name / "metrics.json") as f:
+      summaries[name] = json.load(f)["summary"]
+    assignments[name] = _assignments(tmp_path / name)
+  assert summaries["four"]["n_fitted"] == 1800  # 4 devices x 450 rows
+  for key, value in summaries["one"].items():  # float32 sums in another order: ~1e-6 apart
+    if isinstance(value, float):
+      assert summaries["four"][key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+  assert summaries["four"]["labels"] == summaries["one"]["labels"]
+  one, four = assignments["one"], assignments["four"]
+  assert len(one) == len(four) == 2000
+  assert [r["regime"] for r in four] == [r["regime"] for r in one]
+  assert [r["target"] for r in four] == [r["target"] for r in one]
+  np.testing.assert_allclose([float(r["probability"]) for r in four],
+                             [float(r["probability"]) for r in one], atol=1e-5)
+  post = {name: np.load(tmp_path / name / "posterior.npy") for name in ("one", "four")}
+  assert post["one"].shape == (2000, 5) and post["one"].dtype == np.float32
+  np.testing.assert_allclose(post["four"], post["one"], atol=1e-5)
+
+
+def test_rows_that_do_not_divide_are_one_line_error(dataset, tmp_path):
+  # 2000 rows, 201 held out: the 1799 fitted rows do not split over 2 devices.
+  status, stderr = _finish(_start(dataset, tmp_path / "bad", "--config.mesh.data=2",
+                                  "--config.data.heldout_fraction=0.1005"))
+  assert status != 0
+  assert "error: config: the 1799 training samples are not divisible by mesh.data=2" in stderr
+  assert "Traceback" not in stderr
+  assert not (tmp_path / "bad" / "metrics.json").exists()
