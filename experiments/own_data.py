@@ -92,13 +92,16 @@ def run(config, workdir: str) -> dict:
     data = load(config)
   except io.InputError as err:
     raise loop.UserError(str(err)) from None
+  try:  # before the workdir is touched
+    max_parents = graphs.resolve_max_parents(data.adj, cfg.max_parents)
+  except ValueError as err:
+    raise loop.UserError(f"config: {err}") from None
   n = len(data.names)
   inputs = {"data": loop.file_hash(config.data.path), "graph": loop.file_hash(config.data.graph)}
   loop.prepare_workdir(config, workdir, inputs)
   logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out), "
                "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
                len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
-  max_parents = cfg.max_parents or max(graphs.max_in_degree(data.adj), 1)
   selection = _choose_k(config, cfg, data, max_parents, workdir)
   if selection is not None:
     cfg = cfg.replace(n_regimes=selection["n_regimes"])
@@ -133,6 +136,7 @@ def run(config, workdir: str) -> dict:
       "n_heldout": len(data.test_rows), "n_regimes": report["n_regimes"],
       "n_empty_regimes": report["n_empty"], "elbo": float(result.train_elbo),
       "train_log_px": float(result.restart_log_px.max()),
+      "steps_used": int(result.steps_used), "stopped_by_rule": bool(result.stopped),
       "heldout_loglik": float(heldout.mean()), "heldout_elbo": float(heldout_elbo.mean()),
       "mean_posterior_probability": float(extras["probability"].mean(dtype=np.float64)),
   }
@@ -152,6 +156,9 @@ def run(config, workdir: str) -> dict:
     if config.plots:
       plots.write_own_data(workdir, log.rows(), report, extras)
   labels = summary.get("labels")
+  logging.info("trained %d steps (%s)", summary["steps_used"],
+               "the stopping rule: log p(x) stopped improving" if summary["stopped_by_rule"]
+               else f"the cap, train.num_steps={config.train.num_steps}")
   logging.info("%d regimes (%d empty); held-out log-likelihood %.4f%s; %.1f s",
                report["n_regimes"], report["n_empty"], summary["heldout_loglik"],
                "" if labels is None else f"; labels: ARI {labels['ari']:.4f}, target accuracy "
