@@ -311,6 +311,7 @@ def bench_own_data_at_scale(name: str, workdir: str):
   return {"name": name, "n_nodes": n_nodes, "n_runs": 1, "n_samples": n_rows,
           "n_edges": truth["n_edges"], "batch_size": t["batch_size"],
           "steps": t["num_steps"] + t["pooled_steps"], "restarts": t["restarts"],
+          "steps_used": summary.get("steps_used"),  # the stopping rule may end training early
           "seconds": seconds, "run_wall_seconds": payload["wall_seconds"],
           "peak_rss_mb": peak_mb, "read_seconds": read_seconds, "make_data_seconds": make_seconds,
           "bench_peak_rss_mb": peak_rss_mb(),
