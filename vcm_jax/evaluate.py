@@ -114,8 +114,7 @@ def label_metrics(labels, assigned, regime_targets, names, observational: int = 
     return out
   pred_targets = np.where(assigned == observational, -1, np.asarray(regime_targets)[assigned])
   out["target_accuracy"] = float(np.mean(pred_targets == true_targets))
-  true_obs, pred_obs = true_targets == -1, assigned == observational
-  both = np.sum(true_obs & pred_obs)
-  out["observational_identified"] = bool(both / max(true_obs.sum(), 1) > 0.5
-                                         and both / max(pred_obs.sum(), 1) > 0.5)
+  out["observational_identified"] = bool(identify.observational_identified(
+      jnp.asarray(true_targets), jnp.asarray(assigned), 0, true_obs=-1,
+      pred_obs=observational))
   return out

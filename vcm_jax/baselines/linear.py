@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from vcm_jax import elbo
 from vcm_jax.densities import gaussian_log_density
-from vcm_jax.units import standardize
+from vcm_jax.units import log_jacobian, standardize
 
 
 class LinearMechanisms(NamedTuple):
@@ -249,7 +249,7 @@ def linear_em(key: jax.Array, x: jax.Array, adj: jax.Array, *, num_iters: int = 
 
   params, trace = jax.lax.scan(iteration, params, None, length=num_iters)
   post, log_px = e_step(params)
-  jacobian = jnp.log(sd).sum()  # standardisation is a change of variables
+  jacobian = log_jacobian(sd)  # standardisation is a change of variables
   trace = jnp.concatenate([trace, log_px[None]]) - jacobian
   return EMResult(_params_to_data_units(params, loc, sd), post, log_px - jacobian, trace)
 
