@@ -369,3 +369,33 @@ def test_stopping_rule_waits_while_the_likelihood_improves():
                       pooled_steps=0, init="random")
   result = jax.jit(_make_fit(cfg, N, MAXP)[0])(jax.random.key(0), PROBLEMS[0]["x"], *TABLES[0])
   assert int(result.steps_used) >= 30, int(result.steps_used)
+
+
+def test_plateau_schedule_cuts_the_rate_then_stops():
+  """lr_schedule='plateau' with a tolerance no window can beat: plateaus at windows 2, 3
+  and 4 (the first has no previous one); the first two cut the rate by the factor, the
+  third stops. A plateau run's first 20 steps equal a constant-rate run's, and its update
+  in window 3 is the constant rate's scaled by the factor (one Adam step, checked)."""
+  cfg = SMALL.replace(num_steps=80, stop_window=10, stop_tolerance=1e6, restarts=1,
+                      lr_schedule="plateau", plateau_factor=0.5, plateau_decays=2)
+  p, (idx, mask) = PROBLEMS[0], TABLES[0]
+  result = jax.jit(_make_fit(cfg, N, MAXP)[0])(jax.random.key(0), p["x"], idx, mask)
+  assert int(result.steps_used) == 40 and bool(result.stopped)
+  trainer = train.make_trainer(cfg, n_nodes=N, max_parents=MAXP)
+  state = trainer.init(jax.random.key(0), p["x"], idx, mask)
+  xs = units.to_standard(p["x"], state.loc, state.scale)
+  run = jax.jit(trainer.run_steps, static_argnums=4)
+  state20, _ = run(state, xs, idx, mask, 20)
+  np.testing.assert_allclose(state20.stop.lr_scale, [0.5])
+  np.testing.assert_array_equal(state20.stop.decays, [1])
+  constant = train.make_trainer(cfg.replace(lr_schedule="constant", stop_tolerance=0.0), n_nodes=N, max_parents=MAXP)
+  c20, _ = jax.jit(constant.run_steps, static_argnums=4)(state, xs, idx, mask, 20)
+  _assert_tree_close(state20.params, c20.params, rtol=1e-6, atol=1e-7)
+  # One more step: the plateau run moves half as far as the constant-rate one.
+  p21, _ = run(state20, xs, idx, mask, 1)
+  c21, _ = jax.jit(constant.run_steps, static_argnums=4)(c20, xs, idx, mask, 1)
+  moved = lambda a, b: jax.tree.map(lambda u, v: np.asarray(u - v), a, b)
+  _assert_tree_close(jax.tree.map(lambda u: 2 * u, moved(p21.params, state20.params)),
+                     moved(c21.params, c20.params), rtol=1e-4, atol=1e-7)
+  with pytest.raises(ValueError, match="stop_tolerance > 0"):
+    cfg.replace(stop_tolerance=0.0)

@@ -62,14 +62,18 @@ class FitConfig:
   # 3e-2: the linear mechanisms' shift parameters must travel several standard
   # deviations in 400 Adam steps (at 1e-2 they fell short on shift-6 data).
   learning_rate: float = _field(3e-2, "train")
-  lr_schedule: str = _field("cosine", "train", ("cosine", "constant"),
-                            doc="cosine: decay to 5% over num_steps")
+  lr_schedule: str = _field("cosine", "train", ("cosine", "constant", "plateau"),
+                            doc="cosine: decay to 5% over num_steps; plateau: constant, cut by "
+                            "plateau_factor each time the stopping rule finds a plateau, "
+                            "stopping at the plateau after plateau_decays cuts")
   standardize: bool = _field(True, "train", doc="fit standardised data (off: the data's own "
                              "units, where a fixed sigma means what it says)")
   stop_tolerance: float = _field(0.0, "train", doc="stop a restart when its mean training "
                                 "log p(x) over a window of steps improves by less than this "
                                 "(nats per sample) on the previous window; 0: run num_steps")
   stop_window: int = _field(100, "train", doc="steps per window of the stopping rule")
+  plateau_factor: float = _field(0.3, "train", doc="lr_schedule=plateau: the cut at a plateau")
+  plateau_decays: int = _field(2, "train", doc="lr_schedule=plateau: cuts before the stop")
   temperature: float = _field(1.0, "train", doc="Gumbel-Softmax temperature")
   kl_schedule: str = _field("constant", "train", ("constant", "warmup", "cyclical", "reference"))
   kl_warmup_steps: int = _field(0, "train")
@@ -132,6 +136,11 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.stop_tolerance == 0 or cfg.num_steps % cfg.stop_window == 0,
        f"train.num_steps={cfg.num_steps} must be a multiple of train.stop_window="
        f"{cfg.stop_window} when the stopping rule is on (stop_tolerance > 0)")
+  need(cfg.lr_schedule != "plateau" or cfg.stop_tolerance > 0,
+       "train.lr_schedule='plateau' cuts the rate where the stopping rule finds a plateau: "
+       "it needs train.stop_tolerance > 0")
+  need(0 < cfg.plateau_factor < 1, f"train.plateau_factor={cfg.plateau_factor} must be in (0, 1)")
+  need(cfg.plateau_decays >= 0, f"train.plateau_decays={cfg.plateau_decays} must be >= 0")
   need(cfg.estimator == "exact" or cfg.posterior == "encoder",
        f"train.estimator={cfg.estimator!r} samples z from the encoder: it needs "
        f"train.posterior='encoder'")

@@ -92,11 +92,14 @@ class StopState(NamedTuple):
   window_sum: jax.Array  # sum of the batch log p(x) over the current window
   prev_mean: jax.Array   # mean batch log p(x) of the previous window (-inf before one)
   steps_used: jax.Array  # int32: steps trained
+  lr_scale: jax.Array    # the learning rate's factor (lr_schedule='plateau': cut at plateaus)
+  decays: jax.Array      # int32: plateaus met so far (each one cut the learning rate)
 
 
 def _initial_stop(restarts: int) -> StopState:
   return StopState(jnp.zeros((restarts,), bool), jnp.zeros((restarts,)),
-                   jnp.full((restarts,), -jnp.inf), jnp.zeros((restarts,), jnp.int32))
+                   jnp.full((restarts,), -jnp.inf), jnp.zeros((restarts,), jnp.int32),
+                   jnp.ones((restarts,)), jnp.zeros((restarts,), jnp.int32))
 
 
 class Trainer(NamedTuple):
@@ -118,11 +121,16 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   model = build_model(cfg, n_nodes=n_nodes, max_parents=max_parents)
   beta_fn = elbo.kl_weight_schedule(cfg.kl_schedule, num_steps=cfg.num_steps,
                                     warmup_steps=cfg.kl_warmup_steps, cycles=cfg.kl_cycles)
-  if cfg.lr_schedule not in ("cosine", "constant"):
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected cosine or constant")
+  if cfg.lr_schedule not in ("cosine", "constant", "plateau"):
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected cosine, constant or "
+                     "plateau")
+  # plateau: a constant rate that the stopping rule cuts (StopState.lr_scale); Adam's
+  # update is linear in its rate, so scaling the update is scaling the rate.
   lr = (optax.cosine_decay_schedule(cfg.learning_rate, cfg.num_steps, 0.05)
         if cfg.lr_schedule == "cosine" else cfg.learning_rate)
   optimizer = optax.adam(lr)
+  # Plateaus the rule meets before it stops: with 'plateau' each but the last cuts the rate.
+  plateaus_to_stop = cfg.plateau_decays + 1 if cfg.lr_schedule == "plateau" else 1
 
   def init_one(key, xs, parent_idx, parent_mask):
     params, k_train = initial_params(key, model, xs, parent_idx, parent_mask)
@@ -155,6 +163,8 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       (loss, aux), g = jax.value_and_grad(objective, has_aux=True)(
           p, k_loss, xs[idx], parent_idx, parent_mask, model=model, beta=beta)
       updates, new_o = optimizer.update(g, o, p)
+      if cfg.lr_schedule == "plateau":
+        updates = jax.tree.map(lambda u: u * stop.lr_scale, updates)
       new_p = optax.apply_updates(p, updates)
       aux = dict(aux, loss=loss, beta=jnp.asarray(beta, jnp.float32))
       if cfg.stop_tolerance > 0:  # a stopped restart keeps its parameters
@@ -172,10 +182,13 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     window_sum = stop.window_sum + jnp.where(active, log_px, 0.0)
     boundary = active & ((step + 1) % cfg.stop_window == 0)
     mean = window_sum / cfg.stop_window
-    converged = boundary & (mean - stop.prev_mean < cfg.stop_tolerance)
-    return StopState(stop.done | converged, jnp.where(boundary, 0.0, window_sum),
+    plateau = boundary & (mean - stop.prev_mean < cfg.stop_tolerance)
+    decays = stop.decays + plateau
+    return StopState(stop.done | (decays >= plateaus_to_stop), jnp.where(boundary, 0.0, window_sum),
                      jnp.where(boundary, mean, stop.prev_mean),
-                     jnp.where(active, step + 1, stop.steps_used))
+                     jnp.where(active, step + 1, stop.steps_used),
+                     jnp.where(plateau, stop.lr_scale * cfg.plateau_factor, stop.lr_scale),
+                     decays)
 
   def run_steps(state: TrainState, xs, parent_idx, parent_mask, num_steps: int):
     """``num_steps`` (static) steps from ``state.step``; history ``[restarts, num_steps]``."""
