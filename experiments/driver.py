@@ -28,7 +28,7 @@ def validate_config(config):
     for key, allowed in _SCM_CHOICES.items():
       need(s[key] in allowed, f"scm.{key}={s[key]!r} is not one of {', '.join(allowed)}")
     need(cfg.decoder == "structured" or cfg.n_regimes >= 2,
-         "model.decoder='free' on synthetic data needs model.n_regimes >= 2")
+         f"model.decoder={cfg.decoder!r} on synthetic data needs model.n_regimes >= 2")
     need(config.num_runs >= 1, f"num_runs={config.num_runs} must be >= 1")
     need(s.n_nodes >= 1, f"scm.n_nodes={s.n_nodes} must be >= 1 (K = N + 1 >= 2)")
     need(0.0 <= s.edge_prob <= 1.0, f"scm.edge_prob={s.edge_prob} must be in [0, 1]")

@@ -59,7 +59,7 @@ def load(config) -> OwnData:
 
 def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dict | None:
   """The free decoder's K when it is not given: chosen once, kept for a resumed run."""
-  if cfg.decoder != "free" or cfg.n_regimes:
+  if cfg.decoder == "structured" or cfg.n_regimes:
     return None
   path = os.path.join(workdir, "k_selection.json")
   if os.path.exists(path):
@@ -127,6 +127,9 @@ def run(config, workdir: str) -> dict:
   fit = jax.jit(api.from_result, static_argnums=0)(trainer.model, result, x_train, idx, mask,
                                                    graphs.topological_order(jnp.asarray(data.adj)))
   report, extras = regime_table(fit, x_train, data.x, data.names)
+  outlier = None
+  if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
+    outlier = np.asarray(host_outlier_scores(fit, data.x))
   x_test = jnp.asarray(data.x[data.test_rows])
   heldout = jax.jit(predict.log_prob, static_argnums=0)(trainer.model, result, x_test, idx, mask)
   heldout_elbo = jax.jit(predict.elbo, static_argnums=0)(trainer.model, result, x_test, idx, mask)
@@ -139,7 +142,10 @@ def run(config, workdir: str) -> dict:
       "steps_used": int(result.steps_used), "stopped_by_rule": bool(result.stopped),
       "heldout_loglik": float(heldout.mean()), "heldout_elbo": float(heldout_elbo.mean()),
       "mean_posterior_probability": float(extras["probability"].mean(dtype=np.float64)),
+      "multi_target_regimes": [r["id"] for r in report["regimes"] if len(r["targets"]) > 1],
   }
+  if outlier is not None:
+    summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))
   if selection is not None:
     summary["k_selection"] = selection
   if data.labels is not None:
@@ -148,8 +154,9 @@ def run(config, workdir: str) -> dict:
   payload = {"summary": summary, "wall_seconds": wall, "config": config.to_dict(),
              "backend": jax.default_backend()}
   if sharding.is_primary():
-    targets = [data.names[t] if t >= 0 else "" for t in extras["target_idx"]]
-    io.write_assignments(os.path.join(workdir, "assignments.csv"), extras["posterior"], targets)
+    targets = ["+".join(r["targets"]) for r in report["regimes"]]
+    io.write_assignments(os.path.join(workdir, "assignments.csv"), extras["posterior"], targets,
+                         outlier=outlier)
     io.write_npy_atomic(os.path.join(workdir, "posterior.npy"), extras["posterior"])
     io.write_json_atomic(os.path.join(workdir, "regimes.json"), report)
     io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
@@ -164,3 +171,9 @@ def run(config, workdir: str) -> dict:
                "" if labels is None else f"; labels: ARI {labels['ari']:.4f}, target accuracy "
                f"{labels['target_accuracy']}", wall)
   return payload
+
+
+def host_outlier_scores(fit, x: np.ndarray, block: int = 65536) -> np.ndarray:
+  """``fit.outlier_score`` of every row, a block at a time from host memory."""
+  return np.concatenate([np.asarray(fit.outlier_score(x[i:i + block]))
+                         for i in range(0, len(x), block)])

@@ -158,7 +158,7 @@ def test_config_groups_round_trip_and_defaults_match_configs():
   assert config_lib.coerce(c) == vcm_jax.FitConfig()
   groups = config_lib.config_groups(CFG)
   assert config_lib.from_groups(groups["model"], groups["train"]) == CFG
-  assert set(config_lib.choices()["decoder"]) == {"structured", "free"}
+  assert set(config_lib.choices()["decoder"]) == {"structured", "free", "sparse"}
   with pytest.raises(ValueError, match="unknown fit config key 'hiden'"):
     config_lib.from_groups({"hiden": (3,)})
 

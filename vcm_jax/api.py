@@ -67,6 +67,13 @@ class Fit:
     return _jitted(predict.log_prob)(self.model, self.result, jnp.asarray(x, jnp.float32),
                                      self.parent_idx, self.parent_mask)
 
+  def outlier_score(self, x) -> jax.Array:
+    """``[S]`` probability that a row's most suspect cell is a gross error (needs
+    ``outlier_fraction > 0`` in the config; 0 otherwise)."""
+    self._one()
+    return _jitted(predict.outlier_score)(self.model, self.result, jnp.asarray(x, jnp.float32),
+                                          self.parent_idx, self.parent_mask)
+
   def sample(self, key, n: int, regime: int = 0) -> jax.Array:
     """``[n, N]`` samples from regime ``regime``, in data units."""
     self._one()
@@ -112,7 +119,9 @@ def from_result(model: Model, result: train.FitResult, x, parent_idx, parent_mas
   themselves): identifies the regimes on the training data ``x`` (data units)."""
   mean, scale = predict.regime_mechanisms(model, result, x, parent_idx, parent_mask)
   sizes = predict.posterior(model, result, x, parent_idx, parent_mask).mean(0)
-  ident = identify.identify_regimes(mean, scale, sizes, structured=model.structured)
+  changed = model.gates(result.params) > 0.5 if model.sparse else None
+  ident = identify.identify_regimes(mean, scale, sizes, structured=model.structured,
+                                    changed=changed)
   return Fit(result, ident, parent_idx, parent_mask, order, model)
 
 
@@ -147,7 +156,7 @@ def fit(x, graph, key=None, config=None) -> Fit:
   graphs.validate_dag(adj)
   key = jax.random.key(0) if key is None else key
   max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
-  if cfg.decoder == "free" and cfg.n_regimes == 0:
+  if cfg.decoder != "structured" and cfg.n_regimes == 0:
     k_select, key = jax.random.split(key)
     cfg = cfg.replace(n_regimes=select.choose_n_regimes(
         k_select, x, jnp.asarray(adj), config=cfg, max_parents=max_parents).n_regimes)

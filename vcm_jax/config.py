@@ -26,10 +26,16 @@ class FitConfig:
   holds the paper's, the reference code's and the ablations as overrides of these.
   """
   # model: what is fitted
-  decoder: str = _field("structured", "model", ("structured", "free"),
+  decoder: str = _field("structured", "model", ("structured", "free", "sparse"),
                         "structured: K = N + 1, regime k changes node k-1; free: K regimes, "
-                        "every mechanism per regime")
-  n_regimes: int = _field(0, "model", doc="free decoder: K; 0 chooses K by held-out log p(x)")
+                        "every mechanism per regime; sparse: K regimes, each changing a set "
+                        "of mechanisms found from the data, with a preference for few")
+  n_regimes: int = _field(0, "model", doc="free/sparse decoder: K; 0 chooses K by held-out "
+                          "log p(x)")
+  gate_init: float = _field(0.0, "model", doc="sparse: every gate's initial logit (0: half "
+                            "open; negative: regimes start sharing the mechanisms)")
+  change_penalty: float = _field(1.0, "model", doc="sparse: the cost of a changed mechanism, "
+                                 "in units of BIC's 0.5 log(S) per parameter of its linear part")
   k_candidates: tuple = _field((), "model", doc="K tried when n_regimes = 0; () = 2, 3, 4, 6, "
                                "..., N + 1")
   mechanism: str = _field("mlp", "model", ("linear", "mlp"))
@@ -42,6 +48,11 @@ class FitConfig:
                       doc="learned noise scales; unit: sigma = 1; mse: sigma^2 = N / 2 (a squared "
                       "error averaged over nodes, the public code's loss)")
   activation: str = _field("tanh", "model", ("tanh", "relu"), doc="decoder MLP activation")
+  noise: str = _field("gauss", "model", ("gauss", "laplace", "student_t"),
+                      doc="the mechanisms' noise family (scale = its standard deviation)")
+  noise_dof: float = _field(4.0, "model", doc="student_t: degrees of freedom (> 2)")
+  outlier_fraction: float = _field(0.0, "model", doc="share of cells from a broad Cauchy "
+                                   "instead of their mechanism (gross errors); 0: none")
   z_init: str = _field("zeros", "model", ("zeros", "random"),
                        doc="the regime's input weights at init (random: PyTorch's default)")
   max_parents: int = _field(0, "model", doc="parent-table width; 0: the graph's largest "
@@ -136,6 +147,12 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.stop_tolerance == 0 or cfg.num_steps % cfg.stop_window == 0,
        f"train.num_steps={cfg.num_steps} must be a multiple of train.stop_window="
        f"{cfg.stop_window} when the stopping rule is on (stop_tolerance > 0)")
+  need(cfg.noise_dof > 2, f"model.noise_dof={cfg.noise_dof} must be > 2 (a finite variance)")
+  need(0 <= cfg.outlier_fraction < 1,
+       f"model.outlier_fraction={cfg.outlier_fraction} must be in [0, 1)")
+  need(cfg.change_penalty >= 0, f"model.change_penalty={cfg.change_penalty} must be >= 0")
+  need(cfg.decoder != "sparse" or (cfg.estimator == "exact" and cfg.teacher_forcing),
+       "model.decoder='sparse' needs train.estimator='exact' and model.teacher_forcing=True")
   need(cfg.lr_schedule != "plateau" or cfg.stop_tolerance > 0,
        "train.lr_schedule='plateau' cuts the rate where the stopping rule finds a plateau: "
        "it needs train.stop_tolerance > 0")

@@ -33,7 +33,7 @@ class Identification(NamedTuple):
 CHANGE_THRESHOLD = 0.5
 
 
-def identify_regimes(mean, scale, weights, *, structured: bool) -> Identification:
+def identify_regimes(mean, scale, weights, *, structured: bool, changed=None) -> Identification:
   """The observational regime and every regime's targets.
 
   Args:
@@ -43,6 +43,10 @@ def identify_regimes(mean, scale, weights, *, structured: bool) -> Identificatio
     weights: ``[K]`` the regimes' expected shares of the data (mean posterior):
       empty regimes do not vote for the observational one.
     structured: the structured latent (static).
+    changed: ``[K, N]`` bool, the sparse decoder's gates: the mechanisms each regime
+      changes, as fitted. The observational regime is then the non-empty regime that
+      changes fewest (ties: the larger), and each regime's main target its changed
+      mechanism that moves most.
   """
   k, n = mean.shape
   div = mechanism_divergence(mean, scale)
@@ -50,6 +54,14 @@ def identify_regimes(mean, scale, weights, *, structured: bool) -> Identificatio
     obs = jnp.zeros((), jnp.int32)
     target = jnp.arange(k, dtype=jnp.int32) - 1
     changed = jnp.eye(k, n, -1, dtype=bool)
+  elif changed is not None:
+    n_changed = changed.sum(-1) + jnp.where(weights > 1e-3, 0.0, n + 1.0)
+    obs = jnp.argmin(n_changed - 1e-3 * weights).astype(jnp.int32)
+    div = mechanism_divergence(mean, scale)
+    strength = jnp.where(changed, div[obs], -1.0)
+    target = jnp.where(jnp.arange(k) == obs, OBSERVATIONAL,
+                       jnp.argmax(strength, axis=-1)).astype(jnp.int32)
+    changed = changed & (jnp.arange(k) != obs)[:, None]
   else:
     obs = free_observational(div, weights)
     target = free_targets(div, obs)

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vcm_jax import clustering
-from vcm_jax.densities import gaussian_log_density
+from vcm_jax import clustering, identify
 from vcm_jax.model import Model, init_params
 
 # Only the linear part is pre-fitted: an MLP could absorb a mechanism's shift as a
@@ -44,7 +43,7 @@ def pooled_loss(params, x, parent_idx, parent_mask, *, model: Model):
   # Observed parents whatever the recipe: the pre-fit is a regression on them.
   z_obs = jnp.zeros(x.shape[:1] + (model.n_categories,)).at[:, 0].set(1.0)
   mean, log_scale = model.mixed_means(params, x, z_obs, parent_idx, parent_mask)
-  return -gaussian_log_density(x, mean, log_scale).sum(-1).mean()
+  return -model.cell_log_density(x, mean, log_scale).sum(-1).mean()
 
 
 def pooled_prefit(key, model: Model, params, x, parent_idx, parent_mask):
@@ -79,7 +78,10 @@ def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
   # Every regime's copy is the same pooled fit here: evaluate one (the mix z = e_0).
   first = jnp.zeros((xs.shape[0], model.n_categories)).at[:, 0].set(1.0)
   mean, _ = model.mixed_means(params, xs, first, parent_idx, parent_mask)
-  return clustering.kmeans(k_means, xs - mean, model.n_categories)[0]
+  residuals = xs - mean
+  if model.cfg.outlier_fraction > 0:  # a gross error must not claim a centroid of its own
+    residuals = jnp.clip(residuals, -6.0, 6.0)
+  return clustering.kmeans(k_means, residuals, model.n_categories)[0]
 
 
 def initial_params(key, model: Model, x, parent_idx, parent_mask):
@@ -100,5 +102,37 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask):
   if not model.structured and cfg.init == "surprise":
     dec = params["decoder"]["params"]
     offsets = residual_centroids(k_seed, model, params, x, parent_idx, parent_mask)
+    if model.sparse:  # the shared copy 0 stays the pooled fit; the regimes' own copies move
+      offsets = jnp.concatenate([jnp.zeros_like(offsets[:1]), offsets])
     params = dict(params, decoder={"params": dict(dec, b=dec["b"] + offsets)})
   return params, k_train
+
+
+# The free decoder's per-regime parameters (a leading [K] axis); the rest is shared.
+_PER_REGIME = ("b", "w", "z_kernel", "log_scale")
+# A gate's logit at the start of the sparse stage: decided, but not beyond recall.
+_GATE_START = 3.0
+
+
+def sparse_from_free(model: Model, free_params, mean, scale, weights):
+  """Sparse-decoder parameters that start where a free-decoder fit of the same K ended.
+
+  The free fit's observational regime o (``identify.free_observational``: the regime
+  the others differ from in fewest mechanisms) gives the shared copy; every regime
+  keeps its own copies, and its gates start open where its mechanism moves away from
+  o's (``identify.CHANGE_THRESHOLD``), closed elsewhere. The change penalty then
+  closes the gates the data do not pay for.
+
+  Args:
+    free_params: one restart's parameters of the free decoder (K copies).
+    mean, scale: ``[K, N]`` its regimes' conditional means (averaged over the data) and
+      noise scales, standardised units; weights: ``[K]`` the regimes' shares.
+  """
+  div = identify.mechanism_divergence(mean, scale)
+  obs = identify.free_observational(div, weights)
+  dec = free_params["decoder"]["params"]
+  dec = {name: (jnp.concatenate([a[obs][None], a]) if name in _PER_REGIME else a)
+         for name, a in dec.items()}
+  moved = (div[obs] > identify.CHANGE_THRESHOLD) & (jnp.arange(mean.shape[0]) != obs)[:, None]
+  gates = jnp.where(moved, _GATE_START, -_GATE_START)
+  return dict(free_params, decoder={"params": dec}, gate_logits=gates)

@@ -404,7 +404,7 @@ def assignments_csv(posterior: np.ndarray, targets: Sequence[str]) -> str:
   return "".join(assignments_chunks(posterior, targets))
 
 
-def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *,
+def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *, outlier=None,
                        block: int = 65536) -> Iterator[str]:
   """``assignments.csv`` in row blocks: ``row,regime,target,probability`` and then
   ``p_0..p_{K-1}`` when K <= ``FULL_POSTERIOR_MAX``, else for the 2nd and 3rd most
@@ -416,7 +416,10 @@ def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *,
 
   Args:
     posterior: ``[S, K]`` regime probabilities (regime 0 observational), any float dtype.
-    targets: ``[K]`` target name per regime ("" for the observational one).
+    targets: ``[K]`` target name per regime ("" for the observational one; names
+      joined by ``+`` for a regime that changes several mechanisms).
+    outlier: optional ``[S]`` probability that a row holds a gross error: a last
+      column ``outlier``.
   """
   s, k = posterior.shape
   full = k <= FULL_POSTERIOR_MAX
@@ -427,6 +430,8 @@ def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *,
   else:
     head += [f"top{t}_{f}" for t in range(2, top + 1) for f in ("regime", "target", "probability")]
   line = "%d," + ",".join(["%d,%s,%.6g"] * top) + ("," + ",".join(["%.6g"] * k) if full else "")
+  if outlier is not None:
+    head, line = head + ["outlier"], line + ",%.4g"
   cells = np.asarray([_csv_cell(t) for t in targets], dtype=object)
   yield ",".join(head) + "\n"
   for start in range(0, s, block):
@@ -440,13 +445,16 @@ def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *,
         rest[at, best] = -np.inf
     if full:
       columns += list(p.T)
+    if outlier is not None:
+      columns.append(np.asarray(outlier[start:start + block], np.float64))
     rows = zip(*(c.tolist() for c in columns))
     yield "\n".join(map(line.__mod__, rows)) + "\n"
 
 
-def write_assignments(path: str, posterior: np.ndarray, targets: Sequence[str]) -> None:
+def write_assignments(path: str, posterior: np.ndarray, targets: Sequence[str],
+                      outlier=None) -> None:
   """``assignments_chunks`` written atomically to ``path``."""
-  write_chunks_atomic(path, assignments_chunks(posterior, targets))
+  write_chunks_atomic(path, assignments_chunks(posterior, targets, outlier=outlier))
 
 
 def _csv_cell(text: str) -> str:

@@ -8,7 +8,11 @@ forcing and propagated means, is made here and nowhere else.
 
 Regimes: the structured decoder has ``K = N + 1`` (0 observational, ``k``
 changes mechanism ``k - 1``); the free decoder has ``K = cfg.n_regimes``
-clusters without meaning until ``identify`` reads them.
+clusters without meaning until ``identify`` reads them; the sparse decoder has
+``K = cfg.n_regimes`` regimes over one shared (observational) set of mechanisms,
+regime k replacing mechanism i by its own where its gate ``g[k, i]`` is on:
+``log p(x | k) = sum_i l_base_i + g[k, i] (l_ki - l_base_i)`` (exact for 0/1 gates;
+the structured decoder is the case ``g = I`` shifted by one, the free one ``g = 1``).
 """
 from __future__ import annotations
 
@@ -17,9 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vcm_jax import elbo, networks
+from vcm_jax import densities, elbo, networks
 from vcm_jax.config import FitConfig
-from vcm_jax.densities import gaussian_log_density
 
 
 class Model(NamedTuple):
@@ -33,12 +36,32 @@ class Model(NamedTuple):
     return isinstance(self.decoder, networks.MechanismDecoder)
 
   @property
+  def sparse(self) -> bool:
+    return self.cfg.decoder == "sparse"
+
+  @property
   def n_nodes(self) -> int:
     return self.decoder.n_nodes
 
   @property
   def n_categories(self) -> int:
-    return self.n_nodes + 1 if self.structured else self.decoder.n_regimes
+    if self.structured:
+      return self.n_nodes + 1
+    return self.decoder.n_regimes - 1 if self.sparse else self.decoder.n_regimes
+
+  def cell_log_density(self, x, mean, log_scale):
+    """``log p(x_j | pa_j)`` of every cell under the noise family, gross errors included."""
+    cfg = self.cfg
+    log_p = densities.log_density(cfg.noise, cfg.noise_dof)(x, mean, log_scale)
+    return densities.contaminated(log_p, x, cfg.outlier_fraction)
+
+  def gates(self, params):
+    """Sparse decoder: ``[K, N]`` in [0, 1], whether regime k changes mechanism i."""
+    return jax.nn.sigmoid(params["gate_logits"])
+
+  def _sparse_means(self, params, x, parent_idx, parent_mask):
+    """Sparse decoder: the shared mechanisms' and every regime's own, ``[B, 1 + K, N]``."""
+    return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
 
   def log_prior(self, params):
     """``log p(z)``, ``[K]``."""
@@ -64,6 +87,9 @@ class Model(NamedTuple):
     dec = params["decoder"]
     if self.structured:
       return self.decoder.apply(dec, x, z[..., 1:], parent_idx, parent_mask)
+    if self.sparse:
+      mean, log_scale = self.regime_means(params, x, parent_idx, parent_mask)
+      return tuple(jnp.einsum("bk,bkn->bn", z, a) for a in (mean, log_scale))
     return jax.tree.map(lambda a: a[:, 0], self.decoder.apply(dec, x, parent_idx, parent_mask, z))
 
   def means(self, params, x, z, parent_idx, parent_mask):
@@ -77,7 +103,7 @@ class Model(NamedTuple):
   def node_log_densities(self, params, x, z, parent_idx, parent_mask):
     """``log p(x_j | pa_j, z)``, ``[B, N]``."""
     mean, log_scale = self.means(params, x, z, parent_idx, parent_mask)
-    return gaussian_log_density(x, mean, log_scale)
+    return self.cell_log_density(x, mean, log_scale)
 
   def regime_means(self, params, x, parent_idx, parent_mask):
     """Every node's mean and log-scale under every regime, ``[B, K, N]`` each
@@ -86,6 +112,10 @@ class Model(NamedTuple):
     if not self.cfg.teacher_forcing:
       mean, log_scale = self.means(params, jnp.zeros((k, n)), jnp.eye(k), parent_idx, parent_mask)
       return mean[None], log_scale[None]
+    if self.sparse:  # the gates read as on/off (they end at 0 or 1: train.finish)
+      mean, log_scale = self._sparse_means(params, x, parent_idx, parent_mask)
+      on = self.gates(params)[None] > 0.5
+      return tuple(jnp.where(on, a[:, 1:], a[:, :1]) for a in (mean, log_scale))
     if not self.structured:
       return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
     states = [self.decoder.apply(params["decoder"], x, jnp.full_like(x, z), parent_idx,
@@ -111,11 +141,28 @@ class Model(NamedTuple):
     regimes: every node in its two states, combined by ``elbo.structured_log_likelihoods``.
     """
     if self.structured and self.cfg.teacher_forcing:
-      l_obs, l_int = (gaussian_log_density(x, *self.decoder.apply(
+      l_obs, l_int = (self.cell_log_density(x, *self.decoder.apply(
           params["decoder"], x, jnp.full_like(x, z), parent_idx, parent_mask)) for z in (0.0, 1.0))
       return elbo.structured_log_likelihoods(l_obs, l_int)
+    if self.sparse:  # (1 + K) N mechanism evaluations, combined by the gates
+      l = self.cell_log_density(x[:, None], *self._sparse_means(params, x, parent_idx,
+                                                                 parent_mask))
+      base = l[:, 0]
+      return base.sum(-1)[:, None] + jnp.einsum("kn,bkn->bk", self.gates(params),
+                                                l[:, 1:] - base[:, None])
     mean, log_scale = self.regime_means(params, x, parent_idx, parent_mask)
-    return gaussian_log_density(x[:, None], mean, log_scale).sum(-1)
+    return self.cell_log_density(x[:, None], mean, log_scale).sum(-1)
+
+  def outlier_scores(self, params, x, parent_idx, parent_mask):
+    """``[B]``: per row, the largest over its cells of the probability that the cell is a
+    gross error (``cfg.outlier_fraction``'s mixture), averaged over the regime posterior;
+    0 when the model has no gross errors."""
+    cfg = self.cfg
+    mean, log_scale = self.observed_regime_means(params, x, parent_idx, parent_mask)
+    log_p = densities.log_density(cfg.noise, cfg.noise_dof)(x[:, None], mean, log_scale)
+    cell = densities.outlier_probability(log_p, x[:, None], cfg.outlier_fraction)  # [B, K, N]
+    post = self.posterior(params, x, parent_idx, parent_mask)
+    return jnp.einsum("bk,bkn->bn", post, cell).max(-1)
 
   def posterior(self, params, x, parent_idx, parent_mask):
     """Exact posterior of the fitted model, ``[B, K]`` probabilities."""
@@ -137,7 +184,7 @@ class Model(NamedTuple):
     """
     s, n = regimes.shape[0], self.n_nodes
     z = jax.nn.one_hot(regimes, self.n_categories)
-    eps = jax.random.normal(key, (s, n))
+    eps = _standard_noise(key, (s, n), self.cfg)
     if not self.cfg.teacher_forcing:
       mean, log_scale = self.means(params, jnp.zeros((s, n)), z, parent_idx, parent_mask)
       return mean + jnp.exp(log_scale) * eps
@@ -159,8 +206,11 @@ def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
     decoder, k = networks.MechanismDecoder(**common), n_nodes + 1
   else:
     if cfg.n_regimes < 2:
-      raise ValueError(f"the free decoder needs model.n_regimes >= 2, got {cfg.n_regimes}")
-    decoder, k = networks.FreeDecoder(n_regimes=cfg.n_regimes, **common), cfg.n_regimes
+      raise ValueError(f"the {cfg.decoder} decoder needs model.n_regimes >= 2, got "
+                       f"{cfg.n_regimes}")
+    k = cfg.n_regimes
+    # sparse: copy 0 holds the shared (observational) mechanisms, copy k + 1 regime k's own
+    decoder = networks.FreeDecoder(n_regimes=k + (cfg.decoder == "sparse"), **common)
   encoder = (networks.Encoder(n_categories=k, hidden=tuple(cfg.encoder_hidden))
              if cfg.needs_encoder else None)
   return Model(encoder=encoder, decoder=decoder, cfg=cfg)
@@ -185,6 +235,17 @@ def init_params(key, model: Model, parent_idx, parent_mask):
   else:
     decoder = model.decoder.init(k_dec, x0, parent_idx, parent_mask)
   params = {"decoder": decoder, "prior_logits": initial_log_prior(model)}
+  if model.sparse:  # the data and the penalty decide where they end
+    params["gate_logits"] = jnp.full((model.n_categories, model.n_nodes), float(model.cfg.gate_init))
   if model.encoder is not None:
     params["encoder"] = model.encoder.init(k_enc, x0)
   return params
+
+
+def _standard_noise(key, shape, cfg: FitConfig):
+  """Noise of the mechanisms' family with mean 0 and standard deviation 1."""
+  if cfg.noise == "laplace":
+    return jax.random.laplace(key, shape) / jnp.sqrt(2.0)
+  if cfg.noise == "student_t":
+    return jax.random.t(key, cfg.noise_dof, shape) * jnp.sqrt((cfg.noise_dof - 2) / cfg.noise_dof)
+  return jax.random.normal(key, shape)

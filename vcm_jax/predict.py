@@ -50,6 +50,14 @@ def posterior(model: Model, result: FitResult, x, parent_idx, parent_mask):
       model.q_logits(result.params, b, parent_idx, parent_mask), axis=-1), xs)
 
 
+def outlier_score(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """``[S]`` per row, the probability that its most suspect cell is a gross error
+  (``Model.outlier_scores``), in blocks of rows sized so ``[rows, K, N]`` stays small."""
+  xs = units.to_standard(x, result.loc, result.scale)
+  return map_rows(lambda b: model.outlier_scores(result.params, b, parent_idx, parent_mask), xs,
+                  rows_per_block(model.n_categories * model.n_nodes))
+
+
 def regime_mechanisms(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """Every node's conditional mean and noise scale under every regime, data units.
 

@@ -90,8 +90,17 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
   idx, mask = np.asarray(fit.parent_idx), np.asarray(fit.parent_mask)
   parent_ids = [[int(i) for i, m in zip(idx[j], mask[j]) if m] for j in range(len(names))]
 
+  gates_on = np.asarray(model.gates(result.params)) > 0.5 if model.sparse else None
+
+  def copy_of(regime, node):  # which of the decoder's copies holds a regime's mechanism
+    if structured:
+      return None
+    if gates_on is not None:  # sparse: copy 0 is shared, copy r + 1 regime r's own
+      return int(regime) + 1 if gates_on[regime, node] else 0
+    return regime
+
   def state(node, regime=None, intervened=False):
-    w, b, log_s = _mechanism_params(params, node, regime=None if structured else regime,
+    w, b, log_s = _mechanism_params(params, node, regime=copy_of(regime, node),
                                     intervened=intervened)
     out = _in_data_units(w, b, log_s, loc, std, node, parent_ids[node], names)
     if model.cfg.mechanism == "mlp":  # the MLP adds to the linear part: report it as a part

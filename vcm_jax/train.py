@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import optax
 
 from vcm_jax import elbo, units
-from vcm_jax.rows import map_rows
+from vcm_jax.rows import map_rows, rows_per_block, sum_rows
 from vcm_jax.config import FitConfig
-from vcm_jax.init import initial_params, step_batches
+from vcm_jax.init import initial_params, sparse_from_free, step_batches
 from vcm_jax.model import Model, build_model
 
 
@@ -42,8 +42,23 @@ class FitResult(NamedTuple):
   stopped: jax.Array         # [] bool: it stopped by the rule, before num_steps
 
 
-def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
-  """Loss to minimise and its parts, for one batch ``x: [B, N]`` (standardised)."""
+def change_cost(model: Model, parent_mask, n_rows: int):
+  """Sparse decoder: nats a changed mechanism costs, ``[N]``: BIC's ``0.5 log(S)`` per
+  parameter of its linear part (weights, intercept, noise scale) times ``change_penalty``."""
+  n_params = parent_mask.sum(-1) + 2.0
+  return model.cfg.change_penalty * 0.5 * jnp.log(float(n_rows)) * n_params
+
+
+def snap_gates(model: Model, params):
+  """Sparse decoder: every gate to 0 or 1 (the fitted model is the exact one)."""
+  if not model.sparse:
+    return params
+  return dict(params, gate_logits=jnp.where(params["gate_logits"] > 0, 30.0, -30.0))
+
+
+def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta, n_rows=1):
+  """Loss to minimise and its parts, for one batch ``x: [B, N]`` (standardised);
+  ``n_rows``: the training rows, for the sparse decoder's per-sample change cost."""
   cfg = model.cfg
   log_prior = model.log_prior(params)
   if cfg.estimator == "exact":
@@ -68,7 +83,10 @@ def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta):
     log_px = model.log_marginal(jax.lax.stop_gradient(params), x, parent_idx, parent_mask)
   aux = {"elbo": elbo_value.mean(), "expected_loglik": ell.mean(), "kl": kl.mean(),
          "log_px": log_px.mean()}
-  return loss.mean(), aux
+  loss = loss.mean()
+  if model.sparse:  # the gates relax {0, 1}; per gate the loss is concave, so 0 or 1 wins
+    loss = loss + jnp.sum(model.gates(params) * change_cost(model, parent_mask, n_rows)) / n_rows
+  return loss, aux
 
 
 class TrainState(NamedTuple):
@@ -136,14 +154,43 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     params, k_train = initial_params(key, model, xs, parent_idx, parent_mask)
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
+  if model.sparse:  # the sparse stage starts from a free-decoder fit of the same K
+    # (on the standardised rows the sparse stage sees: no second standardisation)
+    dense = make_trainer(cfg.replace(decoder="free", standardize=False), n_nodes=n_nodes,
+                         max_parents=max_parents)
+
+  def sparse_start(key, xs, parent_idx, parent_mask):
+    """Every restart's free-decoder fit (``num_steps``), turned into sparse parameters."""
+    state = dense.init(key, xs, parent_idx, parent_mask)
+    state, _ = dense.run_steps(state, xs, parent_idx, parent_mask, cfg.num_steps)
+    m = dense.model
+
+    def convert(p):
+      def per_row(b):
+        mean, log_scale = m.observed_regime_means(p, b, parent_idx, parent_mask)
+        shape = (b.shape[0],) + mean.shape[1:]
+        return (jnp.broadcast_to(mean, shape), jnp.broadcast_to(jnp.exp(log_scale), shape),
+                m.posterior(p, b, parent_idx, parent_mask))
+      sums = sum_rows(per_row, xs, rows_per_block(m.n_categories * m.n_nodes))
+      mean, scale, weights = (a / xs.shape[0] for a in sums)
+      return sparse_from_free(model, p, mean, scale, weights)
+
+    params = jax.vmap(convert)(state.params)
+    key_data = jax.vmap(lambda k: jax.random.key_data(
+        jax.random.fold_in(jax.random.wrap_key_data(k), 1)))(state.key_data)
+    return params, jax.vmap(optimizer.init)(params), key_data
+
   def init(key, x, parent_idx, parent_mask) -> TrainState:
-    if cfg.standardize:
-      xs, loc, scale = units.standardize(x)
+    if cfg.standardize:  # with gross errors in the model, in units they cannot move
+      xs, loc, scale = units.standardize(x, robust=cfg.outlier_fraction > 0)
     else:  # the data's own units: loc 0, scale 1
       xs, loc, scale = x, jnp.zeros(x.shape[-1], x.dtype), jnp.ones(x.shape[-1], x.dtype)
-    keys = jax.random.split(key, cfg.restarts)
-    params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None))(
-        keys, xs, parent_idx, parent_mask)
+    if model.sparse:
+      params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask)
+    else:
+      keys = jax.random.split(key, cfg.restarts)
+      params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None))(
+          keys, xs, parent_idx, parent_mask)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale,
                       _initial_stop(cfg.restarts))
 
@@ -161,7 +208,7 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       k_loss = step_keys(step)[1]  # unused (and compiled away) by the exact estimator
       beta = beta_fn(step)
       (loss, aux), g = jax.value_and_grad(objective, has_aux=True)(
-          p, k_loss, xs[idx], parent_idx, parent_mask, model=model, beta=beta)
+          p, k_loss, xs[idx], parent_idx, parent_mask, model=model, beta=beta, n_rows=s)
       updates, new_o = optimizer.update(g, o, p)
       if cfg.lr_schedule == "plateau":
         updates = jax.tree.map(lambda u: u * stop.lr_scale, updates)
@@ -212,6 +259,7 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       log_px, elbo_rows = map_rows(per_row, xs)
       return log_px.mean(), elbo_rows.mean()
 
+    state = state._replace(params=jax.vmap(lambda p: snap_gates(model, p))(state.params))
     log_px, elbo_value = jax.vmap(final_one)(state.params)
     log_px = jnp.where(jnp.isfinite(log_px), log_px, -jnp.inf)
     best = jnp.argmax(log_px)

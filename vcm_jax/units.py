@@ -9,8 +9,15 @@ import jax
 import jax.numpy as jnp
 
 
-def standardize(x: jax.Array):
-  """Column-wise standardisation of ``x: [S, N]``: ``((x - loc) / scale, loc, scale)``."""
+def standardize(x: jax.Array, robust: bool = False):
+  """Column-wise standardisation of ``x: [S, N]``: ``((x - loc) / scale, loc, scale)``.
+
+  ``robust``: the median and the interquartile range / 1.349 (the standard deviation
+  of a normal law), which a few gross errors cannot move; else the mean and std."""
+  if robust:
+    q1, loc, q3 = jnp.quantile(x, jnp.array([0.25, 0.5, 0.75]), axis=0)
+    scale = jnp.maximum((q3 - q1) / 1.349, 1e-6)
+    return (x - loc) / scale, loc, scale
   loc = x.mean(axis=0)
   scale = jnp.maximum(x.std(axis=0), 1e-6)
   return (x - loc) / scale, loc, scale
