@@ -17,6 +17,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data = ml_collections.ConfigDict()
+  c.data.dataset = ""             # or a dataset shipped with vcm_jax: sachs (configs/sachs.py)
   c.data.path = ""                # CSV (header of names) or .npz of named 1-D arrays
   c.data.graph = ""               # adjacency CSV, edge-list CSV, GML or GraphML
   c.data.labels = ""              # optional column of true regimes (scored, never fitted)
@@ -29,7 +30,20 @@ def get_config():
   c.train.num_steps = 3000
   c.train.stop_tolerance = 1e-3
   c.train.lr_schedule = "plateau"
+  # Real measurements carry a few wild values: a cell is a gross error with probability
+  # 1e-3 (a Cauchy), so one cell 25 sd out no longer picks its row's regime, and the
+  # row is flagged (assignments.csv, column outlier).
+  c.model.outlier_fraction = 1e-3
   c.train.checkpoint_every = 200
+  # Which model the data support, chosen by ICL (vcm_jax.choose): the single-target
+  # latent or K regimes with sparse sets of changed mechanisms, Gaussian or Student-t
+  # noise. decoders=() fits model.* as given. max_mechanisms: a step's cost budget
+  # (mechanism evaluations per row), so hundreds of variables try only the cheap latents.
+  c.selection = ml_collections.ConfigDict()
+  c.selection.decoders = ("structured", "sparse")
+  c.selection.noises = ("gauss", "student_t")
+  c.selection.k_candidates = ()   # sparse K tried; () = 2, 3, 4, 6, 8, 12 (up to N + 1)
+  c.selection.max_mechanisms = 400
   c.plots = True
   c.mesh = base.mesh_config()
   return c

@@ -44,6 +44,14 @@ def validate_config(config):
     need(0.0 < config.data.heldout_fraction <= 0.5,
          f"data.heldout_fraction={config.data.heldout_fraction} must be in (0, 0.5]")
     need(config.mesh.runs == 1, "mesh.runs must be 1 for own data (one run; use mesh.data)")
+    sel = config.get("selection")
+    if sel is not None:
+      for key, allowed in (("decoders", ("structured", "sparse", "free")),
+                           ("noises", fit_config.choices()["noise"])):
+        bad = [v for v in sel[key] if v not in allowed]
+        need(not bad, f"selection.{key} has {bad}; allowed: {', '.join(allowed)}")
+      need(all(k >= 2 for k in sel.k_candidates), f"selection.k_candidates="
+           f"{tuple(sel.k_candidates)} must all be >= 2")
   return cfg
 
 

@@ -19,8 +19,10 @@ import numpy as np
 from absl import logging
 
 from experiments import loop, plots
-from vcm_jax import api, config as fit_config, evaluate, graphs, io, predict, select, sharding
+from vcm_jax import api, choose, config as fit_config, evaluate, graphs, io, predict, select
+from vcm_jax import sharding
 from vcm_jax import train, units
+from vcm_jax.datasets import load_sachs
 from vcm_jax.regime_table import regime_table
 
 
@@ -41,6 +43,8 @@ def min_rows(n_nodes: int) -> int:
 def load(config) -> OwnData:
   """Read and check the data and graph named by ``config.data``; ``io.InputError`` if bad."""
   d = config.data
+  if d.get("dataset"):
+    return _shipped(config)
   if not d.path:
     raise io.InputError("no data file: set --config.data.path=FILE")
   if not d.graph:
@@ -55,6 +59,18 @@ def load(config) -> OwnData:
   n_test = int(round(d.heldout_fraction * s))
   return OwnData(table.names, table.values.astype(np.float32), table.labels, adj,
                  np.sort(perm[n_test:]), np.sort(perm[:n_test]))
+
+
+def _shipped(config) -> OwnData:
+  """A dataset shipped with vcm_jax (``data.dataset``; today ``sachs``), labels included."""
+  if config.data.dataset != "sachs":
+    raise io.InputError(f"unknown data.dataset {config.data.dataset!r}; expected sachs")
+  sachs = load_sachs()
+  s = len(sachs.values)
+  perm = np.random.default_rng(config.seed).permutation(s)
+  n_test = int(round(config.data.heldout_fraction * s))
+  return OwnData(list(sachs.names), sachs.values.astype(np.float32), np.asarray(sachs.labels),
+                 np.asarray(sachs.adjacency), np.sort(perm[n_test:]), np.sort(perm[:n_test]))
 
 
 def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dict | None:
@@ -73,6 +89,36 @@ def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dic
   if sharding.is_primary():
     io.write_json_atomic(path, out)
   logging.info("chose K = %d by held-out log p(x): %s", sel.n_regimes, out["heldout_log_px"])
+  return out
+
+
+def _choose_model(config, cfg, data: OwnData, workdir: str) -> dict | None:
+  """The latent, K and noise family by ICL (``vcm_jax.choose``) when ``config.selection``
+  names decoders to try: chosen once, kept in model_selection.json for a resumed run."""
+  sel = config.get("selection")
+  if sel is None or not sel.decoders:
+    return None
+  path = os.path.join(workdir, "model_selection.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  say = lambda row: logging.info("candidate %s K=%d noise %s: ICL %.1f, held-out log p(x) %.4f",
+                                 row["decoder"], row["n_regimes"], row["noise"], row["icl"],
+                                 row["heldout_log_px"])
+  choice = choose.choose_model(
+      jax.random.key(config.seed), data.x[data.train_rows], data.adj, cfg,
+      decoders=tuple(sel.decoders), noises=tuple(sel.noises),
+      k_candidates=tuple(sel.k_candidates), max_mechanisms=sel.max_mechanisms,
+      x_heldout=data.x[data.test_rows], log=say)
+  short = lambda row: f"{row['decoder']} K={row['n_regimes']} noise {row['noise']}"
+  out = {"chosen": choose.describe(choice.config), "criterion": "icl",
+         "runner_up": choice.table[1] if len(choice.table) > 1 else None,
+         "candidates": choice.table}
+  if sharding.is_primary():
+    io.write_json_atomic(path, out)
+  runner = out["runner_up"]
+  logging.info("chose %s by ICL %.1f%s", short(choice.table[0]), choice.table[0]["icl"],
+               "" if runner is None else f"; runner-up {short(runner)}, ICL {runner['icl']:.1f}")
   return out
 
 
@@ -97,11 +143,18 @@ def run(config, workdir: str) -> dict:
   except ValueError as err:
     raise loop.UserError(f"config: {err}") from None
   n = len(data.names)
-  inputs = {"data": loop.file_hash(config.data.path), "graph": loop.file_hash(config.data.graph)}
+  if config.data.get("dataset"):
+    inputs = {"dataset": config.data.dataset}
+  else:
+    inputs = {"data": loop.file_hash(config.data.path),
+              "graph": loop.file_hash(config.data.graph)}
   loop.prepare_workdir(config, workdir, inputs)
   logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out), "
                "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
                len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
+  model_selection = _choose_model(config, cfg, data, workdir)
+  if model_selection is not None:
+    cfg = cfg.replace(**model_selection["chosen"])
   selection = _choose_k(config, cfg, data, max_parents, workdir)
   if selection is not None:
     cfg = cfg.replace(n_regimes=selection["n_regimes"])
@@ -148,6 +201,8 @@ def run(config, workdir: str) -> dict:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))
   if selection is not None:
     summary["k_selection"] = selection
+  if model_selection is not None:
+    summary["model_selection"] = model_selection
   if data.labels is not None:
     summary["labels"] = evaluate.label_metrics(data.labels, extras["assigned"],
                                                extras["target_idx"], data.names)

@@ -124,3 +124,14 @@ def test_observational_identified():
   assert bool(f(true, jnp.asarray(pred), K))
   # Other observational labels.
   assert bool(identify.observational_identified(true, true + 1, K, true_obs=0, pred_obs=1))
+
+
+def test_adjusted_mutual_info_matches_scikit_learn():
+  from sklearn.metrics import adjusted_mutual_info_score
+  rng = np.random.default_rng(0)
+  for n, k_true, k_pred in ((700, 5, 7), (300, 2, 12), (50, 3, 3)):
+    a = rng.integers(0, k_true, n)
+    b = np.where(rng.random(n) < 0.6, a, rng.integers(0, k_pred, n))
+    np.testing.assert_allclose(metrics.adjusted_mutual_info(a, b),
+                               adjusted_mutual_info_score(a, b), atol=1e-5)
+  assert metrics.adjusted_mutual_info([0, 0, 1, 1], [5, 5, 2, 2]) == 1.0

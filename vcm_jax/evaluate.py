@@ -90,7 +90,8 @@ def against_truth(fit, x_train, x_test, r_test, truth: scm.SCM, *, noise: str = 
 
 
 def label_metrics(labels, assigned, regime_targets, names, observational: int = 0) -> dict:
-  """ARI, NMI and target accuracy of an assignment against a label column (host).
+  """ARI, NMI, AMI (whole and per targeted regime) and target accuracy of an assignment
+  against a label column (host).
 
   Args:
     labels: ``[S]`` true regime labels (node names / 'observational', or ids 0..N).
@@ -105,7 +106,11 @@ def label_metrics(labels, assigned, regime_targets, names, observational: int = 
   out = {"ari": float(metrics.adjusted_rand_index(jnp.asarray(true), jnp.asarray(assigned),
                                                    k_true, k_pred)),
          "nmi": float(metrics.normalized_mutual_info(jnp.asarray(true), jnp.asarray(assigned),
-                                                     k_true, k_pred))}
+                                                     k_true, k_pred)),
+         "ami": metrics.adjusted_mutual_info(true, assigned)}
+  # Mameche et al. (2025): per targeted regime, the AMI of its one-vs-rest indicator.
+  out["per_target_ami"] = {str(l): metrics.adjusted_mutual_info(labels == l, assigned)
+                           for l in np.unique(labels) if str(l) != "observational"}
   true_targets = io.label_targets(labels, names)
   if true_targets is None:
     out["target_accuracy"] = None

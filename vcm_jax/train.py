@@ -160,9 +160,10 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
                          max_parents=max_parents)
 
   def sparse_start(key, xs, parent_idx, parent_mask):
-    """Every restart's free-decoder fit (``num_steps``), turned into sparse parameters."""
+    """Every restart's free-decoder fit (to its stopping rule, or ``num_steps``), turned
+    into sparse parameters."""
     state = dense.init(key, xs, parent_idx, parent_mask)
-    state, _ = dense.run_steps(state, xs, parent_idx, parent_mask, cfg.num_steps)
+    state, _ = run_to_stop(dense, state, xs, parent_idx, parent_mask)
     m = dense.model
 
     def convert(p):
@@ -274,20 +275,14 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   return Trainer(model, init, run_steps, finish)
 
 
-def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer) -> FitResult:
-  """One whole fit of raw data ``x: [S, N]`` (pure, jit/vmap-safe; ``trainer`` static).
-
-  Parent tables come from ``graphs.parent_table``. With the stopping rule on, the
-  steps run window by window in a ``lax.while_loop`` that ends when every restart
-  has stopped (or at ``num_steps``); the history of the steps not run is zero.
-  """
+def run_to_stop(trainer: Trainer, state: TrainState, xs, parent_idx, parent_mask):
+  """Train ``state`` on standardised ``xs`` for ``num_steps``, or, with the stopping rule
+  on, window by window in a ``lax.while_loop`` until every restart has stopped (the
+  history of the steps not run is zero). Returns ``(state, history)``."""
   cfg = trainer.model.cfg
-  state = trainer.init(key, x, parent_idx, parent_mask)
-  xs = units.to_standard(x, state.loc, state.scale)
   run = lambda st, n: trainer.run_steps(st, xs, parent_idx, parent_mask, n)
   if cfg.stop_tolerance <= 0:
-    state, history = run(state, cfg.num_steps)
-    return trainer.finish(state, xs, parent_idx, parent_mask, history)
+    return run(state, cfg.num_steps)
   window, n_windows = cfg.stop_window, cfg.num_steps // cfg.stop_window
   shapes = jax.eval_shape(lambda st: run(st, window)[1], state)
   history = jax.tree.map(lambda a: jnp.zeros(a.shape[:-1] + (cfg.num_steps,), a.dtype), shapes)
@@ -304,4 +299,15 @@ def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer) -> FitResul
     return (i < n_windows) & ~jnp.all(st.stop.done)
 
   state, history, _ = jax.lax.while_loop(cond, body, (state, history, 0))
+  return state, history
+
+
+def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer) -> FitResult:
+  """One whole fit of raw data ``x: [S, N]`` (pure, jit/vmap-safe; ``trainer`` static).
+
+  Parent tables come from ``graphs.parent_table``; ``run_to_stop`` runs the steps.
+  """
+  state = trainer.init(key, x, parent_idx, parent_mask)
+  xs = units.to_standard(x, state.loc, state.scale)
+  state, history = run_to_stop(trainer, state, xs, parent_idx, parent_mask)
   return trainer.finish(state, xs, parent_idx, parent_mask, history)

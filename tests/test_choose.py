@@ -1,0 +1,47 @@
+"""vcm_jax.choose: the candidates, the ICL and its parts, and the choice on easy data."""
+import sys
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import vcm_jax
+from vcm_jax import choose, scm
+
+sys.path.insert(0, os.path.dirname(__file__))
+import test_sparse  # noqa: E402  (the multi-target data)
+
+BASE = vcm_jax.FitConfig(mechanism="linear", num_steps=300, pooled_steps=50, restarts=1)
+
+
+def test_candidates_and_the_cost_budget():
+  every = choose.candidates(BASE, 10, k_candidates=(2, 6))
+  assert [(c.decoder, c.noise, c.n_regimes) for c in every] == [
+      ("structured", "gauss", 0), ("structured", "student_t", 0), ("sparse", "gauss", 2),
+      ("sparse", "gauss", 6), ("sparse", "student_t", 2), ("sparse", "student_t", 6)]
+  # A budget of 40 mechanism evaluations per row: structured (2N = 20) and sparse K = 2
+  # ((K + 1) N = 30) stay, sparse K = 6 (70) goes.
+  cheap = choose.candidates(BASE, 10, k_candidates=(2, 6), max_mechanisms=40)
+  assert {(c.decoder, c.n_regimes) for c in cheap} == {("structured", 0), ("sparse", 2)}
+  assert choose.default_k(4) == (2, 3, 4)
+
+
+def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds():
+  """On single-target data the single-target latent wins; on data with a two-target
+  regime a sparse one does. The reported parts recompute from the fit."""
+  true = scm.sample_linear_scm(jax.random.key(0), jnp.asarray(test_sparse.ADJ), shift=4.0)
+  x, _ = scm.sample_data(jax.random.key(1), true, 3000)
+  single = choose.choose_model(jax.random.key(0), np.asarray(x), test_sparse.ADJ, BASE,
+                               noises=("gauss",), k_candidates=(2, 3))
+  assert single.config.decoder == "structured", single.table
+  best = single.table[0]
+  assert best["n_parameters"] == 2 * (4 + 2 * 4) + 5 - 1  # 2 states x sum(|pa| + 2), K - 1
+  np.testing.assert_allclose(best["icl"], best["bic"] - best["entropy"])
+  np.testing.assert_allclose(best["bic"], best["log_px"] * 3000 - 0.5 * np.log(3000) * 28,
+                             rtol=1e-6)
+  x2, _, _ = test_sparse._multi_target_data()
+  multi = choose.choose_model(jax.random.key(0), x2, test_sparse.ADJ, BASE, noises=("gauss",),
+                              k_candidates=(2, 3))
+  assert multi.config.decoder == "sparse", multi.table
+  assert [r["icl"] for r in multi.table] == sorted((r["icl"] for r in multi.table), reverse=True)
