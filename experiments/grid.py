@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 
 from configs import er
-from experiments import loop, methods, report, synthetic
+from experiments import loop, methods, real_data, report, synthetic
 from vcm_jax import evaluate, graphs, io
 
 
@@ -136,6 +136,9 @@ def run(config, workdir: str):
   io.write_json_atomic(timing_path, timing)
   report.write(workdir, rows, {k: dict(v) for k, v in config.settings.items()},
                wall=sum(timing["invocation_seconds"]), seed=config.seed, plots=config.plots)
+  if "sachs" in config.get("real_data", "").split(","):
+    with open(os.path.join(workdir, "report.md"), "a") as f:
+      f.write("\n".join(real_data.run_sachs(config, workdir, names)) + "\n")
   return rows
 
 

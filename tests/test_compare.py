@@ -15,6 +15,7 @@ def _config():
   c.methods = "vcm,em,gmm,pooled,oracle"
   c.max_steps = 60
   c.plots = True
+  c.real_data = ""  # tests/test_real_data.py covers the Sachs rows
   c.settings = ml_collections.ConfigDict({
       "easy": dict(n_nodes=3, edge_prob=0.6, shift=10.0),
       "hard": dict(n_nodes=3, edge_prob=0.6, shift=4.0, noise_low=0.5, noise_high=1.5),
