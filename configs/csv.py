@@ -37,13 +37,15 @@ def get_config():
   c.train.checkpoint_every = 200
   # Which model the data support, chosen by ICL (vcm_jax.choose): the single-target
   # latent or K regimes with sparse sets of changed mechanisms, Gaussian or Student-t
-  # noise. decoders=() fits model.* as given. max_mechanisms: a step's cost budget
+  # noise. --config.selection.decoders= (empty) fits model.* as given. max_mechanisms: a step's cost budget
   # (mechanism evaluations per row), so hundreds of variables try only the cheap latents.
   c.selection = ml_collections.ConfigDict()
-  c.selection.decoders = ("structured", "sparse")
-  c.selection.noises = ("gauss", "student_t")
+  c.selection.decoders = "structured,sparse"   # "" fits model.decoder and model.noise as given
+  c.selection.noises = "gauss,student_t"
   c.selection.k_candidates = ()   # sparse K tried; () = 2, 3, 4, 6, 8, 12 (up to N + 1)
   c.selection.max_mechanisms = 400
+  c.selection.restarts = 1         # starts per candidate (the chosen model gets train.restarts)
+  c.selection.max_rows = 20000     # candidates fitted on at most this many training rows
   c.plots = True
   c.mesh = base.mesh_config()
   return c

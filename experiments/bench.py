@@ -46,7 +46,8 @@ _CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "profile", "sca
 
 _BENCHES = {"er": cases.bench_er, "throughput": cases.bench_throughput,
             "vmap": cases.bench_vmap, "profile": lambda: cases.bench_profile(_WORKDIR.value),
-            "scale": cases.bench_scale, "own_data": cases.bench_own_data}
+            "scale": cases.bench_scale, "own_data": cases.bench_own_data,
+            "outliers": cases.bench_outliers}
 _BENCHES.update({name: (lambda name=name: cases.bench_own_data_at_scale(name, _WORKDIR.value))
                  for name in cases.OWN_DATA_AT_SCALE})
 

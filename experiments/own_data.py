@@ -102,23 +102,29 @@ def _choose_model(config, cfg, data: OwnData, workdir: str) -> dict | None:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  say = lambda row: logging.info("candidate %s K=%d noise %s: ICL %.1f, held-out log p(x) %.4f",
-                                 row["decoder"], row["n_regimes"], row["noise"], row["icl"],
-                                 row["heldout_log_px"])
+  say = lambda row: logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f, held-out "
+                                 "log p(x) %.4f", row["decoder"], row["n_regimes"], row["noise"],
+                                 row["bic"], row["icl"], row["heldout_log_px"])
+  rows = data.train_rows
+  if sel.max_rows and len(rows) > sel.max_rows:  # the choice on a random subset: cheaper
+    rows = np.sort(np.random.default_rng(config.seed).choice(rows, sel.max_rows, replace=False))
   choice = choose.choose_model(
-      jax.random.key(config.seed), data.x[data.train_rows], data.adj, cfg,
-      decoders=tuple(sel.decoders), noises=tuple(sel.noises),
+      jax.random.key(config.seed), data.x[rows], data.adj, cfg.replace(restarts=sel.restarts),
+      decoders=tuple(sel.decoders.split(",")), noises=tuple(sel.noises.split(",")),
       k_candidates=tuple(sel.k_candidates), max_mechanisms=sel.max_mechanisms,
       x_heldout=data.x[data.test_rows], log=say)
   short = lambda row: f"{row['decoder']} K={row['n_regimes']} noise {row['noise']}"
-  out = {"chosen": choose.describe(choice.config), "criterion": "icl",
+  out = {"chosen": choose.describe(choice.config),
+         "criterion": "noise by BIC on the single-target latent; sparse K by ICL; the latent "
+                      "by BIC (vcm_jax.choose)",
          "runner_up": choice.table[1] if len(choice.table) > 1 else None,
          "candidates": choice.table}
   if sharding.is_primary():
     io.write_json_atomic(path, out)
   runner = out["runner_up"]
-  logging.info("chose %s by ICL %.1f%s", short(choice.table[0]), choice.table[0]["icl"],
-               "" if runner is None else f"; runner-up {short(runner)}, ICL {runner['icl']:.1f}")
+  logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
+               choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
+               f"; runner-up {short(runner)} (BIC {runner['bic']:.1f}, ICL {runner['icl']:.1f})")
   return out
 
 

@@ -126,6 +126,7 @@ def test_free_decoder_chooses_k(dataset, tmp_path):
   from experiments import driver
   data_dir, truth = dataset
   config = _csv_config(data_dir)
+  config.selection.decoders = ""  # the free decoder as given, its K by held-out log p(x)
   config.model.decoder = "free"
   config.model.k_candidates = (2, 5)
   payload = driver.run(config, str(tmp_path))
