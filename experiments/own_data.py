@@ -202,6 +202,7 @@ def run(config, workdir: str) -> dict:
       "heldout_loglik": float(heldout.mean()), "heldout_elbo": float(heldout_elbo.mean()),
       "mean_posterior_probability": float(extras["probability"].mean(dtype=np.float64)),
       "multi_target_regimes": [r["id"] for r in report["regimes"] if len(r["targets"]) > 1],
+      "identifiability": report["identifiability"]["verdict"],
   }
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))
@@ -223,6 +224,10 @@ def run(config, workdir: str) -> dict:
     io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
     if config.plots:
       plots.write_own_data(workdir, log.rows(), report, extras)
+  ident = report["identifiability"]
+  logging.info("identifiability: %s (%s)%s", ident["verdict"], ident["why"],
+               "" if not ident["suspected_missing_edges"] else
+               f"; suspected missing edges {ident['suspected_missing_edges']}")
   labels = summary.get("labels")
   logging.info("trained %d steps (%s)", summary["steps_used"],
                "the stopping rule: log p(x) stopped improving" if summary["stopped_by_rule"]

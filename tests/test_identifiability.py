@@ -1,0 +1,61 @@
+"""Verdicts of vcm_jax.identifiability on the paper's Figure 2 cases, worked out by hand.
+
+X1 -> X2. A regime is a version per mechanism; two regimes' divergence on a
+mechanism is 1 where their versions differ. Under the two assumptions (one
+mechanism per intervention, each mechanism intervened at most once):
+(a) obs, do(X1), do(X2 | X1): only obs differs from each other regime in one
+    mechanism, each its own -> identified, candidate obs.
+(b) (a) + a regime changing both: from obs it changes two; from do(X1) the
+    do(X2) regime changes two; ... no candidate -> violated (the both-regime).
+(c) obs, two different do(X1), do(X2): obs differs from each in one mechanism,
+    but X1 is changed twice -> violated (X1 changed by several regimes).
+Two regimes differing in one mechanism: either is the other's reference -> ambiguous.
+"""
+import numpy as np
+import pytest
+
+from vcm_jax import identifiability
+
+NAMES = ["X1", "X2"]
+CHAIN = np.array([[0, 1], [0, 0]])
+
+
+def _divergence(versions):
+  v = np.asarray(versions)
+  return (v[:, None, :] != v[None, :, :]).astype(float)
+
+
+@pytest.mark.parametrize("versions,verdict,cands,multi,several", [
+    ([(0, 0), (1, 0), (0, 1)], "identified", [0], [], []),
+    ([(0, 0), (1, 0), (0, 1), (1, 1)], "violated", [], [3], ["X1", "X2"]),
+    ([(0, 0), (1, 0), (2, 0), (0, 1)], "violated", [], [], ["X1"]),
+    ([(0, 0), (1, 0)], "ambiguous", [0, 1], [], []),
+])
+def test_figure_2_cases(versions, verdict, cands, multi, several):
+  out = identifiability.verdict(_divergence(versions), np.ones(len(versions)), CHAIN, NAMES)
+  assert out["verdict"] == verdict, out
+  assert out["candidates"] == cands
+  assert out["multi_target_regimes"] == multi
+  assert out["mechanisms_changed_by_several"] == several
+  assert out["why"]
+
+
+def test_empty_regimes_take_no_part():
+  versions = [(0, 0), (1, 0), (0, 1), (1, 1)]
+  out = identifiability.verdict(_divergence(versions), np.array([5, 5, 5, 0]), CHAIN, NAMES)
+  assert out["verdict"] == "identified" and out["candidates"] == [0]
+
+
+def test_a_dropped_edge_and_a_reversed_edge_are_named():
+  """do(X1) moves X2 as a model without the edge X1 -> X2 sees it: the X1 regime changes
+  both, do(X2) only X2 -> missing edge X1 -> X2. With the edge given as X2 -> X1, both
+  regimes change both mechanisms -> the given edge X2 -> X1 is suspected reversed."""
+  dropped = identifiability.verdict(_divergence([(0, 0), (1, 1), (0, 2)]), np.ones(3),
+                                    np.zeros((2, 2), int), NAMES)
+  assert dropped["verdict"] == "violated"
+  assert dropped["suspected_missing_edges"] == [["X1", "X2"]]
+  assert dropped["suspected_reversed_edges"] == []
+  reversed_ = identifiability.verdict(_divergence([(0, 0), (1, 1), (2, 2)]), np.ones(3),
+                                      np.array([[0, 0], [1, 0]]), NAMES)
+  assert reversed_["suspected_reversed_edges"] == [["X2", "X1"]]
+  assert reversed_["suspected_missing_edges"] == []

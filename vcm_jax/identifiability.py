@@ -1,0 +1,118 @@
+"""Can the data name the observational regime? A verdict from a fit's change evidence.
+
+The paper's two assumptions (section 2.1): every intervention changes one mechanism,
+and every mechanism is changed by at most one regime. Regime o *could be* the
+observational one when, measured from o, every other regime changes exactly one
+mechanism and no two of them change the same one. From ``changed[a, b, i]`` (regime
+b's mechanism i differs from regime a's, ``identify.mechanism_divergence`` above
+``identify.CHANGE_THRESHOLD``) over the non-empty regimes:
+
+* ``identified``: one candidate;
+* ``ambiguous``: several (e.g. two regimes that differ in one mechanism: either
+  could be the reference of the other);
+* ``violated``: none: some regime changes several mechanisms from every candidate,
+  or a mechanism is changed by several regimes; the report says which.
+
+Host-level NumPy (lists of varying length); the arrays come from a ``Fit``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from vcm_jax import graphs, identify
+
+
+def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
+  """``[K, K, N]`` bool: the mechanisms that differ between every pair of regimes."""
+  return np.asarray(divergence) > threshold
+
+
+def candidates(changed: np.ndarray, present: np.ndarray) -> list[int]:
+  """Regimes that could be observational under the two assumptions (module doc)."""
+  out = []
+  regimes = np.flatnonzero(present)
+  for o in regimes:
+    others = [k for k in regimes if k != o]
+    sets = [np.flatnonzero(changed[o, k]) for k in others]
+    if all(len(s) == 1 for s in sets) and len({int(s[0]) for s in sets}) == len(sets):
+      out.append(int(o))
+  return out
+
+
+def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE_THRESHOLD
+            ) -> dict:
+  """The ``identifiability`` entry of ``regimes.json``.
+
+  Args:
+    divergence: ``[K, K, N]`` how far each mechanism moves between two regimes.
+    sizes: ``[K]`` rows per regime (empty regimes take no part).
+    adj: ``[N, N]`` the DAG the fit used; names: the N node names.
+
+  Returns:
+    ``{"verdict", "candidates", "reference", "multi_target_regimes",
+    "mechanisms_changed_by_several", "suspected_missing_edges",
+    "suspected_reversed_edges", "why"}``. ``reference`` is the regime that changes
+    fewest mechanisms against the others (the fit's observational regime when the
+    assumptions hold); the lists are measured from it. Two mechanisms i -> j (i
+    earlier in the DAG) changed together, j in every regime that changes i, hint at
+    the graph: with no edge between them, a missing edge i -> j (the intervention on
+    i reaches j's mechanism as the model sees it); with the edge given, an edge the
+    data would rather see reversed.
+  """
+  changed = changed_between(divergence, threshold)
+  present = np.asarray(sizes) > 0
+  cands = candidates(changed, present)
+  regimes = np.flatnonzero(present)
+  n_changed = {int(o): sum(int(changed[o, k].sum()) for k in regimes if k != o) for o in regimes}
+  ref = min(n_changed, key=n_changed.get)
+  sets = {int(k): set(np.flatnonzero(changed[ref, k]).tolist()) for k in regimes if k != ref}
+  multi = sorted(k for k, s in sets.items() if len(s) > 1)
+  by_node = {}
+  for k, s in sets.items():
+    for i in s:
+      by_node.setdefault(i, []).append(k)
+  several = sorted(i for i, ks in by_node.items() if len(ks) > 1)
+  adj = np.asarray(adj)
+  order = {int(j): pos for pos, j in enumerate(np.asarray(graphs.topological_order(
+      jnp.asarray(adj, jnp.float32))))}
+  missing, reversed_ = [], []
+  for k in multi:
+    for i in sets[k]:
+      for j in sets[k]:
+        if order[i] >= order[j]:
+          continue
+        # An intervention upstream moves what the model sees downstream, never back.
+        if not all(j in s for s in sets.values() if i in s):
+          continue
+        if adj[i, j]:
+          reversed_.append([names[i], names[j]])
+        else:
+          missing.append([names[i], names[j]])
+  if len(cands) == 1:
+    kind, why = "identified", "one regime differs from every other in one mechanism, each its own"
+  elif cands:
+    kind = "ambiguous"
+    why = (f"regimes {cands} each differ from every other in one mechanism: the data cannot "
+           "tell which is the reference")
+  else:
+    kind = "violated"
+    parts = []
+    if multi:
+      parts.append(f"regimes {multi} change several mechanisms")
+    if several:
+      parts.append(f"mechanisms {[names[i] for i in several]} are changed by several regimes")
+    why = "; ".join(parts) or "no regime differs from every other in one mechanism"
+  return {"verdict": kind, "candidates": cands, "reference": int(ref),
+          "multi_target_regimes": multi,
+          "mechanisms_changed_by_several": [names[i] for i in several],
+          "suspected_missing_edges": _unique(missing),
+          "suspected_reversed_edges": _unique(reversed_), "why": why}
+
+
+def _unique(pairs):
+  out = []
+  for p in pairs:
+    if p not in out:
+      out.append(p)
+  return out
