@@ -45,6 +45,7 @@ def _csv_config(data_dir, **data):
   config.data.graph = os.path.join(data_dir, "graph.csv")
   config.data.labels = "regime"
   config.model.mechanism = "linear"
+  config.selection.k_candidates = (3,)  # the choice, kept small: one sparse candidate
   for k, v in data.items():
     config.data[k] = v
   return config

@@ -116,3 +116,22 @@ def _unique(pairs):
     if p not in out:
       out.append(p)
   return out
+
+
+def of_fit(fit, x, names=None) -> dict:
+  """``verdict`` of a ``vcm_jax.Fit`` on rows ``x`` (data units; the fitted rows are
+  best): regimes' mechanisms averaged over ``x`` (``predict.regime_mechanisms``),
+  sizes from the assignment, the DAG from the fit's parent table."""
+  from vcm_jax import predict
+
+  x = jnp.asarray(x, jnp.float32)
+  mean, scale = predict.regime_mechanisms(fit.model, fit.result, x, fit.parent_idx,
+                                          fit.parent_mask)
+  sizes = np.bincount(np.asarray(fit.assign(x)), minlength=fit.n_regimes)
+  idx, mask = np.asarray(fit.parent_idx), np.asarray(fit.parent_mask)
+  n = idx.shape[0]
+  adj = np.zeros((n, n), int)
+  for j in range(n):
+    adj[idx[j][mask[j] > 0], j] = 1
+  names = list(names) if names is not None else [f"X{j}" for j in range(n)]
+  return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names)

@@ -1,0 +1,259 @@
+"""The paper's Figure 2, reproduced: when can the data name the observational regime?
+
+  python -m experiments.identifiability --workdir=DIR [--seeds=10] [--shift_seeds=3]
+
+Cases on X1 -> X2 and on random 10-node DAGs (ER, p = 0.3), linear-Gaussian
+mechanisms, soft mean shifts of 4 to 5 noise scales:
+  (a) observational + single-target interventions on distinct nodes;
+  (b) (a) + a regime that changes two mechanisms;
+  (c) (a) + a second, different intervention on an already targeted mechanism;
+  dropped edge: (a) with one targeted node's edge to a child left out of the given graph.
+Each is fitted with the sparse decoder (K given: the question here is the verdict,
+not K) and judged by ``vcm_jax.identifiability.of_fit``. Then the ARI-vs-shift curve
+of vcm, the paper's recipe and GMM against the Bayes ceiling (``experiments.grid``
+on single-target data). Writes ``report.md``, ``results.json``, ``identifiability.png``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+import experiments
+from vcm_jax import FitConfig, fit, graphs, identifiability
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where report.md goes.", required=True)
+_SEEDS = flags.DEFINE_integer("seeds", 10, "Seeds per case and graph size.")
+_ROWS = flags.DEFINE_integer("rows_per_regime", 1000, "Samples per regime.")
+_SHIFT_SEEDS = flags.DEFINE_integer("shift_seeds", 3, "Seeds per shift of the curve (0: skip).")
+_SHIFTS = (0.5, 1.0, 2.0, 4.0, 6.0, 10.0)
+
+# What the two assumptions imply (worked out in the report and in
+# tests/test_identifiability.py).
+EXPECTED = {"a": "identified", "b": "violated", "c": "violated"}
+CONFIG = FitConfig(decoder="sparse", mechanism="linear", num_steps=600, restarts=2)
+
+
+def _sample(rng, adj, regimes, n):
+  """Linear-Gaussian SCM on ``adj``; ``regimes``: one ``{node: shift}`` per regime."""
+  d = adj.shape[0]
+  w = adj * rng.uniform(0.3, 1.0, adj.shape) * rng.choice([-1, 1], adj.shape)
+  sd = rng.uniform(0.5, 1.5, d)
+  order = np.asarray(graphs.topological_order(np.asarray(adj, np.float32)))
+  xs, labels = [], []
+  for k, shifts in enumerate(regimes):
+    x = np.zeros((n, d))
+    for j in order:
+      x[:, j] = x @ w[:, j] + shifts.get(int(j), 0.0) * sd[j] + sd[j] * rng.normal(size=n)
+    xs.append(x)
+    labels.append(np.full(n, k))
+  return np.concatenate(xs).astype(np.float32), np.concatenate(labels)
+
+
+def _shift(rng):
+  return float(rng.uniform(4.0, 5.0) * rng.choice([-1, 1]))
+
+
+def make_case(case: str, n_nodes: int, seed: int):
+  """``(adj_true, adj_given, regimes, note)`` of one case."""
+  rng = np.random.default_rng(seed)
+  if n_nodes == 2:
+    adj = np.array([[0, 1], [0, 0]])
+    targets = [0, 1]
+  else:
+    adj = np.asarray(graphs.sample_er_dag(jax.random.key(seed), n_nodes=n_nodes, edge_prob=0.3),
+                     int)
+    targets = [int(t) for t in rng.choice(n_nodes, 3, replace=False)]
+  base = [{}] + [{t: _shift(rng)} for t in targets]
+  given, note = adj.copy(), ""
+  if case == "a":
+    regimes = base
+  elif case == "b":
+    pair = [int(t) for t in rng.choice(n_nodes, 2, replace=False)] if n_nodes > 2 else [0, 1]
+    regimes = base + [{pair[0]: _shift(rng), pair[1]: _shift(rng)}]
+  elif case == "c":
+    t = targets[0]
+    again = -np.sign(base[1][t]) * rng.uniform(4.0, 5.0)  # the other direction: different
+    regimes = base + [{t: float(again)}]
+  elif case == "dropped":
+    edges = np.argwhere(adj)
+    i, j = (int(v) for v in edges[rng.integers(len(edges))])
+    others = [t for t in targets if t not in (i, j)][:1]
+    regimes = [{}, {i: _shift(rng)}, {j: _shift(rng)}] + [{t: _shift(rng)} for t in others]
+    given[i, j] = 0
+    note = [i, j]
+  else:
+    raise ValueError(f"unknown case {case!r}")
+  return adj, given, regimes, note
+
+
+def run_case(case: str, n_nodes: int, seed: int, rows: int) -> dict:
+  adj, given, regimes, note = make_case(case, n_nodes, seed)
+  x, _ = _sample(np.random.default_rng(seed + 1000), adj, regimes, rows)
+  names = [f"X{j + 1}" for j in range(adj.shape[0])]
+  f = fit(x, given, key=jax.random.key(seed), config=CONFIG.replace(n_regimes=len(regimes)))
+  out = identifiability.of_fit(f, x, names)
+  row = {"case": case, "n_nodes": n_nodes, "seed": seed, "verdict": out["verdict"],
+         "candidates": out["candidates"], "why": out["why"],
+         "suspected_missing_edges": out["suspected_missing_edges"]}
+  if case == "dropped":
+    row["dropped_edge"] = [names[note[0]], names[note[1]]]
+    row["named"] = row["dropped_edge"] in out["suspected_missing_edges"]
+  else:
+    row["expected"] = EXPECTED[case]
+    row["agrees"] = out["verdict"] == EXPECTED[case]
+    row["confident_wrong_observational"] = case != "a" and out["verdict"] == "identified"
+  return row
+
+
+def shift_curve(workdir: str, seeds: int) -> list[dict]:
+  """ARI of vcm, paper and GMM against the ceiling over shifts (experiments.grid)."""
+  from configs import compare
+  from experiments import grid
+
+  c = compare.get_config()
+  c.num_seeds, c.methods, c.plots, c.real_data = seeds, "vcm,paper,gmm", False, ""
+  c.n_train, c.n_test = 5000, 1000
+  c.settings = ml_collections.ConfigDict({
+      f"shift{s:g}": dict(shift=s, noise_low=0.5, noise_high=1.5) for s in _SHIFTS})
+  rows = grid.run(c, os.path.join(workdir, "shift_curve"))
+  out = []
+  for s in _SHIFTS:
+    for m in ("vcm", "paper", "gmm"):
+      sel = [r for r in rows if r["setting"] == f"shift{s:g}" and r["method"] == m]
+      out.append({"shift": s, "method": m, "ari": float(np.mean([r["ari"] for r in sel])),
+                  "bayes_ari": float(np.mean([r["bayes_ari"] for r in sel]))})
+  return out
+
+
+def write_report(workdir, cases, curve):
+  md = ["# Identifiability: the paper's Figure 2, reproduced", "",
+        "## What the assumptions imply (worked out)", "",
+        "Assumptions (paper, section 2.1): every intervention changes one mechanism, and "
+        "every mechanism is changed by at most one regime. Regime o can be the "
+        "observational one when, measured from o, every other regime changes exactly one "
+        "mechanism and no two change the same one (`vcm_jax.identifiability`).", "",
+        "* **(a)** obs, do(X1), do(X2 | X1). From obs: {X1}, {X2}, distinct: a candidate. "
+        "From do(X1): obs differs in {X1} but do(X2) in {X1, X2}: not one. From do(X2) "
+        "likewise. One candidate: **identified**, as the paper says.",
+        "* **(b)** (a) + a regime B changing both. From obs, B changes {X1, X2}; from "
+        "do(X1), do(X2) changes two; from B, obs changes two. No candidate: the "
+        "assumptions are **violated** (B is two-targeted), and no regime may be named "
+        "observational. The paper says the regimes become symmetric and none can be "
+        "named; the verdict agrees on the conclusion, and says why: the data contradict "
+        "an assumption, rather than leaving a choice among equals.",
+        "* **(c)** obs, do(X1), do'(X1) (a different intervention), do(X2). From obs every "
+        "other regime changes one mechanism, but X1 twice; from do(X1), do(X2) changes "
+        "two. Under both assumptions no candidate: **violated**. Here we part from the "
+        "caption: under the single-target assumption alone, obs *is* singled out (it is "
+        "the only regime one mechanism away from all others); what is lost is the second "
+        "assumption, and with it the guarantee, not the answer on these regimes. The two "
+        "do(X1) regimes are symmetric to each other, not to obs.",
+        "* **dropped edge** i -> j left out of the given graph: do(i) moves j's mechanism as "
+        "the model sees it, so that regime changes {i, j}, j in every regime that changes "
+        "i: reported as a suspected missing edge i -> j (and the verdict: violated).", "",
+        "## What the fits say", "",
+        f"Sparse decoder, K given, linear mechanisms ({CONFIG.num_steps} steps, "
+        f"{CONFIG.restarts} restarts), {_ROWS.value} rows per regime.", "",
+        "| case | graph | expected | fitted verdicts agree | confident wrong observational |",
+        "| --- | --- | --- | --- | --- |"]
+  for case in ("a", "b", "c"):
+    for n in (2, 10):
+      sel = [r for r in cases if r["case"] == case and r["n_nodes"] == n]
+      if sel:
+        md.append(f"| {case} | {'X1 -> X2' if n == 2 else '10-node ER'} | {EXPECTED[case]} | "
+                  f"{sum(r['agrees'] for r in sel)} / {len(sel)} | "
+                  f"{sum(r['confident_wrong_observational'] for r in sel)} / {len(sel)} |")
+  sel = [r for r in cases if r["case"] == "dropped"]
+  if sel:
+    md += ["", f"Dropped edge (10-node ER): the missing edge named in "
+           f"{sum(r['named'] for r in sel)} / {len(sel)} seeds."]
+  if curve:
+    md += ["", "## Where the method leaves the ceiling", "",
+           "Single-target linear data (N = 10, noise 0.5-1.5), ARI on held-out rows, mean over "
+           "seeds; x ceil = ARI / Bayes ceiling.", "",
+           "| shift | ceiling | vcm | paper | gmm |", "| --- | --- | --- | --- | --- |"]
+    for s in _SHIFTS:
+      row = {r["method"]: r for r in curve if r["shift"] == s}
+      ceil = row["vcm"]["bayes_ari"]
+      cells = " | ".join(f"{row[m]['ari']:.3f} ({row[m]['ari'] / max(ceil, 1e-9):.2f}x)"
+                         for m in ("vcm", "paper", "gmm"))
+      md.append(f"| {s:g} | {ceil:.3f} | {cells} |")
+    collapsed = [s for s in _SHIFTS
+                 if next(r for r in curve if r["shift"] == s and r["method"] == "paper")["ari"]
+                 < 0.5 * next(r for r in curve if r["shift"] == s and r["method"] == "vcm")
+                 ["bayes_ari"]]
+    md += ["", "The paper's recipe falls below half the ceiling at shifts "
+           f"{', '.join(f'{s:g}' for s in collapsed) or 'none of these'}."]
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write("\n".join(md) + "\n")
+  _figure(workdir, cases, curve)
+
+
+def _figure(workdir, cases, curve):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+  labels, agree = [], []
+  for case in ("a", "b", "c"):
+    for n in (2, 10):
+      sel = [r for r in cases if r["case"] == case and r["n_nodes"] == n]
+      if sel:
+        labels.append(f"{case}\nN={n}\n({EXPECTED[case]})")
+        agree.append(np.mean([r["agrees"] for r in sel]))
+  axes[0].bar(labels, agree)
+  axes[0].set_ylim(0, 1.05)
+  axes[0].set_ylabel("fitted verdict = worked-out verdict")
+  if curve:
+    for m in ("vcm", "paper", "gmm"):
+      axes[1].plot(_SHIFTS, [r["ari"] for r in curve if r["method"] == m], "o-", label=m)
+    axes[1].plot(_SHIFTS, [r["bayes_ari"] for r in curve if r["method"] == "vcm"], "k--",
+                 label="ceiling")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("shift")
+    axes[1].set_ylabel("ARI")
+    axes[1].legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "identifiability.png"), dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  experiments.configure_jax()
+  workdir = _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  path = os.path.join(workdir, "cases.jsonl")
+  done = []
+  if os.path.exists(path):  # a rerun continues where it stopped
+    with open(path) as f:
+      done = [json.loads(line) for line in f]
+  have = {(r["case"], r["n_nodes"], r["seed"]) for r in done}
+  jobs = [(c, n) for c in ("a", "b", "c") for n in (2, 10)] + [("dropped", 10)]
+  for case, n in jobs:
+    for seed in range(_SEEDS.value):
+      if (case, n, seed) in have:
+        continue
+      row = run_case(case, n, seed, _ROWS.value)
+      logging.info("%s N=%d seed %d: %s %s", case, n, seed, row["verdict"], row["why"])
+      done.append(row)
+      with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+  curve = shift_curve(workdir, _SHIFT_SEEDS.value) if _SHIFT_SEEDS.value > 0 else []
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump({"cases": done, "shift_curve": curve, "seconds": time.time() - start}, f, indent=1)
+  write_report(workdir, done, curve)
+  print(open(os.path.join(workdir, "report.md")).read())
+
+
+if __name__ == "__main__":
+  app.run(main)
