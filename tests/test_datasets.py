@@ -131,3 +131,34 @@ def test_consensus_dag():
   # Out-degrees: PKA 6, PKC 5, plcg 2, others 0 or 1.
   out = dict(zip(d.names, adj.sum(1)))
   assert out["PKA"] == 6 and out["PKC"] == 5 and out["plcg"] == 2 and out["pjnk"] == 0
+
+
+def test_sachs_config_reads_what_a_csv_user_would(tmp_path):
+  """configs/sachs.py and configs/csv.py on the same rows written to a CSV (with the
+  labels as a column and the DAG as an edge list) hand the fit identical inputs:
+  values, graph, labels and held-out split. No setting only the Sachs config knows."""
+  from configs import csv as csv_config
+  from configs import sachs as sachs_config
+  from experiments import own_data
+
+  data = load_sachs()
+  path, graph = tmp_path / "sachs.csv", tmp_path / "edges.csv"
+  with open(path, "w") as f:
+    f.write(",".join(data.names) + ",condition\n")
+    for row, label in zip(data.values, data.labels):
+      f.write(",".join(repr(float(v)) for v in row) + f",{label}\n")
+  with open(graph, "w") as f:
+    f.write("source,target\n")
+    for i, j in np.argwhere(data.adjacency):
+      f.write(f"{data.names[i]},{data.names[j]}\n")
+  user = csv_config.get_config()
+  user.data.update(dict(path=str(path), graph=str(graph), labels="condition"))
+  shipped = sachs_config.get_config()
+  a, b = own_data.load(shipped), own_data.load(user)
+  np.testing.assert_array_equal(a.x, b.x)
+  np.testing.assert_array_equal(a.adj, b.adj)
+  np.testing.assert_array_equal(a.labels, b.labels)
+  np.testing.assert_array_equal(a.train_rows, b.train_rows)
+  assert a.names == b.names
+  shipped.data.dataset = ""
+  assert shipped.to_dict() == dict(csv_config.get_config().to_dict(), data=shipped.data.to_dict())
