@@ -59,3 +59,13 @@ def test_a_dropped_edge_and_a_reversed_edge_are_named():
                                       np.array([[0, 0], [1, 0]]), NAMES)
   assert reversed_["suspected_reversed_edges"] == [["X2", "X1"]]
   assert reversed_["suspected_missing_edges"] == []
+
+
+def test_missing_edge_named_whatever_the_given_order():
+  """Given graph X2 -> X3 only (so X2 may come before X1 in its order); the dropped edge
+  X1 -> X2: do(X1) changes X1 and X2, do(X2) only X2 -> missing X1 -> X2, never X2 -> X1."""
+  names = ["X1", "X2", "X3"]
+  given = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
+  v = np.array([(0, 0, 0), (1, 1, 0), (0, 2, 0), (0, 0, 1)])
+  out = identifiability.verdict((v[:, None] != v[None]).astype(float), np.ones(4), given, names)
+  assert out["suspected_missing_edges"] == [["X1", "X2"]]

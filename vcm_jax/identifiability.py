@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, identify
+from vcm_jax import identify
 
 
 def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
@@ -54,11 +54,11 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
     "mechanisms_changed_by_several", "suspected_missing_edges",
     "suspected_reversed_edges", "why"}``. ``reference`` is the regime that changes
     fewest mechanisms against the others (the fit's observational regime when the
-    assumptions hold); the lists are measured from it. Two mechanisms i -> j (i
-    earlier in the DAG) changed together, j in every regime that changes i, hint at
-    the graph: with no edge between them, a missing edge i -> j (the intervention on
-    i reaches j's mechanism as the model sees it); with the edge given, an edge the
-    data would rather see reversed.
+    assumptions hold); the lists are measured from it. Two mechanisms i and j changed
+    together, j in every regime that changes i, hint at the graph: with no edge
+    between them, a missing edge i -> j (the intervention on i reaches j's mechanism
+    as the model sees it; only where i -> j keeps the graph acyclic); with the edge
+    given as j -> i, an edge the data would rather see reversed.
   """
   changed = changed_between(divergence, threshold)
   present = np.asarray(sizes) > 0
@@ -74,20 +74,18 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
       by_node.setdefault(i, []).append(k)
   several = sorted(i for i, ks in by_node.items() if len(ks) > 1)
   adj = np.asarray(adj)
-  order = {int(j): pos for pos, j in enumerate(np.asarray(graphs.topological_order(
-      jnp.asarray(adj, jnp.float32))))}
+  reach = _ancestors(adj)  # reach[a, b]: a is an ancestor of b in the given graph
   missing, reversed_ = [], []
   for k in multi:
     for i in sets[k]:
       for j in sets[k]:
-        if order[i] >= order[j]:
+        # An intervention upstream moves what the model sees downstream, never back:
+        # j changes in every regime that changes i.
+        if i == j or adj[i, j] or not all(j in s for s in sets.values() if i in s):
           continue
-        # An intervention upstream moves what the model sees downstream, never back.
-        if not all(j in s for s in sets.values() if i in s):
-          continue
-        if adj[i, j]:
-          reversed_.append([names[i], names[j]])
-        else:
+        if adj[j, i]:
+          reversed_.append([names[j], names[i]])  # the given edge j -> i, seen as i -> j
+        elif not reach[j, i]:  # i -> j keeps the graph acyclic
           missing.append([names[i], names[j]])
   if len(cands) == 1:
     kind, why = "identified", "one regime differs from every other in one mechanism, each its own"
@@ -108,6 +106,17 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
           "mechanisms_changed_by_several": [names[i] for i in several],
           "suspected_missing_edges": _unique(missing),
           "suspected_reversed_edges": _unique(reversed_), "why": why}
+
+
+def _ancestors(adj: np.ndarray) -> np.ndarray:
+  """``[N, N]`` bool: ``a`` reaches ``b`` along the DAG's edges."""
+  reach = adj.astype(bool)
+  for _ in range(len(adj)):
+    grown = reach | (reach.astype(int) @ reach.astype(int) > 0)
+    if (grown == reach).all():
+      break
+    reach = grown
+  return reach
 
 
 def _unique(pairs):
