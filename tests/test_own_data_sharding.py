@@ -37,7 +37,8 @@ def _start(data_dir, workdir, *extra):
          "--config.data.labels=regime", "--config.model.hidden=(8,)",
          "--config.train.pooled_steps=20", "--config.train.num_steps=100",
          "--config.train.batch_size=500", "--config.train.checkpoint_every=0",
-         "--config.plots=False", f"--workdir={workdir}", *extra],
+         "--config.plots=False", "--config.selection.decoders=",  # one model: sharding is the point
+         f"--workdir={workdir}", *extra],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f)
   return proc, log
 
