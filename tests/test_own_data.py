@@ -46,6 +46,7 @@ def _csv_config(data_dir, **data):
   config.data.labels = "regime"
   config.model.mechanism = "linear"
   config.selection.k_candidates = (3,)  # the choice, kept small: one sparse candidate
+  config.selection.noises = "gauss"
   for k, v in data.items():
     config.data[k] = v
   return config
