@@ -55,10 +55,8 @@ def load(config) -> OwnData:
   if s < min_rows(n):
     raise io.InputError(f"data file {d.path} has {s} rows; {n} variables need at least "
                         f"{min_rows(n)}")
-  perm = np.random.default_rng(config.seed).permutation(s)
-  n_test = int(round(d.heldout_fraction * s))
   return OwnData(table.names, table.values.astype(np.float32), table.labels, adj,
-                 np.sort(perm[n_test:]), np.sort(perm[:n_test]))
+                 *_split(config, s))
 
 
 def _shipped(config) -> OwnData:
@@ -66,11 +64,15 @@ def _shipped(config) -> OwnData:
   if config.data.dataset != "sachs":
     raise io.InputError(f"unknown data.dataset {config.data.dataset!r}; expected sachs")
   sachs = load_sachs()
-  s = len(sachs.values)
-  perm = np.random.default_rng(config.seed).permutation(s)
-  n_test = int(round(config.data.heldout_fraction * s))
   return OwnData(list(sachs.names), sachs.values.astype(np.float32), np.asarray(sachs.labels),
-                 np.asarray(sachs.adjacency), np.sort(perm[n_test:]), np.sort(perm[:n_test]))
+                 np.asarray(sachs.adjacency), *_split(config, len(sachs.values)))
+
+
+def _split(config, n_rows: int):
+  """Sorted (fitted rows, held-out rows): ``data.heldout_fraction`` drawn with the seed."""
+  perm = np.random.default_rng(config.seed).permutation(n_rows)
+  n_test = int(round(config.data.heldout_fraction * n_rows))
+  return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
 def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dict | None:

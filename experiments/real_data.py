@@ -20,15 +20,14 @@ import numpy as np
 from absl import logging
 
 from experiments import methods
-from vcm_jax import api, baselines, graphs, metrics, predict, train
+from vcm_jax import baselines, evaluate, graphs, metrics, predict, train
 from vcm_jax.datasets import load_sachs
 
 GMM_K = tuple(range(2, 13))  # K tried by the GMM's BIC
 
 
 def _scores(labels, assigned) -> dict:
-  per_target = {str(l): metrics.adjusted_mutual_info(labels == l, assigned)
-                for l in np.unique(labels) if str(l) != "observational"}
+  per_target = evaluate.per_target_ami(labels, assigned)
   return {"ari": float(metrics.adjusted_rand_index(
               jnp.asarray(np.unique(labels, return_inverse=True)[1]), jnp.asarray(assigned),
               len(np.unique(labels)), int(assigned.max()) + 1)),

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 from typing import NamedTuple, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -138,8 +137,7 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
   def fit_all(configs):
     for cfg in configs:
       max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
-      fit = jax.jit(lambda k, a, g, c=cfg, m=max_parents: api.fit_graph(
-          k, a, g, config=c, max_parents=m))(key, x, jnp.asarray(adj, jnp.float32))
+      fit = api._jit_fit_graph(cfg, max_parents)(key, x, jnp.asarray(adj, jnp.float32))
       row = dict(describe(cfg), **scores(fit, x, x_heldout))
       if log is not None:
         log(row)

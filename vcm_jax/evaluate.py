@@ -89,6 +89,14 @@ def against_truth(fit, x_train, x_test, r_test, truth: scm.SCM, *, noise: str = 
   return scalars, details
 
 
+def per_target_ami(labels, assigned) -> dict:
+  """Mameche et al. (2025): per targeted regime (every label but ``observational``), the
+  AMI between its one-vs-rest indicator and the assignment (host)."""
+  labels = np.asarray(labels)
+  return {str(l): metrics.adjusted_mutual_info(labels == l, assigned)
+          for l in np.unique(labels) if str(l) != "observational"}
+
+
 def label_metrics(labels, assigned, regime_targets, names, observational: int = 0) -> dict:
   """ARI, NMI, AMI (whole and per targeted regime) and target accuracy of an assignment
   against a label column (host).
@@ -108,9 +116,7 @@ def label_metrics(labels, assigned, regime_targets, names, observational: int = 
          "nmi": float(metrics.normalized_mutual_info(jnp.asarray(true), jnp.asarray(assigned),
                                                      k_true, k_pred)),
          "ami": metrics.adjusted_mutual_info(true, assigned)}
-  # Mameche et al. (2025): per targeted regime, the AMI of its one-vs-rest indicator.
-  out["per_target_ami"] = {str(l): metrics.adjusted_mutual_info(labels == l, assigned)
-                           for l in np.unique(labels) if str(l) != "observational"}
+  out["per_target_ami"] = per_target_ami(labels, assigned)
   true_targets = io.label_targets(labels, names)
   if true_targets is None:
     out["target_accuracy"] = None

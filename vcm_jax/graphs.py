@@ -88,6 +88,15 @@ def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array
   return idx, mask.astype(jnp.float32)
 
 
+def table_adjacency(parent_idx, parent_mask) -> np.ndarray:
+  """``[N, N]`` 0/1 adjacency of a parent table (``parent_table``'s inverse, host)."""
+  idx, mask = np.asarray(parent_idx), np.asarray(parent_mask) > 0
+  adj = np.zeros((idx.shape[0],) * 2, int)
+  for child in range(idx.shape[0]):
+    adj[idx[child][mask[child]], child] = 1
+  return adj
+
+
 def validate_dag(adj, names: Sequence[str] | None = None) -> None:
   """Host-side check of a user's graph; raises ``ValueError`` naming the problem.
 

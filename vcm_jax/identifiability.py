@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import identify
+from vcm_jax import graphs, identify
 
 
 def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
@@ -137,10 +137,6 @@ def of_fit(fit, x, names=None) -> dict:
   mean, scale = predict.regime_mechanisms(fit.model, fit.result, x, fit.parent_idx,
                                           fit.parent_mask)
   sizes = np.bincount(np.asarray(fit.assign(x)), minlength=fit.n_regimes)
-  idx, mask = np.asarray(fit.parent_idx), np.asarray(fit.parent_mask)
-  n = idx.shape[0]
-  adj = np.zeros((n, n), int)
-  for j in range(n):
-    adj[idx[j][mask[j] > 0], j] = 1
-  names = list(names) if names is not None else [f"X{j}" for j in range(n)]
+  adj = graphs.table_adjacency(fit.parent_idx, fit.parent_mask)
+  names = list(names) if names is not None else [f"X{j}" for j in range(len(adj))]
   return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names)

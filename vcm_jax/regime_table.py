@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import identifiability, identify, predict, rows
+from vcm_jax import graphs, identifiability, identify, predict, rows
 
 
 def _mechanism_params(params, node, *, regime=None, intervened=False):
@@ -133,11 +133,8 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
   observational_mechanisms = {
       names[j]: dict(state(j, order[0]), parents=[names[p] for p in parent_ids[j]],
                      mean=float(mean[0, j])) for j in range(len(names))}
-  adj = np.zeros((len(names), len(names)), int)
-  for j, parents in enumerate(parent_ids):
-    adj[parents, j] = 1
   verdict = identifiability.verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes,
-                                    adj, names)
+                                    graphs.table_adjacency(idx, mask), names)
   report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
             "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
             "identifiability": verdict,
