@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from experiments import loop, plots
+from experiments import loop, plots, writers
 from vcm_jax import api, choose, config as fit_config, evaluate, graphs, io, predict, select
 from vcm_jax import sharding
 from vcm_jax import train, units
@@ -94,16 +94,20 @@ def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dic
   return out
 
 
-def _choose_model(config, cfg, data: OwnData, workdir: str) -> dict | None:
-  """The latent, K and noise family by ICL (``vcm_jax.choose``) when ``config.selection``
-  names decoders to try: chosen once, kept in model_selection.json for a resumed run."""
+def _choose_model(config, cfg, data: OwnData, workdir: str):
+  """The latent, K and noise family (``vcm_jax.choose``) when ``config.selection`` names
+  decoders to try: chosen once, kept in model_selection.json for a resumed run.
+
+  Returns ``(the choice's summary or None, the chosen candidate's Fit or None)``; the
+  fit only where it is the run's own: fitted now, on every training row, with
+  ``train.restarts``."""
   sel = config.get("selection")
   if sel is None or not sel.decoders:
-    return None
+    return None, None
   path = os.path.join(workdir, "model_selection.json")
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)
+      return json.load(f), None
   say = lambda row: logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f, held-out "
                                  "log p(x) %.4f", row["decoder"], row["n_regimes"], row["noise"],
                                  row["bic"], row["icl"], row["heldout_log_px"])
@@ -114,20 +118,27 @@ def _choose_model(config, cfg, data: OwnData, workdir: str) -> dict | None:
       jax.random.key(config.seed), data.x[rows], data.adj, cfg.replace(restarts=sel.restarts),
       decoders=tuple(sel.decoders.split(",")), noises=tuple(sel.noises.split(",")),
       k_candidates=tuple(sel.k_candidates), max_mechanisms=sel.max_mechanisms,
-      x_heldout=data.x[data.test_rows], log=say)
+      x_heldout=data.x[data.test_rows], log=say, screen=sel.get("screen", True),
+      first_restarts=cfg.restarts)
   short = lambda row: f"{row['decoder']} K={row['n_regimes']} noise {row['noise']}"
   out = {"chosen": choose.describe(choice.config),
-         "criterion": "noise by BIC on the single-target latent; sparse K by ICL; the latent "
-                      "by BIC (vcm_jax.choose)",
+         "criterion": "the first fit's shared mechanisms checked; noise by BIC on the "
+                      "single-target latent; sparse K by ICL; the latent by BIC (vcm_jax.choose)",
          "runner_up": choice.table[1] if len(choice.table) > 1 else None,
-         "candidates": choice.table}
+         "candidates": choice.table, "shared_mechanism_check": choice.check,
+         "not_fitted": choice.skipped}
   if sharding.is_primary():
     io.write_json_atomic(path, out)
+  if choice.check is not None:
+    logging.info("shared-mechanism check of the first fit: %s", "holds" if choice.check["holds"]
+                 else f"fails in regimes {choice.check['regimes']} (largest gap "
+                 f"{choice.check['largest_gap']:.3f} nats a row)")
   runner = out["runner_up"]
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
                f"; runner-up {short(runner)} (BIC {runner['bic']:.1f}, ICL {runner['icl']:.1f})")
-  return out
+  own = (len(rows) == len(data.train_rows) and choice.config.restarts == cfg.restarts)
+  return out, choice.fit if own else None
 
 
 def run(config, workdir: str) -> dict:
@@ -160,40 +171,26 @@ def run(config, workdir: str) -> dict:
   logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out), "
                "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
                len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
-  model_selection = _choose_model(config, cfg, data, workdir)
+  model_selection, chosen_fit = _choose_model(config, cfg, data, workdir)
   if model_selection is not None:
     cfg = cfg.replace(**model_selection["chosen"])
   selection = _choose_k(config, cfg, data, max_parents, workdir)
   if selection is not None:
     cfg = cfg.replace(n_regimes=selection["n_regimes"])
-  trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)
-  try:
-    mesh = sharding.make_mesh(runs=1, data=config.mesh.data, num_runs=1,
-                              num_samples=len(data.train_rows))
-  except ValueError as err:
-    raise loop.UserError(f"config: {err}") from None
-  idx, mask = graphs.parent_table(jnp.asarray(data.adj), max_parents)
   x_train = jnp.asarray(data.x[data.train_rows])
-  # A runs axis of one: the loop, checkpoints and metrics are the synthetic runs' own.
-  state = sharding.shard_runs(jax.jit(jax.vmap(trainer.init, in_axes=(0, None, None, None)))(
-      jax.random.key(config.seed)[None], x_train, idx, mask), mesh)
-  xs = sharding.shard_runs_and_samples(
-      jax.vmap(units.to_standard, in_axes=(None, 0, 0))(x_train, state.loc, state.scale), mesh)
-  state, log = loop.train_loop(loop.jit_run_steps(trainer), state, xs, idx[None], mask[None],
-                               config, workdir)
-
-  one = jax.tree.map(lambda a: a[0], state)
-  result = jax.jit(trainer.finish)(one, xs[0], idx, mask)
-  del xs, state, one  # the standardised copy of the rows: not needed from here on
-  fit = jax.jit(api.from_result, static_argnums=0)(trainer.model, result, x_train, idx, mask,
-                                                   graphs.topological_order(jnp.asarray(data.adj)))
+  if chosen_fit is not None and selection is None:  # the model choice fitted it on these rows
+    fit, result, log = chosen_fit, chosen_fit.result, _history_writer(chosen_fit, config, workdir)
+  else:
+    trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)
+    fit, result, log = _train(config, trainer, data, x_train, max_parents, workdir)
   report, extras = regime_table(fit, x_train, data.x, data.names)
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.asarray(host_outlier_scores(fit, data.x))
   x_test = jnp.asarray(data.x[data.test_rows])
-  heldout = jax.jit(predict.log_prob, static_argnums=0)(trainer.model, result, x_test, idx, mask)
-  heldout_elbo = jax.jit(predict.elbo, static_argnums=0)(trainer.model, result, x_test, idx, mask)
+  heldout = fit.log_prob(x_test)
+  heldout_elbo = jax.jit(predict.elbo, static_argnums=0)(fit.model, result, x_test,
+                                                         fit.parent_idx, fit.parent_mask)
   wall = time.time() - start
   summary = {
       "n_rows": len(data.x), "n_variables": n, "n_fitted": len(data.train_rows),
@@ -239,6 +236,39 @@ def run(config, workdir: str) -> dict:
                "" if labels is None else f"; labels: ARI {labels['ari']:.4f}, target accuracy "
                f"{labels['target_accuracy']}", wall)
   return payload
+
+
+def _train(config, trainer, data: OwnData, x_train, max_parents: int, workdir: str):
+  """The checkpointed, resumable training loop: ``(fit, result, metric writer)``."""
+  try:
+    mesh = sharding.make_mesh(runs=1, data=config.mesh.data, num_runs=1,
+                              num_samples=len(data.train_rows))
+  except ValueError as err:
+    raise loop.UserError(f"config: {err}") from None
+  idx, mask = graphs.parent_table(jnp.asarray(data.adj), max_parents)
+  # A runs axis of one: the loop, checkpoints and metrics are the synthetic runs' own.
+  state = sharding.shard_runs(jax.jit(jax.vmap(trainer.init, in_axes=(0, None, None, None)))(
+      jax.random.key(config.seed)[None], x_train, idx, mask), mesh)
+  xs = sharding.shard_runs_and_samples(
+      jax.vmap(units.to_standard, in_axes=(None, 0, 0))(x_train, state.loc, state.scale), mesh)
+  state, log = loop.train_loop(loop.jit_run_steps(trainer), state, xs, idx[None], mask[None],
+                               config, workdir)
+  one = jax.tree.map(lambda a: a[0], state)
+  result = jax.jit(trainer.finish)(one, xs[0], idx, mask)
+  del xs, state, one  # the standardised copy of the rows: not needed from here on
+  fit = jax.jit(api.from_result, static_argnums=0)(trainer.model, result, x_train, idx, mask,
+                                                   graphs.topological_order(jnp.asarray(data.adj)))
+  return fit, result, log
+
+
+def _history_writer(fit, config, workdir: str):
+  """metrics.jsonl from a finished fit's per-step history (its steps used)."""
+  log = writers.MetricWriter(workdir, write=sharding.is_primary())
+  used = int(fit.result.steps_used)
+  history = {k: np.asarray(v)[:used] for k, v in fit.result.history.items()}
+  log.write_history(0, history, config.train.log_every, last_step=used - 1)
+  log.close()
+  return log
 
 
 def host_outlier_scores(fit, x: np.ndarray, block: int = 65536) -> np.ndarray:

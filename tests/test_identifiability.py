@@ -69,3 +69,17 @@ def test_missing_edge_named_whatever_the_given_order():
   v = np.array([(0, 0, 0), (1, 1, 0), (0, 2, 0), (0, 0, 1)])
   out = identifiability.verdict((v[:, None] != v[None]).astype(float), np.ones(4), given, names)
   assert out["suspected_missing_edges"] == [["X1", "X2"]]
+
+
+def test_a_misfit_the_fit_cannot_show_makes_the_verdict_violated():
+  """A single-target fit of case (a) without the edge: its mechanisms say do(X1) changes
+  X1 only (identified), but the check finds do(X1)'s rows misfit the shared X2: the
+  verdict is that of the dropped-edge case above, with the misfit named."""
+  divergence, no_edge = _divergence([(0, 0), (1, 0), (0, 1)]), np.zeros((2, 2), int)
+  plain = identifiability.verdict(divergence, np.ones(3), no_edge, NAMES)
+  assert plain["verdict"] == "identified"
+  misfit = np.array([[0, 0], [0, 1], [0, 0]], bool)  # regime 1's rows at X2
+  out = identifiability.verdict(divergence, np.ones(3), no_edge, NAMES, shared_misfit=misfit)
+  assert out["verdict"] == "violated" and out["multi_target_regimes"] == [1]
+  assert out["suspected_missing_edges"] == [["X1", "X2"]]
+  assert out["shared_mechanism_misfit"] == [[1, "X2"]] and "misfit" in out["why"]

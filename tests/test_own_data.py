@@ -120,6 +120,12 @@ def test_outputs_and_plots(fitted):
   for key in ("elbo", "heldout_loglik", "heldout_elbo"):
     assert np.isfinite(summary[key])
   assert summary["heldout_elbo"] <= summary["heldout_loglik"] + 1e-4
+  # Single-target data: the first fit's check holds, the sparse candidate is not fitted
+  # and the first fit is the run's own (its history is the metrics.jsonl written).
+  choice = summary["model_selection"]
+  assert choice["shared_mechanism_check"]["holds"] and len(choice["candidates"]) == 1
+  assert [c["decoder"] for c in choice["not_fitted"]] == ["sparse"]
+  assert summary["identifiability"] == "identified"
 
 
 def test_free_decoder_chooses_k(dataset, tmp_path):

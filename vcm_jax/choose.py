@@ -23,19 +23,23 @@ scale: ``|pa_i| + 2`` per mechanism), the count the sparse decoder's gates pay
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import api, graphs, predict
+from vcm_jax import api, checks, graphs
 from vcm_jax.config import FitConfig
 
 
 class ModelChoice(NamedTuple):
   config: FitConfig  # the chosen candidate
-  table: list        # one dict per candidate, best first: its settings and scores
+  table: list        # one dict per fitted candidate, best first: its settings and scores
+  fit: object = None       # the chosen candidate's ``api.Fit`` (fitted on the rows given)
+  check: dict | None = None  # ``checks.shared_mechanism_check`` of the first fit, summarised
+  skipped: list = []       # candidates not fitted, each with why
 
 
 def default_k(n_nodes: int) -> tuple[int, ...]:
@@ -106,7 +110,8 @@ def describe(cfg: FitConfig) -> dict:
 
 def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "sparse"),
                  noises=("gauss", "student_t"), k_candidates=(), max_mechanisms: int = 0,
-                 x_heldout=None, log=None) -> ModelChoice:
+                 x_heldout=None, log=None, screen: bool = True,
+                 first_restarts: int = 0) -> ModelChoice:
   """Fit the candidates on ``x`` and choose (host-level: one compiled fit each).
 
   Three questions, each with its criterion (module doc):
@@ -118,6 +123,13 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
        choice to charge for; the sparse latent's K is free, and there ICL keeps a
        condition's cells from being split into overlapping regimes.
 
+  With ``screen`` the first decoder's fit with the first noise family is checked
+  before anything else is fitted (``checks.shared_mechanism_check``): where every
+  mechanism it keeps shared fits every regime's rows alike, the latent holds and the
+  other decoders are not fitted; another noise family is then fitted only where its
+  ``log p(x)`` at the first fit's parameters is already higher (a refit only raises
+  it). Where the check fails, every candidate is fitted as above.
+
   Args:
     key: the PRNG key every candidate is fitted with.
     x: ``[S, N]`` rows to fit (data units); adj: ``[N, N]`` the DAG.
@@ -125,39 +137,78 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
     decoders, noises, k_candidates, max_mechanisms: as in ``candidates``.
     x_heldout: optional rows to report each candidate's held-out ``log p(x)`` on.
     log: optional ``callable(dict)`` told each candidate's scores as they come.
+    screen: check the first fit before fitting the rest (above).
+    first_restarts: restarts of the first decoder's candidates (0: ``base.restarts``):
+      the model kept when the check holds, so a caller can keep its fit, not refit it.
 
   Returns:
-    the chosen config and a table of every candidate (``chosen`` first, then the
-    other ``finalist``, then the rest by BIC).
+    the chosen config, a table of every fitted candidate (``chosen`` first, then the
+    other ``finalist``, then the rest by BIC), the chosen fit, the check and the
+    candidates not fitted.
   """
   adj, n = np.asarray(adj), np.asarray(adj).shape[0]
   x = jnp.asarray(x, jnp.float32)
-  table = []
-
-  def fit_all(configs):
-    for cfg in configs:
-      max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
-      fit = api._jit_fit_graph(cfg, max_parents)(key, x, jnp.asarray(adj, jnp.float32))
-      row = dict(describe(cfg), **scores(fit, x, x_heldout))
-      if log is not None:
-        log(row)
-      table.append((row, cfg))
-
+  table, skipped, check = [], [], None
   opts = dict(k_candidates=k_candidates, max_mechanisms=max_mechanisms)
+
+  def fit_one(cfg):
+    max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
+    fit = api._jit_fit_graph(cfg, max_parents)(key, x, jnp.asarray(adj, jnp.float32))
+    row = dict(describe(cfg), **scores(fit, x, x_heldout))
+    if log is not None:
+      log(row)
+    table.append((row, cfg, fit))
+    return fit
+
   best = lambda rows, key: max(rows, key=lambda rc: rc[0][key]) if rows else None
-  fit_all(candidates(base, n, decoders=decoders[:1], noises=noises, **opts))
-  n_first = len(table)
-  first = best(table, "bic")  # the noise family: a question about densities
-  noise = first[1].noise if first else base.noise
-  fit_all(candidates(base, n, decoders=decoders[1:], noises=(noise,), **opts))
-  if not table:
-    raise ValueError("no candidate model within selection.max_mechanisms="
-                     f"{max_mechanisms} mechanism evaluations per row")
-  second = best(table[n_first:], "icl")  # how many regimes: ICL
-  finalists = [rc for rc in (first, second) if rc is not None]
-  chosen = best(finalists, "bic")  # which latent: BIC
-  for row, _ in table:
+  first_cfgs = candidates(base, n, decoders=decoders[:1], noises=noises, **opts)
+  if first_cfgs:
+    first_cfgs = [c.replace(restarts=first_restarts or base.restarts) for c in first_cfgs]
+    first_fit = fit_one(first_cfgs[0])
+    if screen and (first_fit.model.structured or first_fit.model.sparse):
+      found = checks.shared_mechanism_check(first_fit, x)
+      check = {"holds": found["holds"], "largest_gap": found["largest_gap"],
+               "regimes": found["regimes"],
+               "flagged": [[int(k), int(j)] for k, j in np.argwhere(found["flagged"])]}
+  if screen and check is not None and check["holds"]:
+    log_px = table[0][0]["log_px"]
+    for cfg in first_cfgs[1:]:
+      at_first = log_prob_as(first_fit, cfg)(x).mean()
+      if at_first > log_px:
+        fit_one(cfg)
+      else:
+        skipped.append(dict(describe(cfg), why=(
+            f"log p(x) {float(at_first):.4f} a row at the first fit's parameters, below its "
+            f"{log_px:.4f}")))
+    skipped += [dict(describe(cfg), why="the first fit's shared mechanisms fit every regime "
+                     "(checks.shared_mechanism_check)")
+                for cfg in candidates(base, n, decoders=decoders[1:], noises=noises[:1], **opts)]
+    chosen = best(table, "bic")
+    finalists = [chosen]
+  else:
+    for cfg in first_cfgs[1:]:
+      fit_one(cfg)
+    first = best(table, "bic")  # the noise family: a question about densities
+    noise = first[1].noise if first else base.noise
+    n_first = len(table)
+    for cfg in candidates(base, n, decoders=decoders[1:], noises=(noise,), **opts):
+      fit_one(cfg)
+    if not table:
+      raise ValueError("no candidate model within selection.max_mechanisms="
+                       f"{max_mechanisms} mechanism evaluations per row")
+    second = best(table[n_first:], "icl")  # how many regimes: ICL
+    finalists = [rc for rc in (first, second) if rc is not None]
+    chosen = best(finalists, "bic")  # which latent: BIC
+  for row, _, _ in table:
     row["finalist"] = any(row is f[0] for f in finalists)
     row["chosen"] = row is chosen[0]
   table.sort(key=lambda rc: (not rc[0]["chosen"], not rc[0]["finalist"], -rc[0]["bic"]))
-  return ModelChoice(table[0][1], [row for row, _ in table])
+  return ModelChoice(table[0][1], [row for row, _, _ in table], table[0][2], check, skipped)
+
+
+def log_prob_as(fit: api.Fit, cfg: FitConfig):
+  """``x -> log p(x)`` of ``fit``'s parameters read under ``cfg``'s noise family (and
+  gross-error fraction): the same means and scales, another density."""
+  other = dataclasses.replace(fit, model=fit.model._replace(cfg=fit.model.cfg.replace(
+      noise=cfg.noise, noise_dof=cfg.noise_dof, outlier_fraction=cfg.outlier_fraction)))
+  return other.log_prob

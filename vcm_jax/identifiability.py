@@ -13,6 +13,11 @@ b's mechanism i differs from regime a's, ``identify.mechanism_divergence`` above
 * ``violated``: none: some regime changes several mechanisms from every candidate,
   or a mechanism is changed by several regimes; the report says which.
 
+A fit can only show the changes its latent allows: a single-target fit's regimes
+differ in one mechanism by construction, so its mechanisms alone always read
+"identified". ``of_fit`` therefore adds the cells ``checks.shared_mechanism_check``
+flags (regime k's rows misfit a mechanism j the fit keeps shared: k changes j too).
+
 Host-level NumPy (lists of varying length); the arrays come from a ``Fit``.
 """
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, identify
+from vcm_jax import checks, graphs, identify
 
 
 def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
@@ -40,14 +45,17 @@ def candidates(changed: np.ndarray, present: np.ndarray) -> list[int]:
   return out
 
 
-def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE_THRESHOLD
-            ) -> dict:
+def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE_THRESHOLD,
+            shared_misfit=None) -> dict:
   """The ``identifiability`` entry of ``regimes.json``.
 
   Args:
     divergence: ``[K, K, N]`` how far each mechanism moves between two regimes.
     sizes: ``[K]`` rows per regime (empty regimes take no part).
     adj: ``[N, N]`` the DAG the fit used; names: the N node names.
+    shared_misfit: optional ``[K, N]`` bool, regime k's rows misfit mechanism j that
+      the fit keeps shared (``shared_misfit``): the fit cannot show that change in its
+      mechanisms, so it is added to them (k differs at j from every other regime).
 
   Returns:
     ``{"verdict", "candidates", "reference", "multi_target_regimes",
@@ -61,6 +69,11 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
     given as j -> i, an edge the data would rather see reversed.
   """
   changed = changed_between(divergence, threshold)
+  misfit = []
+  if shared_misfit is not None:
+    m = np.asarray(shared_misfit, bool)
+    changed = (changed | m[None] | m[:, None]) & ~np.eye(len(m), dtype=bool)[:, :, None]
+    misfit = [[int(k), names[j]] for k, j in np.argwhere(m)]
   present = np.asarray(sizes) > 0
   cands = candidates(changed, present)
   regimes = np.flatnonzero(present)
@@ -100,12 +113,16 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
       parts.append(f"regimes {multi} change several mechanisms")
     if several:
       parts.append(f"mechanisms {[names[i] for i in several]} are changed by several regimes")
+    if misfit:
+      parts.append(f"(regime, mechanism) {misfit}: the regime's rows misfit a mechanism the "
+                   "fit shares")
     why = "; ".join(parts) or "no regime differs from every other in one mechanism"
   return {"verdict": kind, "candidates": cands, "reference": int(ref),
           "multi_target_regimes": multi,
           "mechanisms_changed_by_several": [names[i] for i in several],
           "suspected_missing_edges": _unique(missing),
-          "suspected_reversed_edges": _unique(reversed_), "why": why}
+          "suspected_reversed_edges": _unique(reversed_), "shared_mechanism_misfit": misfit,
+          "why": why}
 
 
 def _ancestors(adj: np.ndarray) -> np.ndarray:
@@ -139,4 +156,13 @@ def of_fit(fit, x, names=None) -> dict:
   sizes = np.bincount(np.asarray(fit.assign(x)), minlength=fit.n_regimes)
   adj = graphs.table_adjacency(fit.parent_idx, fit.parent_mask)
   names = list(names) if names is not None else [f"X{j}" for j in range(len(adj))]
-  return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names)
+  return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names,
+                 shared_misfit=shared_misfit(fit, x))
+
+
+def shared_misfit(fit, x):
+  """``[K, N]`` the cells ``checks.shared_mechanism_check`` flags on rows ``x``; None for
+  the free decoder (it shares nothing)."""
+  if not (fit.model.structured or fit.model.sparse):
+    return None
+  return checks.shared_mechanism_check(fit, x)["flagged"]

@@ -134,7 +134,8 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
       names[j]: dict(state(j, order[0]), parents=[names[p] for p in parent_ids[j]],
                      mean=float(mean[0, j])) for j in range(len(names))}
   verdict = identifiability.verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes,
-                                    graphs.table_adjacency(idx, mask), names)
+                                    graphs.table_adjacency(idx, mask), names,
+                                    shared_misfit=identifiability.shared_misfit(fit, x_fit))
   report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
             "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
             "identifiability": verdict,
