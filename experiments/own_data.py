@@ -94,6 +94,15 @@ def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dic
   return out
 
 
+def choice_options(cfg, sel) -> dict:
+  """``choose.choose_model``'s settings from the fit's config and a ``selection`` group:
+  candidates with ``selection.restarts`` starts, the first decoder's with the fit's own."""
+  return dict(base=cfg.replace(restarts=sel.restarts), decoders=tuple(sel.decoders.split(",")),
+              noises=tuple(sel.noises.split(",")), k_candidates=tuple(sel.k_candidates),
+              max_mechanisms=sel.max_mechanisms, screen=sel.screen,
+              first_restarts=cfg.restarts)
+
+
 def _choose_model(config, cfg, data: OwnData, workdir: str):
   """The latent, K and noise family (``vcm_jax.choose``) when ``config.selection`` names
   decoders to try: chosen once, kept in model_selection.json for a resumed run.
@@ -114,12 +123,9 @@ def _choose_model(config, cfg, data: OwnData, workdir: str):
   rows = data.train_rows
   if sel.max_rows and len(rows) > sel.max_rows:  # the choice on a random subset: cheaper
     rows = np.sort(np.random.default_rng(config.seed).choice(rows, sel.max_rows, replace=False))
-  choice = choose.choose_model(
-      jax.random.key(config.seed), data.x[rows], data.adj, cfg.replace(restarts=sel.restarts),
-      decoders=tuple(sel.decoders.split(",")), noises=tuple(sel.noises.split(",")),
-      k_candidates=tuple(sel.k_candidates), max_mechanisms=sel.max_mechanisms,
-      x_heldout=data.x[data.test_rows], log=say, screen=sel.get("screen", True),
-      first_restarts=cfg.restarts)
+  choice = choose.choose_model(jax.random.key(config.seed), data.x[rows], data.adj,
+                               **choice_options(cfg, sel), x_heldout=data.x[data.test_rows],
+                               log=say)
   short = lambda row: f"{row['decoder']} K={row['n_regimes']} noise {row['noise']}"
   out = {"chosen": choose.describe(choice.config),
          "criterion": "the first fit's shared mechanisms checked; noise by BIC on the "

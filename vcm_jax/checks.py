@@ -41,16 +41,10 @@ def _moments(model, result, x, parent_idx, parent_mask):
   ``l, l2: [K, N]`` sums of ``log p_shared(x_j | pa_j)`` and of its square."""
   xs = units.to_standard(x, result.loc, result.scale)
   params = result.params
-  shared = jnp.zeros((model.n_categories,)).at[0].set(1.0)  # regime 0's mechanisms
 
   def per_row(b):
     post = model.posterior(params, b, parent_idx, parent_mask)  # [B, K]
-    if model.sparse:  # the shared copy is the decoder's copy 0
-      mean, log_scale = (a[:, 0] for a in model._sparse_means(params, b, parent_idx, parent_mask))
-    else:
-      z = jnp.broadcast_to(shared, post.shape)
-      mean, log_scale = model.mixed_means(params, b, z, parent_idx, parent_mask)
-    cell = model.cell_log_density(b, mean, log_scale)  # [B, N]
+    cell = model.cell_log_density(b, *model.shared_means(params, b, parent_idx, parent_mask))
     return (post, post ** 2, post[:, :, None] * cell[:, None], post[:, :, None] * cell[:, None] ** 2)
 
   return sum_rows(per_row, xs, rows_per_block(model.n_categories * model.n_nodes))

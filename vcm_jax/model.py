@@ -63,6 +63,16 @@ class Model(NamedTuple):
     """Sparse decoder: the shared mechanisms' and every regime's own, ``[B, 1 + K, N]``."""
     return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
 
+  def shared_means(self, params, x, parent_idx, parent_mask):
+    """Means and log-scales ``[B, N]`` of the mechanisms regimes share (parents as
+    observed): the structured decoder's observational state, the sparse decoder's
+    shared copy. The free decoder shares none."""
+    if self.sparse:
+      return tuple(a[:, 0] for a in self._sparse_means(params, x, parent_idx, parent_mask))
+    if not self.structured:
+      raise ValueError("the free decoder has no shared mechanisms")
+    return self.decoder.apply(params["decoder"], x, jnp.zeros_like(x), parent_idx, parent_mask)
+
   def log_prior(self, params):
     """``log p(z)``, ``[K]``."""
     if self.cfg.prior == "learned":
