@@ -134,7 +134,8 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
     key: the PRNG key every candidate is fitted with.
     x: ``[S, N]`` rows to fit (data units); adj: ``[N, N]`` the DAG.
     base: the settings every candidate shares (steps, mechanisms, ...).
-    decoders, noises, k_candidates, max_mechanisms: as in ``candidates``.
+    decoders, noises, k_candidates, max_mechanisms: as in ``candidates`` (the budget
+      applies to the decoders after the first).
     x_heldout: optional rows to report each candidate's held-out ``log p(x)`` on.
     log: optional ``callable(dict)`` told each candidate's scores as they come.
     screen: check the first fit before fitting the rest (above).
@@ -161,7 +162,10 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
     return fit
 
   best = lambda rows, key: max(rows, key=lambda rc: rc[0][key]) if rows else None
-  first_cfgs = candidates(base, n, decoders=decoders[:1], noises=noises, **opts)
+  # The first decoder (the single-target latent, the cheapest) is fitted whatever the
+  # budget: max_mechanisms keeps the other latents away from hundreds of variables.
+  first_cfgs = candidates(base, n, decoders=decoders[:1], noises=noises,
+                          k_candidates=k_candidates)
   if first_cfgs:
     first_cfgs = [c.replace(restarts=first_restarts or base.restarts) for c in first_cfgs]
     first_fit = fit_one(first_cfgs[0])
