@@ -180,6 +180,9 @@ def run(config, workdir: str) -> dict:
   model_selection, chosen_fit = _choose_model(config, cfg, data, workdir)
   if model_selection is not None:
     cfg = cfg.replace(**model_selection["chosen"])
+    check = model_selection.get("shared_mechanism_check")
+    if check is not None and not check["holds"]:  # several changes a regime: more optima
+      cfg = cfg.replace(restarts=max(cfg.restarts, config.selection.violated_restarts))
   selection = _choose_k(config, cfg, data, max_parents, workdir)
   if selection is not None:
     cfg = cfg.replace(n_regimes=selection["n_regimes"])
