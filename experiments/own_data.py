@@ -108,8 +108,7 @@ def _choose_model(config, cfg, data: OwnData, workdir: str):
   decoders to try: chosen once, kept in model_selection.json for a resumed run.
 
   Returns ``(the choice's summary or None, the chosen candidate's Fit or None)``; the
-  fit only where it is the run's own: fitted now, on every training row, with
-  ``train.restarts``."""
+  fit only where it was fitted now, on every training row."""
   sel = config.get("selection")
   if sel is None or not sel.decoders:
     return None, None
@@ -143,8 +142,7 @@ def _choose_model(config, cfg, data: OwnData, workdir: str):
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
                f"; runner-up {short(runner)} (BIC {runner['bic']:.1f}, ICL {runner['icl']:.1f})")
-  own = (len(rows) == len(data.train_rows) and choice.config.restarts == cfg.restarts)
-  return out, choice.fit if own else None
+  return out, choice.fit if len(rows) == len(data.train_rows) else None
 
 
 def run(config, workdir: str) -> dict:
@@ -187,7 +185,7 @@ def run(config, workdir: str) -> dict:
   if selection is not None:
     cfg = cfg.replace(n_regimes=selection["n_regimes"])
   x_train = jnp.asarray(data.x[data.train_rows])
-  if chosen_fit is not None and selection is None:  # the model choice fitted it on these rows
+  if chosen_fit is not None and chosen_fit.model.cfg == cfg:  # fitted so on these rows
     fit, result, log = chosen_fit, chosen_fit.result, _history_writer(chosen_fit, config, workdir)
   else:
     trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)

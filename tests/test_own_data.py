@@ -126,6 +126,7 @@ def test_outputs_and_plots(fitted):
   assert choice["shared_mechanism_check"]["holds"] and len(choice["candidates"]) == 1
   assert [c["decoder"] for c in choice["not_fitted"]] == ["sparse"]
   assert summary["identifiability"] == "identified"
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # no second training loop
 
 
 def test_free_decoder_chooses_k(dataset, tmp_path):

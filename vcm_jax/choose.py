@@ -39,7 +39,7 @@ class ModelChoice(NamedTuple):
   table: list        # one dict per fitted candidate, best first: its settings and scores
   fit: object = None       # the chosen candidate's ``api.Fit`` (fitted on the rows given)
   check: dict | None = None  # ``checks.shared_mechanism_check`` of the first fit, summarised
-  skipped: list = []       # candidates not fitted, each with why
+  skipped: tuple = ()      # candidates not fitted, each with why
 
 
 def default_k(n_nodes: int) -> tuple[int, ...]:
@@ -207,7 +207,8 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
     row["finalist"] = any(row is f[0] for f in finalists)
     row["chosen"] = row is chosen[0]
   table.sort(key=lambda rc: (not rc[0]["chosen"], not rc[0]["finalist"], -rc[0]["bic"]))
-  return ModelChoice(table[0][1], [row for row, _, _ in table], table[0][2], check, skipped)
+  return ModelChoice(table[0][1], [row for row, _, _ in table], table[0][2], check,
+                     tuple(skipped))
 
 
 def log_prob_as(fit: api.Fit, cfg: FitConfig):
