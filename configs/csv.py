@@ -50,8 +50,9 @@ def get_config():
   c.selection.max_mechanisms = 400
   c.selection.restarts = 1         # starts per candidate (the chosen model gets train.restarts)
   # Where the first fit's check fails (regimes that change several mechanisms), the chosen
-  # model's fit has more local optima: it gets this many starts (Sachs seed 1: AMI 0.515
-  # with 2, 0.563 with 4; chosen with the labels in view).
+  # model's fit has more local optima: it gets this many starts, the best log p(x) kept
+  # (Sachs AMI, seeds 0 / 1: 0.565 / 0.515 with 2 starts, 0.527 / 0.563 with 4: the same
+  # mean, the spread moved; set with the labels in view).
   c.selection.violated_restarts = 4
   c.selection.max_rows = 20000     # candidates fitted on at most this many training rows
   c.plots = True
