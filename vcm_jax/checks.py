@@ -52,17 +52,22 @@ def _moments(model, result, x, parent_idx, parent_mask):
   return sum_rows(per_row, xs, rows_per_block(model.n_categories * model.n_nodes))
 
 
+def applies(model) -> bool:
+  """Whether a model's latent says which mechanisms its regimes share (structured or
+  sparse decoder; the free decoder shares none)."""
+  return model.structured or model.sparse
+
+
 def changed_sets(fit) -> np.ndarray:
   """``[K, N]`` bool: the mechanisms each regime of ``fit`` changes, as the latent says
   (structured: regime k its node k - 1; sparse: its gates; regime 0 none)."""
   model = fit.model
-  k, n = model.n_categories, model.n_nodes
+  if not applies(model):
+    raise ValueError("the shared-mechanism check needs a latent that says which mechanisms "
+                     "each regime keeps: decoder structured or sparse, not free")
   if model.structured:
-    return np.eye(k, n, -1, dtype=bool)
-  if model.sparse:
-    return np.asarray(model.gates(fit.result.params)) > 0.5
-  raise ValueError("the shared-mechanism check needs a latent that says which mechanisms each "
-                   "regime keeps: decoder structured or sparse, not free")
+    return np.eye(model.n_categories, model.n_nodes, -1, dtype=bool)
+  return np.asarray(model.gates(fit.result.params)) > 0.5
 
 
 def shared_mechanism_check(fit, x, *, effect: float = EFFECT, z: float = Z) -> dict:

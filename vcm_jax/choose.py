@@ -169,7 +169,7 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
   if first_cfgs:
     first_cfgs = [c.replace(restarts=first_restarts or base.restarts) for c in first_cfgs]
     first_fit = fit_one(first_cfgs[0])
-    if screen and (first_fit.model.structured or first_fit.model.sparse):
+    if screen and checks.applies(first_fit.model):
       found = checks.shared_mechanism_check(first_fit, x)
       check = {"holds": found["holds"], "largest_gap": found["largest_gap"],
                "regimes": found["regimes"],

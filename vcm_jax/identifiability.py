@@ -163,6 +163,6 @@ def of_fit(fit, x, names=None) -> dict:
 def shared_misfit(fit, x):
   """``[K, N]`` the cells ``checks.shared_mechanism_check`` flags on rows ``x``; None for
   the free decoder (it shares nothing)."""
-  if not (fit.model.structured or fit.model.sparse):
+  if not checks.applies(fit.model):
     return None
   return checks.shared_mechanism_check(fit, x)["flagged"]
