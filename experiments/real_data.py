@@ -16,6 +16,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -160,8 +161,7 @@ def main(argv):
   experiments.configure_jax()
   f = flags.FLAGS
   os.makedirs(f.workdir, exist_ok=True)
-  config = type("Config", (), {"seed": f.seed})()
-  lines = run_sachs(config, f.workdir, f.methods)
+  lines = run_sachs(ml_collections.ConfigDict({"seed": f.seed}), f.workdir, f.methods)
   with open(os.path.join(f.workdir, "report.md"), "w") as out:
     out.write("\n".join(lines) + "\n")
   print("\n".join(lines))
