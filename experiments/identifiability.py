@@ -170,7 +170,7 @@ def heldout_verdicts(seeds: int) -> list[dict]:
       choice = choose.choose_model(jax.random.key(seed), x, adj,
                                    **own_data.choice_options(base, own.selection))
       f = choice.fit
-      verdict = identifiability.of_fit(f, x)
+      verdict = identifiability.of_fit(f, x, misfit_confirmed=choice.misfit_confirmed)
       ari = float(metrics.adjusted_rand_index(np.asarray(regimes), np.asarray(f.assign(x)),
                                               c.n_nodes + 1, f.n_regimes))
       row = {"setting": name, "seed": seed, "verdict": verdict["verdict"],

@@ -131,7 +131,7 @@ def _choose_model(config, cfg, data: OwnData, workdir: str):
                       "single-target latent; sparse K by ICL; the latent by BIC (vcm_jax.choose)",
          "runner_up": choice.table[1] if len(choice.table) > 1 else None,
          "candidates": choice.table, "shared_mechanism_check": choice.check,
-         "not_fitted": choice.skipped}
+         "misfit_confirmed": choice.misfit_confirmed, "not_fitted": choice.skipped}
   if sharding.is_primary():
     io.write_json_atomic(path, out)
   if choice.check is not None:
@@ -190,7 +190,8 @@ def run(config, workdir: str) -> dict:
   else:
     trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)
     fit, result, log = _train(config, trainer, data, x_train, max_parents, workdir)
-  report, extras = regime_table(fit, x_train, data.x, data.names)
+  report, extras = regime_table(fit, x_train, data.x, data.names, misfit_confirmed=(
+      model_selection or {}).get("misfit_confirmed", True))
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.asarray(host_outlier_scores(fit, data.x))

@@ -52,6 +52,12 @@ def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds(
                               k_candidates=(2, 3))
   assert multi.config.decoder == "sparse", multi.table
   assert not multi.check["holds"] and not multi.skipped  # the check fails: every candidate
+  # The misfit counts where a latent with several changes won; and where none was fitted.
+  assert multi.misfit_confirmed and single.misfit_confirmed
+  # Where one was fitted and the single-target latent won, it does not.
+  lost = multi._replace(config=single.config, table=[dict(r, decoder="structured")
+                                                     for r in multi.table[:1]] + multi.table[1:])
+  assert not lost.misfit_confirmed
   assert multi.table[0]["chosen"] and sum(r["finalist"] for r in multi.table) == 2
   sparse_rows = [r for r in multi.table if r["decoder"] == "sparse"]
   assert multi.table[0]["icl"] == max(r["icl"] for r in sparse_rows)  # K by ICL

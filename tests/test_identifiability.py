@@ -83,3 +83,11 @@ def test_a_misfit_the_fit_cannot_show_makes_the_verdict_violated():
   assert out["verdict"] == "violated" and out["multi_target_regimes"] == [1]
   assert out["suspected_missing_edges"] == [["X1", "X2"]]
   assert out["shared_mechanism_misfit"] == [[1, "X2"]] and "misfit" in out["why"]
+  assert out["misfit_counted"] and not plain["misfit_counted"]
+  # A model choice that found the misfit not worth another mechanism: reported, not
+  # counted, and the verdict that of the fit's mechanisms.
+  kept = identifiability.verdict(divergence, np.ones(3), no_edge, NAMES, shared_misfit=misfit,
+                                 misfit_confirmed=False)
+  assert kept["verdict"] == "identified" and kept["candidates"] == plain["candidates"]
+  assert kept["shared_mechanism_misfit"] == [[1, "X2"]] and not kept["misfit_counted"]
+  assert "not counted" in kept["why"] and kept["suspected_missing_edges"] == []

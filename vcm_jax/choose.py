@@ -41,6 +41,17 @@ class ModelChoice(NamedTuple):
   check: dict | None = None  # ``checks.shared_mechanism_check`` of the first fit, summarised
   skipped: tuple = ()      # candidates not fitted, each with why
 
+  @property
+  def misfit_confirmed(self) -> bool:
+    """Whether the chosen fit's shared-mechanism misfit counts as a change (the
+    verdict's ``shared_misfit``). Not where the latents that allow several changes a
+    regime were fitted and lost (BIC) to the single-target one: the likelihood says
+    the misfit does not pay for another mechanism. A mechanism family the decoder
+    lacks misfits a regime that moved its parents in just that way."""
+    single = lambda decoder: decoder == "structured"
+    return not (single(self.config.decoder)
+                and any(not single(row["decoder"]) for row in self.table))
+
 
 def default_k(n_nodes: int) -> tuple[int, ...]:
   """Sparse candidates: 2, 3, 4, 6, 8, 12 regimes, below N + 1 (the single-target count)."""

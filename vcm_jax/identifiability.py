@@ -46,7 +46,7 @@ def candidates(changed: np.ndarray, present: np.ndarray) -> list[int]:
 
 
 def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE_THRESHOLD,
-            shared_misfit=None) -> dict:
+            shared_misfit=None, misfit_confirmed: bool = True) -> dict:
   """The ``identifiability`` entry of ``regimes.json``.
 
   Args:
@@ -56,6 +56,8 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
     shared_misfit: optional ``[K, N]`` bool, regime k's rows misfit mechanism j that
       the fit keeps shared (``shared_misfit``): the fit cannot show that change in its
       mechanisms, so it is added to them (k differs at j from every other regime).
+    misfit_confirmed: False where a model choice found the misfit not worth another
+      mechanism (``choose.ModelChoice.misfit_confirmed``): it is reported, not added.
 
   Returns:
     ``{"verdict", "candidates", "reference", "multi_target_regimes",
@@ -72,8 +74,9 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
   misfit = []
   if shared_misfit is not None:
     m = np.asarray(shared_misfit, bool)
-    changed = (changed | m[None] | m[:, None]) & ~np.eye(len(m), dtype=bool)[:, :, None]
     misfit = [[int(k), names[j]] for k, j in np.argwhere(m)]
+    if misfit_confirmed:
+      changed = (changed | m[None] | m[:, None]) & ~np.eye(len(m), dtype=bool)[:, :, None]
   present = np.asarray(sizes) > 0
   cands = candidates(changed, present)
   regimes = np.flatnonzero(present)
@@ -113,16 +116,19 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
       parts.append(f"regimes {multi} change several mechanisms")
     if several:
       parts.append(f"mechanisms {[names[i] for i in several]} are changed by several regimes")
-    if misfit:
+    if misfit and misfit_confirmed:
       parts.append(f"(regime, mechanism) {misfit}: the regime's rows misfit a mechanism the "
                    "fit shares")
     why = "; ".join(parts) or "no regime differs from every other in one mechanism"
+  if misfit and not misfit_confirmed:
+    why += (f"; (regime, mechanism) {misfit} misfit a mechanism the fit shares, but the "
+            "latents with several changes a regime fitted worse (BIC): not counted")
   return {"verdict": kind, "candidates": cands, "reference": int(ref),
           "multi_target_regimes": multi,
           "mechanisms_changed_by_several": [names[i] for i in several],
           "suspected_missing_edges": _unique(missing),
           "suspected_reversed_edges": _unique(reversed_), "shared_mechanism_misfit": misfit,
-          "why": why}
+          "misfit_counted": bool(misfit) and misfit_confirmed, "why": why}
 
 
 def _ancestors(adj: np.ndarray) -> np.ndarray:
@@ -144,10 +150,11 @@ def _unique(pairs):
   return out
 
 
-def of_fit(fit, x, names=None) -> dict:
+def of_fit(fit, x, names=None, *, misfit_confirmed: bool = True) -> dict:
   """``verdict`` of a ``vcm_jax.Fit`` on rows ``x`` (data units; the fitted rows are
   best): regimes' mechanisms averaged over ``x`` (``predict.regime_mechanisms``),
-  sizes from the assignment, the DAG from the fit's parent table."""
+  sizes from the assignment, the DAG from the fit's parent table; ``misfit_confirmed``
+  as in ``verdict``."""
   from vcm_jax import predict
 
   x = jnp.asarray(x, jnp.float32)
@@ -157,7 +164,7 @@ def of_fit(fit, x, names=None) -> dict:
   adj = graphs.table_adjacency(fit.parent_idx, fit.parent_mask)
   names = list(names) if names is not None else [f"X{j}" for j in range(len(adj))]
   return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names,
-                 shared_misfit=shared_misfit(fit, x))
+                 shared_misfit=shared_misfit(fit, x), misfit_confirmed=misfit_confirmed)
 
 
 def shared_misfit(fit, x):

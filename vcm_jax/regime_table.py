@@ -48,7 +48,7 @@ def _in_data_units(w, b, log_s, loc, std, node, parents, names):
   return out
 
 
-def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
+def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True) -> tuple[dict, dict]:
   """The report of a ``vcm_jax.Fit`` and the arrays behind it.
 
   Memory beyond the data: one ``[S, K]`` float32 posterior and ``[K, N]`` tables;
@@ -60,6 +60,8 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
     x_all: ``[S, N]`` every row to assign (NumPy is best: it goes to the device a block
       at a time).
     names: the N node names.
+    misfit_confirmed: whether the shared-mechanism misfit counts as a change in the
+      verdict (``choose.ModelChoice.misfit_confirmed``).
 
   Returns:
     ``(report, extras)``: ``report`` is ``regimes.json``; ``extras`` holds
@@ -135,7 +137,8 @@ def regime_table(fit, x_fit, x_all, names) -> tuple[dict, dict]:
                      mean=float(mean[0, j])) for j in range(len(names))}
   verdict = identifiability.verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes,
                                     graphs.table_adjacency(idx, mask), names,
-                                    shared_misfit=identifiability.shared_misfit(fit, x_fit))
+                                    shared_misfit=identifiability.shared_misfit(fit, x_fit),
+                                    misfit_confirmed=misfit_confirmed)
   report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
             "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
             "identifiability": verdict,
