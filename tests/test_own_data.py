@@ -125,6 +125,7 @@ def test_outputs_and_plots(fitted):
   choice = summary["model_selection"]
   assert choice["shared_mechanism_check"]["holds"] and len(choice["candidates"]) == 1
   assert [c["decoder"] for c in choice["not_fitted"]] == ["sparse"]
+  assert choice["misfit_confirmed"]  # no latent with several changes was fitted to say no
   assert summary["identifiability"] == "identified"
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # no second training loop
 
