@@ -17,7 +17,9 @@ were calibrated with structured fits on single-target synthetic data, where no c
 should be flagged (largest gaps 0.04-0.08 nats, largest |z| 4.4), against a
 two-target regime (0.38 nats, z 23) and a dropped edge (0.18, z 6.8): the README's
 model-choice section gives the settings. A mechanism family the decoder lacks can
-misfit a regime whose intervention moves its parents, and reads as a change.
+misfit a regime whose intervention moves its parents, and reads as a change; the
+model choice weighs it (``choose.ModelChoice.misfit_confirmed``: where the latents
+that could hold a second change lose on BIC, the verdict does not count it).
 
 Pure JAX for the sums (row blocks, jit-safe); the flags are NumPy on ``[K, N]``.
 """
