@@ -185,13 +185,18 @@ def run(config, workdir: str) -> dict:
   if selection is not None:
     cfg = cfg.replace(n_regimes=selection["n_regimes"])
   x_train = jnp.asarray(data.x[data.train_rows])
+  misfit = None
   if chosen_fit is not None and chosen_fit.model.cfg == cfg:  # fitted so on these rows
     fit, result, log = chosen_fit, chosen_fit.result, _history_writer(chosen_fit, config, workdir)
+    check = model_selection["shared_mechanism_check"]
+    if check is not None and check["of_chosen"]:  # its flags are this fit's on these rows
+      misfit = np.zeros((fit.n_regimes, n), bool)
+      misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
   else:
     trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)
     fit, result, log = _train(config, trainer, data, x_train, max_parents, workdir)
   report, extras = regime_table(fit, x_train, data.x, data.names, misfit_confirmed=(
-      model_selection or {}).get("misfit_confirmed", True))
+      model_selection or {}).get("misfit_confirmed", True), shared_misfit=misfit)
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.asarray(host_outlier_scores(fit, data.x))

@@ -52,12 +52,21 @@ def _csv_config(data_dir, **data):
   return config
 
 
+CHECKS = []  # the fitted run's shared-mechanism checks, counted
+
+
 @pytest.fixture(scope="module")
 def fitted(dataset, tmp_path_factory):
   from experiments import driver
+  from vcm_jax import checks
   data_dir, truth = dataset
   workdir = str(tmp_path_factory.mktemp("fit"))
-  payload = driver.run(_csv_config(data_dir), workdir)
+  check = checks.shared_mechanism_check
+  checks.shared_mechanism_check = lambda *a, **k: CHECKS.append(1) or check(*a, **k)
+  try:
+    payload = driver.run(_csv_config(data_dir), workdir)
+  finally:
+    checks.shared_mechanism_check = check
   return workdir, payload, truth
 
 
@@ -126,6 +135,8 @@ def test_outputs_and_plots(fitted):
   assert choice["shared_mechanism_check"]["holds"] and len(choice["candidates"]) == 1
   assert [c["decoder"] for c in choice["not_fitted"]] == ["sparse"]
   assert choice["misfit_confirmed"]  # no latent with several changes was fitted to say no
+  # The verdict reads the model choice's check of the same fit: checked once.
+  assert choice["shared_mechanism_check"]["of_chosen"] and len(CHECKS) == 1
   assert summary["identifiability"] == "identified"
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # no second training loop
 

@@ -218,6 +218,8 @@ def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "spars
     row["finalist"] = any(row is f[0] for f in finalists)
     row["chosen"] = row is chosen[0]
   table.sort(key=lambda rc: (not rc[0]["chosen"], not rc[0]["finalist"], -rc[0]["bic"]))
+  if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
+    check["of_chosen"] = table[0][2] is first_fit
   return ModelChoice(table[0][1], [row for row, _, _ in table], table[0][2], check,
                      tuple(skipped))
 

@@ -48,7 +48,8 @@ def _in_data_units(w, b, log_s, loc, std, node, parents, names):
   return out
 
 
-def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True) -> tuple[dict, dict]:
+def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
+                 shared_misfit=None) -> tuple[dict, dict]:
   """The report of a ``vcm_jax.Fit`` and the arrays behind it.
 
   Memory beyond the data: one ``[S, K]`` float32 posterior and ``[K, N]`` tables;
@@ -62,6 +63,8 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True) -> 
     names: the N node names.
     misfit_confirmed: whether the shared-mechanism misfit counts as a change in the
       verdict (``choose.ModelChoice.misfit_confirmed``).
+    shared_misfit: ``[K, N]`` the check's flags of this fit on ``x_fit`` where already
+      computed (the model choice's); None: computed here.
 
   Returns:
     ``(report, extras)``: ``report`` is ``regimes.json``; ``extras`` holds
@@ -137,7 +140,8 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True) -> 
                      mean=float(mean[0, j])) for j in range(len(names))}
   verdict = identifiability.verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes,
                                     graphs.table_adjacency(idx, mask), names,
-                                    shared_misfit=identifiability.shared_misfit(fit, x_fit),
+                                    shared_misfit=identifiability.shared_misfit(fit, x_fit)
+                                    if shared_misfit is None else shared_misfit,
                                     misfit_confirmed=misfit_confirmed)
   report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
             "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
