@@ -176,9 +176,10 @@ def run(config, workdir: str) -> dict:
                "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
                len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
   model_selection, chosen_fit = _choose_model(config, cfg, data, workdir)
+  selected = model_selection or {}
+  check = selected.get("shared_mechanism_check")
   if model_selection is not None:
     cfg = cfg.replace(**model_selection["chosen"])
-    check = model_selection.get("shared_mechanism_check")
     if check is not None and not check["holds"]:  # several changes a regime: more optima
       cfg = cfg.replace(restarts=max(cfg.restarts, config.selection.violated_restarts))
   selection = _choose_k(config, cfg, data, max_parents, workdir)
@@ -188,15 +189,14 @@ def run(config, workdir: str) -> dict:
   misfit = None
   if chosen_fit is not None and chosen_fit.model.cfg == cfg:  # fitted so on these rows
     fit, result, log = chosen_fit, chosen_fit.result, _history_writer(chosen_fit, config, workdir)
-    check = model_selection["shared_mechanism_check"]
     if check is not None and check["of_chosen"]:  # its flags are this fit's on these rows
       misfit = np.zeros((fit.n_regimes, n), bool)
       misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
   else:
     trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)
     fit, result, log = _train(config, trainer, data, x_train, max_parents, workdir)
-  report, extras = regime_table(fit, x_train, data.x, data.names, misfit_confirmed=(
-      model_selection or {}).get("misfit_confirmed", True), shared_misfit=misfit)
+  report, extras = regime_table(fit, x_train, data.x, data.names, shared_misfit=misfit,
+                                misfit_confirmed=selected.get("misfit_confirmed", True))
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.asarray(host_outlier_scores(fit, data.x))
