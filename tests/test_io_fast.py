@@ -52,7 +52,7 @@ def fast_only(monkeypatch):
   """Fail the test if the careful reader is used: the fast path must take this file."""
   def refuse(*args, **kwargs):
     raise AssertionError("fell back to the careful reader")
-  monkeypatch.setattr(io, "_read_csv_careful", refuse)
+  monkeypatch.setattr(io.readers, "_read_csv_careful", refuse)  # read_data looks it up there
 
 
 @pytest.mark.parametrize("bom, newline, label_at", [(False, "\n", 4), (True, "\r\n", 1),

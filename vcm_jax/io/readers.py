@@ -1,33 +1,22 @@
-"""Reading a user's data and graph, checking them, writing results (host side, NumPy).
+"""Reading a user's data file (CSV or ``.npz``) and its label column.
 
-The only module of the library that touches files. Every problem with the
-input raises ``InputError`` with one line that names it: the file, the row and
-column of a bad value, the nodes on a cycle, the names that do not match.
-Rows are counted from 0 over the data rows (the header is not a row), the way
-``assignments.csv`` numbers them.
+Every problem raises ``InputError`` with one line that names the file, the row
+and column of a bad value. Rows are counted from 0 over the data rows (the
+header is not a row), the way ``assignments.csv`` numbers them.
 """
 from __future__ import annotations
 
 import array
 import csv
-import json
 import math
-import os
-import tempfile
 import warnings
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
-import networkx as nx
 import numpy as np
 
-from vcm_jax import graphs
+from vcm_jax.io.errors import InputError
 
 OBSERVATIONAL_LABELS = ("", "obs", "observational", "none", "control")
-EDGE_LIST_HEADERS = (("source", "target"), ("from", "to"), ("parent", "child"), ("cause", "effect"))
-
-
-class InputError(ValueError):
-  """A problem with a user's file: the message names it in one line."""
 
 
 class Table(NamedTuple):
@@ -242,101 +231,6 @@ def _read_npz(path: str, labels: str | None):
   return variables, values, label_values
 
 
-def read_graph(path: str, names: Sequence[str]) -> np.ndarray:
-  """The DAG over ``names`` as ``[N, N]`` 0/1 (``A[i, j] = 1`` for ``i -> j``), in that order.
-
-  Formats, detected from the extension and the content: GML, GraphML (networkx),
-  an edge-list CSV (header ``source,target``, or from,to / parent,child /
-  cause,effect; a row with an empty target declares an isolated node), an adjacency CSV (header row and first column of names).
-  """
-  text = _read_text(path, "graph")
-  head = text.lstrip()[:200].lower()
-  if not head:
-    raise InputError(f"graph file {path} is empty")
-  if path.lower().endswith(".gml") or head.startswith("graph"):
-    nodes, edges = _read_networkx(path, nx.read_gml)
-  elif path.lower().endswith(".graphml") or head.startswith("<?xml") or "<graphml" in head:
-    nodes, edges = _read_networkx(path, nx.read_graphml)
-  else:
-    rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
-    if tuple(c.lower() for c in rows[0][:2]) in EDGE_LIST_HEADERS:
-      nodes, edges = _edge_list(path, rows)
-    else:
-      nodes, edges = _adjacency(path, rows)
-  return _align(path, nodes, edges, list(names))
-
-
-def _read_networkx(path, reader):
-  try:
-    g = reader(path)
-  except Exception as err:  # networkx raises many types for malformed files
-    raise InputError(f"cannot read graph file {path}: {str(err).splitlines()[0]}") from None
-  if not g.is_directed():
-    raise InputError(f"graph file {path} holds an undirected graph; a DAG needs directed edges")
-  nodes = [str(n) for n in g.nodes]
-  return nodes, [(str(u), str(v)) for u, v in g.edges]
-
-
-def _edge_list(path, rows):
-  nodes, edges = [], []
-  for i, row in enumerate(rows[1:]):
-    if len(row) < 2 or not row[0]:
-      raise InputError(f"graph file {path}: edge row {i} needs 'source,target'")
-    source, target = row[0], row[1]
-    nodes.append(source)
-    if target:
-      nodes.append(target)
-      edges.append((source, target))
-  return list(dict.fromkeys(nodes)), edges
-
-
-def _adjacency(path, rows):
-  header = _check_names(rows[0][1:], f"graph file {path} (header)")
-  row_names = _check_names([r[0] for r in rows[1:]], f"graph file {path} (first column)")
-  if set(row_names) != set(header) or len(rows) - 1 != len(header):
-    raise InputError(f"graph file {path}: an adjacency matrix needs the same names in its header "
-                     f"and first column (header {len(header)}, rows {len(rows) - 1}); for an edge "
-                     f"list use the header 'source,target'")
-  edges = []
-  for row in rows[1:]:
-    if len(row) != len(header) + 1:
-      raise InputError(f"graph file {path}: row {row[0]!r} has {len(row) - 1} entries, "
-                       f"expected {len(header)}")
-    for target, cell in zip(header, row[1:]):
-      v = _parse_float(cell)
-      if v not in (0.0, 1.0):
-        raise InputError(f"graph file {path}: entry ({row[0]}, {target}) is {cell!r}; "
-                         f"expected 0 or 1")
-      if v == 1.0:
-        edges.append((row[0], target))
-  return header, edges
-
-
-def _align(path, nodes, edges, names):
-  if len(set(names)) != len(names):
-    dup = next(n for n in names if names.count(n) > 1)
-    raise InputError(f"duplicate variable name {dup!r}")
-  missing = [n for n in nodes if n not in names]
-  if missing:
-    raise InputError(f"graph file {path}: node(s) {', '.join(map(repr, missing))} are not "
-                     f"columns of the data")
-  absent = [n for n in names if n not in set(nodes)]
-  if absent:
-    raise InputError(f"data column(s) {', '.join(map(repr, absent))} are not in the graph "
-                     f"{path} (an edge list declares an isolated node with a row 'name,')")
-  index = {n: i for i, n in enumerate(names)}
-  adj = np.zeros((len(names), len(names)), np.int32)
-  for u, v in edges:
-    if u == v:
-      raise InputError(f"graph file {path}: self-loop on node {u!r}")
-    adj[index[u], index[v]] = 1
-  try:
-    graphs.validate_dag(adj, names)
-  except ValueError as err:
-    raise InputError(f"graph file {path}: {err}") from None
-  return adj
-
-
 def label_targets(labels: np.ndarray, names: Sequence[str]) -> np.ndarray | None:
   """Target node per sample from a label column, ``[S]`` int (-1 observational), or None.
 
@@ -361,103 +255,3 @@ def label_targets(labels: np.ndarray, names: Sequence[str]) -> np.ndarray | None
   if np.all(ids == np.round(ids)) and ids.min() >= 0 and ids.max() <= len(names):
     return (ids.astype(np.int32) - 1)[inverse]
   return None
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """Write through a temporary file and rename: a crash never leaves half a file."""
-  write_chunks_atomic(path, [text])
-
-
-def write_chunks_atomic(path: str, chunks: Iterable[str]) -> None:
-  """``write_text_atomic`` for text made a piece at a time (a large CSV in row blocks)."""
-  _write_atomic(path, lambda f: f.writelines(chunks), "w")
-
-
-def write_npy_atomic(path: str, values: np.ndarray) -> None:
-  """``np.save`` through a temporary file and rename."""
-  _write_atomic(path, lambda f: np.save(f, values, allow_pickle=False), "wb")
-
-
-def _write_atomic(path, write, mode):
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  try:
-    with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def write_json_atomic(path: str, payload) -> None:
-  write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
-FULL_POSTERIOR_MAX = 12  # up to this many regimes assignments.csv lists every probability
-TOP_REGIMES = 3          # above it: the best regimes of each row only (posterior.npy has all)
-
-
-def assignments_csv(posterior: np.ndarray, targets: Sequence[str]) -> str:
-  """``assignments.csv`` as one string (``assignments_chunks`` joined)."""
-  return "".join(assignments_chunks(posterior, targets))
-
-
-def assignments_chunks(posterior: np.ndarray, targets: Sequence[str], *, outlier=None,
-                       block: int = 65536) -> Iterator[str]:
-  """``assignments.csv`` in row blocks: ``row,regime,target,probability`` and then
-  ``p_0..p_{K-1}`` when K <= ``FULL_POSTERIOR_MAX``, else for the 2nd and 3rd most
-  probable regimes ``top2_regime,top2_target,top2_probability,top3_...``.
-
-  ``regime`` is the argmax of the posterior (the first, on ties), ``target`` its
-  target node's name. Formatting runs in C over each row (``%`` on a tuple), so a
-  million rows take seconds.
-
-  Args:
-    posterior: ``[S, K]`` regime probabilities (regime 0 observational), any float dtype.
-    targets: ``[K]`` target name per regime ("" for the observational one; names
-      joined by ``+`` for a regime that changes several mechanisms).
-    outlier: optional ``[S]`` probability that a row holds a gross error: a last
-      column ``outlier``.
-  """
-  s, k = posterior.shape
-  full = k <= FULL_POSTERIOR_MAX
-  top = 1 if full else min(TOP_REGIMES, k)
-  head = ["row", "regime", "target", "probability"]
-  if full:
-    head += [f"p_{j}" for j in range(k)]
-  else:
-    head += [f"top{t}_{f}" for t in range(2, top + 1) for f in ("regime", "target", "probability")]
-  line = "%d," + ",".join(["%d,%s,%.6g"] * top) + ("," + ",".join(["%.6g"] * k) if full else "")
-  if outlier is not None:
-    head, line = head + ["outlier"], line + ",%.4g"
-  cells = np.asarray([_csv_cell(t) for t in targets], dtype=object)
-  yield ",".join(head) + "\n"
-  for start in range(0, s, block):
-    p = np.asarray(posterior[start:start + block], np.float64)
-    columns = [np.arange(start, start + len(p))]
-    rest, at = (p.copy() if top > 1 else p), np.arange(len(p))
-    for t in range(top):  # argmax, then argmax of the rest: ties go to the lower id
-      best = rest.argmax(1)
-      columns += [best, cells[best], p[at, best]]
-      if t + 1 < top:
-        rest[at, best] = -np.inf
-    if full:
-      columns += list(p.T)
-    if outlier is not None:
-      columns.append(np.asarray(outlier[start:start + block], np.float64))
-    rows = zip(*(c.tolist() for c in columns))
-    yield "\n".join(map(line.__mod__, rows)) + "\n"
-
-
-def write_assignments(path: str, posterior: np.ndarray, targets: Sequence[str],
-                      outlier=None) -> None:
-  """``assignments_chunks`` written atomically to ``path``."""
-  write_chunks_atomic(path, assignments_chunks(posterior, targets, outlier=outlier))
-
-
-def _csv_cell(text: str) -> str:
-  if any(c in text for c in ',"\n'):
-    return '"' + text.replace('"', '""') + '"'
-  return text
