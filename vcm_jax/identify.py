@@ -110,7 +110,8 @@ def free_observational(divergence: jax.Array, weights: jax.Array) -> jax.Array:
   """
   residual = divergence.sum(-1) - divergence.max(-1)  # [K, K]
   score = residual @ weights
-  return jnp.argmin(score - 1e-6 * weights).astype(jnp.int32)
+  # A regime without weight (a padded one) cannot be the observational regime.
+  return jnp.argmin(jnp.where(weights > 0, score - 1e-6 * weights, jnp.inf)).astype(jnp.int32)
 
 
 def free_targets(divergence: jax.Array, observational) -> jax.Array:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from vcm_jax import clustering, identify
-from vcm_jax.model import Model, init_params
+from vcm_jax.model import PER_REGIME, Model, deactivate_regimes, init_params
 
 # Only the linear part is pre-fitted: an MLP could absorb a mechanism's shift as a
 # function of its parents' regimes, hiding the very surprise the initialisation reads.
@@ -66,7 +66,7 @@ def pooled_prefit(key, model: Model, params, x, parent_idx, parent_mask):
 
 
 def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
-                       max_points: int = 4096):
+                       max_points: int = 4096, n_active=None):
   """Free decoder: per-regime offsets ``[K, N]`` that break the symmetry of the pooled copies.
 
   k-means on the residuals of the pooled mechanisms: a sample from a regime
@@ -81,14 +81,16 @@ def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
   residuals = xs - mean
   if model.cfg.outlier_fraction > 0:  # a gross error must not claim a centroid of its own
     residuals = jnp.clip(residuals, -6.0, 6.0)
-  return clustering.kmeans(k_means, residuals, model.n_categories)[0]
+  return clustering.kmeans(k_means, residuals, model.n_categories, n_active=n_active)[0]
 
 
-def initial_params(key, model: Model, x, parent_idx, parent_mask):
+def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None):
   """Parameters a fit starts from, for standardised data ``x: [S, N]``.
 
   Returns the parameters and the key that seeds the training steps (the split
-  matches earlier versions, so a seed keeps its numbers).
+  matches earlier versions, so a seed keeps its numbers). ``n_active`` (free and
+  sparse decoders, a traced int): a model of that many regimes padded to K
+  (``model.deactivate_regimes``).
   """
   cfg = model.cfg
   k_init, k_pool, k_train, k_seed = jax.random.split(key, 4)
@@ -101,15 +103,16 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask):
       params = dict(params, decoder={"params": dec})
   if not model.structured and cfg.init == "surprise":
     dec = params["decoder"]["params"]
-    offsets = residual_centroids(k_seed, model, params, x, parent_idx, parent_mask)
+    offsets = residual_centroids(k_seed, model, params, x, parent_idx, parent_mask,
+                                 n_active=n_active)
     if model.sparse:  # the shared copy 0 stays the pooled fit; the regimes' own copies move
       offsets = jnp.concatenate([jnp.zeros_like(offsets[:1]), offsets])
     params = dict(params, decoder={"params": dict(dec, b=dec["b"] + offsets)})
+  if n_active is not None:
+    params = deactivate_regimes(params, n_active)
   return params, k_train
 
 
-# The free decoder's per-regime parameters (a leading [K] axis); the rest is shared.
-_PER_REGIME = ("b", "w", "z_kernel", "log_scale")
 # A gate's logit at the start of the sparse stage: decided, but not beyond recall.
 _GATE_START = 3.0
 
@@ -131,8 +134,9 @@ def sparse_from_free(model: Model, free_params, mean, scale, weights):
   div = identify.mechanism_divergence(mean, scale)
   obs = identify.free_observational(div, weights)
   dec = free_params["decoder"]["params"]
-  dec = {name: (jnp.concatenate([a[obs][None], a]) if name in _PER_REGIME else a)
+  dec = {name: (jnp.concatenate([a[obs][None], a]) if name in PER_REGIME else a)
          for name, a in dec.items()}
-  moved = (div[obs] > identify.CHANGE_THRESHOLD) & (jnp.arange(mean.shape[0]) != obs)[:, None]
+  moved = ((div[obs] > identify.CHANGE_THRESHOLD) & (jnp.arange(mean.shape[0]) != obs)[:, None]
+           & (weights > 0)[:, None])  # a padded (inactive) regime changes nothing
   gates = jnp.where(moved, _GATE_START, -_GATE_START)
   return dict(free_params, decoder={"params": dec}, gate_logits=gates)

@@ -252,6 +252,36 @@ def init_params(key, model: Model, parent_idx, parent_mask):
   return params
 
 
+# A padded regime's prior logit: its weight is exactly 0 in float32, so it takes no
+# rows, its parameters get no gradient (Adam leaves a zero-gradient leaf where it is),
+# and the active regimes' likelihood is that of a model without it.
+INACTIVE_LOGIT = -1e9
+# The free and sparse decoders' per-regime parameters (a leading [K] axis, [1 + K] for
+# the sparse decoder's shared copy 0); every other decoder parameter is shared.
+PER_REGIME = ("b", "w", "z_kernel", "log_scale")
+
+
+def deactivate_regimes(params, n_active):
+  """Regimes ``>= n_active`` (a traced int) switched off: the prior of a model with
+  ``n_active`` regimes, padded to the model's K (many K in one compiled program)."""
+  logits = params["prior_logits"]
+  active = jnp.arange(logits.shape[-1]) < n_active
+  return dict(params, prior_logits=jnp.where(active, logits, INACTIVE_LOGIT))
+
+
+def take_regimes(params, n_regimes: int, *, sparse: bool):
+  """The parameters of the first ``n_regimes`` regimes of a padded free or sparse fit
+  (host, ``n_regimes`` static): the model ``build_model`` makes with that K."""
+  copies = n_regimes + sparse
+  dec = {name: (a[:copies] if name in PER_REGIME else a)
+         for name, a in params["decoder"]["params"].items()}
+  out = dict(params, decoder={"params": dec},
+             prior_logits=jax.nn.log_softmax(params["prior_logits"][:n_regimes]))
+  if "gate_logits" in params:
+    out["gate_logits"] = params["gate_logits"][:n_regimes]
+  return out
+
+
 def _standard_noise(key, shape, cfg: FitConfig):
   """Noise of the mechanisms' family with mean 0 and standard deviation 1."""
   if cfg.noise == "laplace":

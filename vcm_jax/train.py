@@ -150,8 +150,8 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   # Plateaus the rule meets before it stops: with 'plateau' each but the last cuts the rate.
   plateaus_to_stop = cfg.plateau_decays + 1 if cfg.lr_schedule == "plateau" else 1
 
-  def init_one(key, xs, parent_idx, parent_mask):
-    params, k_train = initial_params(key, model, xs, parent_idx, parent_mask)
+  def init_one(key, xs, parent_idx, parent_mask, n_active=None):
+    params, k_train = initial_params(key, model, xs, parent_idx, parent_mask, n_active)
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
   if model.sparse:  # the sparse stage starts from a free-decoder fit of the same K
@@ -159,10 +159,10 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     dense = make_trainer(cfg.replace(decoder="free", standardize=False), n_nodes=n_nodes,
                          max_parents=max_parents)
 
-  def sparse_start(key, xs, parent_idx, parent_mask):
+  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None):
     """Every restart's free-decoder fit (to its stopping rule, or ``num_steps``), turned
     into sparse parameters."""
-    state = dense.init(key, xs, parent_idx, parent_mask)
+    state = dense.init(key, xs, parent_idx, parent_mask, n_active)
     state, _ = run_to_stop(dense, state, xs, parent_idx, parent_mask)
     m = dense.model
 
@@ -181,17 +181,22 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
         jax.random.fold_in(jax.random.wrap_key_data(k), 1)))(state.key_data)
     return params, jax.vmap(optimizer.init)(params), key_data
 
-  def init(key, x, parent_idx, parent_mask) -> TrainState:
+  def init(key, x, parent_idx, parent_mask, n_active=None) -> TrainState:
+    """``n_active`` (free and sparse decoders; a traced int): a fit of that many regimes,
+    padded to ``cfg.n_regimes`` (``model.take_regimes`` reads it back), so that fits of
+    several K are one compiled program."""
+    if n_active is not None and (model.structured or cfg.prior != "learned"):
+      raise ValueError("n_active pads the free or sparse decoder with a learned prior")
     if cfg.standardize:  # with gross errors in the model, in units they cannot move
       xs, loc, scale = units.standardize(x, robust=cfg.outlier_fraction > 0)
     else:  # the data's own units: loc 0, scale 1
       xs, loc, scale = x, jnp.zeros(x.shape[-1], x.dtype), jnp.ones(x.shape[-1], x.dtype)
     if model.sparse:
-      params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask)
+      params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask, n_active)
     else:
       keys = jax.random.split(key, cfg.restarts)
-      params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None))(
-          keys, xs, parent_idx, parent_mask)
+      params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None, None))(
+          keys, xs, parent_idx, parent_mask, n_active)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale,
                       _initial_stop(cfg.restarts))
 
@@ -302,12 +307,13 @@ def run_to_stop(trainer: Trainer, state: TrainState, xs, parent_idx, parent_mask
   return state, history
 
 
-def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer) -> FitResult:
+def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer, n_active=None) -> FitResult:
   """One whole fit of raw data ``x: [S, N]`` (pure, jit/vmap-safe; ``trainer`` static).
 
   Parent tables come from ``graphs.parent_table``; ``run_to_stop`` runs the steps.
+  ``n_active``: as in ``Trainer.init`` (a padded K).
   """
-  state = trainer.init(key, x, parent_idx, parent_mask)
+  state = trainer.init(key, x, parent_idx, parent_mask, n_active)
   xs = units.to_standard(x, state.loc, state.scale)
   state, history = run_to_stop(trainer, state, xs, parent_idx, parent_mask)
   return trainer.finish(state, xs, parent_idx, parent_mask, history)
