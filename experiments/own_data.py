@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from experiments import loop, plots, writers
+from experiments import compilation, loop, plots, writers
 from vcm_jax import api, choose, config as fit_config, evaluate, graphs, io, predict, select
 from vcm_jax import sharding
-from vcm_jax import train, units
+from vcm_jax import rows, train, units
 from vcm_jax.datasets import load_sachs
 from vcm_jax.regime_table import regime_table
 
@@ -94,55 +94,40 @@ def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dic
   return out
 
 
-def choice_options(cfg, sel) -> dict:
-  """``choose.choose_model``'s settings from the fit's config and a ``selection`` group:
-  candidates with ``selection.restarts`` starts, the first decoder's with the fit's own."""
-  return dict(base=cfg.replace(restarts=sel.restarts), decoders=tuple(sel.decoders.split(",")),
-              noises=tuple(sel.noises.split(",")), k_candidates=tuple(sel.k_candidates),
-              max_mechanisms=sel.max_mechanisms, screen=sel.screen,
-              first_restarts=cfg.restarts)
-
-
-def _choose_model(config, cfg, data: OwnData, workdir: str):
-  """The latent, K and noise family (``vcm_jax.choose``) when ``config.selection`` names
-  decoders to try: chosen once, kept in model_selection.json for a resumed run.
-
-  Returns ``(the choice's summary or None, the chosen candidate's Fit or None)``; the
-  fit only where it was fitted now, on every training row."""
+def selection_of(config) -> choose.Selection | None:
+  """The model choice's settings from ``config.selection``; None: one model as given."""
   sel = config.get("selection")
   if sel is None or not sel.decoders:
-    return None, None
-  path = os.path.join(workdir, "model_selection.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f), None
+    return None
+  try:
+    return choose.Selection.from_config(sel)
+  except ValueError as err:
+    raise loop.UserError(f"config: {err}") from None
+
+
+def _fit_default(config, cfg, selection, data: OwnData, x_train):
+  """``choose.fit_default`` (what ``vcm_jax.fit`` runs) on the training rows:
+  ``(fit, the choice's summary, the check's flags of the fit or None)``."""
   say = lambda row: logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f, held-out "
                                  "log p(x) %.4f", row["decoder"], row["n_regimes"], row["noise"],
                                  row["bic"], row["icl"], row["heldout_log_px"])
-  rows = data.train_rows
-  if sel.max_rows and len(rows) > sel.max_rows:  # the choice on a random subset: cheaper
-    rows = np.sort(np.random.default_rng(config.seed).choice(rows, sel.max_rows, replace=False))
-  choice = choose.choose_model(jax.random.key(config.seed), data.x[rows], data.adj,
-                               **choice_options(cfg, sel), x_heldout=data.x[data.test_rows],
-                               log=say)
+  choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
+                              x_heldout=data.x[data.test_rows], log=say)
+  check = choice.check
+  if check is not None:
+    logging.info("shared-mechanism check of the first fit: %s", "holds" if check["holds"]
+                 else f"fails in regimes {check['regimes']} (largest gap "
+                 f"{check['largest_gap']:.3f} nats a row)")
   short = lambda row: f"{row['decoder']} K={row['n_regimes']} noise {row['noise']}"
-  out = {"chosen": choose.describe(choice.config),
-         "criterion": "the first fit's shared mechanisms checked; noise by BIC on the "
-                      "single-target latent; sparse K by ICL; the latent by BIC (vcm_jax.choose)",
-         "runner_up": choice.table[1] if len(choice.table) > 1 else None,
-         "candidates": choice.table, "shared_mechanism_check": choice.check,
-         "misfit_confirmed": choice.misfit_confirmed, "not_fitted": choice.skipped}
-  if sharding.is_primary():
-    io.write_json_atomic(path, out)
-  if choice.check is not None:
-    logging.info("shared-mechanism check of the first fit: %s", "holds" if choice.check["holds"]
-                 else f"fails in regimes {choice.check['regimes']} (largest gap "
-                 f"{choice.check['largest_gap']:.3f} nats a row)")
-  runner = out["runner_up"]
+  runner = choice.table[1] if len(choice.table) > 1 else None
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
                f"; runner-up {short(runner)} (BIC {runner['bic']:.1f}, ICL {runner['icl']:.1f})")
-  return out, choice.fit if len(rows) == len(data.train_rows) else None
+  misfit = None
+  if check is not None and check["of_chosen"]:  # its flags are this fit's on these rows
+    misfit = np.zeros((choice.fit.n_regimes, len(data.names)), bool)
+    misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
+  return choice.fit, choice.summary(), misfit
 
 
 def run(config, workdir: str) -> dict:
@@ -152,7 +137,7 @@ def run(config, workdir: str) -> dict:
   After training, memory is that of the data, one ``[S, K]`` float32 posterior and
   ``[K, N]`` tables: rows are scored in blocks (``regime_table``).
   """
-  start = time.time()
+  start, compiled = time.time(), compilation.Counter()
   if jax.process_count() > 1:
     raise loop.UserError("own data is fitted in one process (one run; mesh.data splits its "
                          "batch over this host's devices); drop --distributed")
@@ -175,36 +160,33 @@ def run(config, workdir: str) -> dict:
   logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out), "
                "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
                len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
-  model_selection, chosen_fit = _choose_model(config, cfg, data, workdir)
-  selected = model_selection or {}
-  check = selected.get("shared_mechanism_check")
-  if model_selection is not None:
-    cfg = cfg.replace(**model_selection["chosen"])
-    if check is not None and not check["holds"]:  # several changes a regime: more optima
-      cfg = cfg.replace(restarts=max(cfg.restarts, config.selection.violated_restarts))
-  selection = _choose_k(config, cfg, data, max_parents, workdir)
-  if selection is not None:
-    cfg = cfg.replace(n_regimes=selection["n_regimes"])
+  selection_cfg = selection_of(config)
   x_train = jnp.asarray(data.x[data.train_rows])
-  misfit = None
-  if chosen_fit is not None and chosen_fit.model.cfg == cfg:  # fitted so on these rows
-    fit, result, log = chosen_fit, chosen_fit.result, _history_writer(chosen_fit, config, workdir)
-    if check is not None and check["of_chosen"]:  # its flags are this fit's on these rows
-      misfit = np.zeros((fit.n_regimes, n), bool)
-      misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
-  else:
+  model_selection, selection, misfit = None, None, None
+  if selection_cfg is not None:  # the default: vcm_jax.fit's own code path
+    fit, model_selection, misfit = _fit_default(config, cfg, selection_cfg, data, x_train)
+    result, log = fit.result, _history_writer(fit, config, workdir)
+    cfg = fit.config
+    if sharding.is_primary():
+      io.write_json_atomic(os.path.join(workdir, "model_selection.json"), model_selection)
+  else:  # one model as given: the checkpointed, resumable loop
+    selection = _choose_k(config, cfg, data, max_parents, workdir)
+    if selection is not None:
+      cfg = cfg.replace(n_regimes=selection["n_regimes"])
     trainer = train.make_trainer(cfg, n_nodes=n, max_parents=max_parents)
     fit, result, log = _train(config, trainer, data, x_train, max_parents, workdir)
+  selected = model_selection or {}
   report, extras = regime_table(fit, x_train, data.x, data.names, shared_misfit=misfit,
                                 misfit_confirmed=selected.get("misfit_confirmed", True))
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
-    outlier = np.asarray(host_outlier_scores(fit, data.x))
+    outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])
   x_test = jnp.asarray(data.x[data.test_rows])
   heldout = fit.log_prob(x_test)
   heldout_elbo = jax.jit(predict.elbo, static_argnums=0)(fit.model, result, x_test,
                                                          fit.parent_idx, fit.parent_mask)
   wall = time.time() - start
+  compile_stats = compiled.read()
   summary = {
       "n_rows": len(data.x), "n_variables": n, "n_fitted": len(data.train_rows),
       "n_heldout": len(data.test_rows), "n_regimes": report["n_regimes"],
@@ -215,6 +197,7 @@ def run(config, workdir: str) -> dict:
       "mean_posterior_probability": float(extras["probability"].mean(dtype=np.float64)),
       "multi_target_regimes": [r["id"] for r in report["regimes"] if len(r["targets"]) > 1],
       "identifiability": report["identifiability"]["verdict"],
+      "compilation": compile_stats,
   }
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))
@@ -240,6 +223,9 @@ def run(config, workdir: str) -> dict:
   logging.info("identifiability: %s (%s)%s", ident["verdict"], ident["why"],
                "" if not ident["suspected_missing_edges"] else
                f"; suspected missing edges {ident['suspected_missing_edges']}")
+  logging.info("compiled %d programs (%.1f s getting programs: compiling or reading the "
+               "cache), %d read from the persistent cache", compile_stats["programs_compiled"],
+               compile_stats["compile_seconds"], compile_stats["cache_hits"])
   labels = summary.get("labels")
   logging.info("trained %d steps (%s)", summary["steps_used"],
                "the stopping rule: log p(x) stopped improving" if summary["stopped_by_rule"]
@@ -282,9 +268,3 @@ def _history_writer(fit, config, workdir: str):
   log.write_history(0, history, config.train.log_every, last_step=used - 1)
   log.close()
   return log
-
-
-def host_outlier_scores(fit, x: np.ndarray, block: int = 65536) -> np.ndarray:
-  """``fit.outlier_score`` of every row, a block at a time from host memory."""
-  return np.concatenate([np.asarray(fit.outlier_score(x[i:i + block]))
-                         for i in range(0, len(x), block)])

@@ -5,7 +5,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import experiments
-from experiments import driver
+from experiments import compilation, driver
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -21,6 +21,10 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "With --coordinator_address: how many processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "With --coordinator_address: this process's id (0 writes).")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", compilation.default_cache_dir(),
+    "JAX's persistent compilation cache, outside the workdir (default $VCM_JAX_CACHE_DIR or "
+    "~/.cache/vcm_jax/xla): a rerun, into any workdir, compiles nothing. '' turns it off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,6 +47,7 @@ def main(argv):
     raise SystemExit("error: --coordinator_address, --num_processes and --process_id need "
                      "--distributed")
   experiments.configure_jax()
+  compilation.enable_cache(_CACHE.value)
   # ABSLHandler delegates to its python_handler without applying its own filters.
   logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
   try:

@@ -1,7 +1,11 @@
 """The public entry: ``vcm_jax.fit(x, graph)`` and the ``Fit`` it returns.
 
-``fit`` checks its input, standardises internally, chooses the restart (and, for
-the free decoder, K) by likelihood, and answers in the data's own units. Under it
+``fit`` matches the data's columns and the graph's nodes by name, checks its input,
+and runs the default the own-data command runs (``choose.fit_default``: the first
+fit, its shared-mechanism check, the model choice where the check fails, the chosen
+fit), answering in the data's own units with the choice and the identifiability
+verdict on the ``Fit``. A ``config`` given by the user means that one model, no
+choice (scikit-learn's convention for fixed hyperparameters). Under it
 sits ``fit_graph``, a pure function of ``(key, x, adj)`` that ``jit`` and
 ``vmap`` take as they are: many fits over keys, or over graphs with the same N,
 are one call::
@@ -35,6 +39,81 @@ class Fit:
   parent_mask: jax.Array  # [N, D]
   order: jax.Array        # [N] a topological order
   model: Model = struct.field(pytree_node=False)
+  names: tuple | None = struct.field(pytree_node=False, default=None)  # the N column names
+  choice: object = struct.field(pytree_node=False, default=None)   # choose.ModelChoice
+  verdict: dict | None = struct.field(pytree_node=False, default=None)  # identifiability
+
+  @property
+  def config(self) -> FitConfig:
+    """The fitted model's settings (the chosen candidate's, where a choice was made)."""
+    return self.model.cfg
+
+  @property
+  def n_iter(self) -> int:
+    """Training steps the kept start ran (scikit-learn's ``n_iter_``)."""
+    return int(self.result.steps_used)
+
+  @property
+  def converged(self) -> bool:
+    """Whether the kept start stopped by the stopping rule (its log p(x) stopped
+    improving) before the step cap; always False without the rule
+    (``stop_tolerance = 0`` runs the steps it is given)."""
+    return bool(self.result.stopped)
+
+  def score(self, x) -> float:
+    """Mean ``log p(x)`` per row, data units (scikit-learn's ``score``)."""
+    return float(np.mean(np.asarray(self.log_prob(self._rows(x)), np.float64)))
+
+  def n_parameters(self) -> int:
+    """Free parameters, counted as the model choice counts them (``choose``)."""
+    from vcm_jax import choose
+    return choose.n_parameters(self)
+
+  def bic(self, x) -> float:
+    """``log L - 0.5 log(S) * n_parameters`` on rows ``x`` (higher is better; note
+    scikit-learn's ``bic`` is -2 times this)."""
+    x = self._rows(x)
+    return float(np.sum(np.asarray(self.log_prob(x), np.float64))
+                 - 0.5 * np.log(x.shape[0]) * self.n_parameters())
+
+  def icl(self, x) -> float:
+    """``bic(x)`` minus the entropy of the regime posterior (higher is better)."""
+    x = self._rows(x)
+    post = np.asarray(self.posterior(x), np.float64)
+    return self.bic(x) + float((post * np.log(np.clip(post, 1e-300, 1.0))).sum())
+
+  def _rows(self, x):
+    if self.names is not None and hasattr(x, "columns"):  # a DataFrame: its columns by name
+      missing = [n for n in self.names if n not in set(x.columns)]
+      if missing:
+        raise ValueError(f"x lacks the fitted column(s) {', '.join(map(repr, missing))}")
+      x = x[list(self.names)].to_numpy()
+    return jnp.asarray(x, jnp.float32)
+
+  @property
+  def target_names(self) -> list[tuple]:
+    """Per regime, the names of its targets (``()`` for the observational one)."""
+    names = self.names or tuple(f"X{j}" for j in range(self.model.n_nodes))
+    return [tuple(names[j] for j in t) for t in self.targets]
+
+  def describe(self) -> str:
+    """A few lines a person reads: the model, the choice, the regimes, the verdict."""
+    cfg = self.config
+    lines = [f"{cfg.decoder} latent, K = {self.n_regimes}, {cfg.noise} noise, {cfg.mechanism} "
+             f"mechanisms; {self.n_iter} steps ({'converged' if self.converged else 'step cap'})"]
+    if self.choice is not None:
+      lines.append(f"chosen: {self.choice.why}")
+      for row in self.choice.table:
+        lines.append(f"  {'*' if row['chosen'] else ' '} {row['decoder']:10s} K={row['n_regimes']:<3d}"
+                     f" {row['noise']:9s} BIC {row['bic']:12.1f}  ICL {row['icl']:12.1f}")
+    weights = np.asarray(self.weights)
+    for k, targets in enumerate(self.target_names):
+      what = "observational" if k == self.observational else "targets " + ", ".join(
+          map(str, targets))
+      lines.append(f"regime {k}: weight {weights[k]:.3f}, {what}")
+    if self.verdict is not None:
+      lines.append(f"identifiability: {self.verdict['verdict']} ({self.verdict['why']})")
+    return "\n".join(lines)
 
   @property
   def n_regimes(self) -> int:
@@ -54,7 +133,7 @@ class Fit:
   def posterior(self, x) -> jax.Array:
     """``[S, K]`` regime probabilities (the recipe's posterior: exact by default)."""
     self._one()
-    return _jitted(predict.posterior)(self.model, self.result, jnp.asarray(x, jnp.float32),
+    return _jitted(predict.posterior)(self.model, self.result, self._rows(x),
                                       self.parent_idx, self.parent_mask)
 
   def assign(self, x) -> jax.Array:
@@ -64,20 +143,20 @@ class Fit:
   def log_prob(self, x) -> jax.Array:
     """``[S]`` exact ``log p(x)`` of the fitted mixture, in data units."""
     self._one()
-    return _jitted(predict.log_prob)(self.model, self.result, jnp.asarray(x, jnp.float32),
+    return _jitted(predict.log_prob)(self.model, self.result, self._rows(x),
                                      self.parent_idx, self.parent_mask)
 
   def outlier_score(self, x) -> jax.Array:
     """``[S]`` probability that a row's most suspect cell is a gross error (needs
     ``outlier_fraction > 0`` in the config; 0 otherwise)."""
     self._one()
-    return _jitted(predict.outlier_score)(self.model, self.result, jnp.asarray(x, jnp.float32),
+    return _jitted(predict.outlier_score)(self.model, self.result, self._rows(x),
                                           self.parent_idx, self.parent_mask)
 
   def sample(self, key, n: int, regime: int = 0) -> jax.Array:
     """``[n, N]`` samples from regime ``regime``, in data units."""
     self._one()
-    if isinstance(regime, int) and not 0 <= regime < self.n_regimes:
+    if isinstance(regime, (int, np.integer)) and not 0 <= int(regime) < self.n_regimes:
       raise ValueError(f"regime={regime} is not a regime id of this fit (0..{self.n_regimes - 1})")
     regimes = jnp.full((n,), regime, jnp.int32)
     return _jitted(predict.sample, 1)(key, self.model, self.result, regimes, self.parent_idx,
@@ -119,7 +198,7 @@ def from_result(model: Model, result: train.FitResult, x, parent_idx, parent_mas
   themselves): identifies the regimes on the training data ``x`` (data units)."""
   mean, scale = predict.regime_mechanisms(model, result, x, parent_idx, parent_mask)
   sizes = predict.posterior(model, result, x, parent_idx, parent_mask).mean(0)
-  changed = model.gates(result.params) > 0.5 if model.sparse else None
+  changed = model.gates_on(result.params) if model.sparse else None
   ident = identify.identify_regimes(mean, scale, sizes, structured=model.structured,
                                     changed=changed)
   return Fit(result, ident, parent_idx, parent_mask, order, model)
@@ -135,43 +214,79 @@ def _jit_fit_graph(cfg: FitConfig, max_parents: int):
   return jax.jit(functools.partial(fit_graph, config=cfg, max_parents=max_parents))
 
 
-def fit(x, graph, key=None, config=None) -> Fit:
+def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> Fit:
   """Fit the regimes of ``x: [S, N]`` (data units) on a known DAG.
 
   Args:
-    x: samples pooled from the regimes, ``[S, N]``.
-    graph: ``[N, N]`` 0/1 adjacency (``graph[i, j] = 1`` for ``i -> j``) or a
-      ``networkx.DiGraph`` over nodes ``0..N-1`` (or over any nodes, read in
-      ``graph.nodes`` order).
+    x: samples pooled from the regimes: an ``[S, N]`` array, or a pandas DataFrame
+      whose columns name the variables.
+    graph: the DAG: an ``[N, N]`` 0/1 adjacency (``graph[i, j] = 1`` for ``i -> j``,
+      in the column order), a ``networkx.DiGraph``, an edge list of ``(source,
+      target)`` pairs, or a named adjacency (a DataFrame). Named nodes are matched to
+      the data's names, in any order (``vcm_jax.named``).
     key: a PRNG key (default ``jax.random.key(0)``).
-    config: ``None`` (the default recipe), a ``FitConfig``, a dict of its fields,
-      or an experiment config with ``model`` and ``train`` groups.
+    config: ``None``: the default (``config.data_default()`` and the model choice,
+      ``choose.fit_default``); a ``FitConfig``, a dict of its fields or an experiment
+      config with ``model`` and ``train`` groups: that one model, no choice.
+    names: the column names of an array ``x`` (a DataFrame brings its own).
+    selection: the choice's settings (``choose.Selection``) for the default.
+
+  Returns:
+    a ``Fit``; with the default, ``fit.choice`` (candidates, scores, what was chosen
+    and why) and ``fit.verdict`` (identifiability) are set.
 
   Raises:
-    ValueError: with one line naming the problem (a cycle, a bad cell, an unknown key).
+    ValueError: with one line naming the problem (a cycle, a bad cell, a name that
+      does not match, an unknown key).
   """
-  cfg = config_lib.coerce(config)
-  adj = graphs.as_adjacency(graph)
-  x = _check_data(x, adj.shape[0])
-  graphs.validate_dag(adj)
+  from vcm_jax import choose, identifiability, named
+
+  values, adj, names = named.as_arrays(x, graph, names)
+  if adj is None:
+    raise ValueError("a graph is needed: vcm_jax.fit(x, graph); learning it from the data "
+                     "is not available yet")
+  x = _check_data(values, adj.shape[0], names)
+  graphs.validate_dag(adj, None if names is None else [str(n) for n in names])
   key = jax.random.key(0) if key is None else key
+  if config is None:
+    if selection is not None and not isinstance(selection, choose.Selection):
+      selection = choose.Selection(**dict(selection))
+    choice = choose.fit_default(key, x, adj, config_lib.data_default(),
+                                selection or choose.Selection())
+    check = choice.check
+    misfit = None
+    if check is not None and check.get("of_chosen"):
+      misfit = np.zeros((choice.fit.n_regimes, adj.shape[0]), bool)
+      misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
+    verdict = identifiability.of_fit(choice.fit, x, names, misfit_confirmed=choice.misfit_confirmed,
+                                     misfit=misfit)
+    return choice.fit.replace(names=names, choice=choice, verdict=verdict)
+  if selection is not None:
+    raise ValueError("selection= chooses among models; with config= one model is fitted as "
+                     "given (drop one of them)")
+  cfg = config_lib.coerce(config)
   max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
   if cfg.decoder != "structured" and cfg.n_regimes == 0:
     k_select, key = jax.random.split(key)
     cfg = cfg.replace(n_regimes=select.choose_n_regimes(
         k_select, x, jnp.asarray(adj), config=cfg, max_parents=max_parents).n_regimes)
-  return _jit_fit_graph(cfg, max_parents)(key, jnp.asarray(x), jnp.asarray(adj, jnp.float32))
+  out = _jit_fit_graph(cfg, max_parents)(key, jnp.asarray(x), jnp.asarray(adj, jnp.float32))
+  return out.replace(names=names)
 
 
-def _check_data(x, n_nodes: int) -> np.ndarray:
-  x = np.asarray(x, np.float32)
+def _check_data(x, n_nodes: int, names=None) -> np.ndarray:
+  try:
+    x = np.asarray(x, np.float32)
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"x must be numbers: {err}") from None
   if x.ndim != 2:
     raise ValueError(f"x must be [samples, nodes]; got shape {x.shape}")
   if x.shape[1] != n_nodes:
     raise ValueError(f"x has {x.shape[1]} columns but the graph has {n_nodes} nodes")
   bad = np.argwhere(~np.isfinite(x))
   if bad.size:
-    raise ValueError(f"x has a non-finite value at row {bad[0, 0]}, column {bad[0, 1]}")
+    column = bad[0, 1] if names is None else f"{bad[0, 1]} ({names[bad[0, 1]]!r})"
+    raise ValueError(f"x has a non-finite value at row {bad[0, 0]}, column {column}")
   if x.shape[0] < 2:
     raise ValueError(f"x has {x.shape[0]} rows; a fit needs at least 2")
   return x

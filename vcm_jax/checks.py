@@ -69,7 +69,7 @@ def changed_sets(fit) -> np.ndarray:
                      "each regime keeps: decoder structured or sparse, not free")
   if model.structured:
     return np.eye(model.n_categories, model.n_nodes, -1, dtype=bool)
-  return np.asarray(model.gates(fit.result.params)) > 0.5
+  return np.asarray(model.gates_on(fit.result.params))
 
 
 def shared_mechanism_check(fit, x, *, effect: float = EFFECT, z: float = Z) -> dict:

@@ -1,6 +1,6 @@
-"""Which model the data support: the latent (single-target, sparse K), K and the noise family.
+"""Which model the data support, and the default fit built on that choice.
 
-``choose_model`` fits every candidate and scores it on the fitted rows by BIC and
+``choose_model`` fits the candidates and scores them on the fitted rows by BIC and
 by the integrated completed likelihood (ICL, Biernacki, Celeux and Govaert 2000):
 
     BIC = log L - 0.5 log(S) * (number of parameters),
@@ -10,28 +10,73 @@ ICL being BIC minus the entropy of the regime posterior. BIC (like the held-out
 likelihood) answers "which density is best", and on real data it keeps adding
 regimes that split one condition's cells into overlapping groups (Sachs: K = 12
 and rising, AMI 0.48); the entropy term charges a regime for the samples it cannot
-tell from another's, which is what a regime that only reshapes a condition's
-density does. So ICL chooses K of the sparse latent, and BIC the noise family and
-the latent (``choose_model``): the single-target latent's K is fixed by its
-assumption, and charging it for regimes that overlap in truth would trade a right
-model for a merged one (a 4-node test: ARI 0.46 instead of 0.85).
-The held-out ``log p(x)`` of every candidate is reported beside them.
+tell from another's. So ICL chooses K of the sparse latent, and BIC the noise
+family and the latent: the single-target latent's K is fixed by its assumption,
+and charging it for regimes that overlap in truth would trade a right model for a
+merged one (a 4-node test: ARI 0.46 instead of 0.85). The held-out ``log p(x)``
+of every candidate is reported beside them.
+
+Candidates that differ only in K are one compiled program: a ``vmap`` over fits
+padded to the largest K (``model.deactivate_regimes``), scored inside it. The
+chosen sparse model's final starts reuse that program (no compilation).
 
 Parameters are counted on the mechanisms' linear parts (weights, intercept, noise
 scale: ``|pa_i| + 2`` per mechanism), the count the sparse decoder's gates pay
 (``train.change_cost``), plus ``K - 1`` regime weights.
+
+``fit_default`` is what ``vcm_jax.fit`` and the own-data command run: the first
+fit, its shared-mechanism check, the choice where the check fails, the chosen fit.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import api, checks, graphs
+from vcm_jax import api, checks, graphs, model as model_lib, predict, train
 from vcm_jax.config import FitConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """The model choice's settings (the own-data config's ``selection`` group)."""
+  decoders: tuple = ("structured", "sparse")  # the first is fitted and checked first
+  noises: tuple = ("gauss", "student_t")
+  screen: bool = True          # check the first fit before fitting the other latents
+  k_candidates: tuple = ()     # sparse K tried; () = default_k(N)
+  max_mechanisms: int = 400    # a step's cost budget (mechanism evaluations per row)
+  restarts: int = 1            # starts per candidate after the first decoder's
+  # Where the first fit's check fails, the chosen model has more local optima: at least
+  # this many starts (Sachs AMI, seeds 0 / 1: 0.565 / 0.515 with 2, 0.527 / 0.563 with 4:
+  # the same mean, the spread moved; set with the labels in view).
+  violated_restarts: int = 4
+  max_rows: int = 20000        # candidates are fitted on at most this many rows
+
+  def __post_init__(self):
+    for name in ("decoders", "noises", "k_candidates"):
+      value = getattr(self, name)
+      if isinstance(value, str):
+        value = tuple(v for v in value.split(",") if v)
+      object.__setattr__(self, name, tuple(value))
+    unknown = [d for d in self.decoders if d not in ("structured", "sparse", "free")]
+    if unknown:
+      raise ValueError(f"selection.decoders: unknown decoder {unknown[0]!r}; expected "
+                       "structured, sparse or free")
+    if any(k < 2 for k in self.k_candidates):
+      raise ValueError(f"selection.k_candidates={self.k_candidates} must be >= 2")
+
+  @classmethod
+  def from_config(cls, group) -> "Selection":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(group) - known)
+    if unknown:
+      raise ValueError(f"unknown selection key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(group).items()})
 
 
 class ModelChoice(NamedTuple):
@@ -40,17 +85,24 @@ class ModelChoice(NamedTuple):
   fit: object = None       # the chosen candidate's ``api.Fit`` (fitted on the rows given)
   check: dict | None = None  # ``checks.shared_mechanism_check`` of the first fit, summarised
   skipped: tuple = ()      # candidates not fitted, each with why
+  why: str = ""            # how the choice was made, in a sentence
 
   @property
   def misfit_confirmed(self) -> bool:
     """Whether the chosen fit's shared-mechanism misfit counts as a change (the
     verdict's ``shared_misfit``). Not where the latents that allow several changes a
     regime were fitted and lost (BIC) to the single-target one: the likelihood says
-    the misfit does not pay for another mechanism. A mechanism family the decoder
-    lacks misfits a regime that moved its parents in just that way."""
+    the misfit does not pay for another mechanism."""
     single = lambda decoder: decoder == "structured"
     return not (single(self.config.decoder)
                 and any(not single(row["decoder"]) for row in self.table))
+
+  def summary(self) -> dict:
+    """The choice as JSON-ready data (``model_selection.json``)."""
+    return {"chosen": describe(self.config), "why": self.why,
+            "runner_up": self.table[1] if len(self.table) > 1 else None,
+            "candidates": self.table, "shared_mechanism_check": self.check,
+            "misfit_confirmed": self.misfit_confirmed, "not_fitted": list(self.skipped)}
 
 
 def default_k(n_nodes: int) -> tuple[int, ...]:
@@ -64,8 +116,7 @@ def candidates(base: FitConfig, n_nodes: int, *, decoders: Sequence[str] = ("str
   """The configurations tried: every decoder x noise family (x K for sparse and free).
 
   ``max_mechanisms`` > 0 keeps the candidates that evaluate at most that many
-  mechanisms per row (structured 2N; sparse (K + 1) N; free K N): a budget on a step's
-  cost, so that at hundreds of variables only the cheap latents are tried.
+  mechanisms per row (structured 2N; sparse (K + 1) N; free K N).
   """
   ks = tuple(k_candidates) or default_k(n_nodes)
   out = []
@@ -86,142 +137,216 @@ def mechanisms_per_row(cfg: FitConfig, n_nodes: int) -> int:
   return (cfg.n_regimes + (cfg.decoder == "sparse")) * n_nodes
 
 
-def n_parameters(fit: api.Fit) -> int:
-  """Free parameters of a fit, counted on the mechanisms' linear parts (module doc)."""
-  model = fit.model
-  per_mechanism = np.asarray(fit.parent_mask).sum(1) + 2
-  k = model.n_categories
+def parameter_count(model, params, parent_mask, n_active=None):
+  """Free parameters (module doc), jit-safe; ``n_active``: a padded fit's regimes."""
+  per_mechanism = parent_mask.sum(1) + 2.0
+  k = model.n_categories if n_active is None else n_active
   if model.structured:
-    return int(2 * per_mechanism.sum() + k - 1)
+    return 2 * per_mechanism.sum() + k - 1
   if model.sparse:
-    gates = np.asarray(model.gates(fit.result.params)) > 0.5
-    return int(per_mechanism.sum() + (gates * per_mechanism).sum() + k - 1)
-  return int(k * per_mechanism.sum() + k - 1)
+    on = model.gates_on(params)
+    if n_active is not None:
+      on = on & (jnp.arange(on.shape[0]) < n_active)[:, None]
+    return per_mechanism.sum() + (on * per_mechanism).sum() + k - 1
+  return k * per_mechanism.sum() + k - 1
+
+
+def n_parameters(fit: api.Fit) -> int:
+  """Free parameters of a fit (module doc)."""
+  return int(parameter_count(fit.model, fit.result.params, jnp.asarray(fit.parent_mask)))
+
+
+def _row(cfg: FitConfig, stats: dict, n_rows: int) -> dict:
+  bic = stats["log_px"] - 0.5 * np.log(n_rows) * stats["n_parameters"]
+  out = dict(describe(cfg), log_px=stats["log_px"] / n_rows, n_parameters=int(stats["n_parameters"]),
+             bic=bic, entropy=stats["entropy"], icl=bic - stats["entropy"])
+  if "heldout_log_px" in stats:
+    out["heldout_log_px"] = stats["heldout_log_px"]
+  return out
 
 
 def scores(fit: api.Fit, x, x_heldout=None) -> dict:
   """ICL and its parts on the fitted rows ``x`` (data units), and the held-out
   ``log p(x)`` per row when ``x_heldout`` is given."""
   x = jnp.asarray(x, jnp.float32)
-  log_px = float(fit.log_prob(x).sum())
   post = np.asarray(fit.posterior(x), np.float64)
-  entropy = float(-(post * np.log(np.clip(post, 1e-300, 1.0))).sum())
-  n_params = n_parameters(fit)
-  bic = log_px - 0.5 * np.log(x.shape[0]) * n_params
-  out = {"log_px": log_px / x.shape[0], "n_parameters": n_params, "bic": bic,
-         "entropy": entropy, "icl": bic - entropy}
+  stats = {"log_px": float(fit.log_prob(x).sum()), "n_parameters": n_parameters(fit),
+           "entropy": float(-(post * np.log(np.clip(post, 1e-300, 1.0))).sum())}
   if x_heldout is not None:
-    out["heldout_log_px"] = float(fit.log_prob(jnp.asarray(x_heldout, jnp.float32)).mean())
-  return out
+    stats["heldout_log_px"] = float(fit.log_prob(jnp.asarray(x_heldout, jnp.float32)).mean())
+  return _row(fit.model.cfg, stats, x.shape[0])
 
 
 def describe(cfg: FitConfig) -> dict:
   return {"decoder": cfg.decoder, "n_regimes": cfg.n_regimes, "noise": cfg.noise}
 
 
-def choose_model(key, x, adj, base: FitConfig, *, decoders=("structured", "sparse"),
-                 noises=("gauss", "student_t"), k_candidates=(), max_mechanisms: int = 0,
-                 x_heldout=None, log=None, screen: bool = True,
-                 first_restarts: int = 0) -> ModelChoice:
-  """Fit the candidates on ``x`` and choose (host-level: one compiled fit each).
+@functools.cache
+def _fit_and_score(cfg: FitConfig, n_nodes: int, max_parents: int, padded: bool):
+  """One compiled program: ``vmap`` over fits ``(keys [G], n_active [G])`` of ``cfg`` (K
+  padded to ``cfg.n_regimes`` when ``padded``) on one data set, each scored (module doc)."""
+  trainer = api._trainer(cfg, n_nodes, max_parents)
+  model = trainer.model
 
-  Three questions, each with its criterion (module doc):
-    1. the noise family, by BIC on the first decoder (the single-target latent by
-       default: cheap, and the noise is the mechanisms', not the latent's);
-    2. K of the other decoders (sparse), with that family, by ICL;
-    3. the latent: the winners of 1 and 2, by BIC. The single-target latent's K is
-       fixed by its assumption, so its posterior entropy is the data's overlap, not a
-       choice to charge for; the sparse latent's K is free, and there ICL keeps a
-       condition's cells from being split into overlapping regimes.
+  def one(key, n_active, x, parent_idx, parent_mask, x_heldout):
+    n_active = n_active if padded else None
+    result = train.fit_arrays(key, x, parent_idx, parent_mask, trainer=trainer, n_active=n_active)
+    args = (model, result)
+    post = predict.posterior(*args, x, parent_idx, parent_mask)
+    stats = {"log_px": predict.log_prob(*args, x, parent_idx, parent_mask).sum(),
+             "entropy": -jnp.sum(post * jnp.log(jnp.clip(post, 1e-30, 1.0))),
+             "n_parameters": parameter_count(model, result.params, parent_mask, n_active),
+             "heldout_log_px": predict.log_prob(*args, x_heldout, parent_idx, parent_mask).mean()}
+    return result, stats
 
-  With ``screen`` the first decoder's fit with the first noise family is checked
-  before anything else is fitted (``checks.shared_mechanism_check``): where every
-  mechanism it keeps shared fits every regime's rows alike, the latent holds and the
-  other decoders are not fitted; another noise family is then fitted only where its
-  ``log p(x)`` at the first fit's parameters is already higher (a refit only raises
-  it). Where the check fails, every candidate is fitted as above.
+  return model, jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
 
-  Args:
-    key: the PRNG key every candidate is fitted with.
-    x: ``[S, N]`` rows to fit (data units); adj: ``[N, N]`` the DAG.
-    base: the settings every candidate shares (steps, mechanisms, ...).
-    decoders, noises, k_candidates, max_mechanisms: as in ``candidates`` (the budget
-      applies to the decoders after the first).
-    x_heldout: optional rows to report each candidate's held-out ``log p(x)`` on.
-    log: optional ``callable(dict)`` told each candidate's scores as they come.
-    screen: check the first fit before fitting the rest (above).
-    first_restarts: restarts of the first decoder's candidates (0: ``base.restarts``):
-      the model kept when the check holds, so a caller can keep its fit, not refit it.
 
-  Returns:
-    the chosen config, a table of every fitted candidate (``chosen`` first, then the
-    other ``finalist``, then the rest by BIC), the chosen fit, the check and the
-    candidates not fitted.
+class _Fitted(NamedTuple):
+  cfg: FitConfig
+  row: dict
+  fit: api.Fit
+
+
+def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
+                   pad_to: int = 0) -> list[_Fitted]:
+  """Fit and score ``cfgs`` on ``x`` (data units), one compiled program per group of
+  candidates that differ only in K (padded to the group's largest K, or ``pad_to``),
+  each fit with ``keys[i]`` (or one key for all)."""
+  x = jnp.asarray(x, jnp.float32)
+  adj = np.asarray(adj)
+  idx, mask = graphs.parent_table(jnp.asarray(adj), _max_parents(adj, cfgs))
+  order = graphs.topological_order(jnp.asarray(adj))
+  held = x if x_heldout is None else jnp.asarray(x_heldout, jnp.float32)
+  keys = [keys] * len(cfgs) if not isinstance(keys, (list, tuple)) else list(keys)
+  groups: dict = {}
+  for i, cfg in enumerate(cfgs):
+    pads = cfg.decoder != "structured"
+    groups.setdefault(cfg.replace(n_regimes=0) if pads else cfg, []).append(i)
+  out = [None] * len(cfgs)
+  for group_cfg, members in groups.items():
+    ks = [cfgs[i].n_regimes for i in members]
+    padded = group_cfg.decoder != "structured"
+    big = group_cfg.replace(n_regimes=max(ks + [pad_to])) if padded else group_cfg
+    model, program = _fit_and_score(big, adj.shape[0], idx.shape[1], padded)
+    results, stats = program(jnp.stack([keys[i] for i in members]), jnp.asarray(ks, jnp.int32),
+                             x, idx, mask, held)
+    stats = jax.tree.map(np.asarray, stats)
+    for j, i in enumerate(members):
+      result = jax.tree.map(lambda a: a[j], results)
+      fit = _unpadded_fit(cfgs[i], model, result, x, idx, mask, order) if padded else \
+          _from_result(model, result, x, idx, mask, order)
+      row = _row(cfgs[i], {k: float(v[j]) for k, v in stats.items()}, x.shape[0])
+      if x_heldout is None:
+        row.pop("heldout_log_px")
+      out[i] = _Fitted(cfgs[i], row, fit)
+  return out
+
+
+def _max_parents(adj, cfgs) -> int:
+  return graphs.resolve_max_parents(adj, cfgs[0].max_parents)
+
+
+_from_result = jax.jit(api.from_result, static_argnums=0)
+
+
+def _unpadded_fit(cfg, padded_model, result, x, idx, mask, order) -> api.Fit:
+  """The ``Fit`` of one candidate of a padded batch, with its own K."""
+  model = api._trainer(cfg, padded_model.n_nodes, idx.shape[1]).model
+  params = model_lib.take_regimes(result.params, cfg.n_regimes, sparse=model.sparse)
+  return _from_result(model, result._replace(params=params), x, idx, mask, order)
+
+
+def _summarise_check(found: dict) -> dict:
+  return {"holds": found["holds"], "largest_gap": found["largest_gap"],
+          "regimes": found["regimes"],
+          "flagged": [[int(k), int(j)] for k, j in np.argwhere(found["flagged"])]}
+
+
+def _best(rows: list, criterion: str):
+  return max(rows, key=lambda f: f.row[criterion]) if rows else None
+
+
+def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
+                 first_restarts: int = 0, **selection) -> ModelChoice:
+  """Fit the candidates on ``x`` and choose (host-level; ``selection``: the fields of
+  ``Selection``, or ``selection=Selection(...)``).
+
+  Three questions, each with its criterion (module doc): the noise family by BIC on
+  the first decoder (the single-target latent by default), K of the other decoders
+  by ICL, the latent by BIC. With ``screen`` the first fit is checked first
+  (``checks.shared_mechanism_check``): where it holds, the other latents are not
+  fitted, and another noise family only where its ``log p(x)`` at the first fit's
+  parameters is higher (a refit only raises it).
+
+  ``first_restarts``: starts of the first decoder's candidates (0: ``base.restarts``);
+  the others get ``base.restarts`` too unless ``selection.restarts`` is given.
   """
+  sel = selection.pop("selection", None) or Selection(**selection)
   adj, n = np.asarray(adj), np.asarray(adj).shape[0]
   x = jnp.asarray(x, jnp.float32)
-  table, skipped, check = [], [], None
-  opts = dict(k_candidates=k_candidates, max_mechanisms=max_mechanisms)
 
-  def fit_one(cfg):
-    max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
-    fit = api._jit_fit_graph(cfg, max_parents)(key, x, jnp.asarray(adj, jnp.float32))
-    row = dict(describe(cfg), **scores(fit, x, x_heldout))
-    if log is not None:
-      log(row)
-    table.append((row, cfg, fit))
-    return fit
+  def fitted(cfgs):
+    out = fit_candidates(key, x, adj, cfgs, x_heldout)
+    for f in out if log is not None else ():
+      log(f.row)
+    return out
 
-  best = lambda rows, key: max(rows, key=lambda rc: rc[0][key]) if rows else None
+  opts = dict(k_candidates=sel.k_candidates, max_mechanisms=sel.max_mechanisms)
   # The first decoder (the single-target latent, the cheapest) is fitted whatever the
   # budget: max_mechanisms keeps the other latents away from hundreds of variables.
-  first_cfgs = candidates(base, n, decoders=decoders[:1], noises=noises,
-                          k_candidates=k_candidates)
-  if first_cfgs:
-    first_cfgs = [c.replace(restarts=first_restarts or base.restarts) for c in first_cfgs]
-    first_fit = fit_one(first_cfgs[0])
-    if screen and checks.applies(first_fit.model):
-      found = checks.shared_mechanism_check(first_fit, x)
-      check = {"holds": found["holds"], "largest_gap": found["largest_gap"],
-               "regimes": found["regimes"],
-               "flagged": [[int(k), int(j)] for k, j in np.argwhere(found["flagged"])]}
-  if screen and check is not None and check["holds"]:
-    log_px = table[0][0]["log_px"]
-    for cfg in first_cfgs[1:]:
-      at_first = log_prob_as(first_fit, cfg)(x).mean()
-      if at_first > log_px:
-        fit_one(cfg)
-      else:
-        skipped.append(dict(describe(cfg), why=(
-            f"log p(x) {float(at_first):.4f} a row at the first fit's parameters, below its "
-            f"{log_px:.4f}")))
-    skipped += [dict(describe(cfg), why="the first fit's shared mechanisms fit every regime "
+  first_cfgs = [c.replace(restarts=first_restarts or base.restarts) for c in
+                candidates(base, n, decoders=sel.decoders[:1], noises=sel.noises,
+                           k_candidates=sel.k_candidates)]
+  table = fitted(first_cfgs[:1])
+  check = None
+  if sel.screen and checks.applies(table[0].fit.model):
+    check = _summarise_check(checks.shared_mechanism_check(table[0].fit, x))
+  if check is not None and check["holds"]:
+    skipped = _screened(table, first_cfgs[1:], x, fitted)
+    skipped += [dict(describe(c), why="the first fit's shared mechanisms fit every regime "
                      "(checks.shared_mechanism_check)")
-                for cfg in candidates(base, n, decoders=decoders[1:], noises=noises[:1], **opts)]
-    chosen = best(table, "bic")
-    finalists = [chosen]
+                for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
+                                    **opts)]
+    finalists = [_best(table, "bic")]
+    why = ("the first fit's shared mechanisms fit every regime: its latent holds; the noise "
+           "family by BIC")
   else:
-    for cfg in first_cfgs[1:]:
-      fit_one(cfg)
-    first = best(table, "bic")  # the noise family: a question about densities
-    noise = first[1].noise if first else base.noise
-    n_first = len(table)
-    for cfg in candidates(base, n, decoders=decoders[1:], noises=(noise,), **opts):
-      fit_one(cfg)
-    if not table:
-      raise ValueError("no candidate model within selection.max_mechanisms="
-                       f"{max_mechanisms} mechanism evaluations per row")
-    second = best(table[n_first:], "icl")  # how many regimes: ICL
-    finalists = [rc for rc in (first, second) if rc is not None]
-    chosen = best(finalists, "bic")  # which latent: BIC
-  for row, _, _ in table:
-    row["finalist"] = any(row is f[0] for f in finalists)
-    row["chosen"] = row is chosen[0]
-  table.sort(key=lambda rc: (not rc[0]["chosen"], not rc[0]["finalist"], -rc[0]["bic"]))
+    table += fitted(first_cfgs[1:])
+    noise = _best(table, "bic").cfg.noise  # the noise family: a question about densities
+    others = candidates(base.replace(restarts=sel.restarts), n, decoders=sel.decoders[1:],
+                        noises=(noise,), **opts)
+    rest = fitted(others) if others else []
+    table += rest
+    finalists = [f for f in (_best(table[:len(table) - len(rest)], "bic"), _best(rest, "icl"))
+                 if f is not None]
+    skipped = []
+    why = ("the first fit's check failed" if check is not None else "no check") + \
+        ": the noise family by BIC on the first latent, K by ICL, the latent by BIC"
+  chosen = _best(finalists, "bic")
+  rows = []
+  for f in sorted(table, key=lambda f: (f is not chosen, all(f is not g for g in finalists),
+                                        -f.row["bic"])):
+    rows.append(dict(f.row, finalist=any(f is g for g in finalists), chosen=f is chosen))
   if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
-    check["of_chosen"] = table[0][2] is first_fit
-  return ModelChoice(table[0][1], [row for row, _, _ in table], table[0][2], check,
-                     tuple(skipped))
+    check["of_chosen"] = chosen is table[0]
+  return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
+
+
+def _screened(table: list, other_noises: list, x, fitted) -> list:
+  """The check held: another noise family is fitted only where its ``log p(x)`` at the
+  first fit's parameters is higher (appended to ``table``); returns the skipped ones."""
+  skipped = []
+  first = table[0]
+  for cfg in other_noises:
+    at_first = float(log_prob_as(first.fit, cfg)(x).mean())
+    if at_first > first.row["log_px"]:
+      table += fitted([cfg])
+    else:
+      skipped.append(dict(describe(cfg), why=(
+          f"log p(x) {at_first:.4f} a row at the first fit's parameters, below its "
+          f"{first.row['log_px']:.4f}")))
+  return skipped
 
 
 def log_prob_as(fit: api.Fit, cfg: FitConfig):
@@ -230,3 +355,60 @@ def log_prob_as(fit: api.Fit, cfg: FitConfig):
   other = dataclasses.replace(fit, model=fit.model._replace(cfg=fit.model.cfg.replace(
       noise=cfg.noise, noise_dof=cfg.noise_dof, outlier_fraction=cfg.outlier_fraction)))
   return other.log_prob
+
+
+def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection(), *,
+                x_heldout=None, log=None) -> ModelChoice:
+  """The default fit (``vcm_jax.fit`` and the own-data command): the choice on at most
+  ``selection.max_rows`` rows, then the chosen model's fit on every row of ``x``
+  (data units), with ``selection.violated_restarts`` starts at least where the first
+  fit's check failed. Returns the ``ModelChoice`` whose ``fit`` is that final fit."""
+  x = np.asarray(x, np.float32)
+  rows = np.arange(len(x))
+  if selection.max_rows and len(x) > selection.max_rows:  # the choice on a random subset
+    rows = np.sort(np.random.default_rng(_seed(key)).choice(len(x), selection.max_rows,
+                                                            replace=False))
+  choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
+                        log=log, first_restarts=base.restarts)
+  violated = choice.check is not None and not choice.check["holds"]
+  restarts = max(base.restarts, selection.violated_restarts) if violated else base.restarts
+  on_all_rows = len(rows) == len(x)
+  if on_all_rows and choice.fit.model.cfg.restarts >= restarts:
+    return choice
+  cfg = choice.config
+  keep = choice.fit if on_all_rows else None
+  if cfg.decoder != "structured" and on_all_rows:  # the candidates' program, more starts
+    final = _more_starts(key, x, adj, choice, restarts, keep, x_heldout)
+  else:
+    final = fit_candidates(jax.random.fold_in(key, 1), x, adj,
+                           [cfg.replace(restarts=restarts)])[0].fit
+    if keep is not None and float(keep.result.restart_log_px.max()) > \
+        float(final.result.restart_log_px.max()):
+      final = keep
+  check = choice.check
+  if check is not None and final is not choice.fit:  # the check's flags were another fit's
+    check = dict(check, of_chosen=False)
+  return choice._replace(fit=final, check=check)
+
+
+def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldout) -> api.Fit:
+  """More starts of the chosen padded-K model through the candidates' compiled program
+  (as many as the program's batch, at least enough for ``restarts``); the best
+  ``log p(x)`` among them and ``keep`` wins."""
+  cfg = choice.config
+  group = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
+           and r["noise"] == cfg.noise]
+  batch = len(group)
+  calls = -(-(restarts - 1) // batch)
+  best = keep
+  for c in range(calls):
+    keys = list(jax.random.split(jax.random.fold_in(key, 1 + c), batch))
+    for f in fit_candidates(keys, x, adj, [cfg] * batch, x_heldout, pad_to=max(group)):
+      if best is None or float(f.fit.result.restart_log_px.max()) > \
+          float(best.result.restart_log_px.max()):
+        best = f.fit
+  return best
+
+
+def _seed(key) -> int:
+  return int(np.asarray(jax.random.key_data(key)).ravel()[-1])

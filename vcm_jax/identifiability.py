@@ -150,11 +150,12 @@ def _unique(pairs):
   return out
 
 
-def of_fit(fit, x, names=None, *, misfit_confirmed: bool = True) -> dict:
+def of_fit(fit, x, names=None, *, misfit_confirmed: bool = True, misfit=None) -> dict:
   """``verdict`` of a ``vcm_jax.Fit`` on rows ``x`` (data units; the fitted rows are
   best): regimes' mechanisms averaged over ``x`` (``predict.regime_mechanisms``),
   sizes from the assignment, the DAG from the fit's parent table; ``misfit_confirmed``
-  as in ``verdict``."""
+  as in ``verdict``; ``misfit``: the check's ``[K, N]`` flags of this fit on ``x``
+  where a caller has them (None: checked here)."""
   from vcm_jax import predict
 
   x = jnp.asarray(x, jnp.float32)
@@ -164,7 +165,8 @@ def of_fit(fit, x, names=None, *, misfit_confirmed: bool = True) -> dict:
   adj = graphs.table_adjacency(fit.parent_idx, fit.parent_mask)
   names = list(names) if names is not None else [f"X{j}" for j in range(len(adj))]
   return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names,
-                 shared_misfit=shared_misfit(fit, x), misfit_confirmed=misfit_confirmed)
+                 shared_misfit=shared_misfit(fit, x) if misfit is None else misfit,
+                 misfit_confirmed=misfit_confirmed)
 
 
 def shared_misfit(fit, x):

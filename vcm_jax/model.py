@@ -59,6 +59,11 @@ class Model(NamedTuple):
     """Sparse decoder: ``[K, N]`` in [0, 1], whether regime k changes mechanism i."""
     return jax.nn.sigmoid(params["gate_logits"])
 
+  def gates_on(self, params):
+    """Sparse decoder: ``[K, N]`` bool, the gates read as on/off (a fit ends with every
+    gate at 0 or 1: ``train.snap_gates``). The one place the threshold lives."""
+    return params["gate_logits"] > 0.0
+
   def _sparse_means(self, params, x, parent_idx, parent_mask):
     """Sparse decoder: the shared mechanisms' and every regime's own, ``[B, 1 + K, N]``."""
     return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
@@ -124,7 +129,7 @@ class Model(NamedTuple):
       return mean[None], log_scale[None]
     if self.sparse:  # the gates read as on/off (they end at 0 or 1: train.finish)
       mean, log_scale = self._sparse_means(params, x, parent_idx, parent_mask)
-      on = self.gates(params)[None] > 0.5
+      on = self.gates_on(params)[None]
       return tuple(jnp.where(on, a[:, 1:], a[:, :1]) for a in (mean, log_scale))
     if not self.structured:
       return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)

@@ -95,7 +95,7 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
   idx, mask = np.asarray(fit.parent_idx), np.asarray(fit.parent_mask)
   parent_ids = [[int(i) for i, m in zip(idx[j], mask[j]) if m] for j in range(len(names))]
 
-  gates_on = np.asarray(model.gates(result.params)) > 0.5 if model.sparse else None
+  gates_on = np.asarray(model.gates_on(result.params)) if model.sparse else None
 
   def copy_of(regime, node):  # which of the decoder's copies holds a regime's mechanism
     if structured:

@@ -53,7 +53,7 @@ def snap_gates(model: Model, params):
   """Sparse decoder: every gate to 0 or 1 (the fitted model is the exact one)."""
   if not model.sparse:
     return params
-  return dict(params, gate_logits=jnp.where(params["gate_logits"] > 0, 30.0, -30.0))
+  return dict(params, gate_logits=jnp.where(model.gates_on(params), 30.0, -30.0))
 
 
 def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta, n_rows=1):
