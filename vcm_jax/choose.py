@@ -213,6 +213,8 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
   """Fit and score ``cfgs`` on ``x`` (data units), one compiled program per group of
   candidates that differ only in K (padded to the group's largest K, or ``pad_to``),
   each fit with ``keys[i]`` (or one key for all)."""
+  if not cfgs:
+    return []
   x = jnp.asarray(x, jnp.float32)
   adj = np.asarray(adj)
   idx, mask = graphs.parent_table(jnp.asarray(adj), _max_parents(adj, cfgs))
@@ -223,8 +225,10 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
   for i, cfg in enumerate(cfgs):
     pads = cfg.decoder != "structured"
     groups.setdefault(cfg.replace(n_regimes=0) if pads else cfg, []).append(i)
+  runs = [(key, part) for key, members in groups.items()
+          for part in _buckets(members, [cfgs[i].n_regimes for i in members], pad_to)]
   out = [None] * len(cfgs)
-  for group_cfg, members in groups.items():
+  for group_cfg, members in runs:
     ks = [cfgs[i].n_regimes for i in members]
     padded = group_cfg.decoder != "structured"
     big = group_cfg.replace(n_regimes=max(ks + [pad_to])) if padded else group_cfg
@@ -241,6 +245,27 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
         row.pop("heldout_log_px")
       out[i] = _Fitted(cfgs[i], row, fit)
   return out
+
+
+# Candidates share a padded program while their decoder copies differ by at most this
+# factor: padding costs compute (a padded copy is evaluated like any other), compiling a
+# program costs seconds, and on a small CPU the two are of one size around here.
+PAD_RATIO = 1.5
+
+
+def _buckets(members: list, ks: list, pad_to: int) -> list:
+  """``members`` split into runs of close K (sorted; ``PAD_RATIO``); one run where
+  ``pad_to`` fixes the padded size."""
+  if pad_to or len(members) < 2:
+    return [members]
+  order = sorted(range(len(members)), key=lambda i: ks[i])
+  runs, start = [], None
+  for i in order:
+    if start is None or ks[i] + 1 > PAD_RATIO * (start + 1):
+      runs.append([])
+      start = ks[i]
+    runs[-1].append(members[i])
+  return runs
 
 
 def _max_parents(adj, cfgs) -> int:
@@ -396,8 +421,9 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
   (as many as the program's batch, at least enough for ``restarts``); the best
   ``log p(x)`` among them and ``keep`` wins."""
   cfg = choice.config
-  group = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
-           and r["noise"] == cfg.noise]
+  ks = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
+        and r["noise"] == cfg.noise]
+  group = next(run for run in _buckets(ks, ks, 0) if cfg.n_regimes in run)
   batch = len(group)
   calls = -(-(restarts - 1) // batch)
   best = keep
