@@ -22,6 +22,9 @@ Cases:
       30000 x 30, linear mechanisms, shift 4, noise in [0.5, 1.5]): the whole
       command's work (reading, checking, fitting, writing outputs), with the ARI
       against the Bayes ceiling of the same rows.
+  own_data_cache: the same own-data command twice into two fresh workdirs, fresh
+      processes sharing one fresh persistent compilation cache: programs compiled,
+      seconds getting programs and wall time of each (the second compiles nothing).
   own_data_60k, own_data_1m, own_data_n300 (not in the default list): configs/csv.py with its
       defaults on generated CSVs of 60000 x 100, 10^6 x 100 and 10^5 x 300 (sparse ER DAG,
       about 2 parents per node, linear, shift 4, noise in [0.5, 1.5]), the command run in
@@ -41,13 +44,14 @@ import experiments
 from experiments import bench_cases as cases
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where bench.jsonl goes.", required=True)
-_CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "profile", "scale", "own_data"],
+_CASES = flags.DEFINE_list("cases", ["er", "throughput", "vmap", "profile", "scale", "own_data",
+                                     "own_data_cache"],
                            "Cases to run.")
 
 _BENCHES = {"er": cases.bench_er, "throughput": cases.bench_throughput,
             "vmap": cases.bench_vmap, "profile": lambda: cases.bench_profile(_WORKDIR.value),
             "scale": cases.bench_scale, "own_data": cases.bench_own_data,
-            "outliers": cases.bench_outliers}
+            "outliers": cases.bench_outliers, "own_data_cache": cases.bench_own_data_cache}
 _BENCHES.update({name: (lambda name=name: cases.bench_own_data_at_scale(name, _WORKDIR.value))
                  for name in cases.OWN_DATA_AT_SCALE})
 

@@ -150,12 +150,10 @@ def heldout_verdicts(seeds: int) -> list[dict]:
   """The own-data default (``configs/csv.py``: the model choice, then the chosen fit) on
   each held-out setting of ``configs/compare.py`` (single-target: the assumptions hold),
   report seeds: its verdict, and its ARI on the fitted rows against the Bayes ceiling."""
-  from configs import compare, csv as csv_config, er
-  from experiments import own_data, synthetic
-  from vcm_jax import choose, config as fit_config, evaluate, metrics, scm
+  from configs import compare, er
+  from experiments import synthetic
+  from vcm_jax import choose, evaluate, metrics, scm
 
-  own = csv_config.get_config()
-  base = fit_config.coerce(own)
   out = []
   for name, overrides in compare.get_config().settings.items():
     c = er.get_config().scm
@@ -167,10 +165,10 @@ def heldout_verdicts(seeds: int) -> list[dict]:
       x, regimes = scm.sample_data(k_data, true, c.n_train, noise=c.noise)
       ceiling = float(evaluate.bayes_ceiling(true, x, regimes, noise=c.noise)["bayes_ari"])
       x, adj = np.asarray(x), np.asarray(adj)
-      choice = choose.choose_model(jax.random.key(seed), x, adj,
-                                   **own_data.choice_options(base, own.selection))
-      f = choice.fit
-      verdict = identifiability.of_fit(f, x, misfit_confirmed=choice.misfit_confirmed)
+      # vcm_jax.fit's default: the choice, the chosen fit and its verdict (the check's
+      # flags reused, not recomputed).
+      f = fit(x, adj, key=jax.random.key(seed))
+      choice, verdict = f.choice, f.verdict
       ari = float(metrics.adjusted_rand_index(np.asarray(regimes), np.asarray(f.assign(x)),
                                               c.n_nodes + 1, f.n_regimes))
       row = {"setting": name, "seed": seed, "verdict": verdict["verdict"],
