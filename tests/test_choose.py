@@ -61,3 +61,20 @@ def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds(
   assert multi.table[0]["chosen"] and sum(r["finalist"] for r in multi.table) == 2
   sparse_rows = [r for r in multi.table if r["decoder"] == "sparse"]
   assert multi.table[0]["icl"] == max(r["icl"] for r in sparse_rows)  # K by ICL
+
+
+def test_padded_candidates_are_the_unpadded_fits_in_one_program():
+  """Sparse candidates of K = 2 and 3 share one compiled program (padded to K = 3); each
+  is the fit of its own K: the same log p(x) and the same parameters once unpadded."""
+  x, _, _ = test_sparse._multi_target_data()
+  cfgs = [BASE.replace(decoder="sparse", n_regimes=k, num_steps=100) for k in (2, 3)]
+  choose._fit_and_score.cache_clear()
+  padded = choose.fit_candidates(jax.random.key(0), x, test_sparse.ADJ, cfgs)
+  assert choose._fit_and_score.cache_info().misses == 1  # one program for both K
+  for cfg, got in zip(cfgs, padded):
+    alone = vcm_jax.fit(x, test_sparse.ADJ, key=jax.random.key(0), config=cfg)
+    assert got.fit.n_regimes == cfg.n_regimes
+    np.testing.assert_allclose(got.fit.log_prob(x), alone.log_prob(x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got.row["log_px"], float(alone.log_prob(x).mean()), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got.fit.model.gates_on(got.fit.result.params)),
+                                  np.asarray(alone.model.gates_on(alone.result.params)))
