@@ -78,3 +78,16 @@ def test_a_numpy_regime_id_is_range_checked(default_fit):
   with pytest.raises(ValueError, match="not a regime id"):
     default_fit.sample(jax.random.key(0), 3, regime=np.int64(default_fit.n_regimes))
   assert default_fit.sample(jax.random.key(0), 3, regime=np.int32(1)).shape == (3, 4)
+
+
+def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_fit):
+  """The choice on 600 of 1500 rows; the chosen fit then continues from the subset's
+  parameters on every row (one start, a short run) and reaches the likelihood of the
+  fit made on every row from the start."""
+  x, regimes = data
+  f = vcm_jax.fit(x, ADJ, selection=choose.Selection(noises=("gauss",), k_candidates=(2, 3),
+                                                     max_rows=600))
+  assert f.config.decoder == "structured" and f.config.restarts == 1
+  assert f.score(x) > default_fit.score(x) - 0.01, (f.score(x), default_fit.score(x))
+  ari = metrics.adjusted_rand_index(regimes, np.asarray(f.assign(x)), 5, f.n_regimes)
+  assert float(ari) > 0.9, ari

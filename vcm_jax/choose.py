@@ -401,8 +401,10 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if on_all_rows and choice.fit.model.cfg.restarts >= restarts:
     return choice
   cfg = choice.config
-  keep = choice.fit if on_all_rows else None
-  if cfg.decoder != "structured" and on_all_rows:  # the candidates' program, more starts
+  keep = choice.fit if on_all_rows else _continued(key, choice.fit, x)
+  if not on_all_rows and choice.fit.model.cfg.restarts >= restarts:
+    final = keep  # the best of the subset's starts, continued on every row
+  elif cfg.decoder != "structured" and on_all_rows:  # the candidates' program, more starts
     final = _more_starts(key, x, adj, choice, restarts, keep, x_heldout)
   else:
     final = fit_candidates(jax.random.fold_in(key, 1), x, adj,
@@ -414,6 +416,21 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if check is not None and final is not choice.fit:  # the check's flags were another fit's
     check = dict(check, of_chosen=False)
   return choice._replace(fit=final, check=check)
+
+
+def _continued(key, fit: api.Fit, x) -> api.Fit:
+  """``fit`` (on a subset of the rows) continued on every row of ``x``: one start."""
+  cfg = fit.model.cfg.replace(restarts=1)
+  model, program = _continue_program(cfg, fit.model.n_nodes, fit.parent_idx.shape[1])
+  x = jnp.asarray(x, jnp.float32)
+  result = program(jax.random.fold_in(key, 2), fit.result, x, fit.parent_idx, fit.parent_mask)
+  return _from_result(model, result, x, fit.parent_idx, fit.parent_mask, fit.order)
+
+
+@functools.cache
+def _continue_program(cfg: FitConfig, n_nodes: int, max_parents: int):
+  trainer = api._trainer(cfg, n_nodes, max_parents)
+  return trainer.model, jax.jit(functools.partial(train.continue_fit, trainer=trainer))
 
 
 def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldout) -> api.Fit:

@@ -132,6 +132,7 @@ class Trainer(NamedTuple):
   init: Any       # (key, x, parent_idx, parent_mask) -> TrainState
   run_steps: Any  # (state, xs, parent_idx, parent_mask, num_steps) -> (state, history)
   finish: Any     # (state, xs, parent_idx, parent_mask[, history]) -> FitResult
+  init_from: Any = None  # (key, params, loc, scale) -> TrainState: a warm start
 
 
 def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
@@ -277,7 +278,16 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
                      log_px - jacobian, elbo_value[best] - jacobian, steps_used,
                      state.stop.done[best])
 
-  return Trainer(model, init, run_steps, finish)
+  def init_from(key, params, loc, scale) -> TrainState:
+    """Every restart starts from one fit's ``params`` (no restart axis), in that fit's
+    standardisation ``loc``, ``scale``: a fit that contains it, or the same model on
+    more rows, continues from it instead of starting over (its step stream from ``key``)."""
+    params = jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.restarts,) + a.shape), params)
+    key_data = jax.vmap(jax.random.key_data)(jax.random.split(key, cfg.restarts))
+    return TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(optimizer.init)(params),
+                      key_data, loc, scale, _initial_stop(cfg.restarts))
+
+  return Trainer(model, init, run_steps, finish, init_from)
 
 
 def run_to_stop(trainer: Trainer, state: TrainState, xs, parent_idx, parent_mask):
@@ -305,6 +315,16 @@ def run_to_stop(trainer: Trainer, state: TrainState, xs, parent_idx, parent_mask
 
   state, history, _ = jax.lax.while_loop(cond, body, (state, history, 0))
   return state, history
+
+
+def continue_fit(key, start: FitResult, x, parent_idx, parent_mask, *,
+                 trainer: Trainer) -> FitResult:
+  """A fit of raw data ``x`` that starts from ``start`` (a fit of the same model, e.g. on
+  a subset of the rows) in its units, and trains to the stopping rule (jit/vmap-safe)."""
+  state = trainer.init_from(key, start.params, start.loc, start.scale)
+  xs = units.to_standard(x, state.loc, state.scale)
+  state, history = run_to_stop(trainer, state, xs, parent_idx, parent_mask)
+  return trainer.finish(state, xs, parent_idx, parent_mask, history)
 
 
 def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer, n_active=None) -> FitResult:
