@@ -3,7 +3,7 @@ a fit of the user's own files (a ``data`` group)."""
 from __future__ import annotations
 
 from experiments import loop, own_data, synthetic
-from vcm_jax import config as fit_config
+from vcm_jax import choose, config as fit_config
 
 UserError = loop.UserError
 
@@ -46,14 +46,10 @@ def validate_config(config):
     need(config.mesh.runs == 1, "mesh.runs must be 1 for own data (one run; use mesh.data)")
     sel = config.get("selection")
     if sel is not None and sel.decoders:
-      for key, allowed in (("decoders", ("structured", "sparse", "free")),
-                           ("noises", fit_config.choices()["noise"])):
-        bad = [v for v in sel[key].split(",") if v not in allowed]
-        need(not bad, f"selection.{key} has {bad}; allowed: {', '.join(allowed)}")
-      need(all(k >= 2 for k in sel.k_candidates), f"selection.k_candidates="
-           f"{tuple(sel.k_candidates)} must all be >= 2")
-      need(sel.restarts >= 1 and sel.max_rows >= 0,
-           "selection.restarts must be >= 1 and selection.max_rows >= 0")
+      try:  # the library's own checks of the choice's settings
+        choose.Selection.from_config(sel)
+      except ValueError as err:
+        need(False, str(err))
       need(cfg.decoder == "structured" and cfg.n_regimes == 0 and cfg.noise == "gauss",
            f"model.decoder={cfg.decoder!r}, model.n_regimes={cfg.n_regimes} and model.noise="
            f"{cfg.noise!r} are chosen by the model selection: set --config.selection.decoders= "

@@ -70,9 +70,7 @@ def _shipped(config) -> OwnData:
 
 def _split(config, n_rows: int):
   """Sorted (fitted rows, held-out rows): ``data.heldout_fraction`` drawn with the seed."""
-  perm = np.random.default_rng(config.seed).permutation(n_rows)
-  n_test = int(round(config.data.heldout_fraction * n_rows))
-  return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+  return select.heldout_split(config.seed, n_rows, config.data.heldout_fraction)
 
 
 def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dict | None:

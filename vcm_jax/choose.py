@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vcm_jax import api, checks, graphs, model as model_lib, predict, train
-from vcm_jax.config import FitConfig
+from vcm_jax.select import default_k
+from vcm_jax.config import FitConfig, choices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +64,16 @@ class Selection:
       if isinstance(value, str):
         value = tuple(v for v in value.split(",") if v)
       object.__setattr__(self, name, tuple(value))
-    unknown = [d for d in self.decoders if d not in ("structured", "sparse", "free")]
-    if unknown:
-      raise ValueError(f"selection.decoders: unknown decoder {unknown[0]!r}; expected "
-                       "structured, sparse or free")
+    allowed = {"decoders": ("structured", "sparse", "free"), "noises": choices()["noise"]}
+    for name, values in allowed.items():
+      bad = [v for v in getattr(self, name) if v not in values]
+      if bad:
+        raise ValueError(f"selection.{name} has {bad}; allowed: {', '.join(values)}")
     if any(k < 2 for k in self.k_candidates):
-      raise ValueError(f"selection.k_candidates={self.k_candidates} must be >= 2")
+      raise ValueError(f"selection.k_candidates={self.k_candidates} must all be >= 2")
+    if self.restarts < 1 or self.max_rows < 0 or self.violated_restarts < 1:
+      raise ValueError("selection.restarts and selection.violated_restarts must be >= 1 and "
+                       "selection.max_rows >= 0")
 
   @classmethod
   def from_config(cls, group) -> "Selection":
@@ -103,11 +108,6 @@ class ModelChoice(NamedTuple):
             "runner_up": self.table[1] if len(self.table) > 1 else None,
             "candidates": self.table, "shared_mechanism_check": self.check,
             "misfit_confirmed": self.misfit_confirmed, "not_fitted": list(self.skipped)}
-
-
-def default_k(n_nodes: int) -> tuple[int, ...]:
-  """Sparse candidates: 2, 3, 4, 6, 8, 12 regimes, below N + 1 (the single-target count)."""
-  return tuple(k for k in (2, 3, 4, 6, 8, 12) if k <= n_nodes + 1)
 
 
 def candidates(base: FitConfig, n_nodes: int, *, decoders: Sequence[str] = ("structured", "sparse"),

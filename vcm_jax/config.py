@@ -36,8 +36,9 @@ class FitConfig:
                             "open; negative: regimes start sharing the mechanisms)")
   change_penalty: float = _field(1.0, "model", doc="sparse: the cost of a changed mechanism, "
                                  "in units of BIC's 0.5 log(S) per parameter of its linear part")
-  k_candidates: tuple = _field((), "model", doc="K tried when n_regimes = 0; () = 2, 3, 4, 6, "
-                               "..., N + 1")
+  k_candidates: tuple = _field((), "model", doc="free decoder: K tried when n_regimes = 0 "
+                               "(by held-out log p(x)); () = select.default_k: 2, 3, 4, 6, 8, "
+                               "12 up to N + 1")
   mechanism: str = _field("mlp", "model", ("linear", "mlp"))
   hidden: tuple = _field((16,), "model", doc="decoder MLP widths")
   linear_skip: bool = _field(True, "model", doc="mlp mechanisms also get a linear part")

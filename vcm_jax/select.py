@@ -16,25 +16,23 @@ class Selection(NamedTuple):
   heldout_log_px: dict  # {K: mean held-out log p(x), data units}
 
 
-def default_candidates(n_nodes: int) -> list[int]:
-  """2, 3, 4, 6, 8, ... up to N + 1: roughly geometric, always including N + 1."""
-  ks, k = [], 2
-  while k < n_nodes + 1:
-    ks.append(k)
-    k = max(k + 1, int(round(k * 1.4)))
-  return ks + [n_nodes + 1]
+def default_k(n_nodes: int) -> tuple[int, ...]:
+  """The K tried when none are given (the free decoder's K here, the sparse latent's in
+  ``choose``): 2, 3, 4, 6, 8, 12, at most N + 1 (the single-target count)."""
+  return tuple(k for k in (2, 3, 4, 6, 8, 12) if k <= n_nodes + 1)
 
 
-def heldout_split(key, n_rows: int, heldout_fraction: float = 0.1):
-  """Sorted (train rows, held-out rows) of a random split."""
-  perm = np.asarray(jax.random.permutation(key, n_rows))
+def heldout_split(seed: int, n_rows: int, heldout_fraction: float = 0.1):
+  """Sorted (train rows, held-out rows) of a random split drawn with ``seed`` (NumPy):
+  the own-data command's split and this module's."""
+  perm = np.random.default_rng(seed).permutation(n_rows)
   n_test = max(int(round(heldout_fraction * n_rows)), 1)
   return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
 def choose_n_regimes(key, x, adj, *, config: FitConfig, max_parents: int,
                      x_heldout=None, heldout_fraction: float = 0.1) -> Selection:
-  """Fit each candidate K (``config.k_candidates``, or ``default_candidates``) and
+  """Fit each candidate K (``config.k_candidates``, or ``default_k``) and
   keep the one with the best mean held-out exact ``log p(x)``.
 
   ``x_heldout`` defaults to a random ``heldout_fraction`` of ``x``'s rows, then left
@@ -45,12 +43,13 @@ def choose_n_regimes(key, x, adj, *, config: FitConfig, max_parents: int,
   if x_heldout is not None:
     k_fit = key
   else:
-    train_rows, test_rows = heldout_split(k_split, x.shape[0], heldout_fraction)
+    seed = int(np.asarray(jax.random.key_data(k_split)).ravel()[-1])
+    train_rows, test_rows = heldout_split(seed, x.shape[0], heldout_fraction)
     x, x_heldout = x[train_rows], x[test_rows]
   n = x.shape[1]
   idx, mask = graphs.parent_table(jnp.asarray(adj), max_parents)
   scores = {}
-  for k in list(config.k_candidates) or default_candidates(n):
+  for k in list(config.k_candidates) or default_k(n):
     trainer = train.make_trainer(config.replace(n_regimes=k), n_nodes=n, max_parents=max_parents)
     result = jax.jit(lambda *a, t=trainer: train.fit_arrays(*a, trainer=t))(k_fit, x, idx, mask)
     scores[k] = float(predict.log_prob(trainer.model, result, jnp.asarray(x_heldout), idx,
