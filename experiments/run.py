@@ -5,6 +5,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import experiments
+import vcm_jax
 from experiments import compilation, driver
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -53,6 +54,8 @@ def main(argv):
   try:
     driver.run(_CONFIG.value, _WORKDIR.value)
   except driver.UserError as err:  # bad input: one line, no traceback, non-zero exit
+    raise SystemExit(f"error: {err}") from None
+  except vcm_jax.FitError as err:  # a failed fit is an error, never a result
     raise SystemExit(f"error: {err}") from None
 
 

@@ -91,3 +91,16 @@ def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_f
   assert f.score(x) > default_fit.score(x) - 0.01, (f.score(x), default_fit.score(x))
   ari = metrics.adjusted_rand_index(regimes, np.asarray(f.assign(x)), 5, f.n_regimes)
   assert float(ari) > 0.9, ari
+
+
+def test_a_fit_with_no_finite_start_is_an_error_not_a_result(data):
+  """A learning rate that blows every start up: FitError naming the fit, through both
+  the one-model path and the default's candidates."""
+  x, _ = data
+  blown = dict(num_steps=20, pooled_steps=5, restarts=2, learning_rate=1e30)
+  with pytest.raises(vcm_jax.FitError, match="every start ended with a non-finite"):
+    vcm_jax.fit(x * 1e30, ADJ, config=blown)
+  from vcm_jax import choose as choose_lib
+  with pytest.raises(vcm_jax.FitError, match="candidate"):
+    choose_lib.fit_candidates(jax.random.key(0), x * 1e30, ADJ,
+                              [vcm_jax.FitConfig(**blown)])

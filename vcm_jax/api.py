@@ -30,6 +30,19 @@ from vcm_jax.identify import Identification
 from vcm_jax.model import Model
 
 
+class FitError(RuntimeError):
+  """A fit that failed (no start ended with a finite log p(x)): never returned as a result."""
+
+
+def check_finite(result: train.FitResult, what: str) -> None:
+  """Raise ``FitError`` where no start of ``result`` ended with a finite ``log p(x)``
+  (``train.finish`` keeps the best finite start; with none it keeps start 0, NaN)."""
+  log_px = np.asarray(result.restart_log_px)
+  if not np.isfinite(log_px).any():
+    raise FitError(f"{what}: every start ended with a non-finite log p(x) "
+                   f"({', '.join(map(str, log_px.ravel()))}): no fit to report")
+
+
 @struct.dataclass
 class Fit:
   """A fitted model and what it identified; methods take and return data units."""
@@ -271,6 +284,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
     cfg = cfg.replace(n_regimes=select.choose_n_regimes(
         k_select, x, jnp.asarray(adj), config=cfg, max_parents=max_parents).n_regimes)
   out = _jit_fit_graph(cfg, max_parents)(key, jnp.asarray(x), jnp.asarray(adj, jnp.float32))
+  check_finite(out.result, f"the {cfg.decoder} fit")
   return out.replace(names=names)
 
 

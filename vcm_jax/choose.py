@@ -238,6 +238,7 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
     stats = jax.tree.map(np.asarray, stats)
     for j, i in enumerate(members):
       result = jax.tree.map(lambda a: a[j], results)
+      api.check_finite(result, f"candidate {describe(cfgs[i])}")
       fit = _unpadded_fit(cfgs[i], model, result, x, idx, mask, order) if padded else \
           _from_result(model, result, x, idx, mask, order)
       row = _row(cfgs[i], {k: float(v[j]) for k, v in stats.items()}, x.shape[0])
@@ -424,6 +425,7 @@ def _continued(key, fit: api.Fit, x) -> api.Fit:
   model, program = _continue_program(cfg, fit.model.n_nodes, fit.parent_idx.shape[1])
   x = jnp.asarray(x, jnp.float32)
   result = program(jax.random.fold_in(key, 2), fit.result, x, fit.parent_idx, fit.parent_mask)
+  api.check_finite(result, f"the chosen fit {describe(cfg)} continued on every row")
   return _from_result(model, result, x, fit.parent_idx, fit.parent_mask, fit.order)
 
 
