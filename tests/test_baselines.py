@@ -47,6 +47,7 @@ def _lstsq(x, y, w=None):
   return coef, np.sqrt((w * resid ** 2).sum() / w.sum())
 
 
+@pytest.mark.fast
 def test_weighted_least_squares_matches_lstsq():
   rng = np.random.default_rng(0)
   n, s = 6, 400
@@ -75,6 +76,7 @@ def test_weighted_least_squares_matches_lstsq():
   np.testing.assert_allclose(got.scale[2], 1e-3, rtol=1e-5)
 
 
+@pytest.mark.fast
 def test_solve_spd_matches_numpy():
   rng = np.random.default_rng(1)
   a = rng.normal(size=(4, 7, 7))
@@ -158,6 +160,7 @@ def _clusters(rng, centers, s):
   return np.asarray(centers)[labels] + np.einsum("sd,sed->se", eps, chol[labels]), labels
 
 
+@pytest.mark.fast
 def test_gmm_matches_sklearn_from_the_same_start():
   rng = np.random.default_rng(0)
   x, _ = _clusters(rng, [[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.0, 2.5, 1.0]], 600)  # overlapping
@@ -184,6 +187,7 @@ def test_gmm_matches_sklearn_from_the_same_start():
     assert np.diff(np.asarray(res.trace)).min() >= -1e-10
 
 
+@pytest.mark.fast
 def test_gmm_separates_well_separated_clusters_like_sklearn():
   rng = np.random.default_rng(1)
   x, labels = _clusters(rng, [[0.0, 0.0], [12.0, 0.0], [0.0, 12.0]], 1500)
@@ -196,6 +200,7 @@ def test_gmm_separates_well_separated_clusters_like_sklearn():
   np.testing.assert_allclose(res.log_likelihood, sk.score(x), rtol=1e-3)
 
 
+@pytest.mark.fast
 def test_pooled_fit_is_ols_and_puts_everything_in_regime_zero():
   adj, _, x, regimes, _, _ = _problem(jax.random.key(3))
   fit = jax.jit(baselines.pooled_fit)(x, adj)
@@ -216,6 +221,7 @@ def test_pooled_fit_is_ols_and_puts_everything_in_regime_zero():
   np.testing.assert_allclose(fit.log_likelihood, total, rtol=1e-4)
 
 
+@pytest.mark.fast
 def test_oracle_fit_reaches_the_bayes_ceiling_and_the_true_parameters():
   adj, model, x, regimes, x_test, regimes_test = _problem(jax.random.key(4), shift=4.0)
   fit = jax.jit(functools.partial(baselines.oracle_fit, n_regimes=K))(x, regimes, adj)

@@ -33,6 +33,7 @@ def _brute_log_lik(l_obs, l_int):
   return out
 
 
+@pytest.mark.fast
 def test_structured_log_likelihoods_brute_force():
   l_obs, l_int, _, _ = _arrays(0)
   ll = elbo.structured_log_likelihoods(jnp.asarray(l_obs), jnp.asarray(l_int))
@@ -45,6 +46,7 @@ def test_structured_log_likelihoods_brute_force():
   np.testing.assert_allclose(ll3[:, 0], ll, rtol=1e-6)
 
 
+@pytest.mark.fast
 def test_log_marginal_and_posterior_brute_force():
   l_obs, l_int, _, log_prior = _arrays(1)
   ll = _brute_log_lik(l_obs.astype(float), l_int.astype(float))
@@ -67,6 +69,7 @@ def _brute_elbo(q_logits, ll, log_prior):
   return (q * (ll + log_prior - log_q)).sum(-1)
 
 
+@pytest.mark.fast
 def test_elbo_exact_brute_force_and_bound():
   l_obs, l_int, q_logits, log_prior = _arrays(2)
   ll = _brute_log_lik(l_obs.astype(float), l_int.astype(float))
@@ -90,6 +93,7 @@ def test_elbo_exact_brute_force_and_bound():
   np.testing.assert_allclose(at_post, lm, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.fast
 def test_kl_categorical_with_exact_zeros_is_finite():
   p_log = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
   big = -1e30
@@ -113,6 +117,7 @@ def test_kl_categorical_with_exact_zeros_is_finite():
   assert np.all(np.isfinite(g))
 
 
+@pytest.mark.fast
 def test_kl_and_elbo_with_zero_probability_categories():
   # A prior with impossible categories is legal: scm.sample_linear_scm(obs_fraction=1.0)
   # (accepted by the driver's validation) gives regime_probs = [1, 0, ..., 0]. Where
@@ -145,6 +150,7 @@ def test_elbo_exact_gradients_check_grads():
     np.testing.assert_allclose(g, jax.nn.softmax(q64), rtol=1e-10)
 
 
+@pytest.mark.fast
 def test_elbo_sampled_matches_exact_in_expectation():
   # With the straight-through estimator the forward value is the ELBO at a one-hot z,
   # so its mean over many keys is the exact ELBO (the KL is exact in both).
@@ -162,6 +168,7 @@ def test_elbo_sampled_matches_exact_in_expectation():
     elbo.elbo_sampled(keys[0], q, jnp.asarray(log_prior), node_ll, estimator="nope", temperature=1.0)
 
 
+@pytest.mark.fast
 def test_kl_weight_schedules():
   const = elbo.kl_weight_schedule("constant", num_steps=100)
   for step in (0, 7, 99):

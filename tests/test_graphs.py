@@ -29,6 +29,7 @@ def _is_dag(adj):
   return nx.is_directed_acyclic_graph(nx.from_numpy_array(np.asarray(adj), create_using=nx.DiGraph))
 
 
+@pytest.mark.fast
 def test_sample_er_dag_acyclic_binary_no_self_loops():
   adjs = _batch(0, 0.6)[:200]
   assert adjs.shape == (200, 6, 6)
@@ -38,6 +39,7 @@ def test_sample_er_dag_acyclic_binary_no_self_loops():
   assert all(_is_dag(a) for a in adjs)
 
 
+@pytest.mark.fast
 def test_sample_er_dag_edge_density_matches_edge_prob():
   n, p, reps = _N, 0.3, _REPS
   adjs = _batch(1, p)
@@ -52,6 +54,7 @@ def test_sample_er_dag_edge_density_matches_edge_prob():
   assert abs(adjs.sum(axis=(1, 2)).mean() - p * pairs) < 5 * std / reps
 
 
+@pytest.mark.fast
 def test_sample_er_dag_extreme_probabilities():
   n = _N
   empty = _batch(2, 0.0)
@@ -62,6 +65,7 @@ def test_sample_er_dag_extreme_probabilities():
   assert all(_is_dag(a) for a in full)
 
 
+@pytest.mark.fast
 def test_column_order_is_not_topological():
   adjs = _batch(3, 0.5)[:50]
   lower = np.tril(adjs, k=-1).sum(axis=(1, 2))  # edges i -> j with i > j
@@ -82,6 +86,7 @@ def _check_topological(adj, order):
     assert pos[i] < pos[j], (i, j, order)
 
 
+@pytest.mark.fast
 def test_topological_order_parents_first_under_jit_and_vmap():
   adjs = jnp.asarray(_batch(4, 0.5)[:40])
   orders = jax.jit(jax.vmap(graphs.topological_order))(adjs)
@@ -93,6 +98,7 @@ def test_topological_order_parents_first_under_jit_and_vmap():
                                 jax.jit(graphs.topological_order)(adjs[0]))
 
 
+@pytest.mark.fast
 def test_topological_order_long_chain():
   # Chain 4 -> 3 -> 2 -> 1 -> 0: the only order is reversed.
   n = 5
@@ -104,6 +110,7 @@ def test_topological_order_long_chain():
   np.testing.assert_array_equal(graphs.node_depths(jnp.asarray(adj)), [4, 3, 2, 1, 0])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("max_parents", [None, 2, 9])
 def test_parent_table_matches_numpy(max_parents):
   adjs = _batch(5, 0.5)[:20]
@@ -127,6 +134,7 @@ def test_parent_table_matches_numpy(max_parents):
       assert np.all(idx[j][mask[j] == 0] == 0)
 
 
+@pytest.mark.fast
 def test_parent_table_more_slots_than_nodes_and_jit():
   adj = jnp.array([[0, 1, 1], [0, 0, 1], [0, 0, 0]], jnp.float32)
   idx, mask = jax.jit(graphs.parent_table, static_argnums=1)(adj, 5)
@@ -137,6 +145,7 @@ def test_parent_table_more_slots_than_nodes_and_jit():
   assert idx0.shape == (3, 1) and float(mask0.sum()) == 0
 
 
+@pytest.mark.fast
 def test_validate_dag_names_cycle_nodes():
   names = ["alpha", "beta", "gamma", "delta"]
   adj = np.zeros((4, 4), int)
@@ -153,6 +162,7 @@ def test_validate_dag_names_cycle_nodes():
     graphs.validate_dag(adj)
 
 
+@pytest.mark.fast
 def test_validate_dag_self_loop_and_bad_inputs():
   adj = np.zeros((3, 3))
   adj[0, 1] = 1
@@ -172,6 +182,7 @@ def test_validate_dag_self_loop_and_bad_inputs():
   assert graphs.validate_dag(_batch(0, 0.7)[0]) is None
 
 
+@pytest.mark.fast
 def test_max_in_degree():
   adj = np.zeros((4, 4))
   adj[0, 3] = adj[1, 3] = adj[2, 3] = adj[0, 1] = 1

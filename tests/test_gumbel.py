@@ -8,6 +8,8 @@ from tensorflow_probability.substrates import jax as tfp
 
 from vcm_jax import gumbel
 
+pytestmark = pytest.mark.fast  # every test here is fast
+
 tfd = tfp.distributions
 LOGITS = jnp.array([1.0, -0.5, 0.3, -2.0, 0.0])
 

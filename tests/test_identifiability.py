@@ -16,6 +16,8 @@ import pytest
 
 from vcm_jax import identifiability
 
+pytestmark = pytest.mark.fast  # every test here is fast
+
 NAMES = ["X1", "X2"]
 CHAIN = np.array([[0, 1], [0, 0]])
 

@@ -7,6 +7,8 @@ from sklearn import metrics as skm
 
 from vcm_jax import identify, metrics
 
+pytestmark = pytest.mark.fast  # every test here is fast
+
 K = 5
 _ari = jax.jit(metrics.adjusted_rand_index, static_argnums=(2, 3))
 _nmi = jax.jit(metrics.normalized_mutual_info, static_argnums=(2, 3))

@@ -28,6 +28,7 @@ def _random_params(decoder, seed):
   return jax.tree.unflatten(tree, [0.7 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
 
 
+@pytest.mark.fast
 def test_linear_mechanism_by_hand():
   dec = _decoder("linear")
   params = _random_params(dec, 0)
@@ -83,6 +84,7 @@ def test_mlp_mechanism_by_hand(hidden):
   np.testing.assert_allclose(m1, m2, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mechanism,linear_skip", [("linear", True), ("mlp", True), ("mlp", False)])
 def test_decoder_reads_only_parents(mechanism, linear_skip):
   dec = _decoder(mechanism, linear_skip=linear_skip)
@@ -111,6 +113,7 @@ def test_decoder_reads_only_parents(mechanism, linear_skip):
     np.testing.assert_array_equal(f(x.at[:, i].add(3.0))[1], log_scale)
 
 
+@pytest.mark.fast
 def test_decoder_rejects_unknown_options():
   x0 = jnp.zeros((1, N))
   with pytest.raises(ValueError, match="mechanism"):
@@ -132,6 +135,7 @@ def _both_states(dec, params, x):
           model.node_log_densities(p, x, 1.0 - z_obs, IDX, MASK))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mechanism", ["linear", "mlp"])
 def test_regime_log_likelihoods_match_node_log_densities(mechanism):
   """The 2N-evaluation shortcut equals each regime's node densities summed, and both
@@ -203,6 +207,7 @@ def test_model_sample_reproduces_true_scm():
   assert np.abs(np.cov(bad[0], rowvar=False) - cov0).max() > 0.2 * np.diag(cov0).max()
 
 
+@pytest.mark.fast
 def test_encoder_shapes():
   enc = networks.Encoder(n_categories=N + 1, hidden=(8, 8))
   params = enc.init(jax.random.key(0), jnp.zeros((1, N)))
@@ -210,6 +215,7 @@ def test_encoder_shapes():
   assert len(params["params"]) == 3  # two hidden layers and the output
 
 
+@pytest.mark.fast
 def test_gaussian_log_density_matches_distrax():
   """distrax (and the nightly TFP it pulls) imports and agrees with our density."""
   import distrax
@@ -234,6 +240,7 @@ def _random_free_params(dec, seed):
   return jax.tree.unflatten(tree, [0.7 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mechanism", ["linear", "mlp"])
 def test_free_decoder_one_hot_z_picks_its_regime(mechanism):
   """Fed a one-hot z (the reference code's way), the free decoder gives that regime's
@@ -260,6 +267,7 @@ def test_free_decoder_one_hot_z_picks_its_regime(mechanism):
   np.testing.assert_allclose(ll, want_ll, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.fast
 def test_free_running_means_follow_the_dag():
   """Without teacher forcing a linear mechanism's mean is propagated from its parents'
   predicted means: after N passes it is the fixed point ``mu = b + mu W`` (closed form)."""

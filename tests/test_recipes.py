@@ -10,12 +10,14 @@ from vcm_jax.config import FitConfig
 from vcm_jax.model import build_model, init_params
 
 
+@pytest.mark.fast
 def test_every_recipe_is_a_valid_config():
   for name, overrides in recipes.RECIPES.items():
     FitConfig(**overrides)  # raises on an unknown key or an impossible value
   assert recipes.PAPER["standardize"] is False and recipes.PAPER["scale"] == "unit"
 
 
+@pytest.mark.fast
 def test_reference_kl_schedule_matches_the_public_code():
   """31 steps an epoch: 0 for 3 epochs, cycles of (0, .4, .8, 1, 1) for 10 x 5 epochs, then 1."""
   beta = elbo.kl_weight_schedule("reference", num_steps=6200)
@@ -60,6 +62,7 @@ def test_fixed_scales_prior_and_random_z_weights():
   assert not np.any(np.asarray(init_params(jax.random.key(0), vcm, idx, mask)["decoder"]["params"]["z_kernel"]))
 
 
+@pytest.mark.fast
 def test_relu_decoder_is_relu():
   dec = networks.MechanismDecoder(n_nodes=3, max_parents=1, hidden=(4,), activation="relu",
                                   linear_skip=False, z_init="random")

@@ -9,12 +9,23 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = ["--config=configs/test.py", "--config.train.num_steps=600",
+# 200 steps, a checkpoint every 20: the first checkpoint comes early and nine more follow,
+# so the run is killed mid-way (its compiles come from the persistent cache: fast).
+FLAGS = ["--config=configs/test.py", "--config.train.num_steps=200",
          "--config.train.checkpoint_every=20", "--config.plots=False"]
 
 
-def _cmd(workdir):
-  return [sys.executable, "-m", "experiments.run", *FLAGS, f"--workdir={workdir}"]
+def _cmd(workdir, flags=FLAGS):
+  return [sys.executable, "-m", "experiments.run", *flags, f"--workdir={workdir}"]
+
+
+def _run(popen, args, log):
+  """Run to the end; ``(exit status, stderr)`` (stderr to a file: no pipe to block on)."""
+  with open(log, "w") as f:
+    proc = popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
+    proc.wait(timeout=600)
+  with open(log) as f:
+    return proc.returncode, f.read()
 
 
 def _runs(workdir):
@@ -22,48 +33,70 @@ def _runs(workdir):
     return json.load(f)["runs"]
 
 
+# The runs are background jobs (conftest.py: ``early``), started when the session starts.
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-  whole, killed = tmp_path / "whole", tmp_path / "killed"
-  subprocess.run(_cmd(whole), cwd=ROOT, check=True, capture_output=True)
+def _kill_and_resume(folder, popen):
+  whole, killed = folder / "whole", folder / "killed"
+  status, err = _run(popen, _cmd(whole), folder / "whole.log")
+  assert status == 0, err[-2000:]
 
-  proc = subprocess.Popen(_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = popen(_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = killed / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
     if ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
       break
     time.sleep(0.02)
-  assert proc.poll() is None, "the run ended before it could be killed"
+  ended_first = proc.poll() is not None
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (killed / "metrics.json").exists()  # no partial results from the killed run
+  partial = (killed / "metrics.json").exists()
 
-  resumed = subprocess.run(_cmd(killed), cwd=ROOT, check=True, capture_output=True, text=True)
-  assert "resumed from the checkpoint at step" in resumed.stderr
-  assert _runs(killed) == _runs(whole)  # bit-for-bit: same numbers, same floats
-  rows = [json.loads(l) for l in open(killed / "metrics.jsonl")]
-  assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})  # no duplicated steps
+  status, resumed = _run(popen, _cmd(killed), folder / "resumed.log")
+  assert status == 0, resumed[-2000:]
+  rows = [json.loads(line) for line in open(killed / "metrics.jsonl")]
+  return dict(ended_first=ended_first, partial=partial, resumed=resumed, whole=_runs(whole),
+              killed=_runs(killed), steps=[r["step"] for r in rows])
 
 
-def test_rerun_on_other_config_refused(tmp_path):
-  workdir = tmp_path / "w"
+def _other_config(folder, popen):
+  workdir = folder / "w"
   workdir.mkdir()
   (workdir / "config.json").write_text(json.dumps({"seed": 123}))
   (workdir / "metrics.json").write_text("{\"keep\": 1}")
-  proc = subprocess.run(_cmd(workdir), cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode != 0
-  assert "different config" in proc.stderr and "Traceback" not in proc.stderr
-  assert json.loads((workdir / "metrics.json").read_text()) == {"keep": 1}
+  status, err = _run(popen, _cmd(workdir), folder / "w.log")
+  return status, err, json.loads((workdir / "metrics.json").read_text())
 
 
-def test_non_finite_loss_stops_with_step_and_no_results(tmp_path):
-  workdir = tmp_path / "nan"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.run", "--config=configs/test.py",
-       "--config.train.learning_rate=1e30", "--config.plots=False", f"--workdir={workdir}"],
-      cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode != 0
-  assert "non-finite loss at step" in proc.stderr and "Traceback" not in proc.stderr
-  assert not (workdir / "metrics.json").exists()
+def _non_finite(folder, popen):
+  workdir = folder / "nan"
+  status, err = _run(popen, _cmd(workdir, ["--config=configs/test.py",
+                                           "--config.train.learning_rate=1e30",
+                                           "--config.plots=False"]), folder / "nan.log")
+  return status, err, (workdir / "metrics.json").exists()
+
+
+@pytest.mark.early(job=_kill_and_resume)
+def test_sigkill_then_resume_matches_uninterrupted(early):
+  assert not early["ended_first"], "the run ended before it could be killed"
+  assert not early["partial"]  # no partial results from the killed run
+  assert "resumed from the checkpoint at step" in early["resumed"]
+  assert early["killed"] == early["whole"]  # bit-for-bit: same numbers, same floats
+  steps = early["steps"]
+  assert steps == sorted(set(steps))  # no duplicated steps
+
+
+@pytest.mark.early(job=_other_config)
+def test_rerun_on_other_config_refused(early):
+  status, err, kept = early
+  assert status != 0
+  assert "different config" in err and "Traceback" not in err
+  assert kept == {"keep": 1}
+
+
+@pytest.mark.early(job=_non_finite)
+def test_non_finite_loss_stops_with_step_and_no_results(early):
+  status, err, wrote = early
+  assert status != 0
+  assert "non-finite loss at step" in err and "Traceback" not in err
+  assert not wrote

@@ -31,6 +31,7 @@ def _np(true):
   return {k: np.asarray(v, np.float64) for k, v in true._asdict().items()}
 
 
+@pytest.mark.fast
 def test_sample_linear_scm_structure():
   true = _scm(0, intervention="both", variance_factor=2.0, obs_fraction=0.4)
   p = _np(true)
@@ -49,6 +50,7 @@ def test_sample_linear_scm_structure():
     _scm(0, intervention="nope")
 
 
+@pytest.mark.fast
 def test_implied_covariance_closed_form_and_sample_covariance():
   true = _scm(1, obs_fraction=1.0)
   p = _np(true)
@@ -70,6 +72,7 @@ def test_implied_covariance_closed_form_and_sample_covariance():
   assert np.abs(closed[3, 0]) > 10 * se[3, 0]
 
 
+@pytest.mark.fast
 def test_laplace_noise_covariance_and_kurtosis():
   true = _scm(1, obs_fraction=1.0)
   s = 200_000
@@ -84,6 +87,7 @@ def test_laplace_noise_covariance_and_kurtosis():
   np.testing.assert_allclose(stats.kurtosis(resid, axis=0), 3.0, atol=0.3)
 
 
+@pytest.mark.fast
 def test_regime_means_change_only_target_and_descendants():
   true = _scm(4, intervention="both", variance_factor=2.0)
   p = _np(true)
@@ -117,6 +121,7 @@ def test_regime_means_change_only_target_and_descendants():
                                atol=0.06 * (scale ** 2).max() * np.abs(inv).max() ** 2)
 
 
+@pytest.mark.fast
 def test_regime_frequencies_match_probs():
   true = _scm(6, obs_fraction=0.3)
   s = 100_000
@@ -141,6 +146,7 @@ def _numpy_node_logpdf(p, x, noise):
   return l_obs, l_int
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("noise", ["gauss", "laplace"])
 def test_state_log_densities_match_scipy(noise):
   true = _scm(8, intervention="both", variance_factor=2.5)
@@ -151,6 +157,7 @@ def test_state_log_densities_match_scipy(noise):
   np.testing.assert_allclose(l_int, r_int, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("noise", ["gauss", "laplace"])
 def test_true_posterior_and_marginal_brute_force(noise):
   true = _scm(10, intervention="both", variance_factor=2.0, obs_fraction=0.2)

@@ -11,26 +11,62 @@ import pytest
 from vcm_jax import sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# configs/test.py made cheaper: the point is equal numbers sharded and unsharded, not a
+# good fit (compilation and start-up are most of a run: 60 steps on 800 rows).
+SMALL = ["--config=configs/test.py", "--config.plots=False", "--config.scm.n_train=800",
+         "--config.scm.n_test=200", "--config.train.batch_size=200",
+         "--config.train.num_steps=60", "--config.train.pooled_steps=20"]
 
 
-def _run(workdir, *extra):
+def _start(popen, workdir, devices, *args, log=None):
+  """The CLI on ``devices`` forced host devices, started; stdout and stderr to ``log``
+  (default ``workdir.log``: runs side by side never block on a pipe)."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-  return subprocess.run(
-      [sys.executable, "-m", "experiments.run", "--config=configs/test.py",
-       "--config.num_runs=8", "--config.plots=False", "--config.train.checkpoint_every=0",
-       f"--workdir={workdir}", *extra],
-      cwd=ROOT, env=env, capture_output=True, text=True)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + f" --xla_force_host_platform_device_count={devices}").strip()
+  log = log or f"{workdir}.log"
+  with open(log, "w") as f:
+    proc = popen([sys.executable, "-m", "experiments.run", *args, f"--workdir={workdir}"],
+                 cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+  return proc, log
 
 
-def test_sharded_runs_match_unsharded(tmp_path):
+def _finish(started):
+  """``(exit status, output)`` of a ``_start``ed run."""
+  proc, log = started
+  proc.wait(timeout=600)
+  with open(log) as f:
+    return proc.returncode, f.read()
+
+
+def _runs(workdir):
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    return json.load(f)["runs"]
+
+
+def _eight(popen, workdir, *extra):
+  return _start(popen, workdir, 8, *SMALL, "--config.num_runs=8",
+                "--config.train.checkpoint_every=0", *extra)
+
+
+# The runs are background jobs (conftest.py: ``early``), started when the session starts,
+# one process at a time (but the two that make one distributed run).
+
+def _meshes(folder, popen):
+  meshes = {"plain": (), "runs8": ("--config.mesh.runs=8",),
+            "runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
   results = {}
-  for name, extra in {"plain": (), "runs8": ("--config.mesh.runs=8",),
-                      "runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}.items():
-    proc = _run(tmp_path / name, *extra)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    with open(tmp_path / name / "metrics.json") as f:
-      results[name] = json.load(f)["runs"]
+  for name, extra in meshes.items():
+    status, out = _finish(_eight(popen, folder / name, *extra))
+    assert status == 0, out[-2000:]
+    results[name] = _runs(folder / name)
+  return results
+
+
+@pytest.mark.early(job=_meshes)
+def test_sharded_runs_match_unsharded(early):
+  results = early
+  assert len(results["plain"]) == 8
   for name in ("runs8", "runs4_data2"):
     for plain, sharded in zip(results["plain"], results[name]):
       assert plain.keys() == sharded.keys()
@@ -47,50 +83,54 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
+def _two_processes(folder, popen):
+  common = [*SMALL, "--config.train.log_every=20"]
+  port = _free_port()
+  multi = [_start(popen, folder / "multi", 2, *common, "--distributed",
+                  f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                  f"--process_id={i}", "--config.mesh.runs=2", "--config.mesh.data=2",
+                  log=folder / f"multi{i}.log")
+           for i in range(2)]
+  for run in multi:
+    status, out = _finish(run)
+    assert status == 0, out[-2000:]
+  status, out = _finish(_start(popen, folder / "single", 2, *common))
+  assert status == 0, out[-2000:]
+  with open(folder / "multi" / "metrics.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f]
+  return {name: _runs(folder / name) for name in ("multi", "single")}, steps
+
+
+@pytest.mark.early(job=_two_processes)
+def test_two_processes_match_one(early):
   """``--distributed`` over two CPU processes (2 devices each; runs split across the
   processes, each run's batch across a process's devices) gives one process's results,
   and only process 0 writes."""
-  common = ["--config=configs/test.py", "--config.plots=False", "--config.train.log_every=100"]
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-  port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "experiments.run", *common, "--distributed",
-       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
-       "--config.mesh.runs=2", "--config.mesh.data=2", f"--workdir={tmp_path / 'multi'}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  outs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-2000:]
-  single = subprocess.run([sys.executable, "-m", "experiments.run", *common,
-                           f"--workdir={tmp_path / 'single'}"], cwd=ROOT, capture_output=True,
-                          text=True)
-  assert single.returncode == 0, single.stderr[-2000:]
-  runs = {}
-  for name in ("multi", "single"):
-    with open(tmp_path / name / "metrics.json") as f:
-      runs[name] = json.load(f)["runs"]
+  runs, steps = early
   assert len(runs["multi"]) == 2
   for a, b in zip(runs["single"], runs["multi"]):
     for key, value in a.items():
       assert b[key] == (pytest.approx(value, rel=1e-4, abs=1e-4) if isinstance(value, float)
                         else value), key
   # One writer: each logged step appears once (two appending processes would double them).
-  with open(tmp_path / "multi" / "metrics.jsonl") as f:
-    steps = [json.loads(line)["step"] for line in f]
-  assert steps == [0, 100, 200, 299]
+  assert steps == [0, 20, 40, 59]
 
 
-def test_mesh_that_does_not_divide_is_one_line_error(tmp_path):
-  proc = _run(tmp_path / "bad", "--config.mesh.runs=3")
-  assert proc.returncode != 0
-  assert "num_runs=8 is not divisible by mesh.runs=3" in proc.stderr
-  assert "Traceback" not in proc.stderr
-  assert not (tmp_path / "bad" / "metrics.json").exists()
+def _bad_mesh(folder, popen):
+  status, out = _finish(_eight(popen, folder / "bad", "--config.mesh.runs=3"))
+  return status, out, (folder / "bad" / "metrics.json").exists()
 
 
+@pytest.mark.early(job=_bad_mesh)
+def test_mesh_that_does_not_divide_is_one_line_error(early):
+  status, out, wrote = early
+  assert status != 0
+  assert "num_runs=8 is not divisible by mesh.runs=3" in out
+  assert "Traceback" not in out
+  assert not wrote
+
+
+@pytest.mark.fast
 def test_make_mesh_checks_sizes():
   with pytest.raises(ValueError, match="devices"):
     sharding.make_mesh(runs=jax.device_count() + 1, data=1, num_runs=16, num_samples=16)

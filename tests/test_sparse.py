@@ -33,10 +33,13 @@ def _multi_target_data(n=4000, shift=3.0, seed=0):
   return x.astype(np.float32), regimes, ll.argmax(1)
 
 
-CFG = vcm_jax.FitConfig(decoder="sparse", n_regimes=3, mechanism="linear", num_steps=400,
+# 200 steps suffice (the ARI within 0.005 of 400 steps'); two restarts do not: with one,
+# the contaminated fit of test_gross_errors_do_not_move_the_assignment stops at ARI 0.51.
+CFG = vcm_jax.FitConfig(decoder="sparse", n_regimes=3, mechanism="linear", num_steps=200,
                         pooled_steps=50, restarts=2)
 
 
+@pytest.mark.fast
 def test_student_t_and_cauchy_match_scipy():
   x, mean, log_sd, dof = np.linspace(-6, 6, 13), 0.5, np.log(1.7), 5.0
   scale = np.exp(log_sd) * np.sqrt((dof - 2) / dof)
@@ -47,6 +50,7 @@ def test_student_t_and_cauchy_match_scipy():
                              stats.laplace.logpdf(x, mean, np.exp(log_sd) / np.sqrt(2)), rtol=1e-5)
 
 
+@pytest.mark.fast
 def test_contamination_is_the_two_component_mixture():
   x, log_p, eps = np.array([0.0, 3.0, 25.0]), np.array([-1.0, -5.5, -313.0]), 1e-3
   mix = (1 - eps) * np.exp(log_p) + eps * stats.cauchy.pdf(x)
@@ -114,6 +118,7 @@ def test_gross_errors_do_not_move_the_assignment():
   assert np.mean(score[rows] > 0.5) > 0.9 and np.mean(score[clean] > 0.5) < 0.01
 
 
+@pytest.mark.fast
 def test_sparse_needs_the_exact_estimator():
   with pytest.raises(ValueError, match="sparse"):
     CFG.replace(estimator="gumbel", posterior="encoder")

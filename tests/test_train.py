@@ -43,12 +43,6 @@ def _problem(seed, n_train=400, n_test=1, shift=10.0, edge_prob=0.5):
   return _problem_from_key(jax.random.key(seed), shift, edge_prob, n_train=n_train, n_test=n_test)
 
 
-# Three datasets on three graphs; one max_parents for all, so they stack.
-PROBLEMS = [_problem(s) for s in (10, 11, 12)]
-MAXP = max(1, graphs.max_in_degree(np.stack([p["adj"] for p in PROBLEMS])))
-TABLES = [graphs.parent_table(p["adj"], MAXP) for p in PROBLEMS]
-SMALL_FIT, _ = _make_fit(SMALL, N, MAXP)
-SMALL_FIT_JIT = jax.jit(SMALL_FIT)
 
 
 def _assert_tree_close(a, b, rtol, atol):
@@ -63,12 +57,12 @@ def _assert_tree_close(a, b, rtol, atol):
 def small_results():
   """The three small fits, each one jitted call."""
   keys = jax.random.split(jax.random.key(0), 3)
-  return keys, [SMALL_FIT_JIT(k, p["x"], *t) for k, p, t in zip(keys, PROBLEMS, TABLES)]
+  return keys, [D.small_fit_jit(k, p["x"], *t) for k, p, t in zip(keys, D.problems, D.tables)]
 
 
 def test_fit_same_with_and_without_jit(small_results):
   keys, results = small_results
-  eager = SMALL_FIT(keys[0], PROBLEMS[0]["x"], *TABLES[0])
+  eager = D.small_fit(keys[0], D.problems[0]["x"], *D.tables[0])
   jitted = results[0]
   assert jitted.history["loss"].shape == (SMALL.num_steps,)
   assert jitted.restart_log_px.shape == (SMALL.restarts,)
@@ -76,14 +70,17 @@ def test_fit_same_with_and_without_jit(small_results):
   # The fit moved away from its initialisation and its loss is finite throughout.
   assert np.all(np.isfinite(jitted.history["loss"]))
   assert float(jitted.history["loss"][-1]) < float(jitted.history["loss"][0])
+  # The stopping rule off (stop_tolerance 0, the default): every step runs, nothing stops.
+  assert SMALL.stop_tolerance == 0
+  assert int(jitted.steps_used) == SMALL.num_steps and not bool(jitted.stopped)
 
 
 def test_vmapped_fits_equal_separate_fits(small_results):
   keys, results = small_results
-  xs = jnp.stack([p["x"] for p in PROBLEMS])
-  idxs = jnp.stack([t[0] for t in TABLES])
-  masks = jnp.stack([t[1] for t in TABLES])
-  batched = jax.jit(jax.vmap(SMALL_FIT))(keys, xs, idxs, masks)
+  xs = jnp.stack([p["x"] for p in D.problems])
+  idxs = jnp.stack([t[0] for t in D.tables])
+  masks = jnp.stack([t[1] for t in D.tables])
+  batched = jax.jit(jax.vmap(D.small_fit))(keys, xs, idxs, masks)
   for i in range(3):
     _assert_tree_close(jax.tree.map(lambda t: t[i], batched), results[i], rtol=1e-4, atol=1e-5)
   # Different data, different fits (the comparison is not vacuous).
@@ -92,9 +89,9 @@ def test_vmapped_fits_equal_separate_fits(small_results):
 
 def _x64_setup(cfg, seed=0, batch=16):
   """A model, float64 params with random decoder weights, and a float64 batch."""
-  p = PROBLEMS[0]
-  idx, mask = TABLES[0]
-  model = model_lib.build_model(cfg, n_nodes=N, max_parents=MAXP)
+  p = D.problems[0]
+  idx, mask = D.tables[0]
+  model = model_lib.build_model(cfg, n_nodes=N, max_parents=D.maxp)
   params = model_lib.init_params(jax.random.key(seed), model, idx, mask)
   leaves, tree = jax.tree.flatten(params["decoder"])
   ks = jax.random.split(jax.random.key(seed + 1), len(leaves))
@@ -145,15 +142,15 @@ def test_exact_posterior_objective_gradients():
 def test_objective_finite_with_saturated_encoder(estimator, posterior):
   saturation = 1e30  # q exactly one-hot: exp(-2e30) underflows to 0
   cfg = FitConfig(hidden=(3,), encoder_hidden=(5,), estimator=estimator, posterior=posterior)
-  idx, mask = TABLES[0]
-  model = model_lib.build_model(cfg, n_nodes=N, max_parents=MAXP)
+  idx, mask = D.tables[0]
+  model = model_lib.build_model(cfg, n_nodes=N, max_parents=D.maxp)
   params = model_lib.init_params(jax.random.key(0), model, idx, mask)
   enc = params["encoder"]["params"]
   last = sorted(enc)[-1]
   bias = jnp.array([saturation] + [-saturation] * N)  # q is one-hot on category 0
   enc = dict(enc, **{last: dict(enc[last], bias=bias, kernel=jnp.zeros_like(enc[last]["kernel"]))})
   params = dict(params, encoder={"params": enc})
-  xs, _, _ = units.standardize(PROBLEMS[0]["x"][:64])
+  xs, _, _ = units.standardize(D.problems[0]["x"][:64])
   q = jax.nn.softmax(model.encoder.apply(params["encoder"], xs))
   assert np.all(np.asarray(q[:, 1:]) == 0.0)  # exact zeros in q
   f = jax.jit(jax.value_and_grad(
@@ -174,33 +171,70 @@ def _easy_problem():
   return _problem(seed, n_train=3000, n_test=1000, shift=10.0, edge_prob=0.5)
 
 
-EASY = _easy_problem()
-EASY_MAXP = max(1, graphs.max_in_degree(EASY["adj"]))
-EASY_TABLE = graphs.parent_table(EASY["adj"], EASY_MAXP)
+class _Data:
+  """The module's data and small fit, made on first use: not at collection, so that runs
+  that skip these tests (``pytest -m fast``, ``-k``) do not pay for their compiles."""
+
+  @functools.cached_property
+  def problems(self):  # three datasets on three graphs; one max_parents for all: they stack
+    return [_problem(s) for s in (10, 11, 12)]
+
+  @functools.cached_property
+  def maxp(self):
+    return max(1, graphs.max_in_degree(np.stack([p["adj"] for p in self.problems])))
+
+  @functools.cached_property
+  def tables(self):
+    return [graphs.parent_table(p["adj"], self.maxp) for p in self.problems]
+
+  @functools.cached_property
+  def small_fit(self):
+    return _make_fit(SMALL, N, self.maxp)[0]
+
+  @functools.cached_property
+  def small_fit_jit(self):
+    return jax.jit(self.small_fit)
+
+  @functools.cached_property
+  def easy(self):
+    return _easy_problem()
+
+  @functools.cached_property
+  def easy_maxp(self):
+    return max(1, graphs.max_in_degree(self.easy["adj"]))
+
+  @functools.cached_property
+  def easy_table(self):
+    return graphs.parent_table(self.easy["adj"], self.easy_maxp)
+
+
+D = _Data()
+
+
 
 
 def _recovery(cfg):
-  fit, model = _make_fit(cfg, N, EASY_MAXP)
+  fit, model = _make_fit(cfg, N, D.easy_maxp)
 
   @jax.jit
   def go(key):
-    result = fit(key, EASY["x"], *EASY_TABLE)
-    post = predict.exact_posterior(model, result, EASY["x_test"], *EASY_TABLE)
+    result = fit(key, D.easy["x"], *D.easy_table)
+    post = predict.exact_posterior(model, result, D.easy["x_test"], *D.easy_table)
     pred, _ = identify.assign_regimes(post)
-    r = EASY["r_test"]
-    bayes, _ = identify.assign_regimes(scm.true_posterior(EASY["true"], EASY["x_test"]))
+    r = D.easy["r_test"]
+    bayes, _ = identify.assign_regimes(scm.true_posterior(D.easy["true"], D.easy["x_test"]))
     return {"ari": metrics.adjusted_rand_index(r, pred, N + 1),
             "bayes_ari": metrics.adjusted_rand_index(r, bayes, N + 1),
             "target_accuracy": metrics.target_accuracy(r - 1, pred - 1),
             "observational_identified": identify.observational_identified(r, pred, N + 1),
-            "heldout": predict.log_prob(model, result, EASY["x_test"], *EASY_TABLE).mean(),
-            "true_heldout": scm.true_log_marginal(EASY["true"], EASY["x_test"]).mean()}
+            "heldout": predict.log_prob(model, result, D.easy["x_test"], *D.easy_table).mean(),
+            "true_heldout": scm.true_log_marginal(D.easy["true"], D.easy["x_test"]).mean()}
 
   return {k: np.asarray(v) for k, v in go(jax.random.key(7)).items()}
 
 
 def test_recovery_on_easy_problem():
-  assert float(EASY["adj"].sum()) >= 2  # a graph with edges
+  assert float(D.easy["adj"].sum()) >= 2  # a graph with edges
   out = _recovery(FitConfig(num_steps=300, pooled_steps=100, batch_size=500, restarts=1))
   assert out["bayes_ari"] > 0.95
   assert out["ari"] >= 0.95, out
@@ -276,6 +310,7 @@ def test_composed_pipeline_vmap_jit_and_grad():
     assert not np.allclose(grads[0], grads[1])
 
 
+@pytest.mark.fast
 def test_kmeans_finds_separated_centroids():
   rng = np.random.default_rng(0)
   centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
@@ -292,9 +327,8 @@ def test_kmeans_finds_separated_centroids():
 def test_no_teacher_forcing_trains_and_scores(estimator, posterior):
   """Without teacher forcing the regime likelihoods are those of the propagated means
   (a diagonal Gaussian per regime, independent of x's parents), and training runs finite."""
-  prob = _problem(0, n_train=300)
-  x = prob["x"]
-  idx, mask = graphs.parent_table(prob["adj"], MAXP)
+  x = D.problems[0]["x"]
+  idx, mask = D.tables[0]
   cfg = FitConfig(mechanism="linear", teacher_forcing=False, estimator=estimator,
                         posterior=posterior, num_steps=20, pooled_steps=5, batch_size=100)
   n = x.shape[1]
@@ -316,8 +350,8 @@ def test_chunks_compile_once_donate_the_state_and_match_one_call():
   handed to XLA (donated), and the same numbers as one call of all the steps."""
   from experiments import loop
 
-  trainer = train.make_trainer(SMALL, n_nodes=N, max_parents=MAXP)
-  p, (idx, mask) = PROBLEMS[0], TABLES[0]
+  trainer = train.make_trainer(SMALL, n_nodes=N, max_parents=D.maxp)
+  p, (idx, mask) = D.problems[0], D.tables[0]
   batched = lambda a: a[None]
   state0 = jax.jit(jax.vmap(trainer.init))(jax.random.key(0)[None], batched(p["x"]),
                                            batched(idx), batched(mask))
@@ -338,13 +372,13 @@ def test_stopping_rule_stops_freezes_and_matches_chunks():
   (the first has no previous window); later steps change nothing; the library's
   while_loop, one long call and chunks of another size give the same fit."""
   cfg = SMALL.replace(num_steps=60, stop_window=10, stop_tolerance=1e6, restarts=2)
-  fit, _ = _make_fit(cfg, N, MAXP)
-  p, (idx, mask) = PROBLEMS[0], TABLES[0]
+  fit, _ = _make_fit(cfg, N, D.maxp)
+  p, (idx, mask) = D.problems[0], D.tables[0]
   result = jax.jit(fit)(jax.random.key(0), p["x"], idx, mask)
   assert int(result.steps_used) == 20 and bool(result.stopped)
   assert np.all(np.asarray(result.history["loss"][20:]) == 0)  # steps never run
-  trainer = train.make_trainer(cfg, n_nodes=N, max_parents=MAXP)
-  state = trainer.init(jax.random.key(0), p["x"], idx, mask)
+  trainer = train.make_trainer(cfg, n_nodes=N, max_parents=D.maxp)
+  state = jax.jit(trainer.init)(jax.random.key(0), p["x"], idx, mask)  # (eager: 3x the compiles)
   xs = units.to_standard(p["x"], state.loc, state.scale)
   run = jax.jit(trainer.run_steps, static_argnums=4)
   whole, _ = run(state, xs, idx, mask, 60)
@@ -357,17 +391,17 @@ def test_stopping_rule_stops_freezes_and_matches_chunks():
   np.testing.assert_array_equal(whole.stop.steps_used, [20, 20])
   _assert_tree_close(result.params, jax.jit(trainer.finish)(whole, xs, idx, mask).params,
                      rtol=1e-5, atol=1e-6)
-  # Off (tolerance 0): all steps run, as before the rule existed.
-  off = jax.jit(_make_fit(cfg.replace(stop_tolerance=0.0), N, MAXP)[0])(
-      jax.random.key(0), p["x"], idx, mask)
-  assert int(off.steps_used) == 60 and not bool(off.stopped)
+  # Off (tolerance 0): all steps run, as before the rule existed; checked where a program
+  # with the rule off is compiled anyway (test_fit_same_with_and_without_jit: a whole fit;
+  # test_plateau_schedule_cuts_the_rate_then_stops: window boundaries passed).
 
 
 def test_stopping_rule_waits_while_the_likelihood_improves():
   """A small tolerance on a fit that is still learning: no stop in the first windows."""
   cfg = SMALL.replace(num_steps=40, stop_window=10, stop_tolerance=1e-4, restarts=1,
                       pooled_steps=0, init="random")
-  result = jax.jit(_make_fit(cfg, N, MAXP)[0])(jax.random.key(0), PROBLEMS[0]["x"], *TABLES[0])
+  result = jax.jit(_make_fit(cfg, N, D.maxp)[0])(jax.random.key(0), D.problems[0]["x"],
+                                                 *D.tables[0])
   assert int(result.steps_used) >= 30, int(result.steps_used)
 
 
@@ -375,25 +409,37 @@ def test_plateau_schedule_cuts_the_rate_then_stops():
   """lr_schedule='plateau' with a tolerance no window can beat: plateaus at windows 2, 3
   and 4 (the first has no previous one); the first two cut the rate by the factor, the
   third stops. A plateau run's first 20 steps equal a constant-rate run's, and its update
-  in window 3 is the constant rate's scaled by the factor (one Adam step, checked)."""
+  in window 3 is the constant rate's scaled by the factor (one Adam step, checked). Steps
+  go one at a time (one compiled program per trainer; chunks give one call's numbers)."""
   cfg = SMALL.replace(num_steps=80, stop_window=10, stop_tolerance=1e6, restarts=1,
                       lr_schedule="plateau", plateau_factor=0.5, plateau_decays=2)
-  p, (idx, mask) = PROBLEMS[0], TABLES[0]
-  result = jax.jit(_make_fit(cfg, N, MAXP)[0])(jax.random.key(0), p["x"], idx, mask)
+  p, (idx, mask) = D.problems[0], D.tables[0]
+  result = jax.jit(_make_fit(cfg, N, D.maxp)[0])(jax.random.key(0), p["x"], idx, mask)
   assert int(result.steps_used) == 40 and bool(result.stopped)
-  trainer = train.make_trainer(cfg, n_nodes=N, max_parents=MAXP)
+  trainer = train.make_trainer(cfg, n_nodes=N, max_parents=D.maxp)
   state = trainer.init(jax.random.key(0), p["x"], idx, mask)
   xs = units.to_standard(p["x"], state.loc, state.scale)
-  run = jax.jit(trainer.run_steps, static_argnums=4)
-  state20, _ = run(state, xs, idx, mask, 20)
+  constant = train.make_trainer(cfg.replace(lr_schedule="constant", stop_tolerance=0.0), n_nodes=N, max_parents=D.maxp)
+
+  def stepper(trainer):
+    step = jax.jit(trainer.run_steps, static_argnums=4)
+
+    def steps(state, n):
+      for _ in range(n):
+        state, _ = step(state, xs, idx, mask, 1)
+      return state
+    return steps
+
+  plateau_steps, constant_steps = stepper(trainer), stepper(constant)
+  state20 = plateau_steps(state, 20)
   np.testing.assert_allclose(state20.stop.lr_scale, [0.5])
   np.testing.assert_array_equal(state20.stop.decays, [1])
-  constant = train.make_trainer(cfg.replace(lr_schedule="constant", stop_tolerance=0.0), n_nodes=N, max_parents=MAXP)
-  c20, _ = jax.jit(constant.run_steps, static_argnums=4)(state, xs, idx, mask, 20)
+  c20 = constant_steps(state, 20)
   _assert_tree_close(state20.params, c20.params, rtol=1e-6, atol=1e-7)
+  # The rule off (tolerance 0): two window boundaries passed, nothing stopped or cut.
+  assert int(c20.step) == 20 and not np.any(c20.stop.done) and np.all(c20.stop.lr_scale == 1)
   # One more step: the plateau run moves half as far as the constant-rate one.
-  p21, _ = run(state20, xs, idx, mask, 1)
-  c21, _ = jax.jit(constant.run_steps, static_argnums=4)(c20, xs, idx, mask, 1)
+  p21, c21 = plateau_steps(state20, 1), constant_steps(c20, 1)
   moved = lambda a, b: jax.tree.map(lambda u, v: np.asarray(u - v), a, b)
   _assert_tree_close(jax.tree.map(lambda u: 2 * u, moved(p21.params, state20.params)),
                      moved(c21.params, c20.params), rtol=1e-4, atol=1e-7)
