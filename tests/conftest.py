@@ -2,6 +2,7 @@
 compilation cache, hypothesis profile, the ``fast`` tier."""
 import atexit
 import concurrent.futures
+import json
 import os
 import pathlib
 import shutil
@@ -34,10 +35,13 @@ for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitte
 # it saves (measured: the eager-heavy modules took 10-15% longer with the cache on).
 # A JAX_COMPILATION_CACHE_DIR already set is used instead, by this process too, and kept:
 # point it at a folder of your own to reuse every compile across sessions.
-_OWN_CACHE = not os.environ.get("JAX_COMPILATION_CACHE_DIR")
-if _OWN_CACHE:
+# (A pytest process that this session starts, below, shares the session's folder.)
+_OWN_CACHE = (not os.environ.get("JAX_COMPILATION_CACHE_DIR")
+              or os.environ.get("VCM_TEST_SESSION_CACHE") == "1")
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
   _CACHE_DIR = tempfile.mkdtemp(prefix="vcm-jax-test-cache-")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  os.environ["VCM_TEST_SESSION_CACHE"] = "1"
   atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 os.environ["VCM_JAX_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -61,71 +65,177 @@ hypothesis.settings.load_profile("vcm")
 # ``pytest -m fast tests``: the tests marked ``fast`` (each well under 2 s, compiles
 # included), a tier that runs in under a minute.
 #
-# Background work: a test whose cost is subprocesses (the CLI, the examples) names a job
-# with ``@pytest.mark.early(job=job)``; ``job(folder, popen) -> result`` starts its processes
-# with ``popen`` (``subprocess.Popen``'s arguments; the session kills what is left at its
-# end) and writes under ``folder``. The jobs of the selected tests start when collection
-# ends, one at a time in one thread, in test order, and the test reads its job's result
-# with the ``early`` fixture (a job's exception is raised there). This process runs the
-# in-process tests meanwhile, mostly one core's work (tracing, XLA compiles), so the
-# subprocesses run on the other core: their wall time is mostly hidden, and such a
-# test's reported duration is only what was left of its job when it ran. A job shared by
-# several tests (the same function) runs once.
-_EARLY: dict = {}        # job -> Future
-_EARLY_POOL = None
-_EARLY_PROCESSES: list = []
-_EARLY_ROOT = None
-
-
-_EARLY_CLOSED = False
+# This process runs the in-process tests, mostly one core's work (tracing and XLA
+# compiles, single-threaded); the rest goes to the machine's other core, as background
+# jobs that start when collection ends, one at a time in one thread, in test order:
+#
+# * A test whose cost is subprocesses (the CLI, the examples) names a job with
+#   ``@pytest.mark.early(job=fn)``; ``fn(folder, popen) -> result`` starts its processes
+#   with ``popen`` (``subprocess.Popen``'s arguments; the session kills what is left at
+#   its end) and writes under ``folder``; the test reads the result with the ``early``
+#   fixture (the job's exception is raised there). A job shared by tests runs once.
+# * A module marked ``pytestmark = pytest.mark.offload`` has its selected tests, but the
+#   ``fast`` ones, run by a second pytest process (one per module, a job like the
+#   others); each test here reports that run's outcome under its own name, with its
+#   failure's text. Only for modules that share nothing with the others but the data
+#   they make themselves.
+#
+# The background's wall time is hidden behind this process's; a test reports as its
+# duration only what it waited for. ``VCM_TEST_BACKGROUND=0`` runs everything here, in
+# order (jobs when their test needs them), as a plain pytest run would.
+_CHILD_RESULTS = os.environ.get("VCM_TEST_CHILD_RESULTS")  # set in an offloaded run
+_BACKGROUND = os.environ.get("VCM_TEST_BACKGROUND", "1") != "0" and not _CHILD_RESULTS
+_JOBS: dict = {}         # job -> Future
+_POOL = None
+_PROCESSES: list = []
+_JOBS_ROOT = None
+_CLOSED = False
 
 
 def pytest_configure(config):  # (``fast`` is registered in pyproject.toml)
-  config.addinivalue_line("markers", "early(job=fn): start fn(folder, popen) in the background "
-                          "when the session starts; the test reads its result with the "
-                          "'early' fixture")
+  config.addinivalue_line("markers", "early(job=fn): the test reads fn(folder, popen), run in "
+                          "the background from the session's start, with the 'early' fixture")
+  config.addinivalue_line("markers", "offload: the module's tests (but the fast ones) run in a "
+                          "second pytest process in the background")
 
 
-def _early_popen(*args, **kwargs):
-  if _EARLY_CLOSED:
+def _popen(*args, **kwargs):
+  if _CLOSED:
     raise RuntimeError("the test session has ended")
   proc = subprocess.Popen(*args, **kwargs)
-  _EARLY_PROCESSES.append(proc)
+  _PROCESSES.append(proc)
   return proc
 
 
-def _early_job(item):
+def _job_of(item):
+  if isinstance(item, _Offloaded):
+    return item.job
   marker = item.get_closest_marker("early")
   return marker.kwargs["job"] if marker else None
 
 
+def _folder(job):
+  """A fresh folder for ``job``, under one removed when the session ends."""
+  global _JOBS_ROOT
+  if _JOBS_ROOT is None:
+    _JOBS_ROOT = tempfile.mkdtemp(prefix="vcm-jax-test-jobs-")
+    atexit.register(shutil.rmtree, _JOBS_ROOT, ignore_errors=True)
+  return pathlib.Path(tempfile.mkdtemp(prefix=job.__name__ + "-", dir=_JOBS_ROOT))
+
+
 def _submit(job):
-  global _EARLY_POOL, _EARLY_ROOT
-  if job not in _EARLY:
-    if _EARLY_POOL is None:
-      _EARLY_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="early")
-      _EARLY_ROOT = tempfile.mkdtemp(prefix="vcm-jax-test-early-")
-      atexit.register(shutil.rmtree, _EARLY_ROOT, ignore_errors=True)
-    folder = pathlib.Path(tempfile.mkdtemp(prefix=job.__name__ + "-", dir=_EARLY_ROOT))
-    _EARLY[job] = _EARLY_POOL.submit(job, folder, _early_popen)
-  return _EARLY[job]
+  """``job``'s Future: started in the background thread, or (``VCM_TEST_BACKGROUND=0``, an
+  offloaded run) run now in this one."""
+  global _POOL
+  if job not in _JOBS:
+    if not _BACKGROUND:
+      _JOBS[job] = concurrent.futures.Future()
+      try:
+        _JOBS[job].set_result(job(_folder(job), _popen))
+      except Exception as err:  # noqa: BLE001 (raised by .result() in the test)
+        _JOBS[job].set_exception(err)
+      return _JOBS[job]
+    if _POOL is None:
+      _POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background")
+    _JOBS[job] = _POOL.submit(job, _folder(job), _popen)
+  return _JOBS[job]
+
+
+class _Offloaded(pytest.Item):
+  """A test of an ``offload`` module, run by ``job``'s pytest process: its outcome."""
+
+  def __init__(self, *, job, **kwargs):
+    super().__init__(**kwargs)
+    self.job = job
+
+  def runtest(self):
+    results, status, log = _submit(self.job).result()
+    report = results.get(self.nodeid)
+    if report is None:
+      raise _OffloadedFailure(f"no outcome for {self.nodeid} from the background pytest run "
+                              f"(exit status {status}); its output ends:\n{log[-3000:]}")
+    if report["outcome"] == "skipped":
+      pytest.skip(report["text"])
+    if report["outcome"] == "failed":
+      raise _OffloadedFailure(f"failed in the background pytest run:\n{report['text']}")
+
+  def repr_failure(self, excinfo):
+    if isinstance(excinfo.value, _OffloadedFailure):
+      return str(excinfo.value)
+    return super().repr_failure(excinfo)
+
+  def reportinfo(self):
+    return self.path, None, self.name
+
+
+class _OffloadedFailure(Exception):
+  pass
+
+
+def _offload_job(module_name, nodeids):
+  """A job running ``nodeids`` in a second pytest process: ``(outcomes, exit status,
+  output)``, outcomes ``{nodeid: {"outcome", "text"}}``."""
+  def run(folder, popen):
+    results = folder / "results.jsonl"
+    results.touch()
+    with open(folder / "pytest.log", "w") as log:
+      proc = popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *nodeids],
+                   cwd=ROOT, env=dict(os.environ, VCM_TEST_CHILD_RESULTS=str(results)),
+                   stdout=log, stderr=subprocess.STDOUT)
+      proc.wait()
+    outcomes = {}
+    for line in results.read_text().splitlines():
+      report = json.loads(line)
+      seen = outcomes.setdefault(report["nodeid"], {"outcome": "passed", "text": ""})
+      if report["outcome"] == "failed" and seen["outcome"] != "failed":
+        seen.update(outcome="failed", text=report["text"])
+      elif report["outcome"] == "skipped" and seen["outcome"] == "passed":
+        seen.update(outcome="skipped", text=report["text"])
+    return outcomes, proc.returncode, (folder / "pytest.log").read_text()
+  run.__name__ = f"offload_{module_name}"
+  return run
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(session, config, items):
+  if not _BACKGROUND:
+    return
+  by_module = {}
+  for i, item in enumerate(items):
+    if (isinstance(item, pytest.Function) and item.get_closest_marker("offload")
+        and not item.get_closest_marker("fast")):
+      by_module.setdefault(item.module.__name__, []).append(i)
+  for name, indices in by_module.items():
+    job = _offload_job(name, [items[i].nodeid for i in indices])
+    for i in indices:
+      items[i] = _Offloaded.from_parent(items[i].parent, name=items[i].name, job=job)
 
 
 def pytest_collection_finish(session):
-  if session.config.option.collectonly:
+  if session.config.option.collectonly or not _BACKGROUND:
     return
   for item in session.items:
-    job = _early_job(item)
+    job = _job_of(item)
     if job is not None:
       _submit(job)
 
 
+def pytest_runtest_logreport(report):
+  if _CHILD_RESULTS:  # an offloaded run: each phase's outcome, for the session that asked
+    text = report.longreprtext
+    if report.skipped and isinstance(report.longrepr, tuple):  # (path, line, "Skipped: why")
+      text = report.longrepr[2].removeprefix("Skipped: ")
+    with open(_CHILD_RESULTS, "a") as f:
+      f.write(json.dumps({"nodeid": report.nodeid, "when": report.when,
+                          "outcome": report.outcome, "text": text}) + "\n")
+
+
 def pytest_sessionfinish(session):
-  global _EARLY_CLOSED
-  _EARLY_CLOSED = True
-  if _EARLY_POOL is not None:
-    _EARLY_POOL.shutdown(wait=False, cancel_futures=True)
-  for proc in _EARLY_PROCESSES:  # a job's processes still running (-x, Ctrl-C)
+  global _CLOSED
+  _CLOSED = True
+  if _POOL is not None:
+    _POOL.shutdown(wait=False, cancel_futures=True)
+  for proc in _PROCESSES:  # a job's processes still running (-x, Ctrl-C)
     if proc.poll() is None:
       proc.kill()
       proc.wait()
@@ -133,9 +243,8 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture
 def early(request):
-  """The result of the job in this test's ``early`` mark (submitted now if collection
-  did not)."""
-  job = _early_job(request.node)
+  """The result of the job in this test's ``early`` mark."""
+  job = _job_of(request.node)
   if job is None:
     raise TypeError(f"{request.node.nodeid} uses the 'early' fixture without an early(job=) mark")
   return _submit(job).result()

@@ -13,6 +13,10 @@ from vcm_jax import model as model_lib
 from vcm_jax.config import FitConfig
 from vcm_jax.densities import gaussian_log_density
 
+# Its fits compile programs no other module does: run in a second pytest process, beside
+# the session (conftest.py: ``offload``).
+pytestmark = pytest.mark.offload
+
 N = 4
 SMALL = FitConfig(num_steps=20, pooled_steps=10, batch_size=200, restarts=1, hidden=(4,),
                   encoder_hidden=(8,))
@@ -41,8 +45,6 @@ def _problem_from_key(key, shift, edge_prob, *, n_train, n_test):
 def _problem(seed, n_train=400, n_test=1, shift=10.0, edge_prob=0.5):
   """Graph, true SCM and data from one jitted call (one compile per sample sizes)."""
   return _problem_from_key(jax.random.key(seed), shift, edge_prob, n_train=n_train, n_test=n_test)
-
-
 
 
 def _assert_tree_close(a, b, rtol, atol):
@@ -161,8 +163,6 @@ def test_objective_finite_with_saturated_encoder(estimator, posterior):
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
 
 
-# --- recovery on an easy problem -------------------------------------------------
-
 def _easy_problem():
   """An N=4 ER(0.5) graph with at least two edges (the first such seed), shift 10,
   3000 training and 1000 held-out samples."""
@@ -171,19 +171,29 @@ def _easy_problem():
   return _problem(seed, n_train=3000, n_test=1000, shift=10.0, edge_prob=0.5)
 
 
+def _made(fn):
+  """A cached property made as at import: float32 and concrete, whatever the context of
+  its first use (inside ``jax.enable_x64`` or a trace)."""
+  @functools.wraps(fn)
+  def make(self):
+    with jax.enable_x64(False), jax.ensure_compile_time_eval():
+      return fn(self)
+  return functools.cached_property(make)
+
+
 class _Data:
   """The module's data and small fit, made on first use: not at collection, so that runs
   that skip these tests (``pytest -m fast``, ``-k``) do not pay for their compiles."""
 
-  @functools.cached_property
+  @_made
   def problems(self):  # three datasets on three graphs; one max_parents for all: they stack
     return [_problem(s) for s in (10, 11, 12)]
 
-  @functools.cached_property
+  @_made
   def maxp(self):
     return max(1, graphs.max_in_degree(np.stack([p["adj"] for p in self.problems])))
 
-  @functools.cached_property
+  @_made
   def tables(self):
     return [graphs.parent_table(p["adj"], self.maxp) for p in self.problems]
 
@@ -195,15 +205,15 @@ class _Data:
   def small_fit_jit(self):
     return jax.jit(self.small_fit)
 
-  @functools.cached_property
+  @_made
   def easy(self):
     return _easy_problem()
 
-  @functools.cached_property
+  @_made
   def easy_maxp(self):
     return max(1, graphs.max_in_degree(self.easy["adj"]))
 
-  @functools.cached_property
+  @_made
   def easy_table(self):
     return graphs.parent_table(self.easy["adj"], self.easy_maxp)
 
@@ -211,24 +221,25 @@ class _Data:
 D = _Data()
 
 
-
+# --- recovery on an easy problem -------------------------------------------------
 
 def _recovery(cfg):
   fit, model = _make_fit(cfg, N, D.easy_maxp)
+  easy, table = D.easy, D.easy_table  # (made here, outside jit: not as tracers)
 
   @jax.jit
   def go(key):
-    result = fit(key, D.easy["x"], *D.easy_table)
-    post = predict.exact_posterior(model, result, D.easy["x_test"], *D.easy_table)
+    result = fit(key, easy["x"], *table)
+    post = predict.exact_posterior(model, result, easy["x_test"], *table)
     pred, _ = identify.assign_regimes(post)
-    r = D.easy["r_test"]
-    bayes, _ = identify.assign_regimes(scm.true_posterior(D.easy["true"], D.easy["x_test"]))
+    r = easy["r_test"]
+    bayes, _ = identify.assign_regimes(scm.true_posterior(easy["true"], easy["x_test"]))
     return {"ari": metrics.adjusted_rand_index(r, pred, N + 1),
             "bayes_ari": metrics.adjusted_rand_index(r, bayes, N + 1),
             "target_accuracy": metrics.target_accuracy(r - 1, pred - 1),
             "observational_identified": identify.observational_identified(r, pred, N + 1),
-            "heldout": predict.log_prob(model, result, D.easy["x_test"], *D.easy_table).mean(),
-            "true_heldout": scm.true_log_marginal(D.easy["true"], D.easy["x_test"]).mean()}
+            "heldout": predict.log_prob(model, result, easy["x_test"], *table).mean(),
+            "true_heldout": scm.true_log_marginal(easy["true"], easy["x_test"]).mean()}
 
   return {k: np.asarray(v) for k, v in go(jax.random.key(7)).items()}
 
