@@ -26,30 +26,11 @@ def peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class _CompileTimer:
-  """Seconds getting programs (compiling, or reading the persistent cache), through
-  ``compilation.Counter``'s monitoring events."""
-
-  def __init__(self):
-    self._counter = compilation.Counter()
-
-  @property
-  def seconds(self) -> float:
-    return self._counter.read()["compile_seconds"]
-
-  @property
-  def programs(self) -> int:
-    return self._counter.read()["programs_compiled"]
-
-
-_COMPILE = _CompileTimer()
-
-
 def bench_er():
   """The whole configs/er.py job as a user runs it (driver.run: checkpoints, metrics)."""
   config = er.get_config()
   config.plots = False
-  compiled_before = _COMPILE.seconds
+  compiled = compilation.Counter()
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     payload = driver.run(config, workdir)
@@ -59,7 +40,7 @@ def bench_er():
       "name": "er_config", "n_nodes": config.scm.n_nodes, "n_runs": config.num_runs,
       "n_samples": config.scm.n_train, "batch_size": config.train.batch_size,
       "steps": steps, "restarts": config.train.restarts,
-      "compile_seconds": _COMPILE.seconds - compiled_before, "seconds": seconds,
+      "compile_seconds": compiled.read()["compile_seconds"], "seconds": seconds,
       "samples_per_second": config.num_runs * config.train.restarts * steps
       * config.train.batch_size / seconds,
       "mean_ari": payload["summary"]["ari"]["mean"],
@@ -242,17 +223,17 @@ def bench_own_data():
         config.plots = False
         if decoders is not None:
           config.selection.decoders = decoders
-        compiled_before, programs_before = _COMPILE.seconds, _COMPILE.programs
+        compiled = compilation.Counter()
         start = time.perf_counter()
         payload = driver.run(config, os.path.join(tmp, "run" + variant))
-        seconds = time.perf_counter() - start
+        seconds, stats = time.perf_counter() - start, compiled.read()
         t = config.train
         rows.append({
             "name": f"own_data_{n_rows}x{n_nodes}{variant}", "n_nodes": n_nodes, "n_runs": 1,
             "n_samples": n_rows, "batch_size": t.batch_size,
             "steps": int(payload["summary"]["steps_used"]), "restarts": t.restarts,
-            "compile_seconds": _COMPILE.seconds - compiled_before, "seconds": seconds,
-            "programs_compiled": _COMPILE.programs - programs_before,
+            "compile_seconds": stats["compile_seconds"], "seconds": seconds,
+            "programs_compiled": stats["programs_compiled"],
             "chosen": payload["summary"].get("model_selection", {}).get("chosen"),
             "ari": payload["summary"]["labels"]["ari"], "bayes_ari": truth["bayes_ari"]})
     rows[-2]["x_one_model"] = rows[-2]["seconds"] / rows[-1]["seconds"]  # the choice's cost

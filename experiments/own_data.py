@@ -121,11 +121,7 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
                f"; runner-up {short(runner)} (BIC {runner['bic']:.1f}, ICL {runner['icl']:.1f})")
-  misfit = None
-  if check is not None and check["of_chosen"]:  # its flags are this fit's on these rows
-    misfit = np.zeros((choice.fit.n_regimes, len(data.names)), bool)
-    misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
-  return choice.fit, choice.summary(), misfit
+  return choice.fit, choice.summary(), choice.misfit_flags(len(data.names))
 
 
 def run(config, workdir: str) -> dict:

@@ -8,6 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+import cli_runs  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,14 +46,6 @@ def _start(data_dir, workdir, *extra):
   return proc, log
 
 
-def _finish(started):
-  """``(exit status, stderr)`` of a ``_start``ed run."""
-  proc, log = started
-  proc.wait(timeout=600)
-  with open(log) as f:
-    return proc.returncode, f.read()
-
-
 def _assignments(workdir):
   with open(os.path.join(workdir, "assignments.csv")) as f:
     return list(csv.DictReader(f))
@@ -61,7 +56,7 @@ def test_rows_split_over_devices_match_one_device(dataset, tmp_path):
   runs = {name: _start(dataset, tmp_path / name, f"--config.mesh.data={data}")
           for name, data in (("one", 1), ("four", 4))}  # side by side: half the wait
   for name, proc in runs.items():
-    status, stderr = _finish(proc)
+    status, stderr = cli_runs.finish(proc)
     assert status == 0, stderr[-3000:]
   for name in runs:
     with open(tmp_path / name / "metrics.json") as f:
@@ -85,7 +80,7 @@ def test_rows_split_over_devices_match_one_device(dataset, tmp_path):
 
 def test_rows_that_do_not_divide_are_one_line_error(dataset, tmp_path):
   # 2000 rows, 201 held out: the 1799 fitted rows do not split over 2 devices.
-  status, stderr = _finish(_start(dataset, tmp_path / "bad", "--config.mesh.data=2",
+  status, stderr = cli_runs.finish(_start(dataset, tmp_path / "bad", "--config.mesh.data=2",
                                   "--config.data.heldout_fraction=0.1005"))
   assert status != 0
   assert "error: config: the 1799 training samples are not divisible by mesh.data=2" in stderr

@@ -8,6 +8,9 @@ import time
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+import cli_runs  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 200 steps, a checkpoint every 20: the first checkpoint comes early and nine more follow,
 # so the run is killed mid-way (its compiles come from the persistent cache: fast).
@@ -27,10 +30,6 @@ def _run(popen, args, log):
   with open(log) as f:
     return proc.returncode, f.read()
 
-
-def _runs(workdir):
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    return json.load(f)["runs"]
 
 
 # The runs are background jobs (conftest.py: ``early``), started when the session starts.
@@ -55,8 +54,9 @@ def _kill_and_resume(folder, popen):
   status, resumed = _run(popen, _cmd(killed), folder / "resumed.log")
   assert status == 0, resumed[-2000:]
   rows = [json.loads(line) for line in open(killed / "metrics.jsonl")]
-  return dict(ended_first=ended_first, partial=partial, resumed=resumed, whole=_runs(whole),
-              killed=_runs(killed), steps=[r["step"] for r in rows])
+  return dict(ended_first=ended_first, partial=partial, resumed=resumed,
+              whole=cli_runs.runs(whole),
+              killed=cli_runs.runs(killed), steps=[r["step"] for r in rows])
 
 
 def _other_config(folder, popen):

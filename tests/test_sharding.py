@@ -10,6 +10,9 @@ import pytest
 
 from vcm_jax import sharding
 
+sys.path.insert(0, os.path.dirname(__file__))
+import cli_runs  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/test.py made cheaper: the point is equal numbers sharded and unsharded, not a
 # good fit (compilation and start-up are most of a run: 60 steps on 800 rows).
@@ -31,19 +34,6 @@ def _start(popen, workdir, devices, *args, log=None):
   return proc, log
 
 
-def _finish(started):
-  """``(exit status, output)`` of a ``_start``ed run."""
-  proc, log = started
-  proc.wait(timeout=600)
-  with open(log) as f:
-    return proc.returncode, f.read()
-
-
-def _runs(workdir):
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    return json.load(f)["runs"]
-
-
 def _eight(popen, workdir, *extra):
   return _start(popen, workdir, 8, *SMALL, "--config.num_runs=8",
                 "--config.train.checkpoint_every=0", *extra)
@@ -57,9 +47,9 @@ def _meshes(folder, popen):
             "runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
   results = {}
   for name, extra in meshes.items():
-    status, out = _finish(_eight(popen, folder / name, *extra))
+    status, out = cli_runs.finish(_eight(popen, folder / name, *extra))
     assert status == 0, out[-2000:]
-    results[name] = _runs(folder / name)
+    results[name] = cli_runs.runs(folder / name)
   return results
 
 
@@ -92,13 +82,13 @@ def _two_processes(folder, popen):
                   log=folder / f"multi{i}.log")
            for i in range(2)]
   for run in multi:
-    status, out = _finish(run)
+    status, out = cli_runs.finish(run)
     assert status == 0, out[-2000:]
-  status, out = _finish(_start(popen, folder / "single", 2, *common))
+  status, out = cli_runs.finish(_start(popen, folder / "single", 2, *common))
   assert status == 0, out[-2000:]
   with open(folder / "multi" / "metrics.jsonl") as f:
     steps = [json.loads(line)["step"] for line in f]
-  return {name: _runs(folder / name) for name in ("multi", "single")}, steps
+  return {name: cli_runs.runs(folder / name) for name in ("multi", "single")}, steps
 
 
 @pytest.mark.early(job=_two_processes)
@@ -117,7 +107,7 @@ def test_two_processes_match_one(early):
 
 
 def _bad_mesh(folder, popen):
-  status, out = _finish(_eight(popen, folder / "bad", "--config.mesh.runs=3"))
+  status, out = cli_runs.finish(_eight(popen, folder / "bad", "--config.mesh.runs=3"))
   return status, out, (folder / "bad" / "metrics.json").exists()
 
 

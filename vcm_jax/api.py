@@ -84,19 +84,18 @@ class Fit:
 
   def bic(self, x) -> float:
     """``log L - 0.5 log(S) * n_parameters`` on rows ``x`` (higher is better; note
-    scikit-learn's ``bic`` is -2 times this)."""
-    x = self._rows(x)
-    return float(np.sum(np.asarray(self.log_prob(x), np.float64))
-                 - 0.5 * np.log(x.shape[0]) * self.n_parameters())
+    scikit-learn's ``bic`` is -2 times this): the model choice's (``choose.scores``)."""
+    from vcm_jax import choose
+    return choose.scores(self, self._rows(x))["bic"]
 
   def icl(self, x) -> float:
     """``bic(x)`` minus the entropy of the regime posterior (higher is better)."""
-    x = self._rows(x)
-    post = np.asarray(self.posterior(x), np.float64)
-    return self.bic(x) + float((post * np.log(np.clip(post, 1e-300, 1.0))).sum())
+    from vcm_jax import choose
+    return choose.scores(self, self._rows(x))["icl"]
 
   def _rows(self, x):
-    if self.names is not None and hasattr(x, "columns"):  # a DataFrame: its columns by name
+    from vcm_jax import named
+    if self.names is not None and named.is_frame(x):  # a DataFrame: its columns by name
       missing = [n for n in self.names if n not in set(x.columns)]
       if missing:
         raise ValueError(f"x lacks the fitted column(s) {', '.join(map(repr, missing))}")
@@ -266,13 +265,8 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
       selection = choose.Selection(**dict(selection))
     choice = choose.fit_default(key, x, adj, config_lib.data_default(),
                                 selection or choose.Selection())
-    check = choice.check
-    misfit = None
-    if check is not None and check.get("of_chosen"):
-      misfit = np.zeros((choice.fit.n_regimes, adj.shape[0]), bool)
-      misfit[tuple(np.asarray(check["flagged"], int).reshape(-1, 2).T)] = True
     verdict = identifiability.of_fit(choice.fit, x, names, misfit_confirmed=choice.misfit_confirmed,
-                                     misfit=misfit)
+                                     misfit=choice.misfit_flags(adj.shape[0]))
     return choice.fit.replace(names=names, choice=choice, verdict=verdict)
   if selection is not None:
     raise ValueError("selection= chooses among models; with config= one model is fitted as "

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vcm_jax import api, checks, graphs, model as model_lib, predict, train
-from vcm_jax.select import default_k
+from vcm_jax.select import default_k, seed_of
 from vcm_jax.config import FitConfig, choices
 
 
@@ -101,6 +101,15 @@ class ModelChoice(NamedTuple):
     single = lambda decoder: decoder == "structured"
     return not (single(self.config.decoder)
                 and any(not single(row["decoder"]) for row in self.table))
+
+  def misfit_flags(self, n_nodes: int):
+    """``[K, N]`` bool, the check's flagged cells where they are the chosen fit's (its
+    ``of_chosen``): what the verdict reads instead of checking again; None otherwise."""
+    if self.check is None or not self.check.get("of_chosen"):
+      return None
+    flags = np.zeros((self.fit.n_regimes, n_nodes), bool)
+    flags[tuple(np.asarray(self.check["flagged"], int).reshape(-1, 2).T)] = True
+    return flags
 
   def summary(self) -> dict:
     """The choice as JSON-ready data (``model_selection.json``)."""
@@ -392,7 +401,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   x = np.asarray(x, np.float32)
   rows = np.arange(len(x))
   if selection.max_rows and len(x) > selection.max_rows:  # the choice on a random subset
-    rows = np.sort(np.random.default_rng(_seed(key)).choice(len(x), selection.max_rows,
+    rows = np.sort(np.random.default_rng(seed_of(key)).choice(len(x), selection.max_rows,
                                                             replace=False))
   choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
                         log=log, first_restarts=base.restarts)
@@ -453,7 +462,3 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
           float(best.result.restart_log_px.max()):
         best = f.fit
   return best
-
-
-def _seed(key) -> int:
-  return int(np.asarray(jax.random.key_data(key)).ravel()[-1])

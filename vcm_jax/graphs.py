@@ -135,16 +135,9 @@ def resolve_max_parents(adj, requested: int = 0) -> int:
 
 
 def as_adjacency(graph) -> np.ndarray:
-  """A user's graph as an ``[N, N]`` 0/1 array (host): an adjacency array as it is,
-  or a ``networkx.DiGraph`` over nodes ``0..N-1`` (any other nodes: ``graph.nodes`` order)."""
-  if isinstance(graph, nx.Graph):
-    if not graph.is_directed():
-      raise ValueError("graph must be directed (a networkx.DiGraph), got an undirected graph")
-    nodes = list(graph.nodes)
-    if set(nodes) == set(range(len(nodes))):
-      nodes = list(range(len(nodes)))
-    return nx.to_numpy_array(graph, nodelist=nodes, weight=None).astype(np.int64)
-  adj = np.asarray(graph)
-  if adj.dtype == bool:
-    adj = adj.astype(np.int64)
-  return adj
+  """A graph over nodes ``0..N-1`` (an adjacency array, a ``networkx.DiGraph`` or an edge
+  list) as an ``[N, N]`` 0/1 array (host): ``named.adjacency`` without names, so a graph
+  over named nodes is an error here, never read by position."""
+  from vcm_jax import named
+  return named.adjacency(graph, None, graph.number_of_nodes() if isinstance(graph, nx.Graph)
+                         else 0)

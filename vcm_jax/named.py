@@ -19,7 +19,7 @@ import networkx as nx
 import numpy as np
 
 
-def _is_frame(obj) -> bool:
+def is_frame(obj) -> bool:
   return hasattr(obj, "columns") and hasattr(obj, "to_numpy")
 
 
@@ -53,7 +53,7 @@ def _match(graph_nodes: Sequence, names: tuple, what: str) -> list[int]:
 
 def data_names(x, names=None) -> tuple[np.ndarray, tuple | None]:
   """``(values [S, N], names or None)`` of a DataFrame or an array (``names=``)."""
-  if _is_frame(x):
+  if is_frame(x):
     frame_names = tuple(x.columns)
     if names is not None and tuple(names) != frame_names:
       raise ValueError("names= differs from the DataFrame's columns; give one of them")
@@ -73,7 +73,7 @@ def adjacency(graph, names: tuple | None, n_columns: int) -> np.ndarray:
     if not graph.is_directed():
       raise ValueError("graph must be directed (a networkx.DiGraph), got an undirected graph")
     return _from_edges(list(graph.nodes), list(graph.edges), names, n_columns, "the graph")
-  if _is_frame(graph):
+  if is_frame(graph):
     rows, cols = tuple(graph.index), tuple(graph.columns)
     if set(rows) != set(cols):
       raise ValueError("a named adjacency needs the same names as its index and its columns")

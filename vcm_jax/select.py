@@ -22,6 +22,12 @@ def default_k(n_nodes: int) -> tuple[int, ...]:
   return tuple(k for k in (2, 3, 4, 6, 8, 12) if k <= n_nodes + 1)
 
 
+def seed_of(key) -> int:
+  """The integer a ``jax.random.key(seed)`` was made from (its last key word): the seed
+  of the NumPy draws (row splits, subsets) that go with a fit's key."""
+  return int(np.asarray(jax.random.key_data(key)).ravel()[-1])
+
+
 def heldout_split(seed: int, n_rows: int, heldout_fraction: float = 0.1):
   """Sorted (train rows, held-out rows) of a random split drawn with ``seed`` (NumPy):
   the own-data command's split and this module's."""
@@ -43,8 +49,7 @@ def choose_n_regimes(key, x, adj, *, config: FitConfig, max_parents: int,
   if x_heldout is not None:
     k_fit = key
   else:
-    seed = int(np.asarray(jax.random.key_data(k_split)).ravel()[-1])
-    train_rows, test_rows = heldout_split(seed, x.shape[0], heldout_fraction)
+    train_rows, test_rows = heldout_split(seed_of(k_split), x.shape[0], heldout_fraction)
     x, x_heldout = x[train_rows], x[test_rows]
   n = x.shape[1]
   idx, mask = graphs.parent_table(jnp.asarray(adj), max_parents)
