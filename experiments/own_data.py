@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from experiments import compilation, loop, plots, writers
-from vcm_jax import api, choose, config as fit_config, evaluate, graphs, io, predict, select
+from vcm_jax import api, choose, config as fit_config, diagnose, evaluate, graphs, io, predict, select
 from vcm_jax import sharding
 from vcm_jax import rows, train, units
 from vcm_jax.datasets import load_sachs
@@ -55,6 +55,10 @@ def load(config) -> OwnData:
   if s < min_rows(n):
     raise io.InputError(f"data file {d.path} has {s} rows; {n} variables need at least "
                         f"{min_rows(n)}")
+  constant = diagnose.constant_columns(table.values)
+  if constant:
+    raise io.InputError(f"data file {d.path}: column {table.names[constant[0]]!r} holds one "
+                        "value in every row: nothing to fit; drop it")
   return OwnData(table.names, table.values.astype(np.float32), table.labels, adj,
                  *_split(config, s))
 
@@ -110,7 +114,9 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
                                  "log p(x) %.4f", row["decoder"], row["n_regimes"], row["noise"],
                                  row["bic"], row["icl"], row["heldout_log_px"])
   choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
-                              x_heldout=data.x[data.test_rows], log=say)
+                              x_heldout=data.x[data.test_rows], log=say, names=data.names)
+  for line in choice.warnings:
+    logging.warning("%s", line)
   check = choice.check
   if check is not None:
     logging.info("shared-mechanism check of the first fit: %s", "holds" if check["holds"]
@@ -192,6 +198,7 @@ def run(config, workdir: str) -> dict:
       "multi_target_regimes": [r["id"] for r in report["regimes"] if len(r["targets"]) > 1],
       "identifiability": report["identifiability"]["verdict"],
       "compilation": compile_stats,
+      "warnings": list((model_selection or {}).get("warnings", [])),
   }
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))

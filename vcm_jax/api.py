@@ -17,6 +17,7 @@ A ``Fit`` is a pytree (the batched fits above are one ``Fit`` with a leading axi
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,10 @@ from vcm_jax.model import Model
 
 class FitError(RuntimeError):
   """A fit that failed (no start ended with a finite log p(x)): never returned as a result."""
+
+
+class FitWarning(UserWarning):
+  """A result to read with care: what the default's checks found (``Fit.warnings``)."""
 
 
 def check_finite(result: train.FitResult, what: str) -> None:
@@ -55,6 +60,9 @@ class Fit:
   names: tuple | None = struct.field(pytree_node=False, default=None)  # the N column names
   choice: object = struct.field(pytree_node=False, default=None)   # choose.ModelChoice
   verdict: dict | None = struct.field(pytree_node=False, default=None)  # identifiability
+  # What the default's checks found wrong, one line each (``diagnose``); also issued as
+  # Python warnings by ``fit``.
+  warnings: tuple = struct.field(pytree_node=False, default=())
 
   @property
   def config(self) -> FitConfig:
@@ -264,10 +272,13 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
     if selection is not None and not isinstance(selection, choose.Selection):
       selection = choose.Selection(**dict(selection))
     choice = choose.fit_default(key, x, adj, config_lib.data_default(),
-                                selection or choose.Selection())
+                                selection or choose.Selection(), names=names)
     verdict = identifiability.of_fit(choice.fit, x, names, misfit_confirmed=choice.misfit_confirmed,
                                      misfit=choice.misfit_flags(adj.shape[0]))
-    return choice.fit.replace(names=names, choice=choice, verdict=verdict)
+    for line in choice.warnings:
+      warnings.warn(line, FitWarning, stacklevel=2)
+    return choice.fit.replace(names=names, choice=choice, verdict=verdict,
+                              warnings=choice.warnings)
   if selection is not None:
     raise ValueError("selection= chooses among models; with config= one model is fitted as "
                      "given (drop one of them)")
@@ -297,4 +308,11 @@ def _check_data(x, n_nodes: int, names=None) -> np.ndarray:
     raise ValueError(f"x has a non-finite value at row {bad[0, 0]}, column {column}")
   if x.shape[0] < 2:
     raise ValueError(f"x has {x.shape[0]} rows; a fit needs at least 2")
+  from vcm_jax import diagnose
+  constant = diagnose.constant_columns(x)
+  if constant:
+    j = constant[0]
+    column = j if names is None else f"{j} ({names[j]!r})"
+    raise ValueError(f"x's column {column} holds one value ({x[0, j]:.6g}) in every row: "
+                     "nothing to fit; drop it")
   return x

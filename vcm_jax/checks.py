@@ -31,15 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import units
+from vcm_jax import densities, units
 from vcm_jax.rows import rows_per_block, sum_rows
 
 EFFECT = 0.1  # nats a row: below, a shared mechanism fits a regime's rows as well as any
 Z = 6.0       # standard errors: a gap this sure is not the sampling of a few thousand rows
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _moments(model, result, x, parent_idx, parent_mask):
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _moments(model, result, x, parent_idx, parent_mask, gross_fraction=0.0):
   """Posterior-weighted sums over rows of the shared mechanisms' cell log-densities:
   ``(w, w2, l, l2)`` with ``w: [K]`` weights, ``w2: [K]`` squared weights and
   ``l, l2: [K, N]`` sums of ``log p_shared(x_j | pa_j)`` and of its square."""
@@ -49,6 +49,8 @@ def _moments(model, result, x, parent_idx, parent_mask):
   def per_row(b):
     post = model.posterior(params, b, parent_idx, parent_mask)  # [B, K]
     cell = model.cell_log_density(b, *model.shared_means(params, b, parent_idx, parent_mask))
+    if model.cfg.outlier_fraction == 0:  # a wild cell costs at most a gross error's price
+      cell = densities.contaminated(cell, b, gross_fraction)
     return (post, post ** 2, post[:, :, None] * cell[:, None], post[:, :, None] * cell[:, None] ** 2)
 
   return sum_rows(per_row, xs, rows_per_block(model.n_categories * model.n_nodes))
@@ -72,22 +74,39 @@ def changed_sets(fit) -> np.ndarray:
   return np.asarray(model.gates_on(fit.result.params))
 
 
-def shared_mechanism_check(fit, x, *, effect: float = EFFECT, z: float = Z) -> dict:
+def shared_mechanism_check(fit, x, *, effect: float = EFFECT, z: float = Z,
+                           gross_fraction: float = 0.0) -> dict:
   """Per regime and mechanism the latent keeps shared: is it really shared? (module doc)
 
   Args:
     fit: a ``vcm_jax.Fit`` with a structured or sparse decoder.
     x: ``[S, N]`` rows (data units), the fitted ones.
     effect, z: a cell is flagged when ``|gap| > effect`` nats a row and ``|gap| > z`` se.
+    gross_fraction: read every cell's density as a mixture with a gross error of this
+      probability (``densities.contaminated``; a fit without gross errors), so that a
+      few wild cells cannot move a regime's mean.
 
   Returns:
     ``{"gap": [K, N] nats a row (0 where the regime changes the mechanism or has no
     rows), "z": [K, N], "flagged": [K, N] bool, "regimes": the regimes with a flagged
-    cell, "holds": no cell flagged, "largest_gap": the largest |gap|}`` (NumPy).
+    cell, "holds": no cell flagged, "largest_gap": the largest |gap|, "insufficient":
+    None, or why the fit cannot be checked}`` (NumPy). A fit with NaN in its sums or
+    fewer than two regimes holding rows is *insufficient*: it does not hold.
   """
   changes = changed_sets(fit)
   w, w2, l, l2 = (np.asarray(a, np.float64) for a in _moments(
-      fit.model, fit.result, jnp.asarray(x, jnp.float32), fit.parent_idx, fit.parent_mask))
+      fit.model, fit.result, jnp.asarray(x, jnp.float32), fit.parent_idx, fit.parent_mask,
+      float(gross_fraction)))
+  insufficient = None
+  if not all(np.isfinite(a).all() for a in (w, w2, l, l2)):
+    insufficient = "the fit's densities are not finite (NaN in its parameters?)"
+  elif (w >= 1.0).sum() < 2:
+    insufficient = f"{int((w >= 1.0).sum())} regime(s) hold rows: nothing to compare"
+  if insufficient is not None:
+    shape = changes.shape
+    return {"gap": np.zeros(shape), "z": np.zeros(shape), "flagged": np.zeros(shape, bool),
+            "regimes": [], "holds": False, "largest_gap": float("nan"),
+            "insufficient": insufficient}
   keeps = ~changes  # [K, N]
   # Regime k's mean against the pooled mean of the other regimes that keep j.
   n_k = np.maximum(w, 1e-12)[:, None]
@@ -110,4 +129,5 @@ def shared_mechanism_check(fit, x, *, effect: float = EFFECT, z: float = Z) -> d
   flagged = usable & (np.abs(gap) > effect) & (np.abs(zs) > z)
   return {"gap": gap, "z": zs, "flagged": flagged,
           "regimes": [int(k) for k in np.flatnonzero(flagged.any(1))],
-          "holds": not bool(flagged.any()), "largest_gap": float(np.abs(gap).max())}
+          "holds": not bool(flagged.any()), "largest_gap": float(np.abs(gap).max()),
+          "insufficient": None}

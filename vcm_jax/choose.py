@@ -20,9 +20,9 @@ Candidates that differ only in K are one compiled program: a ``vmap`` over fits
 padded to the largest K (``model.deactivate_regimes``), scored inside it. The
 chosen sparse model's final starts reuse that program (no compilation).
 
-Parameters are counted on the mechanisms' linear parts (weights, intercept, noise
-scale: ``|pa_i| + 2`` per mechanism), the count the sparse decoder's gates pay
-(``train.change_cost``), plus ``K - 1`` regime weights.
+Parameters are those the fit has (``parameters.count``: every mechanism's trunk and
+copies, the regime weights), the count the sparse decoder's gates pay
+(``train.change_cost``).
 
 ``fit_default`` is what ``vcm_jax.fit`` and the own-data command run: the first
 fit, its shared-mechanism check, the choice where the check fails, the chosen fit.
@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import api, checks, graphs, model as model_lib, predict, train
+from vcm_jax import api, checks, diagnose, graphs, model as model_lib, parameters, predict, train
+from vcm_jax import rows as rows_lib
 from vcm_jax.select import default_k, seed_of
 from vcm_jax.config import FitConfig, choices
 
@@ -57,6 +58,15 @@ class Selection:
   # the same mean, the spread moved; set with the labels in view).
   violated_restarts: int = 4
   max_rows: int = 20000        # candidates are fitted on at most this many rows
+  # The shared-mechanism check's thresholds (checks.EFFECT, checks.Z), and the gross-error
+  # fraction its cell densities are read with, so that a few wild cells cannot fail it.
+  check_effect: float = checks.EFFECT
+  check_z: float = checks.Z
+  check_gross_fraction: float = 1e-3
+  # A richer candidate whose log p(x) is this far (nats a row) below one it contains
+  # failed its fit (``nested_failures``): the choice never rests on it.
+  nested_tolerance: float = 1e-3
+  yardstick: bool = True       # fit a Gaussian mixture (K by BIC) beside the choice
 
   def __post_init__(self):
     for name in ("decoders", "noises", "k_candidates"):
@@ -74,6 +84,10 @@ class Selection:
     if self.restarts < 1 or self.max_rows < 0 or self.violated_restarts < 1:
       raise ValueError("selection.restarts and selection.violated_restarts must be >= 1 and "
                        "selection.max_rows >= 0")
+    if self.check_effect < 0 or self.check_z < 0 or self.nested_tolerance < 0 \
+        or not 0 <= self.check_gross_fraction < 1:
+      raise ValueError("selection.check_effect, check_z and nested_tolerance must be >= 0 "
+                       "and selection.check_gross_fraction in [0, 1)")
 
   @classmethod
   def from_config(cls, group) -> "Selection":
@@ -91,6 +105,8 @@ class ModelChoice(NamedTuple):
   check: dict | None = None  # ``checks.shared_mechanism_check`` of the first fit, summarised
   skipped: tuple = ()      # candidates not fitted, each with why
   why: str = ""            # how the choice was made, in a sentence
+  warnings: tuple = ()     # one line each: what the run found wrong (``diagnose``)
+  extra: dict | None = None  # the gross-error stage, the yardstick, the settings used
 
   @property
   def misfit_confirmed(self) -> bool:
@@ -116,7 +132,8 @@ class ModelChoice(NamedTuple):
     return {"chosen": describe(self.config), "why": self.why,
             "runner_up": self.table[1] if len(self.table) > 1 else None,
             "candidates": self.table, "shared_mechanism_check": self.check,
-            "misfit_confirmed": self.misfit_confirmed, "not_fitted": list(self.skipped)}
+            "misfit_confirmed": self.misfit_confirmed, "not_fitted": list(self.skipped),
+            "warnings": list(self.warnings), **(self.extra or {})}
 
 
 def candidates(base: FitConfig, n_nodes: int, *, decoders: Sequence[str] = ("structured", "sparse"),
@@ -146,23 +163,9 @@ def mechanisms_per_row(cfg: FitConfig, n_nodes: int) -> int:
   return (cfg.n_regimes + (cfg.decoder == "sparse")) * n_nodes
 
 
-def parameter_count(model, params, parent_mask, n_active=None):
-  """Free parameters (module doc), jit-safe; ``n_active``: a padded fit's regimes."""
-  per_mechanism = parent_mask.sum(1) + 2.0
-  k = model.n_categories if n_active is None else n_active
-  if model.structured:
-    return 2 * per_mechanism.sum() + k - 1
-  if model.sparse:
-    on = model.gates_on(params)
-    if n_active is not None:
-      on = on & (jnp.arange(on.shape[0]) < n_active)[:, None]
-    return per_mechanism.sum() + (on * per_mechanism).sum() + k - 1
-  return k * per_mechanism.sum() + k - 1
-
-
 def n_parameters(fit: api.Fit) -> int:
   """Free parameters of a fit (module doc)."""
-  return int(parameter_count(fit.model, fit.result.params, jnp.asarray(fit.parent_mask)))
+  return int(parameters.count(fit.model, fit.result.params, jnp.asarray(fit.parent_mask)))
 
 
 def _row(cfg: FitConfig, stats: dict, n_rows: int) -> dict:
@@ -204,7 +207,7 @@ def _fit_and_score(cfg: FitConfig, n_nodes: int, max_parents: int, padded: bool)
     post = predict.posterior(*args, x, parent_idx, parent_mask)
     stats = {"log_px": predict.log_prob(*args, x, parent_idx, parent_mask).sum(),
              "entropy": -jnp.sum(post * jnp.log(jnp.clip(post, 1e-30, 1.0))),
-             "n_parameters": parameter_count(model, result.params, parent_mask, n_active),
+             "n_parameters": parameters.count(model, result.params, parent_mask, n_active),
              "heldout_log_px": predict.log_prob(*args, x_heldout, parent_idx, parent_mask).mean()}
     return result, stats
 
@@ -293,7 +296,8 @@ def _unpadded_fit(cfg, padded_model, result, x, idx, mask, order) -> api.Fit:
 
 
 def _summarise_check(found: dict) -> dict:
-  return {"holds": found["holds"], "largest_gap": found["largest_gap"],
+  return {"holds": found["holds"], "insufficient": found["insufficient"],
+          "largest_gap": found["largest_gap"],
           "regimes": found["regimes"],
           "flagged": [[int(k), int(j)] for k, j in np.argwhere(found["flagged"])]}
 
@@ -336,7 +340,9 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   table = fitted(first_cfgs[:1])
   check = None
   if sel.screen and checks.applies(table[0].fit.model):
-    check = _summarise_check(checks.shared_mechanism_check(table[0].fit, x))
+    check = _summarise_check(checks.shared_mechanism_check(
+        table[0].fit, x, effect=sel.check_effect, z=sel.check_z,
+        gross_fraction=sel.check_gross_fraction))
   if check is not None and check["holds"]:
     skipped = _screened(table, first_cfgs[1:], x, fitted)
     skipped += [dict(describe(c), why="the first fit's shared mechanisms fit every regime "
@@ -353,11 +359,18 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
                         noises=(noise,), **opts)
     rest = fitted(others) if others else []
     table += rest
-    finalists = [f for f in (_best(table[:len(table) - len(rest)], "bic"), _best(rest, "icl"))
-                 if f is not None]
+    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
+    ok = lambda fs: [f for f in fs if id(f.row) not in failed]
+    finalists = [f for f in (_best(ok(table[:len(table) - len(rest)]), "bic"),
+                             _best(ok(rest), "icl")) if f is not None]
     skipped = []
     why = ("the first fit's check failed" if check is not None else "no check") + \
         ": the noise family by BIC on the first latent, K by ICL, the latent by BIC"
+  if check is not None and check["holds"]:
+    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
+  for f in table:
+    if id(f.row) in failed:
+      f.row["failed"] = failed[id(f.row)]
   chosen = _best(finalists, "bic")
   rows = []
   for f in sorted(table, key=lambda f: (f is not chosen, all(f is not g for g in finalists),
@@ -366,6 +379,33 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
     check["of_chosen"] = chosen is table[0]
   return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
+
+
+def nests(richer: dict, plainer: dict, n_nodes: int) -> bool:
+  """Whether candidate ``richer`` contains ``plainer`` (rows of the choice's table): the
+  same noise family, and a sparse latent with more regimes than another sparse one, or
+  with at least N + 1 (the single-target latent is the sparse one whose gates are
+  the identity), or a free latent with more regimes than another free one."""
+  if richer["noise"] != plainer["noise"] or richer is plainer:
+    return False
+  if richer["decoder"] == "sparse" and plainer["decoder"] == "structured":
+    return richer["n_regimes"] >= n_nodes + 1
+  return (richer["decoder"] == plainer["decoder"] != "structured"
+          and richer["n_regimes"] > plainer["n_regimes"])
+
+
+def nested_failures(rows: list, n_nodes: int, tolerance: float) -> dict:
+  """``{id(row): why}`` for every candidate whose ``log p(x)`` a row is more than
+  ``tolerance`` below that of a candidate it contains: its fit stopped short of what
+  the plainer model reaches, so it failed, and the choice must not rest on it."""
+  out = {}
+  for r in rows:
+    below = [p for p in rows if nests(r, p, n_nodes) and r["log_px"] < p["log_px"] - tolerance]
+    if below:
+      p = max(below, key=lambda p: p["log_px"])
+      out[id(r)] = (f"log p(x) {r['log_px']:.4f} a row, below the {p['log_px']:.4f} of "
+                    f"{p['decoder']} K={p['n_regimes']} that it contains: the fit failed")
+  return out
 
 
 def _screened(table: list, other_noises: list, x, fitted) -> list:
@@ -393,18 +433,80 @@ def log_prob_as(fit: api.Fit, cfg: FitConfig):
 
 
 def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection(), *,
-                x_heldout=None, log=None) -> ModelChoice:
+                x_heldout=None, log=None, names=None) -> ModelChoice:
   """The default fit (``vcm_jax.fit`` and the own-data command): the choice on at most
   ``selection.max_rows`` rows, then the chosen model's fit on every row of ``x``
   (data units), with ``selection.violated_restarts`` starts at least where the first
   fit's check failed. Returns the ``ModelChoice`` whose ``fit`` is that final fit."""
   x = np.asarray(x, np.float32)
+  gross = base.outlier_fraction
+  # Gross errors come last, from the plain fit (``_gross_error_stage``): a model that
+  # starts with them explains a near-deterministic mechanism's regime change as wild
+  # cells, and never finds the regime (held-out physical system: ARI 0.24, not 0.80).
+  base = base.replace(outlier_fraction=0.0, robust_units=base.robust_units or gross > 0)
   rows = np.arange(len(x))
   if selection.max_rows and len(x) > selection.max_rows:  # the choice on a random subset
     rows = np.sort(np.random.default_rng(seed_of(key)).choice(len(x), selection.max_rows,
                                                             replace=False))
   choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
                         log=log, first_restarts=base.restarts)
+  choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
+  extra = {"settings": dataclasses.asdict(selection)}
+  warned = list(diagnose.point_masses(x, names))
+  fit = choice.fit
+  if gross > 0:
+    fit, extra["gross_errors"], line = _gross_error_stage(key, fit, x, gross)
+    warned += [line] if line else []
+  warned += [f"candidate {r['decoder']} K={r['n_regimes']} noise {r['noise']}: {r['failed']}"
+             for r in choice.table if r.get("failed")]
+  warned += diagnose.tied_regimes(fit, x, names)
+  if selection.yardstick:
+    extra["yardstick"], line = _yardstick(key, fit, x)
+    warned += [line] if line else []
+  check = choice.check
+  if check is not None and fit is not choice.fit:
+    check = dict(check, of_chosen=False)
+  return choice._replace(fit=fit, check=check, warnings=tuple(warned), extra=extra)
+
+
+def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
+  """The chosen fit continued with gross errors (a cell is a Cauchy with probability
+  ``fraction``), from its own parameters: kept where its BIC (one parameter more) is
+  higher. Returns ``(fit, summary, warning or None)``; the summary has both log p(x)
+  and the rows flagged against what the prior expects (``diagnose.gross_error_share``)."""
+  s, n = x.shape
+  plain_lp = float(fit.log_prob(jnp.asarray(x)).sum())
+  cont = _continued(jax.random.fold_in(key, 3), fit, x,
+                    fit.model.cfg.replace(outlier_fraction=fraction))
+  gross_lp = float(cont.log_prob(jnp.asarray(x)).sum())
+  kept = gross_lp - 0.5 * np.log(s) > plain_lp
+  scores = np.concatenate([b for _, b in rows_lib.host_blocks(cont.outlier_score, x)])
+  share, line = diagnose.gross_error_share(scores, n, fraction)
+  summary = {"fraction": fraction, "kept": bool(kept), "log_px_plain": plain_lp / s,
+             "log_px_with_gross_errors": gross_lp / s, **share}
+  # A model with the term contains the plain one up to its fixed fraction's price a cell.
+  price = -n * np.log1p(-fraction)
+  if gross_lp / s < plain_lp / s - price - 1e-3:
+    summary["failed"] = (f"log p(x) {gross_lp / s:.4f} a row with gross errors, below the "
+                         f"plain fit's {plain_lp / s:.4f} that it contains: the fit failed")
+  return (cont if kept else fit), summary, (line if kept else None) or summary.get("failed")
+
+
+def _yardstick(key, fit: api.Fit, x):
+  """A Gaussian mixture, K by BIC, beside the structural fit (``baselines.yardstick``):
+  ``(summary, warning or None)``."""
+  from vcm_jax.baselines import yardstick
+  found = yardstick.gaussian_mixture_yardstick(jax.random.fold_in(key, 7), x)
+  s = len(x)
+  warn = yardstick.compare(found, float(fit.log_prob(jnp.asarray(x)).mean()),
+                           n_parameters(fit), s)
+  summary = {k: found[k] for k in ("k", "log_px", "bic", "n_parameters")}
+  return summary, (warn["message"] if warn else None)
+
+
+def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelChoice:
+  """The chosen model on every row, with ``selection.violated_restarts`` starts at least
+  where the first fit's check failed."""
   violated = choice.check is not None and not choice.check["holds"]
   restarts = max(base.restarts, selection.violated_restarts) if violated else base.restarts
   on_all_rows = len(rows) == len(x)
@@ -428,9 +530,11 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   return choice._replace(fit=final, check=check)
 
 
-def _continued(key, fit: api.Fit, x) -> api.Fit:
-  """``fit`` (on a subset of the rows) continued on every row of ``x``: one start."""
-  cfg = fit.model.cfg.replace(restarts=1)
+def _continued(key, fit: api.Fit, x, cfg: FitConfig | None = None) -> api.Fit:
+  """``fit`` continued on the rows ``x`` (every row, where it was fitted on a subset),
+  one start, under ``cfg`` (default its own: another noise or gross-error setting
+  with the same parameters)."""
+  cfg = (cfg or fit.model.cfg).replace(restarts=1)
   model, program = _continue_program(cfg, fit.model.n_nodes, fit.parent_idx.shape[1])
   x = jnp.asarray(x, jnp.float32)
   result = program(jax.random.fold_in(key, 2), fit.result, x, fit.parent_idx, fit.parent_mask)

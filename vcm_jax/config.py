@@ -54,6 +54,12 @@ class FitConfig:
   noise_dof: float = _field(4.0, "model", doc="student_t: degrees of freedom (> 2)")
   outlier_fraction: float = _field(0.0, "model", doc="share of cells from a broad Cauchy "
                                    "instead of their mechanism (gross errors); 0: none")
+  noise_floor: float = _field(-1.0, "model", doc="learned noise scales: a floor in the data's "
+                              "own units for every column (sigma becomes sigma + floor, so a "
+                              "regime cannot collapse onto tied values and the likelihood stays "
+                              "bounded); < 0: per column, the larger of 1e-3 x its standard "
+                              "deviation and its resolution / sqrt(12) (the spread of rounding "
+                              "to the smallest gap between two distinct values); 0: none")
   z_init: str = _field("zeros", "model", ("zeros", "random"),
                        doc="the regime's input weights at init (random: PyTorch's default)")
   max_parents: int = _field(0, "model", doc="parent-table width; 0: the graph's largest "
@@ -80,6 +86,9 @@ class FitConfig:
                             "stopping at the plateau after plateau_decays cuts")
   standardize: bool = _field(True, "train", doc="fit standardised data (off: the data's own "
                              "units, where a fixed sigma means what it says)")
+  robust_units: bool = _field(False, "train", doc="standardise by the median and the "
+                              "interquartile range (units.standardize; on whenever "
+                              "outlier_fraction > 0): units a few gross errors cannot move")
   stop_tolerance: float = _field(0.0, "train", doc="stop a restart when its mean training "
                                 "log p(x) over a window of steps improves by less than this "
                                 "(nats per sample) on the previous window; 0: run num_steps")
@@ -113,11 +122,14 @@ def data_default() -> FitConfig:
   reads it): train until the likelihood stops improving (many regimes need more than
   400 steps), at most 3000 steps, cutting the rate (x0.3) at each plateau and stopping
   at the third (a rate still high at a plateau stopped 100 x 101 regimes short of the
-  ceiling: 0.964x); a cell is a gross error with probability 1e-3 (a Cauchy), so one
-  cell 25 sd out no longer picks its row's regime. ``FitConfig()`` itself is the
-  synthetic experiments' recipe (400 steps, cosine)."""
+  ceiling: 0.964x); robust units (median and IQR). A cell is a gross error with
+  probability 1e-3 (a Cauchy), so one cell 25 sd out no longer picks its row's regime:
+  in the default (``choose.fit_default``) this term is the last stage, a continuation
+  of the chosen plain fit kept where BIC prefers it, never a model fitted from
+  scratch. ``FitConfig()`` itself is the synthetic experiments' recipe (400 steps,
+  cosine)."""
   return FitConfig(num_steps=3000, stop_tolerance=1e-3, lr_schedule="plateau",
-                   outlier_fraction=1e-3)
+                   outlier_fraction=1e-3, robust_units=True)
 
 
 def choices() -> dict[str, tuple]:

@@ -84,7 +84,8 @@ def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
   return clustering.kmeans(k_means, residuals, model.n_categories, n_active=n_active)[0]
 
 
-def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None):
+def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
+                   log_floor=None):
   """Parameters a fit starts from, for standardised data ``x: [S, N]``.
 
   Returns the parameters and the key that seeds the training steps (the split
@@ -95,6 +96,8 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None)
   cfg = model.cfg
   k_init, k_pool, k_train, k_seed = jax.random.split(key, 4)
   params = init_params(k_init, model, parent_idx, parent_mask)
+  if log_floor is not None:  # a constant that rides in the parameters (never trained)
+    params["log_floor"] = log_floor
   if cfg.init == "surprise":
     params = pooled_prefit(k_pool, model, params, x, parent_idx, parent_mask)
     dec = params["decoder"]["params"]

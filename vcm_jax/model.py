@@ -55,6 +55,14 @@ class Model(NamedTuple):
     log_p = densities.log_density(cfg.noise, cfg.noise_dof)(x, mean, log_scale)
     return densities.contaminated(log_p, x, cfg.outlier_fraction)
 
+  def _decode(self, params, *args):
+    """The decoder's means and log-scales, the scales above the noise floor
+    (``params['log_floor']``, ``FitConfig.noise_floor``: ``sigma + floor``, smooth)."""
+    mean, log_scale = self.decoder.apply(params["decoder"], *args)
+    if "log_floor" in params:
+      log_scale = jnp.logaddexp(log_scale, jax.lax.stop_gradient(params["log_floor"]))
+    return mean, log_scale
+
   def gates(self, params):
     """Sparse decoder: ``[K, N]`` in [0, 1], whether regime k changes mechanism i."""
     return jax.nn.sigmoid(params["gate_logits"])
@@ -66,7 +74,7 @@ class Model(NamedTuple):
 
   def _sparse_means(self, params, x, parent_idx, parent_mask):
     """Sparse decoder: the shared mechanisms' and every regime's own, ``[B, 1 + K, N]``."""
-    return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
+    return self._decode(params, x, parent_idx, parent_mask)
 
   def shared_means(self, params, x, parent_idx, parent_mask):
     """Means and log-scales ``[B, N]`` of the mechanisms regimes share (parents as
@@ -76,7 +84,7 @@ class Model(NamedTuple):
       return tuple(a[:, 0] for a in self._sparse_means(params, x, parent_idx, parent_mask))
     if not self.structured:
       raise ValueError("the free decoder has no shared mechanisms")
-    return self.decoder.apply(params["decoder"], x, jnp.zeros_like(x), parent_idx, parent_mask)
+    return self._decode(params, x, jnp.zeros_like(x), parent_idx, parent_mask)
 
   def log_prior(self, params):
     """``log p(z)``, ``[K]``."""
@@ -99,13 +107,12 @@ class Model(NamedTuple):
     """Means and log-scales ``[B, N]`` with parents read from ``x: [B, N]`` under a
     one-hot or relaxed regime ``z: [B, K]`` (the structured decoder reads its
     per-node states ``z[:, 1:]``; the free decoder mixes its regimes' parameters)."""
-    dec = params["decoder"]
     if self.structured:
-      return self.decoder.apply(dec, x, z[..., 1:], parent_idx, parent_mask)
+      return self._decode(params, x, z[..., 1:], parent_idx, parent_mask)
     if self.sparse:
       mean, log_scale = self.regime_means(params, x, parent_idx, parent_mask)
       return tuple(jnp.einsum("bk,bkn->bn", z, a) for a in (mean, log_scale))
-    return jax.tree.map(lambda a: a[:, 0], self.decoder.apply(dec, x, parent_idx, parent_mask, z))
+    return jax.tree.map(lambda a: a[:, 0], self._decode(params, x, parent_idx, parent_mask, z))
 
   def means(self, params, x, z, parent_idx, parent_mask):
     """``mixed_means`` with the model's parents: the observed ones (teacher forcing),
@@ -132,8 +139,8 @@ class Model(NamedTuple):
       on = self.gates_on(params)[None]
       return tuple(jnp.where(on, a[:, 1:], a[:, :1]) for a in (mean, log_scale))
     if not self.structured:
-      return self.decoder.apply(params["decoder"], x, parent_idx, parent_mask)
-    states = [self.decoder.apply(params["decoder"], x, jnp.full_like(x, z), parent_idx,
+      return self._decode(params, x, parent_idx, parent_mask)
+    states = [self._decode(params, x, jnp.full_like(x, z), parent_idx,
                                  parent_mask) for z in (0.0, 1.0)]
     hit = jnp.eye(k)[None, :, 1:] > 0  # [1, K, N]: regime k switches node k - 1
     return tuple(jnp.where(hit, i[:, None], o[:, None]) for o, i in zip(*states))
@@ -156,8 +163,8 @@ class Model(NamedTuple):
     regimes: every node in its two states, combined by ``elbo.structured_log_likelihoods``.
     """
     if self.structured and self.cfg.teacher_forcing:
-      l_obs, l_int = (self.cell_log_density(x, *self.decoder.apply(
-          params["decoder"], x, jnp.full_like(x, z), parent_idx, parent_mask)) for z in (0.0, 1.0))
+      l_obs, l_int = (self.cell_log_density(x, *self._decode(
+          params, x, jnp.full_like(x, z), parent_idx, parent_mask)) for z in (0.0, 1.0))
       return elbo.structured_log_likelihoods(l_obs, l_int)
     if self.sparse:  # (1 + K) N mechanism evaluations, combined by the gates
       l = self.cell_log_density(x[:, None], *self._sparse_means(params, x, parent_idx,

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vcm_jax import elbo, units
+from vcm_jax import elbo, parameters, units
 from vcm_jax.rows import map_rows, rows_per_block, sum_rows
 from vcm_jax.config import FitConfig
 from vcm_jax.init import initial_params, sparse_from_free, step_batches
@@ -44,9 +44,10 @@ class FitResult(NamedTuple):
 
 def change_cost(model: Model, parent_mask, n_rows: int):
   """Sparse decoder: nats a changed mechanism costs, ``[N]``: BIC's ``0.5 log(S)`` per
-  parameter of its linear part (weights, intercept, noise scale) times ``change_penalty``."""
-  n_params = parent_mask.sum(-1) + 2.0
-  return model.cfg.change_penalty * 0.5 * jnp.log(float(n_rows)) * n_params
+  parameter of the mechanism's own copy (``parameters.per_mechanism``) times
+  ``change_penalty``: the price the model choice's BIC charges it."""
+  copy, _ = parameters.per_mechanism(model.cfg, parent_mask)
+  return model.cfg.change_penalty * 0.5 * jnp.log(float(n_rows)) * copy
 
 
 def snap_gates(model: Model, params):
@@ -87,6 +88,16 @@ def objective(params, key, x, parent_idx, parent_mask, *, model: Model, beta, n_
   if model.sparse:  # the gates relax {0, 1}; per gate the loss is concave, so 0 or 1 wins
     loss = loss + jnp.sum(model.gates(params) * change_cost(model, parent_mask, n_rows)) / n_rows
   return loss, aux
+
+
+def noise_log_floor(cfg: FitConfig, x, scale):
+  """``[N]`` log of the noise scales' floor in the fit's units (``FitConfig.noise_floor``,
+  read on the data-unit rows ``x``), or None where there is none (fixed scales, or 0)."""
+  if cfg.scale != "learned" or cfg.noise_floor == 0:
+    return None
+  floor = (jnp.full(x.shape[-1:], cfg.noise_floor, x.dtype) if cfg.noise_floor > 0
+           else units.default_noise_floor(x))
+  return jnp.log(floor / scale)
 
 
 class TrainState(NamedTuple):
@@ -151,8 +162,9 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   # Plateaus the rule meets before it stops: with 'plateau' each but the last cuts the rate.
   plateaus_to_stop = cfg.plateau_decays + 1 if cfg.lr_schedule == "plateau" else 1
 
-  def init_one(key, xs, parent_idx, parent_mask, n_active=None):
-    params, k_train = initial_params(key, model, xs, parent_idx, parent_mask, n_active)
+  def init_one(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None):
+    params, k_train = initial_params(key, model, xs, parent_idx, parent_mask, n_active,
+                                     log_floor)
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
   if model.sparse:  # the sparse stage starts from a free-decoder fit of the same K
@@ -160,10 +172,10 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     dense = make_trainer(cfg.replace(decoder="free", standardize=False), n_nodes=n_nodes,
                          max_parents=max_parents)
 
-  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None):
+  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None):
     """Every restart's free-decoder fit (to its stopping rule, or ``num_steps``), turned
     into sparse parameters."""
-    state = dense.init(key, xs, parent_idx, parent_mask, n_active)
+    state = dense.init(key, xs, parent_idx, parent_mask, n_active, log_floor=log_floor)
     state, _ = run_to_stop(dense, state, xs, parent_idx, parent_mask)
     m = dense.model
 
@@ -175,29 +187,35 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
                 m.posterior(p, b, parent_idx, parent_mask))
       sums = sum_rows(per_row, xs, rows_per_block(m.n_categories * m.n_nodes))
       mean, scale, weights = (a / xs.shape[0] for a in sums)
-      return sparse_from_free(model, p, mean, scale, weights)
+      out = sparse_from_free(model, p, mean, scale, weights)
+      return out if log_floor is None else dict(out, log_floor=log_floor)
 
     params = jax.vmap(convert)(state.params)
     key_data = jax.vmap(lambda k: jax.random.key_data(
         jax.random.fold_in(jax.random.wrap_key_data(k), 1)))(state.key_data)
     return params, jax.vmap(optimizer.init)(params), key_data
 
-  def init(key, x, parent_idx, parent_mask, n_active=None) -> TrainState:
+  def init(key, x, parent_idx, parent_mask, n_active=None, log_floor=None) -> TrainState:
     """``n_active`` (free and sparse decoders; a traced int): a fit of that many regimes,
     padded to ``cfg.n_regimes`` (``model.take_regimes`` reads it back), so that fits of
-    several K are one compiled program."""
+    several K are one compiled program. ``log_floor``: ``[N]`` the noise floor in the
+    fit's units (None: ``cfg.noise_floor`` read on ``x``)."""
     if n_active is not None and (model.structured or cfg.prior != "learned"):
       raise ValueError("n_active pads the free or sparse decoder with a learned prior")
     if cfg.standardize:  # with gross errors in the model, in units they cannot move
-      xs, loc, scale = units.standardize(x, robust=cfg.outlier_fraction > 0)
+      xs, loc, scale = units.standardize(x, robust=cfg.robust_units or cfg.outlier_fraction > 0)
     else:  # the data's own units: loc 0, scale 1
       xs, loc, scale = x, jnp.zeros(x.shape[-1], x.dtype), jnp.ones(x.shape[-1], x.dtype)
+    if log_floor is None:
+      log_floor = noise_log_floor(cfg, x, scale)
     if model.sparse:
-      params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask, n_active)
+      params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask, n_active,
+                                                 log_floor)
     else:
       keys = jax.random.split(key, cfg.restarts)
-      params, opt_state, key_data = jax.vmap(init_one, in_axes=(0, None, None, None, None))(
-          keys, xs, parent_idx, parent_mask, n_active)
+      params, opt_state, key_data = jax.vmap(
+          init_one, in_axes=(0, None, None, None, None, None))(
+              keys, xs, parent_idx, parent_mask, n_active, log_floor)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale,
                       _initial_stop(cfg.restarts))
 

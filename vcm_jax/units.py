@@ -13,14 +13,36 @@ def standardize(x: jax.Array, robust: bool = False):
   """Column-wise standardisation of ``x: [S, N]``: ``((x - loc) / scale, loc, scale)``.
 
   ``robust``: the median and the interquartile range / 1.349 (the standard deviation
-  of a normal law), which a few gross errors cannot move; else the mean and std."""
+  of a normal law), which a few gross errors cannot move; else the mean and std.
+  The robust scale is at least a quarter of the standard deviation: a column that is
+  mostly one value (a floor, a ceiling, zeros) has an IQR near 0, and dividing by it
+  would put its other values millions of units out (gross errors inflate the standard
+  deviation far less than 4x before they dominate the data). A constant column keeps
+  scale 1 (``api`` refuses one before a fit)."""
+  std = x.std(axis=0)
   if robust:
     q1, loc, q3 = jnp.quantile(x, jnp.array([0.25, 0.5, 0.75]), axis=0)
-    scale = jnp.maximum((q3 - q1) / 1.349, 1e-6)
-    return (x - loc) / scale, loc, scale
-  loc = x.mean(axis=0)
-  scale = jnp.maximum(x.std(axis=0), 1e-6)
+    scale = jnp.maximum((q3 - q1) / 1.349, 0.25 * std)
+  else:
+    loc, scale = x.mean(axis=0), std
+  scale = jnp.where(scale > 0, scale, 1.0)
   return (x - loc) / scale, loc, scale
+
+
+# The default noise floor: this share of a column's standard deviation, or its rounding.
+FLOOR_SHARE = 1e-3
+
+
+def default_noise_floor(x: jax.Array) -> jax.Array:
+  """``[N]`` the default floor of the noise scales, data units (``FitConfig.noise_floor``):
+  the larger of ``FLOOR_SHARE`` x each column's standard deviation and its resolution
+  / sqrt(12), the resolution being the smallest gap between two distinct values (a
+  reading rounded to a grid of step d carries a uniform error of sd d / sqrt(12): no
+  mechanism can be surer of it). Jit-safe."""
+  gaps = jnp.diff(jnp.sort(x, axis=0), axis=0)
+  resolution = jnp.min(jnp.where(gaps > 0, gaps, jnp.inf), axis=0)
+  resolution = jnp.where(jnp.isfinite(resolution), resolution, 0.0)
+  return jnp.maximum(FLOOR_SHARE * x.std(axis=0), resolution / jnp.sqrt(12.0))
 
 
 def to_standard(x, loc, scale):

@@ -6,3 +6,4 @@ from vcm_jax.baselines.linear import (BaselineFit, EMResult, LinearMechanisms, S
                                       solve_spd, state_log_densities, structured_log_marginal,
                                       structured_posterior, weighted_least_squares)
 from vcm_jax.baselines.mixture import GMMResult, gaussian_mixture, gmm_log_marginal, gmm_posterior
+from vcm_jax.baselines.yardstick import compare, gaussian_mixture_yardstick

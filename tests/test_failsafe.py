@@ -1,0 +1,160 @@
+"""Fits that cannot fail silently (issue 23): units that survive point masses, a noise
+floor, parameter counts from the parameters a fit has, nested candidates that failed,
+checks that say "insufficient", gross errors that cannot swallow a regime."""
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vcm_jax
+from vcm_jax import checks, choose, diagnose, graphs, metrics, parameters, train, units
+from vcm_jax.config import FitConfig
+
+
+@pytest.mark.fast
+def test_robust_units_survive_a_column_that_is_mostly_one_value():
+  """80% zeros: the IQR is 0, and dividing by its old 1e-6 floor put the other values
+  millions of units out; the scale is now at least a quarter of the sd."""
+  rng = np.random.default_rng(0)
+  col = np.where(rng.random(2000) < 0.8, 0.0, rng.normal(5.0, 1.0, 2000)).astype(np.float32)
+  x = np.stack([col, rng.normal(size=2000).astype(np.float32)], 1)
+  xs, _, scale = units.standardize(jnp.asarray(x), robust=True)
+  assert float(scale[0]) >= 0.25 * x[:, 0].std() - 1e-6
+  assert float(jnp.abs(xs).max()) < 50.0
+  # An ordinary column keeps its IQR scale (the floor does not bind).
+  q1, q3 = np.quantile(x[:, 1], [0.25, 0.75])
+  np.testing.assert_allclose(float(scale[1]), (q3 - q1) / 1.349, rtol=1e-4)
+  (line,) = diagnose.point_masses(x, ["spiky", "normal"])
+  assert "'spiky'" in line and "of the rows hold one value" in line
+
+
+@pytest.mark.fast
+def test_a_constant_column_is_a_one_line_error():
+  x = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+  x[:, 1] = 3.0
+  with pytest.raises(ValueError, match=r"column 1 \('b'\) holds one value"):
+    vcm_jax.fit(x, np.array([[0, 1], [0, 0]]), names=["a", "b"], config=FitConfig(num_steps=1))
+
+
+@pytest.mark.fast
+def test_the_default_noise_floor_is_the_rounding_or_a_share_of_the_sd():
+  rng = np.random.default_rng(0)
+  counts = rng.poisson(3.0, 1000).astype(np.float32)     # resolution 1
+  smooth = rng.normal(0, 2.0, 1000).astype(np.float32)   # resolution ~ 0
+  floor = np.asarray(units.default_noise_floor(jnp.asarray(np.stack([counts, smooth], 1))))
+  np.testing.assert_allclose(floor[0], max(1 / math.sqrt(12), 1e-3 * counts.std()), rtol=1e-5)
+  np.testing.assert_allclose(floor[1], 1e-3 * smooth.std(), rtol=1e-4)
+
+
+def _pinned_data(n=1500):
+  """X0 -> X1; one regime pins X1 at exactly 2.0 (a hard intervention with no noise)."""
+  rng = np.random.default_rng(0)
+  r = rng.integers(0, 2, n)
+  x0 = rng.normal(size=n)
+  x1 = np.where(r == 1, 2.0, x0 + rng.normal(0, 0.5, n))
+  return np.stack([x0, x1], 1).astype(np.float32), r
+
+
+def test_a_regime_collapsed_on_tied_values_is_held_by_the_floor_and_said():
+  """A regime whose rows share one value: without a floor its scale shrinks without end
+  and its log p(x) with it (the likelihood is unbounded); with it the scale stops at
+  the floor, log p(x) is bounded, and the run says so."""
+  x, r = _pinned_data()
+  adj = np.array([[0, 1], [0, 0]])
+  cfg = FitConfig(num_steps=400, mechanism="linear")
+  fit = vcm_jax.fit(x, adj, key=jax.random.key(0), config=cfg)
+  free = vcm_jax.fit(x, adj, key=jax.random.key(0), config=cfg.replace(noise_floor=0.0))
+  floor = 1e-3 * x[:, 1].std()
+  bound = -math.log(floor) - 0.5 * math.log(2 * math.pi)  # a density at most 1/(sqrt(2pi) floor)
+  pinned = r == 1
+  assert float(fit.log_prob(x[pinned]).mean()) < bound + 5.0
+  assert float(free.log_prob(x[pinned]).mean()) > float(fit.log_prob(x[pinned]).mean())
+  lines = diagnose.tied_regimes(fit, x, ["x0", "x1"])
+  assert len(lines) == 1 and "'x1'" in lines[0] and "(2)" in lines[0], lines
+
+
+@pytest.mark.fast
+def test_parameter_counts_are_those_the_decoder_has():
+  """X0 -> X1, one hidden layer of 16: X1's trunk 1*16 + 16 + 16 = 48, its copy
+  (w, b, log_scale, z_kernel) 1 + 2 + 16 = 19; the root's copy 2 (no trunk: its MLP
+  reads only the regime); structured: trunk + 2 copies + K - 1 = 48 + 42 + 2 = 92."""
+  adj = jnp.array([[0, 1], [0, 0]])
+  idx, mask = graphs.parent_table(adj, 1)
+  cfg = FitConfig(hidden=(16,))
+  copy, trunk = parameters.per_mechanism(cfg, mask)
+  np.testing.assert_array_equal(np.asarray(copy), [2, 19])
+  np.testing.assert_array_equal(np.asarray(trunk), [0, 48])
+  model = train.make_trainer(cfg, n_nodes=2, max_parents=1).model
+  assert int(parameters.count(model, None, mask)) == 92
+  # Linear mechanisms: every decoder array entry is a parameter (no padding here).
+  lin = train.make_trainer(cfg.replace(mechanism="linear"), n_nodes=2, max_parents=1).model
+  from vcm_jax.model import init_params
+  leaves = init_params(jax.random.key(0), lin, idx, mask)["decoder"]["params"]
+  size = sum(int(np.size(a)) for a in jax.tree.leaves(leaves)) - 2  # the root's w, dw: padding
+  assert int(parameters.count(lin, None, mask)) == size + 2  # + K - 1 regime weights
+  # The sparse gates pay BIC's price of that copy.
+  sparse = train.make_trainer(cfg.replace(decoder="sparse", n_regimes=2), n_nodes=2,
+                              max_parents=1).model
+  np.testing.assert_allclose(np.asarray(train.change_cost(sparse, mask, 1000)),
+                             0.5 * math.log(1000) * np.array([2, 19]), rtol=1e-6)
+
+
+@pytest.mark.fast
+def test_a_richer_candidate_below_one_it_contains_has_failed():
+  rows = [dict(decoder="structured", n_regimes=0, noise="gauss", log_px=-3.0),
+          dict(decoder="sparse", n_regimes=4, noise="gauss", log_px=-2.9),
+          dict(decoder="sparse", n_regimes=6, noise="gauss", log_px=-3.2),  # below K = 4
+          dict(decoder="sparse", n_regimes=3, noise="gauss", log_px=-3.5),  # K = 3 < N + 1
+          dict(decoder="sparse", n_regimes=8, noise="student_t", log_px=-3.4)]  # other noise
+  failed = choose.nested_failures(rows, n_nodes=3, tolerance=1e-3)
+  assert set(failed) == {id(rows[2])}, failed
+  assert "K=4" in failed[id(rows[2])]
+  rows[3]["n_regimes"] = 4  # now K = N + 1: it contains the single-target latent
+  rows[1]["n_regimes"] = 5
+  failed = choose.nested_failures(rows, n_nodes=3, tolerance=1e-3)
+  assert set(failed) == {id(rows[2]), id(rows[3])}, failed
+
+
+def test_a_nan_fit_is_insufficient_for_the_check():
+  x, _ = _pinned_data(400)
+  fit = vcm_jax.fit(x, np.array([[0, 1], [0, 0]]), config=FitConfig(num_steps=5))
+  ok = checks.shared_mechanism_check(fit, x)
+  assert ok["insufficient"] is None
+  nan = fit.replace(result=fit.result._replace(
+      params=jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), fit.result.params)))
+  found = checks.shared_mechanism_check(nan, x)
+  assert not found["holds"] and "not finite" in found["insufficient"]
+
+
+def test_gross_errors_cannot_swallow_a_near_deterministic_regime():
+  """The held-out physical system's failure, small: a sensor that reads its actuator
+  almost exactly (noise 5% of its spread), and a regime that doubles its gain. A model
+  that starts with the gross-error term explains the doubled readings as wild cells;
+  the default fits the regimes first, then tries the term from that fit and keeps it
+  only where BIC does: the regimes are found, and the term flags few rows."""
+  rng = np.random.default_rng(3)
+  n = 2400
+  r = rng.integers(0, 3, n)  # 0 observational, 1 gain x2 on x1, 2 shift on x0
+  x0 = rng.normal(size=n) + 2.5 * (r == 2)
+  gain = np.where(r == 1, 2.0, 1.0)
+  x1 = gain * 1.5 * x0 + rng.normal(0, 0.075, n)
+  x2 = 0.8 * x1 + rng.normal(0, 0.5, n)
+  x = np.stack([x0, x1, x2], 1).astype(np.float32)
+  adj = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", vcm_jax.FitWarning)
+    fit = vcm_jax.fit(x, adj, key=jax.random.key(0),
+                      selection=choose.Selection(noises=("gauss",), k_candidates=(3, 4),
+                                                 yardstick=False))
+  ari = float(metrics.adjusted_rand_index(jnp.asarray(r), fit.assign(x), 3, fit.n_regimes))
+  normal = lambda v, m, s: -0.5 * ((v - m) / s) ** 2 - np.log(s)
+  exact = np.stack([normal(x0, 2.5 * (k == 2), 1.0)
+                    + normal(x1, (2.0 if k == 1 else 1.0) * 1.5 * x0, 0.075) for k in range(3)], 1)
+  ceiling = float(metrics.adjusted_rand_index(jnp.asarray(r), jnp.asarray(exact.argmax(1)), 3))
+  assert ari > ceiling - 0.02, (ari, ceiling, fit.choice.table)
+  gross = fit.choice.extra["gross_errors"]
+  assert gross["flagged_rows"] <= 3 * gross["expected_rows"], gross
+  assert fit.verdict["verdict"] == "identified", fit.verdict

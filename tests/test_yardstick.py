@@ -1,0 +1,116 @@
+"""The structure-free yardstick (issue 23): a full-covariance Gaussian mixture with K by
+BIC beside the structural model, and the warning when it explains the data better."""
+import functools
+import math
+
+import jax
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture
+
+from vcm_jax.baselines import yardstick as ys
+
+
+@functools.cache
+def _three_clusters(s=1500):
+  """A 3-component Gaussian mixture in 3-D, well separated means, unequal covariances."""
+  rng = np.random.default_rng(0)
+  means = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 2.0], [0.0, 10.0, -3.0]])
+  chols = [np.diag([1.0, 0.5, 2.0]), np.array([[1.0, 0, 0], [0.8, 0.6, 0], [0.2, -0.3, 1.2]]),
+           np.diag([0.3, 1.5, 0.7])]
+  labels = rng.integers(0, 3, s)
+  z = rng.normal(size=(s, 3))
+  x = np.stack([means[k] + chols[k] @ z[i] for i, k in enumerate(labels)])
+  return x
+
+
+SCALES = np.array([100.0, 1.0, 0.01])  # mixed column scales (and offsets), below
+
+
+@functools.cache
+def _yardstick(rescaled=False):
+  x = _three_clusters() * SCALES + np.array([5e3, 0.0, -1.0]) if rescaled else _three_clusters()
+  return ys.gaussian_mixture_yardstick(jax.random.key(0), x)
+
+
+def test_yardstick_chooses_three_components_and_matches_sklearn():
+  x = _three_clusters()
+  out = _yardstick()
+  assert out["k"] == 3, out["by_k"]
+  assert out["n_parameters"] == 3 * 3 + 3 * 6 + 2 == ys.gmm_n_parameters(3, 3)
+  assert [r["k"] for r in out["by_k"]] == [1, 2, 3, 4, 6, 8]
+  assert not any("skipped" in r for r in out["by_k"])
+  sk = GaussianMixture(n_components=3, covariance_type="full", random_state=0).fit(x).score(x)
+  assert out["log_px"] == pytest.approx(sk, abs=0.02)
+  assert out["bic"] == pytest.approx(ys.bic(out["log_px"], out["n_parameters"], len(x)))
+  assert out["bic"] == max(r["bic"] for r in out["by_k"])
+  assert out["n_rows"] == out["n_fit_rows"] == len(x)
+  # The same data in mixed column units: the same fit, log p in those units (sklearn's
+  # k-means start in these raw units can land in a worse optimum, ours standardises).
+  rescaled = _yardstick(rescaled=True)
+  assert rescaled["k"] == 3
+  assert rescaled["log_px"] == pytest.approx(sk - np.log(SCALES).sum(), abs=0.02)
+
+
+@pytest.mark.fast
+def test_single_gaussian_is_the_closed_form_mle_in_data_units_on_all_rows():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(900, 4)) @ rng.normal(size=(4, 4)) * 50.0 + 7.0
+  out = ys.gaussian_mixture_yardstick(jax.random.key(1), x, k_grid=(1,), max_rows=300)
+  assert out["k"] == 1 and out["n_rows"] == 900 and out["n_fit_rows"] == 300
+  # Fitted on 300 rows, scored on all 900: below the all-rows MLE, above a poor fit.
+  cov = np.cov(x.T, bias=True)
+  mle = -0.5 * (4 * (1 + np.log(2 * np.pi)) + np.linalg.slogdet(cov)[1])
+  assert mle - 0.05 < out["log_px"] < mle
+  full = ys.gaussian_mixture_yardstick(jax.random.key(1), x, k_grid=(1,))
+  assert full["log_px"] == pytest.approx(mle, abs=2e-4)
+  scaled = ys.gaussian_mixture_yardstick(jax.random.key(1), x * 1e3, k_grid=(1,))
+  assert scaled["log_px"] == pytest.approx(mle - 4 * np.log(1e3), abs=2e-4)  # data units
+
+
+@pytest.mark.fast
+def test_compare_warns_only_when_the_mixture_wins_by_bic():
+  yard = {"k": 3, "log_px": -5.0, "n_parameters": 29, "bic": None}
+  n = 1500
+  warn = ys.compare(yard, structural_log_px=-6.0, structural_n_parameters=20, n_rows=n)
+  assert warn is not None and set(warn) == {"message", "gmm_bic", "structural_bic"}
+  assert "\n" not in warn["message"] and "K=3" in warn["message"]
+  assert warn["gmm_bic"] == pytest.approx(n * -5.0 - 0.5 * math.log(n) * 29)
+  assert warn["structural_bic"] == pytest.approx(n * -6.0 - 0.5 * math.log(n) * 20)
+  assert ys.compare(yard, structural_log_px=-4.5, structural_n_parameters=40, n_rows=n) is None
+  # Equal fit: the mixture's extra parameters cost it the comparison.
+  assert ys.compare(yard, structural_log_px=-5.0, structural_n_parameters=20, n_rows=n) is None
+  assert ys.compare({"k": None, "log_px": float("nan")}, -9.0, 1, n) is None
+
+
+def test_compare_on_a_real_yardstick():
+  out, n = _yardstick(), len(_three_clusters())
+  assert ys.compare(out, out["log_px"] - 1.0, out["n_parameters"], n) is not None
+  assert ys.compare(out, out["log_px"] + 0.1, out["n_parameters"], n) is None
+
+
+@pytest.mark.fast
+def test_a_non_finite_k_is_recorded_and_skipped(monkeypatch):
+  real = ys._fit_and_score
+
+  def broken(keys, z_fit, z_all, reg, *, n_components, num_iters):
+    lp = real(keys, z_fit, z_all, reg, n_components=n_components, num_iters=num_iters)
+    return (lp[0] * np.nan, lp[1] * np.nan) if n_components == 2 else lp
+
+  monkeypatch.setattr(ys, "_fit_and_score", broken)
+  rng = np.random.default_rng(2)
+  x = np.concatenate([rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 20.0])
+  out = ys.gaussian_mixture_yardstick(jax.random.key(2), x, k_grid=(1, 2), num_iters=20)
+  assert out["by_k"][1]["skipped"] == "non-finite fit" and math.isnan(out["by_k"][1]["bic"])
+  assert out["k"] == 1 and math.isfinite(out["log_px"])
+  monkeypatch.setattr(ys, "_fit_and_score",
+                      lambda *a, **kw: (np.float32(np.nan), np.float32(np.nan)))
+  none = ys.gaussian_mixture_yardstick(jax.random.key(2), x, k_grid=(1, 2))
+  assert none["k"] is None and math.isnan(none["log_px"])
+  assert ys.compare(none, -100.0, 1, len(x)) is None
+
+
+@pytest.mark.fast
+def test_rejects_non_finite_data():
+  with pytest.raises(ValueError, match="non-finite"):
+    ys.gaussian_mixture_yardstick(jax.random.key(0), np.array([[0.0, 1.0], [np.nan, 2.0]]))

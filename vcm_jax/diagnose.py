@@ -1,0 +1,78 @@
+"""What a run checks about its data and its fit, said in one line each (warnings).
+
+A fit that went wrong must not read as a result: the default (``choose.fit_default``)
+gathers these lines on its ``ModelChoice.warnings``; ``vcm_jax.fit`` issues them as
+Python warnings and keeps them on ``Fit.warnings``; the own-data command logs them and
+writes them to ``metrics.json``. Host-level NumPy on small arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# A column is a point mass worth saying so when one value holds this share of its rows.
+POINT_MASS_SHARE = 0.5
+# The gross-error term flags rows; a share this many times its prior's is a warning.
+GROSS_ERROR_EXCESS = 3.0
+
+
+def _name(names, j) -> str:
+  return f"column {j}" if names is None else f"column {j} ({names[j]!r})"
+
+
+def constant_columns(x) -> list[int]:
+  """Columns with a single value: nothing to fit (``api`` refuses them)."""
+  x = np.asarray(x)
+  return [int(j) for j in np.flatnonzero((x == x[:1]).all(0))]
+
+
+def point_masses(x, names=None, share: float = POINT_MASS_SHARE) -> list[str]:
+  """A line for each column where one value holds at least ``share`` of the rows (a floor,
+  a ceiling, zeros): its density there is a point mass no noise family has."""
+  out = []
+  x = np.asarray(x)
+  for j in range(x.shape[1]):
+    values, counts = np.unique(x[:, j], return_counts=True)
+    top = int(counts.argmax())
+    if counts[top] >= share * len(x):
+      out.append(f"{_name(names, j)}: {counts[top] / len(x):.0%} of the rows hold one value "
+                 f"({values[top]:.6g}); its noise scale is bounded below by the noise floor, "
+                 "and regimes may form around the value")
+  return out
+
+
+def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
+                 min_rows: int = 10) -> list[str]:
+  """A line for each regime whose rows (its most probable ones, at least ``min_rows``)
+  mostly hold one value of a column: a regime that may have collapsed onto tied
+  readings, whose likelihood only the noise floor bounds (or a hard intervention that
+  pins the value: either way, the scale there is the floor's)."""
+  x = np.asarray(x)
+  assigned = np.asarray(fit.assign(x))
+  out = []
+  for k in np.unique(assigned):
+    rows = x[assigned == k]
+    if len(rows) < min_rows:
+      continue
+    for j in range(x.shape[1]):
+      values, counts = np.unique(rows[:, j], return_counts=True)
+      top = int(counts.argmax())
+      if counts[top] >= share * len(rows):
+        out.append(f"regime {int(k)}: {counts[top] / len(rows):.0%} of its rows hold one value "
+                   f"of {_name(names, j)} ({values[top]:.6g}); only the noise floor bounds its "
+                   "likelihood there: read this regime with care")
+  return out
+
+
+def gross_error_share(outlier_score, n_nodes: int, fraction: float) -> tuple[dict, str | None]:
+  """The rows the gross-error term flags (score > 0.5) against what its prior expects
+  (``1 - (1 - fraction)^N`` of the rows), and a line where they are
+  ``GROSS_ERROR_EXCESS`` times more."""
+  score = np.asarray(outlier_score)
+  flagged = float(np.mean(score > 0.5)) if score.size else 0.0
+  expected = 1.0 - (1.0 - fraction) ** n_nodes
+  out = {"flagged_rows": flagged, "expected_rows": expected}
+  if flagged > GROSS_ERROR_EXCESS * expected:
+    return out, (f"the gross-error term flags {flagged:.1%} of the rows, "
+                 f"{flagged / expected:.0f}x the {expected:.2%} its prior expects: regimes or "
+                 "mechanisms the model lacks are read as gross errors")
+  return out, None
