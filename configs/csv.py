@@ -36,12 +36,15 @@ def get_config():
   # first: where its shared mechanisms fit every regime's rows (vcm_jax.checks), the
   # other latents are not fitted (screen=False fits every candidate).
   # --config.selection.decoders= (empty) fits model.* as given, one model, no choice.
-  sel = choose.Selection()
-  c.selection = ml_collections.ConfigDict({
-      "decoders": ",".join(sel.decoders), "noises": ",".join(sel.noises), "screen": sel.screen,
-      "k_candidates": sel.k_candidates, "max_mechanisms": sel.max_mechanisms,
-      "restarts": sel.restarts, "violated_restarts": sel.violated_restarts,
-      "max_rows": sel.max_rows})
+  # Every field of Selection, so that each threshold can be set here and is recorded.
+  as_flag = lambda v: ",".join(v) if isinstance(v, tuple) and all(isinstance(e, str) for e in v) \
+      else v
+  c.selection = ml_collections.ConfigDict(
+      {k: as_flag(v) for k, v in dataclasses.asdict(choose.Selection()).items()})
+  # The graph: learned from the data when data.graph is not given; with a graph,
+  # search=repair adds, removes or reverses edges where the data support it (each change
+  # reported with its score gain); "" fits the graph as given.
+  c.graph = ml_collections.ConfigDict({"search": "", "max_parents": 0, "max_rounds": 6})
   c.plots = True
   c.mesh = base.mesh_config()
   return c

@@ -158,3 +158,38 @@ def test_gross_errors_cannot_swallow_a_near_deterministic_regime():
   gross = fit.choice.extra["gross_errors"]
   assert gross["flagged_rows"] <= 3 * gross["expected_rows"], gross
   assert fit.verdict["verdict"] == "identified", fit.verdict
+
+
+def _two_target_data():
+  """X0 -> X1 -> X2 with regimes {obs, X0, X2, X1+X2}: the last changes two mechanisms."""
+  rng = np.random.default_rng(5)
+  n = 1600
+  r = rng.integers(0, 4, n)
+  x0 = rng.normal(size=n) + 3.0 * (r == 1)
+  x1 = 0.9 * x0 + rng.normal(0, 0.6, n) + 3.0 * (r == 3)
+  x2 = -0.8 * x1 + rng.normal(0, 0.6, n) + 3.0 * ((r == 2) | (r == 3))
+  return np.stack([x0, x1, x2], 1).astype(np.float32), r
+
+
+def test_the_sparse_latent_starts_from_the_single_target_fit_it_contains():
+  """Its parameters hold the same model (every row the same likelihood), and the fit
+  that continues from them ends at least as high: no nested failure."""
+  from vcm_jax import model as model_lib
+  x, _ = _two_target_data()
+  adj = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+  choice = choose.choose_model(jax.random.key(0), x, adj,
+                               vcm_jax.config.data_default().replace(outlier_fraction=0.0),
+                               selection=choose.Selection(noises=("gauss",), k_candidates=(2, 3)))
+  first = next(r for r in choice.table if r["decoder"] == "structured")
+  nested = next(r for r in choice.table if r["decoder"] == "sparse" and r["n_regimes"] == 4)
+  assert nested["log_px"] >= first["log_px"] - 1e-3 and "failed" not in nested, choice.table
+  # The conversion itself is exact (gates shut or open beyond doubt).
+  f = vcm_jax.fit(x, adj, config=FitConfig(num_steps=20))
+  sparse = train.make_trainer(FitConfig(decoder="sparse", n_regimes=4), n_nodes=3,
+                              max_parents=1).model
+  params = model_lib.sparse_from_structured(f.result.params, 30.0)
+  xs = (jnp.asarray(x) - f.result.loc) / f.result.scale
+  np.testing.assert_allclose(
+      np.asarray(sparse.regime_log_likelihoods(params, xs, f.parent_idx, f.parent_mask)),
+      np.asarray(f.model.regime_log_likelihoods(f.result.params, xs, f.parent_idx,
+                                                f.parent_mask)), atol=1e-4)

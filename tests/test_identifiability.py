@@ -11,10 +11,11 @@ mechanism per intervention, each mechanism intervened at most once):
     but X1 is changed twice -> violated (X1 changed by several regimes).
 Two regimes differing in one mechanism: either is the other's reference -> ambiguous.
 """
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vcm_jax import identifiability
+from vcm_jax import identifiability, identify
 
 pytestmark = pytest.mark.fast  # every test here is fast
 
@@ -93,3 +94,55 @@ def test_a_misfit_the_fit_cannot_show_makes_the_verdict_violated():
   assert kept["verdict"] == "identified" and kept["candidates"] == plain["candidates"]
   assert kept["shared_mechanism_misfit"] == [[1, "X2"]] and not kept["misfit_counted"]
   assert "not counted" in kept["why"] and kept["suspected_missing_edges"] == []
+
+
+def test_identify_and_the_verdict_pick_one_reference():
+  """One rule (``identify.reference_regime``) for both. Figure 2(b) with the regime that
+  changes both mechanisms small and listed first: J (1, 1), A (1, 0), B (0, 1), O (0, 0).
+  Counted over the regimes, every regime changes 4 mechanisms against the others, and
+  the verdict's old rule (fewest, then the lowest index) took J; identify's (the
+  changes beyond the first, weighted by size) took O: every other regime differs from O
+  in one mechanism but J, the smallest."""
+  versions = np.array([(1, 1), (1, 0), (0, 1), (0, 0)], float)
+  weights = np.array([0.04, 0.36, 0.32, 0.28])
+  scale = np.ones_like(versions)
+  ident = identify.identify_regimes(jnp.asarray(versions), jnp.asarray(scale),
+                                    jnp.asarray(weights), structured=False)
+  divergence = np.asarray(identify.mechanism_divergence(versions, scale))
+  out = identifiability.verdict(divergence, weights, CHAIN, NAMES)
+  assert int(ident.observational) == out["reference"] == 3, out
+  assert out["multi_target_regimes"] == [0]
+  # Any evidence: the two agree.
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    mean = rng.integers(0, 3, (4, 2)).astype(float)
+    w = rng.choice([0.0, 1.0, 2.0, 5.0], 4)
+    w[:2] += 1.0  # at least two regimes hold rows
+    ident = identify.identify_regimes(jnp.asarray(mean), jnp.asarray(scale),
+                                      jnp.asarray(w / w.sum()), structured=False)
+    out = identifiability.verdict(np.asarray(identify.mechanism_divergence(mean, scale)), w,
+                                  CHAIN, NAMES)
+    assert int(ident.observational) == out["reference"], (mean, w, out)
+
+
+@pytest.mark.parametrize("sizes,why", [
+    ([5, 0, 0], "1 regime(s) hold rows"),
+    ([0, 0, 0], "0 regime(s) hold rows"),
+    ([5, np.nan, 5], "not finite"),
+])
+def test_a_degenerate_fit_is_insufficient(sizes, why):
+  """Fewer than two regimes holding rows (one alone read "identified": it differs from
+  no other), or NaN sizes: nothing to judge."""
+  out = identifiability.verdict(_divergence([(0, 0), (1, 0), (0, 1)]), np.array(sizes), CHAIN,
+                                NAMES)
+  assert out["verdict"] == "insufficient" and why in out["why"], out
+  assert out["reference"] is None and out["candidates"] == [] and not out["misfit_counted"]
+
+
+def test_a_nan_divergence_is_insufficient():
+  """A NaN compares as False: the change it hides read as none. Here regime 2 changes
+  X1 again (violated); with its X1 against regime 0 NaN, it read "identified"."""
+  divergence = _divergence([(0, 0), (1, 0), (2, 1)])
+  divergence[0, 2, 0] = divergence[2, 0, 0] = np.nan
+  out = identifiability.verdict(divergence, np.ones(3), CHAIN, NAMES)
+  assert out["verdict"] == "insufficient" and "not finite" in out["why"], out

@@ -63,6 +63,13 @@ class Fit:
   # What the default's checks found wrong, one line each (``diagnose``); also issued as
   # Python warnings by ``fit``.
   warnings: tuple = struct.field(pytree_node=False, default=())
+  # How the graph was learned or repaired (``learn.learn_graph``); None: given.
+  graph_learning: dict | None = struct.field(pytree_node=False, default=None)
+
+  @property
+  def graph(self) -> np.ndarray:
+    """``[N, N]`` the DAG the fit used (``graph[i, j] = 1``: i -> j), learned or given."""
+    return np.asarray(graphs.table_adjacency(self.parent_idx, self.parent_mask)).astype(int)
 
   @property
   def config(self) -> FitConfig:
@@ -216,11 +223,12 @@ def fit_graph(key, x, adj, *, config: FitConfig, max_parents: int) -> Fit:
 def from_result(model: Model, result: train.FitResult, x, parent_idx, parent_mask, order) -> Fit:
   """A ``Fit`` from a finished ``FitResult`` (for callers that run the steps
   themselves): identifies the regimes on the training data ``x`` (data units)."""
-  mean, scale = predict.regime_mechanisms(model, result, x, parent_idx, parent_mask)
+  mean, scale, msd = predict.regime_mechanisms(model, result, x, parent_idx, parent_mask,
+                                               msd=True)
   sizes = predict.posterior(model, result, x, parent_idx, parent_mask).mean(0)
   changed = model.gates_on(result.params) if model.sparse else None
   ident = identify.identify_regimes(mean, scale, sizes, structured=model.structured,
-                                    changed=changed)
+                                    changed=changed, msd=msd)
   return Fit(result, ident, parent_idx, parent_mask, order, model)
 
 
@@ -234,8 +242,9 @@ def _jit_fit_graph(cfg: FitConfig, max_parents: int):
   return jax.jit(functools.partial(fit_graph, config=cfg, max_parents=max_parents))
 
 
-def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> Fit:
-  """Fit the regimes of ``x: [S, N]`` (data units) on a known DAG.
+def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
+        graph_search: str | None = None) -> Fit:
+  """Fit the regimes of ``x: [S, N]`` (data units) on a known, doubted or unknown DAG.
 
   Args:
     x: samples pooled from the regimes: an ``[S, N]`` array, or a pandas DataFrame
@@ -250,6 +259,11 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
       config with ``model`` and ``train`` groups: that one model, no choice.
     names: the column names of an array ``x`` (a DataFrame brings its own).
     selection: the choice's settings (``choose.Selection``) for the default.
+    graph_search: ``None``: learn the graph when none is given, else fit it as given;
+      ``"learn"``: learn it (the given graph, if any, is ignored); ``"repair"``: start
+      from the given graph and add, remove or reverse edges where the data support it
+      (``vcm_jax.learn``). The learned graph is ``fit.graph``; how it was found,
+      every edge's score gain and whether the data orient it: ``fit.graph_learning``.
 
   Returns:
     a ``Fit``; with the default, ``fit.choice`` (candidates, scores, what was chosen
@@ -261,13 +275,22 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
   """
   from vcm_jax import choose, identifiability, named
 
+  from vcm_jax import learn
   values, adj, names = named.as_arrays(x, graph, names)
-  if adj is None:
-    raise ValueError("a graph is needed: vcm_jax.fit(x, graph); learning it from the data "
-                     "is not available yet")
-  x = _check_data(values, adj.shape[0], names)
-  graphs.validate_dag(adj, None if names is None else [str(n) for n in names])
+  search = graph_search or ("learn" if adj is None else "none")
+  if search not in ("none", "learn", "repair"):
+    raise ValueError(f"graph_search={graph_search!r} is not one of learn, repair")
+  if search == "repair" and adj is None:
+    raise ValueError("graph_search='repair' starts from a graph: give one")
+  x = _check_data(values, np.shape(values)[1] if adj is None else adj.shape[0], names)
+  if adj is not None:
+    graphs.validate_dag(adj, None if names is None else [str(n) for n in names])
   key = jax.random.key(0) if key is None else key
+  learned = None
+  if search != "none":
+    learned = learn.learn_graph(key, x, config_lib.data_default(),
+                                start=adj if search == "repair" else None, names=names)
+    adj = learned["adjacency"]
   if config is None:
     if selection is not None and not isinstance(selection, choose.Selection):
       selection = choose.Selection(**dict(selection))
@@ -278,7 +301,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
     for line in choice.warnings:
       warnings.warn(line, FitWarning, stacklevel=2)
     return choice.fit.replace(names=names, choice=choice, verdict=verdict,
-                              warnings=choice.warnings)
+                              warnings=choice.warnings, graph_learning=learned)
   if selection is not None:
     raise ValueError("selection= chooses among models; with config= one model is fitted as "
                      "given (drop one of them)")
@@ -290,7 +313,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None) -> 
         k_select, x, jnp.asarray(adj), config=cfg, max_parents=max_parents).n_regimes)
   out = _jit_fit_graph(cfg, max_parents)(key, jnp.asarray(x), jnp.asarray(adj, jnp.float32))
   check_finite(out.result, f"the {cfg.decoder} fit")
-  return out.replace(names=names)
+  return out.replace(names=names, graph_learning=learned)
 
 
 def _check_data(x, n_nodes: int, names=None) -> np.ndarray:

@@ -40,6 +40,7 @@ import numpy as np
 
 from vcm_jax import api, checks, diagnose, graphs, model as model_lib, parameters, predict, train
 from vcm_jax import rows as rows_lib
+from vcm_jax.init import GATE_START
 from vcm_jax.select import default_k, seed_of
 from vcm_jax.config import FitConfig, choices
 
@@ -49,6 +50,9 @@ class Selection:
   """The model choice's settings (the own-data config's ``selection`` group)."""
   decoders: tuple = ("structured", "sparse")  # the first is fitted and checked first
   noises: tuple = ("gauss", "student_t")
+  # The noise scale's dependence on the parents (FitConfig.scale_model), chosen like the
+  # noise family: by BIC on the first decoder, each tried from the best fit it contains.
+  scales: tuple = ("constant", "parents")
   screen: bool = True          # check the first fit before fitting the other latents
   k_candidates: tuple = ()     # sparse K tried; () = default_k(N)
   max_mechanisms: int = 400    # a step's cost budget (mechanism evaluations per row)
@@ -69,12 +73,13 @@ class Selection:
   yardstick: bool = True       # fit a Gaussian mixture (K by BIC) beside the choice
 
   def __post_init__(self):
-    for name in ("decoders", "noises", "k_candidates"):
+    for name in ("decoders", "noises", "scales", "k_candidates"):
       value = getattr(self, name)
       if isinstance(value, str):
         value = tuple(v for v in value.split(",") if v)
       object.__setattr__(self, name, tuple(value))
-    allowed = {"decoders": ("structured", "sparse", "free"), "noises": choices()["noise"]}
+    allowed = {"decoders": ("structured", "sparse", "free"), "noises": choices()["noise"],
+               "scales": choices()["scale_model"]}
     for name, values in allowed.items():
       bad = [v for v in getattr(self, name) if v not in values]
       if bad:
@@ -190,7 +195,8 @@ def scores(fit: api.Fit, x, x_heldout=None) -> dict:
 
 
 def describe(cfg: FitConfig) -> dict:
-  return {"decoder": cfg.decoder, "n_regimes": cfg.n_regimes, "noise": cfg.noise}
+  return {"decoder": cfg.decoder, "n_regimes": cfg.n_regimes, "noise": cfg.noise,
+          "scale_model": cfg.scale_model}
 
 
 @functools.cache
@@ -311,12 +317,11 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   """Fit the candidates on ``x`` and choose (host-level; ``selection``: the fields of
   ``Selection``, or ``selection=Selection(...)``).
 
-  Three questions, each with its criterion (module doc): the noise family by BIC on
-  the first decoder (the single-target latent by default), K of the other decoders
-  by ICL, the latent by BIC. With ``screen`` the first fit is checked first
-  (``checks.shared_mechanism_check``): where it holds, the other latents are not
-  fitted, and another noise family only where its ``log p(x)`` at the first fit's
-  parameters is higher (a refit only raises it).
+  Three questions, each with its criterion (module doc): the noise family and the
+  scale model by BIC on the first decoder (the single-target latent by default; each
+  continued from the fit it extends), K of the other decoders by ICL, the latent by
+  BIC. With ``screen`` the best first-decoder fit is checked
+  (``checks.shared_mechanism_check``): where it holds, the other latents are not fitted.
 
   ``first_restarts``: starts of the first decoder's candidates (0: ``base.restarts``);
   the others get ``base.restarts`` too unless ``selection.restarts`` is given.
@@ -325,8 +330,16 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   adj, n = np.asarray(adj), np.asarray(adj).shape[0]
   x = jnp.asarray(x, jnp.float32)
 
-  def fitted(cfgs):
-    out = fit_candidates(key, x, adj, cfgs, x_heldout)
+  def fitted(cfgs, start=None):
+    """Fit ``cfgs`` from scratch, or each continued from ``start`` (a ``_Fitted`` whose
+    model differs only in its noise family: it starts where that fit ended)."""
+    if start is None:
+      out = fit_candidates(key, x, adj, cfgs, x_heldout)
+    else:
+      out = []
+      for cfg in cfgs:
+        fit = _continued(jax.random.fold_in(key, 5), start.fit, x, cfg)
+        out.append(_Fitted(cfg, scores(fit, x, x_heldout), fit))
     for f in out if log is not None else ():
       log(f.row)
     return out
@@ -338,34 +351,54 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
                 candidates(base, n, decoders=sel.decoders[:1], noises=sel.noises,
                            k_candidates=sel.k_candidates)]
   table = fitted(first_cfgs[:1])
+  # The noise family and the scale model first (questions about densities, by BIC),
+  # each continued from the fit it extends; then the check, on the best of them: a
+  # mechanism family the plain fit lacks (heteroscedastic noise, heavy tails) would
+  # otherwise read as a second change and send the choice to the richer latents.
+  table += fitted(first_cfgs[1:], table[0])
+  table += [f for noise_fit in list(table) for f in _other_scales(noise_fit, sel, fitted)]
+  best_first = _best(table, "bic")
   check = None
-  if sel.screen and checks.applies(table[0].fit.model):
+  if sel.screen and checks.applies(best_first.fit.model):
     check = _summarise_check(checks.shared_mechanism_check(
-        table[0].fit, x, effect=sel.check_effect, z=sel.check_z,
+        best_first.fit, x, effect=sel.check_effect, z=sel.check_z,
         gross_fraction=sel.check_gross_fraction))
   if check is not None and check["holds"]:
-    skipped = _screened(table, first_cfgs[1:], x, fitted)
-    skipped += [dict(describe(c), why="the first fit's shared mechanisms fit every regime "
-                     "(checks.shared_mechanism_check)")
-                for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
-                                    **opts)]
-    finalists = [_best(table, "bic")]
-    why = ("the first fit's shared mechanisms fit every regime: its latent holds; the noise "
-           "family by BIC")
+    skipped = [dict(describe(c), why="the best single-target fit's shared mechanisms fit every "
+                    "regime (checks.shared_mechanism_check)")
+               for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
+                                   **opts)]
+    finalists = [best_first]
+    why = ("the noise family and scale model by BIC; the best fit's shared mechanisms fit "
+           "every regime: its latent holds")
   else:
-    table += fitted(first_cfgs[1:])
-    noise = _best(table, "bic").cfg.noise  # the noise family: a question about densities
-    others = candidates(base.replace(restarts=sel.restarts), n, decoders=sel.decoders[1:],
-                        noises=(noise,), **opts)
-    rest = fitted(others) if others else []
+    # the noise family and the scale model: questions about densities
+    noise, scale = (getattr(_best(table, "bic").cfg, a) for a in ("noise", "scale_model"))
+    others = candidates(base.replace(restarts=sel.restarts, scale_model=scale), n,
+                        decoders=sel.decoders[1:], noises=(noise,), **opts)
+    start = next((f for f in table if f.cfg.decoder == "structured" and f.cfg.noise == noise
+                  and f.cfg.scale_model == scale), None)
+    warm = []
+    if start is not None and "sparse" in sel.decoders[1:]:
+      # The sparse latent with K = N + 1 contains the single-target one: it starts from it
+      # (model.sparse_from_structured), so it begins where the plainer fit ended.
+      nested = base.replace(decoder="sparse", noise=noise, scale_model=scale, n_regimes=n + 1,
+                            restarts=1)
+      if sel.max_mechanisms <= 0 or mechanisms_per_row(nested, n) <= sel.max_mechanisms:
+        others = [c for c in others if (c.decoder, c.n_regimes) != ("sparse", n + 1)]
+        warm = [_sparse_from_first(key, start, nested, x, x_heldout)]
+        if log is not None:
+          log(warm[0].row)
+    rest = (fitted(others) if others else []) + warm
     table += rest
     failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
     ok = lambda fs: [f for f in fs if id(f.row) not in failed]
     finalists = [f for f in (_best(ok(table[:len(table) - len(rest)]), "bic"),
                              _best(ok(rest), "icl")) if f is not None]
     skipped = []
-    why = ("the first fit's check failed" if check is not None else "no check") + \
-        ": the noise family by BIC on the first latent, K by ICL, the latent by BIC"
+    why = ("the noise family and scale model by BIC on the first latent; " +
+           ("its best fit's check failed" if check is not None else "no check") +
+           ": K by ICL, the latent by BIC")
   if check is not None and check["holds"]:
     failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
   for f in table:
@@ -377,8 +410,25 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
                                         -f.row["bic"])):
     rows.append(dict(f.row, finalist=any(f is g for g in finalists), chosen=f is chosen))
   if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
-    check["of_chosen"] = chosen is table[0]
+    check["of_chosen"] = chosen is best_first
   return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
+
+
+def _other_scales(start: _Fitted, sel: Selection, fitted) -> list:
+  """``start``'s model under the other scale models, each continued from it: a scale
+  that depends on the parents contains the constant one (its head starts at 0)."""
+  return [f for scale in sel.scales if scale != start.cfg.scale_model
+          for f in fitted([start.cfg.replace(scale_model=scale)], start)]
+
+
+def _sparse_from_first(key, first: _Fitted, cfg: FitConfig, x, x_heldout) -> _Fitted:
+  """The sparse latent with K = N + 1 (``cfg``) fitted from the single-target fit
+  ``first``: its parameters read as the sparse model (gates at ``init.GATE_START``),
+  then trained to the stopping rule."""
+  params = model_lib.sparse_from_structured(first.fit.result.params, GATE_START)
+  start = dataclasses.replace(first.fit, result=first.fit.result._replace(params=params))
+  fit = _continued(jax.random.fold_in(key, 6), start, x, cfg)
+  return _Fitted(cfg, scores(fit, x, x_heldout), fit)
 
 
 def nests(richer: dict, plainer: dict, n_nodes: int) -> bool:
@@ -388,6 +438,12 @@ def nests(richer: dict, plainer: dict, n_nodes: int) -> bool:
   the identity), or a free latent with more regimes than another free one."""
   if richer["noise"] != plainer["noise"] or richer is plainer:
     return False
+  scale = lambda r: r.get("scale_model", "constant")
+  if scale(richer) != scale(plainer) and scale(richer) != "parents":
+    return False
+  if scale(richer) != scale(plainer) and all(richer[a] == plainer[a] for a in
+                                             ("decoder", "n_regimes")):
+    return True  # the same latent, a scale that depends on the parents
   if richer["decoder"] == "sparse" and plainer["decoder"] == "structured":
     return richer["n_regimes"] >= n_nodes + 1
   return (richer["decoder"] == plainer["decoder"] != "structured"
@@ -406,30 +462,6 @@ def nested_failures(rows: list, n_nodes: int, tolerance: float) -> dict:
       out[id(r)] = (f"log p(x) {r['log_px']:.4f} a row, below the {p['log_px']:.4f} of "
                     f"{p['decoder']} K={p['n_regimes']} that it contains: the fit failed")
   return out
-
-
-def _screened(table: list, other_noises: list, x, fitted) -> list:
-  """The check held: another noise family is fitted only where its ``log p(x)`` at the
-  first fit's parameters is higher (appended to ``table``); returns the skipped ones."""
-  skipped = []
-  first = table[0]
-  for cfg in other_noises:
-    at_first = float(log_prob_as(first.fit, cfg)(x).mean())
-    if at_first > first.row["log_px"]:
-      table += fitted([cfg])
-    else:
-      skipped.append(dict(describe(cfg), why=(
-          f"log p(x) {at_first:.4f} a row at the first fit's parameters, below its "
-          f"{first.row['log_px']:.4f}")))
-  return skipped
-
-
-def log_prob_as(fit: api.Fit, cfg: FitConfig):
-  """``x -> log p(x)`` of ``fit``'s parameters read under ``cfg``'s noise family (and
-  gross-error fraction): the same means and scales, another density."""
-  other = dataclasses.replace(fit, model=fit.model._replace(cfg=fit.model.cfg.replace(
-      noise=cfg.noise, noise_dof=cfg.noise_dof, outlier_fraction=cfg.outlier_fraction)))
-  return other.log_prob
 
 
 def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection(), *,
@@ -451,7 +483,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
                         log=log, first_restarts=base.restarts)
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
-  extra = {"settings": dataclasses.asdict(selection)}
+  extra = {"settings": dataclasses.asdict(selection), "thresholds": thresholds()}
   warned = list(diagnose.point_masses(x, names))
   fit = choice.fit
   if gross > 0:
@@ -467,6 +499,16 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if check is not None and fit is not choice.fit:
     check = dict(check, of_chosen=False)
   return choice._replace(fit=fit, check=check, warnings=tuple(warned), extra=extra)
+
+
+def thresholds() -> dict:
+  """The constants the identification, the verdict and the warnings read (the check's
+  and the choice's own are ``Selection`` fields), as every run records them."""
+  from vcm_jax import baselines, identify
+  return {"change_threshold": identify.CHANGE_THRESHOLD, "gate_start": GATE_START,
+          "point_mass_share": diagnose.POINT_MASS_SHARE,
+          "gross_error_excess": diagnose.GROSS_ERROR_EXCESS,
+          "yardstick_margin": baselines.yardstick.MARGIN}
 
 
 def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
@@ -510,11 +552,11 @@ def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelCh
   violated = choice.check is not None and not choice.check["holds"]
   restarts = max(base.restarts, selection.violated_restarts) if violated else base.restarts
   on_all_rows = len(rows) == len(x)
-  if on_all_rows and choice.fit.model.cfg.restarts >= restarts:
+  if on_all_rows and choice.config.restarts >= restarts:
     return choice
   cfg = choice.config
   keep = choice.fit if on_all_rows else _continued(key, choice.fit, x)
-  if not on_all_rows and choice.fit.model.cfg.restarts >= restarts:
+  if not on_all_rows and choice.config.restarts >= restarts:
     final = keep  # the best of the subset's starts, continued on every row
   elif cfg.decoder != "structured" and on_all_rows:  # the candidates' program, more starts
     final = _more_starts(key, x, adj, choice, restarts, keep, x_heldout)
@@ -535,6 +577,11 @@ def _continued(key, fit: api.Fit, x, cfg: FitConfig | None = None) -> api.Fit:
   one start, under ``cfg`` (default its own: another noise or gross-error setting
   with the same parameters)."""
   cfg = (cfg or fit.model.cfg).replace(restarts=1)
+  dec = fit.result.params["decoder"]["params"]
+  if cfg.scale_model == "parents" and "scale_out" not in dec:  # its head starts at 0: the
+    head = jnp.zeros((fit.model.n_nodes, cfg.hidden[-1]))    # same model, a richer family
+    params = dict(fit.result.params, decoder={"params": dict(dec, scale_out=head)})
+    fit = dataclasses.replace(fit, result=fit.result._replace(params=params))
   model, program = _continue_program(cfg, fit.model.n_nodes, fit.parent_idx.shape[1])
   x = jnp.asarray(x, jnp.float32)
   result = program(jax.random.fold_in(key, 2), fit.result, x, fit.parent_idx, fit.parent_mask)
@@ -554,7 +601,7 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
   ``log p(x)`` among them and ``keep`` wins."""
   cfg = choice.config
   ks = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
-        and r["noise"] == cfg.noise]
+        and r["noise"] == cfg.noise and r["scale_model"] == cfg.scale_model]
   group = next(run for run in _buckets(ks, ks, 0) if cfg.n_regimes in run)
   batch = len(group)
   calls = -(-(restarts - 1) // batch)

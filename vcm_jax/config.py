@@ -52,6 +52,10 @@ class FitConfig:
   noise: str = _field("gauss", "model", ("gauss", "laplace", "student_t"),
                       doc="the mechanisms' noise family (scale = its standard deviation)")
   noise_dof: float = _field(4.0, "model", doc="student_t: degrees of freedom (> 2)")
+  scale_model: str = _field("constant", "model", ("constant", "parents"),
+                            doc="the noise scale of a mechanism: constant per regime, or "
+                            "depending on its parents (log sigma also reads the mechanism "
+                            "MLP's last hidden layer; mlp mechanisms with learned scales)")
   outlier_fraction: float = _field(0.0, "model", doc="share of cells from a broad Cauchy "
                                    "instead of their mechanism (gross errors); 0: none")
   noise_floor: float = _field(-1.0, "model", doc="learned noise scales: a floor in the data's "
@@ -172,6 +176,8 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.stop_tolerance == 0 or cfg.num_steps % cfg.stop_window == 0,
        f"train.num_steps={cfg.num_steps} must be a multiple of train.stop_window="
        f"{cfg.stop_window} when the stopping rule is on (stop_tolerance > 0)")
+  need(cfg.scale_model == "constant" or (cfg.mechanism == "mlp" and cfg.scale == "learned"),
+       "model.scale_model='parents' needs model.mechanism='mlp' and model.scale='learned'")
   need(cfg.noise_dof > 2, f"model.noise_dof={cfg.noise_dof} must be > 2 (a finite variance)")
   need(0 <= cfg.outlier_fraction < 1,
        f"model.outlier_fraction={cfg.outlier_fraction} must be in [0, 1)")

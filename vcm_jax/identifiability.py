@@ -11,7 +11,10 @@ b's mechanism i differs from regime a's, ``identify.mechanism_divergence`` above
 * ``ambiguous``: several (e.g. two regimes that differ in one mechanism: either
   could be the reference of the other);
 * ``violated``: none: some regime changes several mechanisms from every candidate,
-  or a mechanism is changed by several regimes; the report says which.
+  or a mechanism is changed by several regimes; the report says which;
+* ``insufficient``: nothing to judge: fewer than two regimes hold rows, or the
+  divergences or sizes are not finite (a fit with NaN in its parameters). A degenerate
+  fit says so instead of passing as "identified".
 
 A fit can only show the changes its latent allows: a single-target fit's regimes
 differ in one mechanism by construction, so its mechanisms alone always read
@@ -22,6 +25,9 @@ Host-level NumPy (lists of varying length); the arrays come from a ``Fit``.
 """
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,14 +68,23 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
   Returns:
     ``{"verdict", "candidates", "reference", "multi_target_regimes",
     "mechanisms_changed_by_several", "suspected_missing_edges",
-    "suspected_reversed_edges", "why"}``. ``reference`` is the regime that changes
-    fewest mechanisms against the others (the fit's observational regime when the
-    assumptions hold); the lists are measured from it. Two mechanisms i and j changed
-    together, j in every regime that changes i, hint at the graph: with no edge
-    between them, a missing edge i -> j (the intervention on i reaches j's mechanism
-    as the model sees it; only where i -> j keeps the graph acyclic); with the edge
-    given as j -> i, an edge the data would rather see reversed.
+    "suspected_reversed_edges", "why"}``. ``reference`` is ``identify.reference_regime``
+    of the changes, sizes and divergence (the rule that picks a fit's observational
+    regime: the two agree on the same evidence); the lists are measured from it;
+    ``insufficient`` (module doc): no reference (None), empty lists, ``why`` says
+    which. Two mechanisms i and j changed together, j in every regime that changes
+    i, hint at the graph: with no edge between them, a missing edge i -> j (the
+    intervention on i reaches j's mechanism as the model sees it; only where i -> j
+    keeps the graph acyclic); with the edge given as j -> i, an edge the data would
+    rather see reversed.
   """
+  divergence, sizes = np.asarray(divergence, np.float64), np.asarray(sizes, np.float64)
+  present = sizes > 0
+  if not (np.isfinite(divergence).all() and np.isfinite(sizes).all()):
+    return _insufficient("the fit's divergences or sizes are not finite (NaN in its "
+                         "parameters?)")
+  if present.sum() < 2:
+    return _insufficient(f"{int(present.sum())} regime(s) hold rows: nothing to compare")
   changed = changed_between(divergence, threshold)
   misfit = []
   if shared_misfit is not None:
@@ -77,11 +92,9 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
     misfit = [[int(k), names[j]] for k, j in np.argwhere(m)]
     if misfit_confirmed:
       changed = (changed | m[None] | m[:, None]) & ~np.eye(len(m), dtype=bool)[:, :, None]
-  present = np.asarray(sizes) > 0
   cands = candidates(changed, present)
   regimes = np.flatnonzero(present)
-  n_changed = {int(o): sum(int(changed[o, k].sum()) for k in regimes if k != o) for o in regimes}
-  ref = min(n_changed, key=n_changed.get)
+  ref = int(identify.reference_regime(changed, np.where(present, sizes, 0.0), divergence))
   sets = {int(k): set(np.flatnonzero(changed[ref, k]).tolist()) for k in regimes if k != ref}
   multi = sorted(k for k, s in sets.items() if len(s) > 1)
   by_node = {}
@@ -131,6 +144,14 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
           "misfit_counted": bool(misfit) and misfit_confirmed, "why": why}
 
 
+def _insufficient(why: str) -> dict:
+  """``verdict``'s entry where there is nothing to judge (module doc)."""
+  return {"verdict": "insufficient", "candidates": [], "reference": None,
+          "multi_target_regimes": [], "mechanisms_changed_by_several": [],
+          "suspected_missing_edges": [], "suspected_reversed_edges": [],
+          "shared_mechanism_misfit": [], "misfit_counted": False, "why": why}
+
+
 def _ancestors(adj: np.ndarray) -> np.ndarray:
   """``[N, N]`` bool: ``a`` reaches ``b`` along the DAG's edges."""
   reach = adj.astype(bool)
@@ -152,19 +173,17 @@ def _unique(pairs):
 
 def of_fit(fit, x, names=None, *, misfit_confirmed: bool = True, misfit=None) -> dict:
   """``verdict`` of a ``vcm_jax.Fit`` on rows ``x`` (data units; the fitted rows are
-  best): regimes' mechanisms averaged over ``x`` (``predict.regime_mechanisms``),
-  sizes from the assignment, the DAG from the fit's parent table; ``misfit_confirmed``
-  as in ``verdict``; ``misfit``: the check's ``[K, N]`` flags of this fit on ``x``
-  where a caller has them (None: checked here)."""
-  from vcm_jax import predict
-
+  best): regimes' mechanisms compared row by row over ``x``
+  (``predict.regime_mechanisms``, ``identify.mechanism_divergence``), sizes from the
+  assignment, the DAG from the fit's parent table; ``misfit_confirmed`` as in
+  ``verdict``; ``misfit``: the check's ``[K, N]`` flags of this fit on ``x`` where a
+  caller has them (None: checked here). A fit with NaN in its parameters reads
+  ``insufficient`` (its divergences are NaN)."""
   x = jnp.asarray(x, jnp.float32)
-  mean, scale = predict.regime_mechanisms(fit.model, fit.result, x, fit.parent_idx,
-                                          fit.parent_mask)
   sizes = np.bincount(np.asarray(fit.assign(x)), minlength=fit.n_regimes)
   adj = graphs.table_adjacency(fit.parent_idx, fit.parent_mask)
   names = list(names) if names is not None else [f"X{j}" for j in range(len(adj))]
-  return verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes, adj, names,
+  return verdict(mechanisms_of_fit(fit, x)[2], sizes, adj, names,
                  shared_misfit=shared_misfit(fit, x) if misfit is None else misfit,
                  misfit_confirmed=misfit_confirmed)
 
@@ -175,3 +194,21 @@ def shared_misfit(fit, x):
   if not checks.applies(fit.model):
     return None
   return checks.shared_mechanism_check(fit, x)["flagged"]
+
+
+def mechanisms_of_fit(fit, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """A ``vcm_jax.Fit``'s regimes on the rows ``x`` (data units), NumPy: ``mean,
+  scale: [K, N]`` (``predict.regime_mechanisms``) and ``divergence: [K, K, N]``, the
+  regimes compared row by row (``identify.mechanism_divergence`` with the rows' gaps):
+  the evidence of ``of_fit`` and the regime table."""
+  mean, scale, msd = _regime_mechanisms_msd()(fit.model, fit.result, jnp.asarray(x, jnp.float32),
+                                              fit.parent_idx, fit.parent_mask)
+  return (np.asarray(mean, np.float64), np.asarray(scale, np.float64),
+          np.asarray(identify.mechanism_divergence(mean, scale, msd), np.float64))
+
+
+@functools.cache
+def _regime_mechanisms_msd():
+  from vcm_jax import predict
+
+  return jax.jit(functools.partial(predict.regime_mechanisms, msd=True), static_argnums=0)

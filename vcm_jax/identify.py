@@ -29,11 +29,13 @@ class Identification(NamedTuple):
                             # observational regime (``mechanism_divergence``)
 
 
-# A mechanism counts as changed when it moves by more than half a noise scale.
+# A mechanism counts as changed when it moves by more than half a noise scale (the
+# root mean square over the two regimes' rows: ``mechanism_divergence``).
 CHANGE_THRESHOLD = 0.5
 
 
-def identify_regimes(mean, scale, weights, *, structured: bool, changed=None) -> Identification:
+def identify_regimes(mean, scale, weights, *, structured: bool, changed=None,
+                     msd=None) -> Identification:
   """The observational regime and every regime's targets.
 
   Args:
@@ -44,20 +46,25 @@ def identify_regimes(mean, scale, weights, *, structured: bool, changed=None) ->
       empty regimes do not vote for the observational one.
     structured: the structured latent (static).
     changed: ``[K, N]`` bool, the sparse decoder's gates: the mechanisms each regime
-      changes, as fitted. The observational regime is then the non-empty regime that
-      changes fewest (ties: the larger), and each regime's main target its changed
-      mechanism that moves most.
+      changes, as fitted. Two regimes then differ where either has its own copy, and
+      each regime's main target is its changed mechanism that moves most.
+    msd: ``[K, K, N]`` the mean squared gaps between two regimes' means over their
+      rows (``predict.regime_mechanisms(..., msd=True)``): the divergence then sees
+      changes of slope and gain (``mechanism_divergence``). None: the gaps of the
+      averages (blind to them).
+
+  The observational regime is ``reference_regime``'s, the rule the identifiability
+  verdict uses too.
   """
   k, n = mean.shape
-  div = mechanism_divergence(mean, scale)
+  div = mechanism_divergence(mean, scale, msd)
   if structured:
     obs = jnp.zeros((), jnp.int32)
     target = jnp.arange(k, dtype=jnp.int32) - 1
     changed = jnp.eye(k, n, -1, dtype=bool)
   elif changed is not None:
-    n_changed = changed.sum(-1) + jnp.where(weights > 1e-3, 0.0, n + 1.0)
-    obs = jnp.argmin(n_changed - 1e-3 * weights).astype(jnp.int32)
-    div = mechanism_divergence(mean, scale)
+    between = (changed[:, None] | changed[None]) & ~jnp.eye(k, dtype=bool)[:, :, None]
+    obs = reference_regime(between, jnp.where(weights > 1e-3, weights, 0.0), div)
     strength = jnp.where(changed, div[obs], -1.0)
     target = jnp.where(jnp.arange(k) == obs, OBSERVATIONAL,
                        jnp.argmax(strength, axis=-1)).astype(jnp.int32)
@@ -90,28 +97,71 @@ def observational_identified(true_regimes, pred_regimes, n_regimes: int,
   return (recall > 0.5) & (precision > 0.5)
 
 
-def mechanism_divergence(mean: jax.Array, scale: jax.Array) -> jax.Array:
+def mechanism_divergence(mean: jax.Array, scale: jax.Array, msd=None) -> jax.Array:
   """How far each node's mechanism moves between every pair of regimes, ``[K, K, N]``.
 
-  ``|mean_a - mean_b| / rms(scale_a, scale_b) + |log(scale_a / scale_b)|``, from
-  ``[K, N]`` conditional means (averaged over the same samples) and noise scales.
+  ``gap / rms(scale_a, scale_b) + |log(scale_a / scale_b)|``, from ``[K, N]``
+  conditional means (averaged over the same samples) and noise scales. The gap is
+  the root mean square of the two means' difference over the two regimes' rows,
+  ``sqrt(msd)`` (``[K, K, N]``, ``predict.regime_mechanisms(..., msd=True)``): the
+  rows' own divergence (for equal scales, ``sqrt(2 KL)`` of the two conditionals,
+  the KL averaged over the rows), so a changed slope or gain shows even where the
+  means' average stays. Without ``msd`` it is ``|mean_a - mean_b|``, the gap of the
+  averages: the same where two mechanisms differ by a constant (a shift, which the
+  threshold was set on), blind to the rest.
   """
   rms = jnp.sqrt(0.5 * (scale[:, None] ** 2 + scale[None] ** 2))
-  return jnp.abs(mean[:, None] - mean[None]) / rms + jnp.abs(jnp.log(scale[:, None] / scale[None]))
+  gap = jnp.abs(mean[:, None] - mean[None]) if msd is None else jnp.sqrt(jnp.maximum(msd, 0.0))
+  return gap / rms + jnp.abs(jnp.log(scale[:, None] / scale[None]))
+
+
+def reference_regime(changed: jax.Array, weights: jax.Array, divergence=None) -> jax.Array:
+  """The regime every other is measured from (the observational one), ``[]`` int32.
+
+  The one rule for ``identify_regimes`` (every decoder's observational regime) and
+  ``identifiability.verdict`` (its ``reference``): jit-safe, and NumPy arrays will do.
+  Under the single-target assumption every regime differs from the observational
+  one in one mechanism at most, so a candidate o scores the changes beyond the first,
+  weighted by the regimes' sizes: ``sum_b weights_b max(|changed[o, b]| - 1, 0)``, 0
+  for the true one. Weighted, a small regime that changes several mechanisms (a
+  cluster of stray rows) cannot outvote the large ones; counted beyond the first, a
+  large target regime does not pull the reference towards itself.
+
+  Ties (K = 2; several regimes the data cannot tell apart) go to the smaller such
+  residual of ``divergence`` (its sum less its largest mechanism: sub-threshold
+  moves count), then to the larger regime, then to the lower index.
+
+  Args:
+    changed: ``[K, K, N]`` bool, the mechanisms that differ between two regimes
+      (``divergence > CHANGE_THRESHOLD``; the sparse decoder's gates; with the
+      verdict's misfit cells).
+    weights: ``[K]`` the regimes' sizes or shares: a regime without weight (empty,
+      padded) is never the reference and does not vote.
+    divergence: ``[K, K, N]`` (``mechanism_divergence``), for ties; None: no such tie-break.
+  """
+  weights = jnp.asarray(weights, jnp.float32)
+  present = weights > 0
+  w = jnp.where(present, weights, 0.0)
+  w = w / jnp.maximum(w.sum(), 1e-30)
+  beyond_first = jnp.maximum(jnp.asarray(changed).sum(-1) - 1, 0).astype(jnp.float32)
+  best = present
+
+  def keep_least(score, best):
+    score = jnp.where(best, score, jnp.inf)
+    return best & (score <= score.min() + 1e-6)
+
+  best = keep_least(beyond_first @ w, best)
+  if divergence is not None:
+    div = jnp.asarray(divergence, jnp.float32)
+    best = keep_least((div.sum(-1) - div.max(-1)) @ w, best)
+  return jnp.argmax(jnp.where(best, weights, -jnp.inf)).astype(jnp.int32)
 
 
 def free_observational(divergence: jax.Array, weights: jax.Array) -> jax.Array:
-  """The regime from which every other regime differs in a single mechanism.
-
-  For each candidate a, the divergence to every other regime b that is left after
-  its largest single-node change, weighted by b's size ``weights: [K]`` (empty
-  regimes do not vote). Under the single-target assumption it is ~0 for the true
-  observational regime only; ties (K = 2) go to the larger regime.
-  """
-  residual = divergence.sum(-1) - divergence.max(-1)  # [K, K]
-  score = residual @ weights
-  # A regime without weight (a padded one) cannot be the observational regime.
-  return jnp.argmin(jnp.where(weights > 0, score - 1e-6 * weights, jnp.inf)).astype(jnp.int32)
+  """The free decoder's observational regime: ``reference_regime`` with the mechanisms
+  that move more than ``CHANGE_THRESHOLD`` between two regimes as the changes;
+  ``weights: [K]`` the regimes' sizes (empty or padded regimes do not vote)."""
+  return reference_regime(divergence > CHANGE_THRESHOLD, weights, divergence)
 
 
 def free_targets(divergence: jax.Array, observational) -> jax.Array:

@@ -117,7 +117,7 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
 
 
 # A gate's logit at the start of the sparse stage: decided, but not beyond recall.
-_GATE_START = 3.0
+GATE_START = 3.0
 
 
 def sparse_from_free(model: Model, free_params, mean, scale, weights):
@@ -141,5 +141,5 @@ def sparse_from_free(model: Model, free_params, mean, scale, weights):
          for name, a in dec.items()}
   moved = ((div[obs] > identify.CHANGE_THRESHOLD) & (jnp.arange(mean.shape[0]) != obs)[:, None]
            & (weights > 0)[:, None])  # a padded (inactive) regime changes nothing
-  gates = jnp.where(moved, _GATE_START, -_GATE_START)
+  gates = jnp.where(moved, GATE_START, -GATE_START)
   return dict(free_params, decoder={"params": dec}, gate_logits=gates)

@@ -223,7 +223,7 @@ def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
   """The networks of a fit; ``max_parents`` is the parent table's width (static)."""
   common = dict(n_nodes=n_nodes, max_parents=max_parents, mechanism=cfg.mechanism,
                 hidden=tuple(cfg.hidden), scale=cfg.scale, linear_skip=cfg.linear_skip,
-                activation=cfg.activation, z_init=cfg.z_init)
+                activation=cfg.activation, z_init=cfg.z_init, scale_model=cfg.scale_model)
   if cfg.decoder == "structured":
     decoder, k = networks.MechanismDecoder(**common), n_nodes + 1
   else:
@@ -291,6 +291,36 @@ def take_regimes(params, n_regimes: int, *, sparse: bool):
              prior_logits=jax.nn.log_softmax(params["prior_logits"][:n_regimes]))
   if "gate_logits" in params:
     out["gate_logits"] = params["gate_logits"][:n_regimes]
+  return out
+
+
+def sparse_from_structured(params, gate_logit: float):
+  """Sparse-decoder parameters (K = N + 1) that hold a structured fit's model: the shared
+  copy is its observational state, regime k's own copy its intervened state, and regime
+  k's gate is open on node k - 1 only (at ``gate_logit``; shut elsewhere). With the
+  gates at 0/1 both models give every row the same likelihood, so a sparse fit that
+  starts here starts where the single-target latent it contains ended."""
+  dec = params["decoder"]["params"]
+  n = dec["b"].shape[0]
+  has = lambda name: name in dec
+  intervened = {"b": dec["b"] + dec["db"]}
+  observed = {"b": dec["b"]}
+  if has("w"):
+    intervened["w"], observed["w"] = dec["w"] + dec["dw"], dec["w"]
+  if has("log_scale"):
+    intervened["log_scale"] = dec["log_scale"] + dec["dlog_scale"]
+    observed["log_scale"] = dec["log_scale"]
+  if has("z_kernel"):
+    intervened["z_kernel"], observed["z_kernel"] = dec["z_kernel"], jnp.zeros_like(dec["z_kernel"])
+  # copies: 0 shared, then regime 0 (changes nothing) .. regime N (changes node N - 1)
+  per_regime = {name: jnp.concatenate([observed[name][None], observed[name][None],
+                                       jnp.broadcast_to(intervened[name],
+                                                        (n,) + intervened[name].shape)])
+                for name in observed}
+  shared = {name: a for name, a in dec.items() if name not in ("b", "db", "w", "dw", "log_scale",
+                                                               "dlog_scale", "z_kernel")}
+  gates = jnp.where(jnp.eye(n + 1, n, -1) > 0, gate_logit, -gate_logit)
+  out = dict(params, decoder={"params": {**shared, **per_regime}}, gate_logits=gates)
   return out
 
 

@@ -73,6 +73,7 @@ class MechanismDecoder(nn.Module):
   linear_skip: bool = True  # mlp: add the linear part (off: the paper's plain MLP)
   activation: str = "tanh"
   z_init: str = "zeros"
+  scale_model: str = "constant"  # parents: log sigma also reads the MLP's last hidden layer
 
   @nn.compact
   def __call__(self, x, z_nodes, parent_idx, parent_mask):
@@ -120,11 +121,16 @@ class MechanismDecoder(nn.Module):
           h = jnp.concatenate([h, jnp.ones_like(z_t)], axis=-1)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
       mean = mean + jnp.einsum("nbh,nh->nb", h, out).T.reshape(shape)
+      if self.scale_model == "parents":
+        head = self.param("scale_out", zeros, (n, h.shape[-1]))
+        scale_shift = jnp.einsum("nbh,nh->nb", h, head).T.reshape(shape)
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
       log_scale = self.param("log_scale", zeros, (n,)) \
           + z_nodes * self.param("dlog_scale", zeros, (n,))
+      if self.scale_model == "parents":
+        log_scale = log_scale + scale_shift
     elif self.scale in ("unit", "mse"):
       log_scale = jnp.full_like(mean, _fixed_log_scale(self.scale, n))
     else:
@@ -150,6 +156,7 @@ class FreeDecoder(nn.Module):
   linear_skip: bool = True
   activation: str = "tanh"
   z_init: str = "zeros"
+  scale_model: str = "constant"
 
   @nn.compact
   def __call__(self, x, parent_idx, parent_mask, z=None):
@@ -188,10 +195,15 @@ class FreeDecoder(nn.Module):
         h = _ACTIVATIONS[self.activation](pre)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
       mean = mean + jnp.einsum("brnh,nh->brn", h, out)
+      if self.scale_model == "parents":
+        scale_shift = jnp.einsum("brnh,nh->brn", h,
+                                 self.param("scale_out", zeros, (n, h.shape[-1])))
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
       log_scale = per_regime(self.param("log_scale", zeros, (k, n)))
+      if self.scale_model == "parents":
+        log_scale = log_scale + scale_shift
     elif self.scale in ("unit", "mse"):
       log_scale = jnp.full_like(mean, _fixed_log_scale(self.scale, n))
     else:

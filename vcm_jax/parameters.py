@@ -9,7 +9,8 @@ with ``p_i`` parents (the parent table's padding is not a parameter):
   plus, for an MLP mechanism with parents, the regime's input weights into the first
   hidden layer (``z_kernel``, one per hidden unit);
 * its *trunk* (an MLP mechanism with parents; shared by every copy): the hidden
-  layers' kernels and biases and the output weights.
+  layers' kernels and biases and the output weights (and the scale's head where the
+  noise scale depends on the parents, ``scale_model='parents'``).
 
 A root's MLP reads only the regime, which its intercept already carries: no trunk,
 no ``z_kernel``. The regime weights add ``K - 1``; the gross-error fraction and the
@@ -36,6 +37,8 @@ def per_mechanism(cfg: FitConfig, parent_mask):
   trunk = p * widths[0] + widths[0] + widths[-1]
   for fan_in, width in zip(widths[:-1], widths[1:]):
     trunk = trunk + (fan_in + 1) * width
+  if cfg.scale_model == "parents":  # the scale's head on the last hidden layer
+    trunk = trunk + widths[-1]
   return (copy + jnp.where(with_parents, widths[0], 0.0),
           jnp.where(with_parents, trunk, 0.0))
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, identifiability, identify, predict, rows
+from vcm_jax import graphs, identifiability, predict, rows
 
 
 def _mechanism_params(params, node, *, regime=None, intervened=False):
@@ -75,13 +75,12 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
   model, result = fit.model, fit.result
   structured = model.structured
   k = fit.n_regimes
-  mean, scale = (np.asarray(a, np.float64) for a in jax.jit(
-      predict.regime_mechanisms, static_argnums=0)(model, result, x_fit, fit.parent_idx,
-                                                   fit.parent_mask))
+  # Means for the report; the verdict compares the regimes row by row (the divergence).
+  mean, scale, divergence = identifiability.mechanisms_of_fit(fit, x_fit)
   ident = jax.tree.map(np.asarray, fit.identification)
   obs = int(ident.observational)
   order = np.array([obs] + [r for r in range(k) if r != obs])  # new id -> fitted regime
-  mean, scale = mean[order], scale[order]
+  mean, scale, divergence = mean[order], scale[order], divergence[order][:, order]
   target_idx, changed = ident.target[order], ident.changed[order]
   target_idx[0] = -1
   post = posterior_in_order(fit, x_all, order)
@@ -138,11 +137,10 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
   observational_mechanisms = {
       names[j]: dict(state(j, order[0]), parents=[names[p] for p in parent_ids[j]],
                      mean=float(mean[0, j])) for j in range(len(names))}
-  verdict = identifiability.verdict(np.asarray(identify.mechanism_divergence(mean, scale)), sizes,
-                                    graphs.table_adjacency(idx, mask), names,
-                                    shared_misfit=identifiability.shared_misfit(fit, x_fit)
-                                    if shared_misfit is None else shared_misfit,
-                                    misfit_confirmed=misfit_confirmed)
+  misfit = identifiability.shared_misfit(fit, x_fit) if shared_misfit is None else shared_misfit
+  misfit = None if misfit is None else np.asarray(misfit)[order]  # fitted order: renumbered
+  verdict = identifiability.verdict(divergence, sizes, graphs.table_adjacency(idx, mask), names,
+                                    shared_misfit=misfit, misfit_confirmed=misfit_confirmed)
   report = {"decoder": model.cfg.decoder, "mechanism": model.cfg.mechanism,
             "n_regimes": k, "n_empty": int(np.sum(sizes == 0)), "nodes": list(names),
             "identifiability": verdict,

@@ -1,0 +1,122 @@
+"""The graph unknown or doubted: learned with the regimes (``vcm_jax.fit(x)`` without a
+graph, or ``graph_search='repair'`` from a given one).
+
+Structural EM (``structure.structural_em``) alternates the exact E-step of the
+single-target regime model on the current graph (the default's first fit: the
+plain, Gaussian structured latent) with a search over DAGs under that fit's
+posterior: every node's candidate parent sets are scored at once in closed form
+(linear-Gaussian mechanisms, one shared copy and one copy per regime that changes
+the node, BIC), and the best DAG is found exactly up to ``structure.AUTO_EXACT_NODES``
+nodes, by hill climbing above. The regime model's BIC picks the best round. The
+default's full model choice then runs on the learned graph (``choose.fit_default``).
+
+What the data cannot decide is said: every edge carries its score gain (the best
+graph without it) and its orientation's (the best graph with it reversed); an edge
+whose reversal costs under ``structure.edge_report``'s tolerance is "undecided".
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+from vcm_jax import structure
+from vcm_jax.config import FitConfig
+
+# Parent sets scored per graph search: every subset up to the largest size that keeps
+# the table under this many (node, set) pairs (N = 8: all 128 per node; N = 20: 3).
+MAX_FAMILIES = 25_000
+
+
+def default_max_parents(n_nodes: int, budget: int = MAX_FAMILIES) -> int:
+  """The largest parent-set size whose table stays within ``budget`` families."""
+  size, total = 0, n_nodes  # the empty set of every node
+  while size < n_nodes - 1:
+    more = n_nodes * math.comb(n_nodes - 1, size + 1)
+    if total + more > budget:
+      break
+    size, total = size + 1, total + more
+  return max(size, 1)
+
+
+def single_target_changes(n_nodes: int) -> np.ndarray:
+  """``[N + 1, N]`` the single-target latent's changed mechanisms (regime k: node k - 1)."""
+  return np.eye(n_nodes + 1, n_nodes, -1, dtype=bool)
+
+
+def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
+                max_rounds: int = 6, max_rows: int = 20000, names=None) -> dict:
+  """Structural EM from ``start`` (None: the empty graph) on rows ``x`` (data units).
+
+  Returns ``{"adjacency": [N, N] int, "rounds": [...], "edges": [...], "changes": {...}
+  (from ``start``, each with its score gain), "max_parents": ..., "score": the regime
+  model's BIC on the learned graph}``; edges and changes name nodes by ``names``."""
+  from vcm_jax import api  # the regime fits (api imports this module's callers)
+  x = np.asarray(x, np.float32)
+  s, n = x.shape
+  names = [str(v) for v in names] if names is not None else [f"X{j}" for j in range(n)]
+  mp = max_parents or default_max_parents(n)
+  rows = np.arange(s)
+  if max_rows and s > max_rows:
+    rows = np.sort(np.random.default_rng(0).choice(s, max_rows, replace=False))
+  xs = x[rows]
+  # One parent-table width for every graph: one compiled program for every round.
+  cfg = base.replace(decoder="structured", noise="gauss", scale_model="constant",
+                     outlier_fraction=0.0, max_parents=mp)
+  changes = single_target_changes(n)
+
+  def fit_regimes(adj):
+    fit = api.fit(xs, adj, key=key, config=cfg)
+    return np.asarray(fit.posterior(xs)), changes, fit.bic(xs)
+
+  found = structure.structural_em(fit_regimes, xs, start=start, max_rounds=max_rounds,
+                                  max_parents=mp)
+  fam = structure.family_scores(xs, found.weights, found.changes, max_parents=mp)
+  edge = lambda e: [names[e[0]], names[e[1]]]
+  out = {"adjacency": found.adj.astype(int), "max_parents": mp, "score": found.score,
+         "rounds": [dict(round=h["round"], bic=h["log_px"], n_edges=int(h["adj"].sum()),
+                         added=[edge(e) for e in h["added"]],
+                         removed=[edge(e) for e in h["removed"]],
+                         reversed=[edge(e) for e in h["reversed"]],
+                         **({"stop": h["stop"]} if "stop" in h else {}))
+                    for h in found.history],
+         "edges": [dict(source=names[r["edge"][0]], target=names[r["edge"][1]],
+                        gain=float(r["gain"]), reverse_gain=float(r["reverse_gain"]),
+                        oriented=bool(r["decided"])) for r in found.edges]}
+  if start is not None:
+    out["changes"] = changes_from(fam, np.asarray(start), found.adj, names)
+  return out
+
+
+def changes_from(fam, given, learned, names) -> list[dict]:
+  """Each change from the ``given`` graph to the ``learned`` one, with its score gain:
+  the learned graph's score minus that of the learned graph with the change undone
+  (nan where undoing it alone would make a cycle or leave the family table)."""
+  given, learned = (np.asarray(a) > 0 for a in (given, learned))
+  base = structure.graph_score(fam, learned)
+  out = []
+
+  def gain_of(undone):
+    try:
+      return float(base - structure.graph_score(fam, undone)) if _acyclic(undone) else math.nan
+    except (KeyError, ValueError):
+      return math.nan
+
+  for i, j in zip(*np.nonzero(learned & ~given)):
+    undone = learned.copy()
+    undone[i, j] = False
+    kind = "reversed" if given[j, i] else "added"
+    if kind == "reversed":
+      undone[j, i] = True
+    out.append(dict(change=kind, source=names[i], target=names[j], gain=gain_of(undone)))
+  for i, j in zip(*np.nonzero(given & ~learned & ~learned.T)):
+    undone = learned.copy()
+    undone[i, j] = True
+    out.append(dict(change="removed", source=names[i], target=names[j], gain=gain_of(undone)))
+  return out
+
+
+def _acyclic(adj) -> bool:
+  import networkx as nx
+  return nx.is_directed_acyclic_graph(nx.DiGraph(np.asarray(adj, int)))
