@@ -37,10 +37,10 @@ def get_config():
   # other latents are not fitted (screen=False fits every candidate).
   # --config.selection.decoders= (empty) fits model.* as given, one model, no choice.
   # Every field of Selection, so that each threshold can be set here and is recorded.
-  as_flag = lambda v: ",".join(v) if isinstance(v, tuple) and all(isinstance(e, str) for e in v) \
-      else v
+  # (Lists of names are comma-separated strings on the command line.)
   c.selection = ml_collections.ConfigDict(
-      {k: as_flag(v) for k, v in dataclasses.asdict(choose.Selection()).items()})
+      {k: ",".join(v) if k in ("decoders", "noises", "scales") else v
+       for k, v in dataclasses.asdict(choose.Selection()).items()})
   # The graph: learned from the data when data.graph is not given; with a graph,
   # search=repair adds, removes or reverses edges where the data support it (each change
   # reported with its score gain); "" fits the graph as given.

@@ -4,7 +4,8 @@
 leaves no partial outputs. The fit is one run of the library's trainer through
 the shared checkpointed loop (a runs axis of size 1); the library's regime table
 and label metrics make ``assignments.csv``, ``posterior.npy``, ``regimes.json`` and
-``metrics.json``.
+``metrics.json``. Without a graph file the graph is learned first (``vcm_jax.learn``;
+``graph.search=repair`` repairs a given one): ``graph.csv`` and ``graph.png``.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from absl import logging
 from experiments import compilation, loop, plots, writers
 from vcm_jax import api, choose, config as fit_config, diagnose, evaluate, graphs, io, predict, select
 from vcm_jax import sharding
-from vcm_jax import rows, train, units
+from vcm_jax import learn, rows, train, units
 from vcm_jax.datasets import load_sachs
+from vcm_jax.io.writers import write_graph
 from vcm_jax.regime_table import regime_table
 
 
@@ -30,7 +32,7 @@ class OwnData(NamedTuple):
   names: list
   x: np.ndarray              # [S, N] float32, all rows, data units
   labels: np.ndarray | None  # [S] str
-  adj: np.ndarray            # [N, N]
+  adj: np.ndarray | None     # [N, N]; None: no graph given (learned)
   train_rows: np.ndarray     # rows the model is fitted on
   test_rows: np.ndarray      # held-out rows (held-out log-likelihood, choice of K)
 
@@ -47,10 +49,8 @@ def load(config) -> OwnData:
     return _shipped(config)
   if not d.path:
     raise io.InputError("no data file: set --config.data.path=FILE")
-  if not d.graph:
-    raise io.InputError("no graph file: set --config.data.graph=FILE")
   table = io.read_data(d.path, labels=d.labels or None)
-  adj = io.read_graph(d.graph, table.names)
+  adj = io.read_graph(d.graph, table.names) if d.graph else None  # None: learned (run)
   s, n = table.values.shape
   if s < min_rows(n):
     raise io.InputError(f"data file {d.path} has {s} rows; {n} variables need at least "
@@ -75,6 +75,91 @@ def _shipped(config) -> OwnData:
 def _split(config, n_rows: int):
   """Sorted (fitted rows, held-out rows): ``data.heldout_fraction`` drawn with the seed."""
   return select.heldout_split(config.seed, n_rows, config.data.heldout_fraction)
+
+
+GRAPH_SEARCHES = ("learn", "repair")
+
+
+def graph_search(config, given: bool) -> str:
+  """What happens to the graph: ``learn`` (none given, or ``graph.search=learn``),
+  ``repair`` (``graph.search=repair`` on a given graph) or "" (fitted as given). A
+  config without a ``graph`` group (an older one) reads as search ""."""
+  group = config.get("graph")
+  search = str((group.get("search") if group is not None else "") or "")
+  if search.lower() == "none":
+    search = ""
+  if search and search not in GRAPH_SEARCHES:
+    raise loop.UserError(f"config: graph.search={search!r} is not one of learn, repair "
+                         "('' fits a given graph as given)")
+  if not given:
+    if search == "repair":
+      raise loop.UserError("config: graph.search=repair starts from a graph: set "
+                           "--config.data.graph=FILE (or drop graph.search to learn one)")
+    return "learn"
+  return search
+
+
+def _learn_graph(config, cfg, data: OwnData, search: str, workdir: str) -> dict:
+  """``learn.learn_graph`` on the fitted rows (from the given graph for ``repair``),
+  learned once and kept in ``graph_learning.json`` for a resumed run; writes
+  ``graph.csv``. Returns the learning's record with ``adjacency`` an array."""
+  path = os.path.join(workdir, "graph_learning.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      learned = json.load(f)
+    logging.info("graph: learned by an earlier run of this workdir (%s)", path)
+  else:
+    group = config.get("graph")
+    read = lambda key, default: default if group is None else group.get(key, default)
+    start = data.adj if search == "repair" else None
+    logging.info("graph: %s by structural EM on %d rows", "learning" if start is None else
+                 "repairing the given graph", len(data.train_rows))
+    learned = learn.learn_graph(jax.random.key(config.seed), data.x[data.train_rows], cfg,
+                                start=start, names=data.names,
+                                max_parents=int(read("max_parents", 0)) or cfg.max_parents,
+                                max_rounds=int(read("max_rounds", 6)))
+    learned = dict(learned, search=search, adjacency=np.asarray(learned["adjacency"]).tolist())
+    if "changes" not in learned and data.adj is not None:  # learned with a graph given
+      learned["changes"] = graph_changes(data.adj, learned["adjacency"], data.names)
+    if sharding.is_primary():
+      io.write_json_atomic(path, learned)
+  learned["adjacency"] = np.asarray(learned["adjacency"], np.int32)
+  if sharding.is_primary():
+    write_graph(os.path.join(workdir, "graph.csv"), learned["adjacency"], data.names)
+  _log_graph_learning(learned)
+  return learned
+
+
+def graph_changes(given, learned, names) -> list[dict]:
+  """The changes from ``given`` to ``learned`` without their score gains (the graph was
+  learned from scratch): added, reversed (given as target -> source), removed."""
+  return [dict(change=kind, source=names[i], target=names[j])
+          for i, j, kind in plots.graph_edges(learned, np.asarray(given) != 0) if kind != "kept"]
+
+
+def _log_graph_learning(learned: dict) -> None:
+  arrows = lambda pairs: ", ".join(f"{a} -> {b}" for a, b in pairs)
+  for r in learned["rounds"]:
+    moves = "; ".join(f"{kind} {arrows(r[kind])}" for kind in ("added", "removed", "reversed")
+                      if r.get(kind))
+    if r["round"] == 0:  # the start: its edges are no move of the search
+      moves = "the start: " + ("the empty graph" if learned.get("search") == "learn"
+                               else "the given graph")
+    logging.info("graph search round %d: regime model BIC %.1f, %d edges%s%s", r["round"],
+                 r["bic"], r["n_edges"], f"; {moves}" if moves else "",
+                 f"; stop: {r['stop']}" if r.get("stop") else "")
+  changes = learned.get("changes")
+  if changes is not None:
+    if not changes:
+      logging.info("graph: no change from the given graph")
+    for c in changes:
+      gain = c.get("gain")
+      logging.info("graph change from the given graph: %s %s -> %s%s", c["change"], c["source"],
+                   c["target"], "" if gain is None else f" (score gain {gain:.1f})")
+  open_ended = [e for e in learned["edges"] if not e["oriented"]]
+  logging.info("graph: %d edges%s", len(learned["edges"]), "" if not open_ended else
+               f"; orientation undecided by the data: "
+               f"{', '.join(e['source'] + ' - ' + e['target'] for e in open_ended)}")
 
 
 def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dict | None:
@@ -132,7 +217,8 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
 
 def run(config, workdir: str) -> dict:
   """Fit a user's data and graph; write assignments.csv, posterior.npy, regimes.json,
-  metrics.json, plots.
+  metrics.json, plots; a graph learned or repaired first (``graph_search``): graph.csv,
+  graph.png.
 
   After training, memory is that of the data, one ``[S, K]`` float32 posterior and
   ``[K, N]`` tables: rows are scored in blocks (``regime_table``).
@@ -146,20 +232,32 @@ def run(config, workdir: str) -> dict:
     data = load(config)
   except io.InputError as err:
     raise loop.UserError(str(err)) from None
-  try:  # before the workdir is touched
-    max_parents = graphs.resolve_max_parents(data.adj, cfg.max_parents)
-  except ValueError as err:
-    raise loop.UserError(f"config: {err}") from None
+  search = graph_search(config, data.adj is not None)  # before the workdir is touched
+  if search == "":
+    try:
+      max_parents = graphs.resolve_max_parents(data.adj, cfg.max_parents)
+    except ValueError as err:
+      raise loop.UserError(f"config: {err}") from None
   n = len(data.names)
   if config.data.get("dataset"):
     inputs = {"dataset": config.data.dataset}
   else:
-    inputs = {"data": loop.file_hash(config.data.path),
-              "graph": loop.file_hash(config.data.graph)}
+    inputs = {"data": loop.file_hash(config.data.path)}
+    if config.data.graph:
+      inputs["graph"] = loop.file_hash(config.data.graph)
   loop.prepare_workdir(config, workdir, inputs)
-  logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out), "
-               "%d edges", jax.default_backend(), jax.device_count(), len(data.x), n,
-               len(data.train_rows), len(data.test_rows), int(data.adj.sum()))
+  logging.info("backend %s, %d device(s); %d rows x %d variables (%d fitted, %d held out); %s",
+               jax.default_backend(), jax.device_count(), len(data.x), n,
+               len(data.train_rows), len(data.test_rows),
+               "no graph given" if data.adj is None else f"{int(data.adj.sum())} edges given")
+  given, learned = data.adj, None
+  if search:  # the learned graph is the run's graph from here on
+    learned = _learn_graph(config, cfg, data, search, workdir)
+    data = data._replace(adj=learned["adjacency"])
+    try:
+      max_parents = graphs.resolve_max_parents(data.adj, cfg.max_parents)
+    except ValueError as err:
+      raise loop.UserError(f"config: {err}") from None
   selection_cfg = selection_of(config)
   x_train = jnp.asarray(data.x[data.train_rows])
   model_selection, selection, misfit = None, None, None
@@ -200,6 +298,9 @@ def run(config, workdir: str) -> dict:
       "compilation": compile_stats,
       "warnings": list((model_selection or {}).get("warnings", [])),
   }
+  if learned is not None:
+    summary["graph_learning"] = {k: learned[k] for k in ("search", "rounds", "edges", "changes",
+                                                         "max_parents", "score") if k in learned}
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))
   if selection is not None:
@@ -220,6 +321,9 @@ def run(config, workdir: str) -> dict:
     io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
     if config.plots:
       plots.write_own_data(workdir, log.rows(), report, extras)
+      if learned is not None:
+        plots.graph(os.path.join(workdir, "graph.png"), data.adj, data.names, given=given,
+                    edges=learned["edges"])
   ident = report["identifiability"]
   logging.info("identifiability: %s (%s)%s", ident["verdict"], ident["why"],
                "" if not ident["suspected_missing_edges"] else

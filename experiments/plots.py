@@ -158,3 +158,86 @@ def write_own_data(workdir, rows, report, extras):
                     extras["assigned"], labels)
   regime_shifts(os.path.join(workdir, "regime_shifts.png"), extras["marginal_shift"],
                 extras["mechanism_shift"], labels, report["nodes"])
+
+
+GRAPH_COLOURS = {"kept": "black", "learned": "black", "added": "tab:green",
+                 "reversed": "tab:orange", "removed": "tab:red"}
+
+
+def graph_edges(adj, given=None):
+  """``[(i, j, kind)]``: every edge of ``adj`` (kind ``learned`` without a given graph;
+  else ``kept``, ``added`` or ``reversed``: given as ``j -> i``) and every edge ``i -> j``
+  of ``given`` that ``adj`` has in neither direction (``removed``)."""
+  adj = np.asarray(adj) != 0
+  out = []
+  for i, j in zip(*np.nonzero(adj)):
+    if given is None:
+      kind = "learned"
+    else:
+      kind = "kept" if given[i, j] else "reversed" if given[j, i] else "added"
+    out.append((int(i), int(j), kind))
+  if given is not None:
+    given = np.asarray(given) != 0
+    out += [(int(i), int(j), "removed") for i, j in zip(*np.nonzero(given & ~adj & ~adj.T))]
+  return out
+
+
+def graph(path, adj, names, given=None, edges=None):
+  """The learned graph, with each change from ``given`` marked: added edges green,
+  reversed orange, removed dashed red; an edge whose orientation the data do not decide
+  (``edges``: ``learn.learn_graph``'s, ``oriented`` False) is drawn without an arrowhead."""
+  import networkx as nx
+
+  names = [str(n) for n in names]
+  n = len(names)
+  given = None if given is None else np.asarray(given) != 0
+  undecided = {(e["source"], e["target"]) for e in (edges or []) if not e["oriented"]}
+  shown = graph_edges(adj, given)
+  open_edges = [(i, j) for i, j, kind in shown
+                if kind != "removed" and (names[i], names[j]) in undecided]
+  g = nx.DiGraph()
+  g.add_nodes_from(range(n))
+  g.add_edges_from((i, j) for i, j, _ in shown)
+  pos = nx.circular_layout(g) if n > 1 else {0: np.zeros(2)}
+  side = min(14.0, max(5.0, 0.45 * n + 3))
+  fig, ax = plt.subplots(figsize=(side, side))
+  font = 10 if n <= 15 else 7 if n <= 40 else 5
+  node_size = 1400 if n <= 15 else 500 if n <= 40 else 200
+  nx.draw_networkx_nodes(g, pos, ax=ax, node_color="#dde6f0", edgecolors="#4a6584",
+                         node_size=node_size)
+  nx.draw_networkx_labels(g, pos, {j: names[j] for j in range(n)}, ax=ax, font_size=font)
+  for i, j, kind in shown:
+    open_ended = (i, j) in open_edges
+    nx.draw_networkx_edges(
+        g, pos, edgelist=[(i, j)], ax=ax, edge_color=GRAPH_COLOURS[kind],
+        style="dashed" if kind == "removed" else "solid",
+        width=1.2 if kind in ("kept", "learned") else 2.2, node_size=node_size,
+        arrows=True, arrowstyle="-" if open_ended else "-|>", arrowsize=16 if n <= 15 else 10,
+        connectionstyle="arc3,rad=0.08")
+  from matplotlib.lines import Line2D
+  counts = {k: sum(1 for *_, kind in shown if kind == k) for k in GRAPH_COLOURS}
+  handles = []
+  if given is None:
+    handles.append(Line2D([], [], color="black", label=f"learned ({counts['learned']})"))
+  else:
+    for kind, label in (("kept", "as given"), ("added", "added"), ("reversed", "reversed"),
+                        ("removed", "removed")):
+      handles.append(Line2D([], [], color=GRAPH_COLOURS[kind], lw=1.2 if kind == "kept" else 2.2,
+                            ls="--" if kind == "removed" else "-",
+                            label=f"{label} ({counts[kind]})"))
+  if open_edges:  # a "?" on each, beside the missing arrowhead
+    nx.draw_networkx_edge_labels(g, pos, {e: "?" for e in open_edges}, ax=ax, font_size=font,
+                                 font_color="dimgrey", rotate=False,
+                                 bbox=dict(fc="white", ec="none", pad=0.5))
+    handles.append(Line2D([], [], color="grey", label=f"orientation undecided: no arrowhead, ? "
+                                                      f"({len(open_edges)})"))
+  fig.legend(handles=handles, loc="lower center", ncol=min(2, len(handles)), fontsize=8,
+             frameon=False)
+  kept = sum(1 for *_, kind in shown if kind != "removed")
+  ax.set_title(f"the graph the data support: {kept} edges" + ("" if given is None else
+               "\nchanges from the given graph marked"), fontsize=10)
+  ax.set_axis_off()
+  ax.margins(0.12)
+  fig.tight_layout(rect=(0, (0.1 + 0.2 * ((len(handles) + 1) // 2)) / side, 1, 1))
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -48,7 +48,8 @@ def _moments(model, result, x, parent_idx, parent_mask, gross_fraction=0.0):
 
   def per_row(b):
     post = model.posterior(params, b, parent_idx, parent_mask)  # [B, K]
-    cell = model.cell_log_density(b, *model.shared_means(params, b, parent_idx, parent_mask))
+    cell = model.cell_log_density(b, *model.shared_means(params, b, parent_idx, parent_mask),
+                                  params)
     if model.cfg.outlier_fraction == 0:  # a wild cell costs at most a gross error's price
       cell = densities.contaminated(cell, b, gross_fraction)
     return (post, post ** 2, post[:, :, None] * cell[:, None], post[:, :, None] * cell[:, None] ** 2)

@@ -64,6 +64,11 @@ class FitConfig:
                               "bounded); < 0: per column, the larger of 1e-3 x its standard "
                               "deviation and its resolution / sqrt(12) (the spread of rounding "
                               "to the smallest gap between two distinct values); 0: none")
+  censor_share: float = _field(0.01, "model", doc="a column's smallest (largest) value is "
+                               "a floor (ceiling) the readings are censored at where at least "
+                               "this share of the rows (and 10) hold it exactly: a cell there "
+                               "has the probability of the tail beyond it, not a density, so "
+                               "no regime can collapse onto it; 0: no censoring")
   z_init: str = _field("zeros", "model", ("zeros", "random"),
                        doc="the regime's input weights at init (random: PyTorch's default)")
   max_parents: int = _field(0, "model", doc="parent-table width; 0: the graph's largest "
@@ -179,6 +184,7 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.scale_model == "constant" or (cfg.mechanism == "mlp" and cfg.scale == "learned"),
        "model.scale_model='parents' needs model.mechanism='mlp' and model.scale='learned'")
   need(cfg.noise_dof > 2, f"model.noise_dof={cfg.noise_dof} must be > 2 (a finite variance)")
+  need(0 <= cfg.censor_share < 1, f"model.censor_share={cfg.censor_share} must be in [0, 1)")
   need(0 <= cfg.outlier_fraction < 1,
        f"model.outlier_fraction={cfg.outlier_fraction} must be in [0, 1)")
   need(cfg.change_penalty >= 0, f"model.change_penalty={cfg.change_penalty} must be >= 0")

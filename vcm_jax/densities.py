@@ -34,6 +34,52 @@ def student_t_log_density(x, mean, log_scale, dof):
   return const - log_s - 0.5 * (dof + 1) * jnp.log1p(jnp.square(z) / dof)
 
 
+def log_cdf(noise: str, dof: float = 4.0):
+  """``(x, mean, log_scale) -> log P(X <= x)`` of a noise family by name (``log_scale`` the
+  log standard deviation, as ``log_density``), elementwise: a reading censored at a
+  floor has this probability, not a density (``log P(X >= x)``: mirror the arguments)."""
+  if noise == "gauss":
+    return lambda x, mean, log_scale: jax.scipy.special.log_ndtr((x - mean) * jnp.exp(-log_scale))
+  if noise == "laplace":
+    def laplace(x, mean, log_scale):
+      z = (x - mean) * jnp.exp(-(log_scale - _LOG_SQRT_2))
+      return jnp.where(z < 0, z - math.log(2.0), jnp.log1p(-0.5 * jnp.exp(-jnp.abs(z))))
+    return laplace
+  if noise == "student_t":
+    # Far out the tail is c nu^((nu - 1) / 2) |t|^-nu (the density's power law integrated),
+    # where float32's betainc underflows to 0.
+    log_c = (math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
+             + 0.5 * (dof - 1) * math.log(dof))
+
+    def student_t(x, mean, log_scale):
+      t = (x - mean) * jnp.exp(-(log_scale + 0.5 * math.log((dof - 2.0) / dof)))
+      # P(T < -|t|) in two forms, each where it is accurate and its gradient finite:
+      # near 0 through the complement (the other form's derivative is infinite at t = 0),
+      # further out directly (the complement would cancel).
+      t2 = jnp.square(t)
+      near = 0.5 * (1.0 - jax.scipy.special.betainc(0.5, dof / 2,
+                                                    jnp.maximum(t2, 1e-12) / (dof + t2)))
+      out = 0.5 * jax.scipy.special.betainc(dof / 2, 0.5, dof / (dof + jnp.maximum(t2, 1.0)))
+      tail = jnp.where(t2 < 1.0, near, out)
+      far = log_c - dof * jnp.log(jnp.maximum(jnp.abs(t), 1.0))
+      lower = jnp.where(tail > 1e-30, jnp.log(jnp.maximum(tail, 1e-30)), far)
+      return jnp.where(t < 0, lower, jnp.log1p(-tail))
+    return student_t
+  raise ValueError(f"unknown noise {noise!r}; expected gauss, laplace or student_t")
+
+
+def censored(log_p, x, mean, log_scale, lower, upper, log_cdf_fn):
+  """``log_p`` where a cell lies inside ``(lower, upper)``; at or beyond a bound, the
+  probability of the tail beyond it (a reading pinned at a floor or a ceiling)."""
+  at_lower = x <= lower
+  at_upper = x >= upper
+  # The branch not taken must stay finite (an infinite bound there would put NaN in the
+  # gradient of the one taken): it reads the mean instead.
+  low = log_cdf_fn(jnp.where(at_lower, lower, mean), mean, log_scale)
+  high = log_cdf_fn(-jnp.where(at_upper, upper, mean), -mean, log_scale)  # P(X >= u)
+  return jnp.where(at_lower, low, jnp.where(at_upper, high, log_p))
+
+
 def cauchy_log_density(x):
   """Standard Cauchy: the broad law of a gross error (standardised units)."""
   return -math.log(math.pi) - jnp.log1p(jnp.square(x))

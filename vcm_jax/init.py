@@ -43,7 +43,7 @@ def pooled_loss(params, x, parent_idx, parent_mask, *, model: Model):
   # Observed parents whatever the recipe: the pre-fit is a regression on them.
   z_obs = jnp.zeros(x.shape[:1] + (model.n_categories,)).at[:, 0].set(1.0)
   mean, log_scale = model.mixed_means(params, x, z_obs, parent_idx, parent_mask)
-  return -model.cell_log_density(x, mean, log_scale).sum(-1).mean()
+  return -model.cell_log_density(x, mean, log_scale, params).sum(-1).mean()
 
 
 def pooled_prefit(key, model: Model, params, x, parent_idx, parent_mask):
@@ -85,7 +85,7 @@ def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
 
 
 def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
-                   log_floor=None):
+                   log_floor=None, bounds=None):
   """Parameters a fit starts from, for standardised data ``x: [S, N]``.
 
   Returns the parameters and the key that seeds the training steps (the split
@@ -98,6 +98,8 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
   params = init_params(k_init, model, parent_idx, parent_mask)
   if log_floor is not None:  # a constant that rides in the parameters (never trained)
     params["log_floor"] = log_floor
+  if bounds is not None:  # likewise the censoring bounds
+    params["censor_lower"], params["censor_upper"] = bounds
   if cfg.init == "surprise":
     params = pooled_prefit(k_pool, model, params, x, parent_idx, parent_mask)
     dec = params["decoder"]["params"]

@@ -49,10 +49,16 @@ class Model(NamedTuple):
       return self.n_nodes + 1
     return self.decoder.n_regimes - 1 if self.sparse else self.decoder.n_regimes
 
-  def cell_log_density(self, x, mean, log_scale):
-    """``log p(x_j | pa_j)`` of every cell under the noise family, gross errors included."""
+  def cell_log_density(self, x, mean, log_scale, params=None):
+    """``log p(x_j | pa_j)`` of every cell under the noise family, gross errors included;
+    a cell at a censoring bound (``params['censor_lower' / 'censor_upper']``,
+    ``FitConfig.censor_share``) has its tail probability instead."""
     cfg = self.cfg
     log_p = densities.log_density(cfg.noise, cfg.noise_dof)(x, mean, log_scale)
+    if params is not None and "censor_lower" in params:
+      bounds = jax.lax.stop_gradient((params["censor_lower"], params["censor_upper"]))
+      log_p = densities.censored(log_p, x, mean, log_scale, *bounds,
+                                 densities.log_cdf(cfg.noise, cfg.noise_dof))
     return densities.contaminated(log_p, x, cfg.outlier_fraction)
 
   def _decode(self, params, *args):
@@ -125,7 +131,7 @@ class Model(NamedTuple):
   def node_log_densities(self, params, x, z, parent_idx, parent_mask):
     """``log p(x_j | pa_j, z)``, ``[B, N]``."""
     mean, log_scale = self.means(params, x, z, parent_idx, parent_mask)
-    return self.cell_log_density(x, mean, log_scale)
+    return self.cell_log_density(x, mean, log_scale, params)
 
   def regime_means(self, params, x, parent_idx, parent_mask):
     """Every node's mean and log-scale under every regime, ``[B, K, N]`` each
@@ -164,16 +170,16 @@ class Model(NamedTuple):
     """
     if self.structured and self.cfg.teacher_forcing:
       l_obs, l_int = (self.cell_log_density(x, *self._decode(
-          params, x, jnp.full_like(x, z), parent_idx, parent_mask)) for z in (0.0, 1.0))
+          params, x, jnp.full_like(x, z), parent_idx, parent_mask), params) for z in (0.0, 1.0))
       return elbo.structured_log_likelihoods(l_obs, l_int)
     if self.sparse:  # (1 + K) N mechanism evaluations, combined by the gates
       l = self.cell_log_density(x[:, None], *self._sparse_means(params, x, parent_idx,
-                                                                 parent_mask))
+                                                                 parent_mask), params)
       base = l[:, 0]
       return base.sum(-1)[:, None] + jnp.einsum("kn,bkn->bk", self.gates(params),
                                                 l[:, 1:] - base[:, None])
     mean, log_scale = self.regime_means(params, x, parent_idx, parent_mask)
-    return self.cell_log_density(x[:, None], mean, log_scale).sum(-1)
+    return self.cell_log_density(x[:, None], mean, log_scale, params).sum(-1)
 
   def outlier_scores(self, params, x, parent_idx, parent_mask):
     """``[B]``: per row, the largest over its cells of the probability that the cell is a

@@ -100,6 +100,20 @@ def noise_log_floor(cfg: FitConfig, x, scale):
   return jnp.log(floor / scale)
 
 
+def censoring_bounds(cfg: FitConfig, x, loc, scale):
+  """``(lower, upper)`` ``[N]`` censoring bounds in the fit's units (``-inf`` / ``inf``
+  where none), or None (``cfg.censor_share`` 0): a column's smallest (largest) value is
+  a floor (ceiling) where at least that share of the rows, and 10, hold it exactly
+  (a saturated sensor, a detection limit, zero counts). Jit-safe."""
+  if cfg.censor_share <= 0:
+    return None
+  lo, hi = x.min(axis=0), x.max(axis=0)
+  need = jnp.maximum(cfg.censor_share * x.shape[0], 10.0)
+  pinned = lambda b: jnp.sum(x == b[None], axis=0) >= need
+  to_fit = lambda b: (b - loc) / scale
+  return (jnp.where(pinned(lo), to_fit(lo), -jnp.inf), jnp.where(pinned(hi), to_fit(hi), jnp.inf))
+
+
 class TrainState(NamedTuple):
   """Everything a fit carries between chunks of steps (a checkpointable pytree).
 
@@ -162,9 +176,9 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   # Plateaus the rule meets before it stops: with 'plateau' each but the last cuts the rate.
   plateaus_to_stop = cfg.plateau_decays + 1 if cfg.lr_schedule == "plateau" else 1
 
-  def init_one(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None):
+  def init_one(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None, bounds=None):
     params, k_train = initial_params(key, model, xs, parent_idx, parent_mask, n_active,
-                                     log_floor)
+                                     log_floor, bounds)
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
   if model.sparse:  # the sparse stage starts from a free-decoder fit of the same K
@@ -172,10 +186,12 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     dense = make_trainer(cfg.replace(decoder="free", standardize=False), n_nodes=n_nodes,
                          max_parents=max_parents)
 
-  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None):
+  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None,
+                   bounds=None):
     """Every restart's free-decoder fit (to its stopping rule, or ``num_steps``), turned
     into sparse parameters."""
-    state = dense.init(key, xs, parent_idx, parent_mask, n_active, log_floor=log_floor)
+    state = dense.init(key, xs, parent_idx, parent_mask, n_active, log_floor=log_floor,
+                       bounds=bounds)
     state, _ = run_to_stop(dense, state, xs, parent_idx, parent_mask)
     m = dense.model
 
@@ -188,14 +204,18 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       sums = sum_rows(per_row, xs, rows_per_block(m.n_categories * m.n_nodes))
       mean, scale, weights = (a / xs.shape[0] for a in sums)
       out = sparse_from_free(model, p, mean, scale, weights)
-      return out if log_floor is None else dict(out, log_floor=log_floor)
+      out = out if log_floor is None else dict(out, log_floor=log_floor)
+      if bounds is not None:
+        out = dict(out, censor_lower=bounds[0], censor_upper=bounds[1])
+      return out
 
     params = jax.vmap(convert)(state.params)
     key_data = jax.vmap(lambda k: jax.random.key_data(
         jax.random.fold_in(jax.random.wrap_key_data(k), 1)))(state.key_data)
     return params, jax.vmap(optimizer.init)(params), key_data
 
-  def init(key, x, parent_idx, parent_mask, n_active=None, log_floor=None) -> TrainState:
+  def init(key, x, parent_idx, parent_mask, n_active=None, log_floor=None,
+           bounds=None) -> TrainState:
     """``n_active`` (free and sparse decoders; a traced int): a fit of that many regimes,
     padded to ``cfg.n_regimes`` (``model.take_regimes`` reads it back), so that fits of
     several K are one compiled program. ``log_floor``: ``[N]`` the noise floor in the
@@ -208,14 +228,16 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       xs, loc, scale = x, jnp.zeros(x.shape[-1], x.dtype), jnp.ones(x.shape[-1], x.dtype)
     if log_floor is None:
       log_floor = noise_log_floor(cfg, x, scale)
+    if bounds is None:
+      bounds = censoring_bounds(cfg, x, loc, scale)
     if model.sparse:
       params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask, n_active,
-                                                 log_floor)
+                                                 log_floor, bounds)
     else:
       keys = jax.random.split(key, cfg.restarts)
       params, opt_state, key_data = jax.vmap(
-          init_one, in_axes=(0, None, None, None, None, None))(
-              keys, xs, parent_idx, parent_mask, n_active, log_floor)
+          init_one, in_axes=(0, None, None, None, None, None, None))(
+              keys, xs, parent_idx, parent_mask, n_active, log_floor, bounds)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale,
                       _initial_stop(cfg.restarts))
 

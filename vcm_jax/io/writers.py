@@ -1,4 +1,4 @@
-"""Writing results: atomic text, JSON and ``.npy`` writers, and ``assignments.csv``."""
+"""Writing results: atomic text, JSON and ``.npy`` writers, ``assignments.csv`` and graphs."""
 from __future__ import annotations
 
 import json
@@ -106,3 +106,23 @@ def _csv_cell(text: str) -> str:
   if any(c in text for c in ',"\n'):
     return '"' + text.replace('"', '""') + '"'
   return text
+
+
+def graph_csv(adj, names: Sequence[str]) -> str:
+  """A DAG as an edge-list CSV that ``read_graph`` reads back: header ``source,target``,
+  a row ``i,j`` per edge ``adj[i, j] != 0`` (row-major order), then a row ``name,`` per
+  node without edges (an edge list declares an isolated node so)."""
+  adj = np.asarray(adj) != 0
+  if adj.shape != (len(names), len(names)):
+    raise ValueError(f"adjacency of shape {adj.shape} for {len(names)} names")
+  cells = [_csv_cell(str(n)) for n in names]
+  lines = ["source,target"]
+  lines += [f"{cells[i]},{cells[j]}" for i, j in zip(*np.nonzero(adj))]
+  touched = adj.any(0) | adj.any(1)
+  lines += [f"{cells[j]}," for j in np.flatnonzero(~touched)]
+  return "\n".join(lines) + "\n"
+
+
+def write_graph(path: str, adj, names: Sequence[str]) -> None:
+  """``graph_csv`` written atomically to ``path``."""
+  write_text_atomic(path, graph_csv(adj, names))
