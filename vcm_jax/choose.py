@@ -417,6 +417,8 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
 def _other_scales(start: _Fitted, sel: Selection, fitted) -> list:
   """``start``'s model under the other scale models, each continued from it: a scale
   that depends on the parents contains the constant one (its head starts at 0)."""
+  if start.cfg.mechanism != "mlp" or start.cfg.scale != "learned":
+    return []  # the parents' scale head rides on the mechanism MLP
   return [f for scale in sel.scales if scale != start.cfg.scale_model
           for f in fitted([start.cfg.replace(scale_model=scale)], start)]
 
