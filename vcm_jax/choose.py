@@ -471,7 +471,10 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   """The default fit (``vcm_jax.fit`` and the own-data command): the choice on at most
   ``selection.max_rows`` rows, then the chosen model's fit on every row of ``x``
   (data units), with ``selection.violated_restarts`` starts at least where the first
-  fit's check failed. Returns the ``ModelChoice`` whose ``fit`` is that final fit."""
+  fit's check failed; then the gross-error term continued from it where
+  ``base.outlier_fraction > 0`` (kept by BIC), and the run's checks (``diagnose``, the
+  yardstick). Returns the ``ModelChoice`` whose ``fit`` is that final fit, with its
+  ``warnings`` and ``extra`` (gross errors, yardstick, settings, thresholds)."""
   x = np.asarray(x, np.float32)
   gross = base.outlier_fraction
   # Gross errors come last, from the plain fit (``_gross_error_stage``): a model that
