@@ -11,7 +11,7 @@ from vcm_jax import choose, config as fit_config, metrics, scm
 NAMES = ("w", "x", "y", "z")
 ADJ = np.array([[0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
 # The default with shorter training: the same code path, a test's budget.
-SELECTION = choose.Selection(noises=("gauss",), k_candidates=(2, 3))
+SELECTION = choose.Selection(noises=("gauss",), scales=("constant",), k_candidates=(2, 3))
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,9 @@ def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_f
   parameters on every row (one start, a short run) and reaches the likelihood of the
   fit made on every row from the start."""
   x, regimes = data
-  f = vcm_jax.fit(x, ADJ, selection=choose.Selection(noises=("gauss",), k_candidates=(2, 3),
-                                                     max_rows=600))
+  f = vcm_jax.fit(x, ADJ, selection=choose.Selection(noises=("gauss",), scales=("constant",),
+                                                     k_candidates=(2, 3), max_rows=600,
+                                                     yardstick=False))
   assert f.config.decoder == "structured" and f.config.restarts == 1
   assert f.score(x) > default_fit.score(x) - 0.01, (f.score(x), default_fit.score(x))
   ari = metrics.adjusted_rand_index(regimes, np.asarray(f.assign(x)), 5, f.n_regimes)
