@@ -46,6 +46,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from vcm_jax import graphs
+
 
 class Data(NamedTuple):
   x: np.ndarray          # [S, N] float32
@@ -67,21 +69,6 @@ def er_dag(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
   adj = np.zeros((n, n), int)
   adj[np.ix_(perm, perm)] = upper
   return adj
-
-
-def topological(adj: np.ndarray) -> list[int]:
-  order, indeg = [], adj.sum(0).astype(int).copy()
-  ready = [j for j in range(len(adj)) if indeg[j] == 0]
-  while ready:
-    j = ready.pop(0)
-    order.append(j)
-    for c in np.flatnonzero(adj[j]):
-      indeg[c] -= 1
-      if indeg[c] == 0:
-        ready.append(int(c))
-  if len(order) != len(adj):
-    raise ValueError("not a DAG")
-  return order
 
 
 def split_rows(rows: int, k: int) -> np.ndarray:
@@ -117,7 +104,7 @@ def kumar(seed: int, variant: str = "hard", *, n: int = 8, p: float = 0.8, rows:
   adj = er_dag(rng, n, p)
   w = adj * _signed(rng, (n, n), 0.5, 1.0)
   shift = _signed(rng, (n,), shift_low, shift_high)
-  order = topological(adj)
+  order = graphs.kahn_order(adj)
   targets = [()] + [(j,) for j in range(n)]
   blocks, labels = [], []
   for k, size in enumerate(split_rows(rows, n + 1)):
@@ -150,7 +137,7 @@ def faria(seed: int, mechanism: str = "linear", e: float = 1.0, multi: bool = Fa
     raise ValueError(f"unknown mechanism {mechanism!r}; expected linear or mlp")
   rng = np.random.default_rng(seed)
   adj = er_dag(rng, n, min(1.0, 2.0 * e / (n - 1)))
-  order = topological(adj)
+  order = graphs.kahn_order(adj)
   noise_a = rng.uniform(1.0, 1.4, n)
   noise_b = rng.normal(0.0, 0.3, n)
   lin = adj * _signed(rng, (n, n), 0.25, 1.0)

@@ -25,17 +25,23 @@ def constant_columns(x) -> list[int]:
   return [int(j) for j in np.flatnonzero((x == x[:1]).all(0))]
 
 
+def _most_common(column) -> tuple[float, float]:
+  """The value that most rows of ``column`` hold, and their share."""
+  values, counts = np.unique(column, return_counts=True)
+  top = int(counts.argmax())
+  return values[top], counts[top] / len(column)
+
+
 def point_masses(x, names=None, share: float = POINT_MASS_SHARE) -> list[str]:
   """A line for each column where one value holds at least ``share`` of the rows (a floor,
   a ceiling, zeros): its density there is a point mass no noise family has."""
   out = []
   x = np.asarray(x)
   for j in range(x.shape[1]):
-    values, counts = np.unique(x[:, j], return_counts=True)
-    top = int(counts.argmax())
-    if counts[top] >= share * len(x):
-      out.append(f"{_name(names, j)}: {counts[top] / len(x):.0%} of the rows hold one value "
-                 f"({values[top]:.6g}); its noise scale is bounded below by the noise floor, "
+    value, held = _most_common(x[:, j])
+    if held >= share:
+      out.append(f"{_name(names, j)}: {held:.0%} of the rows hold one value "
+                 f"({value:.6g}); its noise scale is bounded below by the noise floor, "
                  "and regimes may form around the value")
   return out
 
@@ -54,11 +60,10 @@ def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
     if len(rows) < min_rows:
       continue
     for j in range(x.shape[1]):
-      values, counts = np.unique(rows[:, j], return_counts=True)
-      top = int(counts.argmax())
-      if counts[top] >= share * len(rows):
-        out.append(f"regime {int(k)}: {counts[top] / len(rows):.0%} of its rows hold one value "
-                   f"of {_name(names, j)} ({values[top]:.6g}); only the noise floor bounds its "
+      value, held = _most_common(rows[:, j])
+      if held >= share:
+        out.append(f"regime {int(k)}: {held:.0%} of its rows hold one value "
+                   f"of {_name(names, j)} ({value:.6g}); only the noise floor bounds its "
                    "likelihood there: read this regime with care")
   return out
 

@@ -36,6 +36,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy import special, stats
 
+from vcm_jax import graphs
+
 _INF = np.inf
 GAIN, SHIFT, SCALE = -3.0, 4.5, 20.0
 C_RATE, C_SHIFT, C_SCALE = 3.0, 3.8, 10.0
@@ -145,28 +147,12 @@ def _exact(v: float) -> float:
 
 # --- the generic simulator and likelihood -------------------------------------------------
 
-def _topological(adj: np.ndarray) -> list:
-  n = adj.shape[0]
-  indeg, order = adj.sum(0).astype(int), []
-  ready = [j for j in range(n) if indeg[j] == 0]
-  while ready:
-    j = ready.pop(0)
-    order.append(j)
-    for c in np.flatnonzero(adj[j]):
-      indeg[c] -= 1
-      if indeg[c] == 0:
-        ready.append(int(c))
-  if len(order) != n:
-    raise ValueError("the graph has a cycle")
-  return order
-
-
 def _simulate(rng, n_rows, adj, names, targets, changes, weights, conditional) -> Family:
   weights = np.asarray(weights, np.float64)
   weights = weights / weights.sum()
   z = rng.choice(len(weights), size=n_rows, p=weights)
   x = np.zeros((n_rows, adj.shape[0]), np.float64)
-  for j in _topological(adj):
+  for j in graphs.kahn_order(adj):
     for k in range(len(weights)):
       rows = np.flatnonzero(z == k)
       if rows.size:
@@ -338,7 +324,7 @@ def heteroscedastic(seed: int, n_rows: int = 8000) -> Family:
 
   pilot = np.random.default_rng([seed, 1])  # the observational scales, before the data
   xp = np.zeros((2000, n))
-  for j in _topological(adj):
+  for j in graphs.kahn_order(adj):
     loc, scale = parts(xp, j, 0)
     xp[:, j] = loc + scale * pilot.normal(size=2000)
     typical[j] = np.median(scale)
@@ -402,7 +388,7 @@ def floored_counts(seed: int, n_rows: int = 8000) -> Family:
 
   pilot = np.random.default_rng([seed, 1])  # the bounds, from observational draws
   xp = np.zeros((2000, n))
-  for j in _topological(adj):
+  for j in graphs.kahn_order(adj):
     if kind[j] == "floor":
       cond = conditional(xp, j, 0)._replace(kind="normal")
       latent = sample(cond, pilot, 2000)

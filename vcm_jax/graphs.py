@@ -58,6 +58,25 @@ def topological_order(adj: jax.Array) -> jax.Array:
   return jnp.argsort(node_depths(adj), stable=True).astype(jnp.int32)
 
 
+def kahn_order(adj) -> list[int]:
+  """A topological order on the host (Kahn's algorithm, ready nodes first-in first-out),
+  for simulators that draw node by node; ``ValueError`` on a cycle. (``topological_order``
+  is the jittable one; the two may order independent nodes differently.)"""
+  adj = np.asarray(adj)
+  indeg, order = (adj > 0).sum(0).astype(int), []
+  ready = [j for j in range(len(adj)) if indeg[j] == 0]
+  while ready:
+    j = ready.pop(0)
+    order.append(j)
+    for c in np.flatnonzero(adj[j]):
+      indeg[c] -= 1
+      if indeg[c] == 0:
+        ready.append(int(c))
+  if len(order) != len(adj):
+    raise ValueError("the graph has a cycle")
+  return order
+
+
 def max_in_degree(adj) -> int:
   """Largest number of parents of any node, over any leading batch axes (host)."""
   adj = np.asarray(adj)
