@@ -72,7 +72,6 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
 
   found = structure.structural_em(fit_regimes, xs, start=start, max_rounds=max_rounds,
                                   max_parents=mp)
-  fam = structure.family_scores(xs, found.weights, found.changes, max_parents=mp)
   edge = lambda e: [names[e[0]], names[e[1]]]
   out = {"adjacency": found.adj.astype(int), "max_parents": mp, "score": found.score,
          "rounds": [dict(round=h["round"], bic=h["log_px"], n_edges=int(h["adj"].sum()),
@@ -85,7 +84,7 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
                         gain=float(r["gain"]), reverse_gain=float(r["reverse_gain"]),
                         oriented=bool(r["decided"])) for r in found.edges]}
   if start is not None:
-    out["changes"] = changes_from(fam, np.asarray(start), found.adj, names)
+    out["changes"] = changes_from(found.family, np.asarray(start), found.adj, names)
   return out
 
 

@@ -657,6 +657,7 @@ class StructuralEM(NamedTuple):
   changes: np.ndarray       # [K, N]
   history: list             # one dict per fitted graph
   edges: list               # edge_report of the best graph under its own posterior
+  family: "FamilyScores"     # the family scores under that posterior
 
 
 def _edge_diff(old: np.ndarray, new: np.ndarray) -> dict:
@@ -723,4 +724,4 @@ def structural_em(fit_regimes: Callable, x, *, start=None, max_rounds: int = 6,
   b_adj, b_score, b_w, b_c, b_fam = best
   edges = edge_report(b_fam, b_adj, method=method) if report else []
   return StructuralEM(adj=b_adj, score=b_score, weights=b_w, changes=b_c, history=history,
-                      edges=edges)
+                      edges=edges, family=b_fam)
