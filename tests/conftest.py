@@ -248,3 +248,15 @@ def early(request):
   if job is None:
     raise TypeError(f"{request.node.nodeid} uses the 'early' fixture without an early(job=) mark")
   return _submit(job).result()
+
+
+@pytest.fixture(scope="module")
+def short_default():
+  """``vcm_jax.config.data_default`` with at most 400 steps (its stopping rule stops the
+  tests' small fits at 800): every default-path test in the module runs the default's
+  own code path on a test's budget."""
+  from vcm_jax import config
+  data_default = config.data_default
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(config, "data_default", lambda: data_default().replace(num_steps=400))
+    yield

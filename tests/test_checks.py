@@ -16,8 +16,9 @@ CFG = vcm_jax.FitConfig(mechanism="linear", num_steps=300, pooled_steps=50, rest
 
 
 def _fit(x):
-  return vcm_jax.fit_graph(jax.random.key(0), jnp.asarray(x), jnp.asarray(test_sparse.ADJ, float),
-                           config=CFG, max_parents=2)
+  fit_graph = jax.jit(vcm_jax.fit_graph, static_argnames=("config", "max_parents"))
+  return fit_graph(jax.random.key(0), jnp.asarray(x), jnp.asarray(test_sparse.ADJ, float),
+                   config=CFG, max_parents=2)
 
 
 def test_gap_and_z_match_numpy_on_the_whole_rows():

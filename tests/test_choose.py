@@ -50,7 +50,7 @@ def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds(
   np.testing.assert_allclose(best["icl"], best["bic"] - best["entropy"])
   np.testing.assert_allclose(best["bic"], best["log_px"] * 2000 - 0.5 * np.log(2000) * 28,
                              rtol=1e-6)
-  x2, _, _ = test_sparse._multi_target_data()
+  x2, _, _ = test_sparse._multi_target_data(n=2000)
   multi = choose.choose_model(jax.random.key(0), x2, test_sparse.ADJ, BASE, noises=("gauss",),
                               k_candidates=(2, 3))
   assert multi.config.decoder == "sparse", multi.table
@@ -69,7 +69,7 @@ def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds(
 def test_padded_candidates_are_the_unpadded_fits_in_one_program():
   """Sparse candidates of K = 2 and 3 share one compiled program (padded to K = 3); each
   is the fit of its own K: the same log p(x) and the same parameters once unpadded."""
-  x, _, _ = test_sparse._multi_target_data()
+  x, _, _ = test_sparse._multi_target_data(n=2000)
   cfgs = [BASE.replace(decoder="sparse", n_regimes=k, num_steps=100) for k in (2, 3)]
   choose._fit_and_score.cache_clear()
   padded = choose.fit_candidates(jax.random.key(0), x, test_sparse.ADJ, cfgs)

@@ -182,10 +182,11 @@ def test_the_sparse_latent_starts_from_the_single_target_fit_it_contains():
   adj = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
   choice = choose.choose_model(jax.random.key(0), x, adj,
                                vcm_jax.config.data_default().replace(outlier_fraction=0.0,
-                                                                     num_steps=1000),
-                               selection=choose.Selection(noises=("gauss",),
+                                                                     num_steps=200),
+                               selection=choose.Selection(decoders=("structured", "sparse"),
+                                                          noises=("gauss",),
                                                           scales=("constant",),
-                                                          k_candidates=(2, 3)))
+                                                          k_candidates=(2,)))
   first = next(r for r in choice.table if r["decoder"] == "structured")
   nested = next(r for r in choice.table if r["decoder"] == "sparse" and r["n_regimes"] == 4)
   assert nested["log_px"] >= first["log_px"] - 1e-3 and "failed" not in nested, choice.table
@@ -249,3 +250,19 @@ def test_a_floored_column_is_censored_not_a_point_of_infinite_density():
   uncensored = vcm_jax.fit(x, np.array([[0, 1], [0, 0]]),
                            config=FitConfig(num_steps=200, censor_share=0.0))
   assert float(uncensored.log_prob(x[pinned]).mean()) > float(lp[pinned].mean()) + 1.0
+
+
+@pytest.mark.fast
+def test_censoring_is_left_out_only_where_no_column_has_a_bound():
+  """The tail terms leave the program where no column holds a bound (a continuous
+  column's extremes are single rows); a floor held by 1% of the rows, and 10, keeps them,
+  as does one held by exactly 10 of 1000; 9 of 1000 is no bound."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1000, 3)).astype(np.float32)
+  cfg = FitConfig()
+  assert train.without_unused_censoring(cfg, x).censor_share == 0.0
+  for pinned, kept in ((10, True), (9, False)):
+    floored = x.copy()
+    floored[:pinned, 2] = floored[:, 2].max() + 1.0  # a ceiling held by ``pinned`` rows
+    assert (train.without_unused_censoring(cfg, floored).censor_share > 0) == kept, pinned
+  assert train.without_unused_censoring(cfg.replace(censor_share=0.0), x).censor_share == 0.0

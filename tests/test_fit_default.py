@@ -10,8 +10,11 @@ from vcm_jax import choose, config as fit_config, metrics, scm
 
 NAMES = ("w", "x", "y", "z")
 ADJ = np.array([[0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
-# The default with shorter training: the same code path, a test's budget.
+# The default's choice on a test's budget: one noise family, one scale model, two K.
 SELECTION = choose.Selection(noises=("gauss",), scales=("constant",), k_candidates=(2, 3))
+
+# The data default with fewer steps (conftest.py): the same code path, a test's budget.
+pytestmark = pytest.mark.usefixtures("short_default")
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ def _start(data_dir, workdir, *extra):
          "--config.train.pooled_steps=20", "--config.train.num_steps=100",
          "--config.train.batch_size=500", "--config.train.checkpoint_every=0",
          "--config.plots=False", "--config.selection.decoders=",  # one model: sharding is the point
+         "--config.selection.yardstick=False",
          f"--workdir={workdir}", *extra],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f)
   return proc, log

@@ -215,6 +215,7 @@ def _four_node_data():
 _QUICK = dict(noises=("gauss",), scales=("constant",), k_candidates=(2, 3), yardstick=False)
 
 
+@pytest.mark.usefixtures("short_default")
 def test_fit_without_a_graph_learns_it_and_repair_restores_a_missing_edge():
   """``vcm_jax.fit(x)`` learns the DAG with the regimes (structural EM, exact E-step);
   from a graph missing the edge 2 -> 3, ``graph_search='repair'`` puts it back and says

@@ -233,6 +233,7 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
   each fit with ``keys[i]`` (or one key for all)."""
   if not cfgs:
     return []
+  cfgs = [train.without_unused_censoring(c, x) for c in cfgs]
   x = jnp.asarray(x, jnp.float32)
   adj = np.asarray(adj)
   idx, mask = graphs.parent_table(jnp.asarray(adj), _max_parents(adj, cfgs))
@@ -328,6 +329,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   """
   sel = selection.pop("selection", None) or Selection(**selection)
   adj, n = np.asarray(adj), np.asarray(adj).shape[0]
+  base = train.without_unused_censoring(base, x)
   x = jnp.asarray(x, jnp.float32)
 
   def fitted(cfgs, start=None):
@@ -476,6 +478,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   yardstick). Returns the ``ModelChoice`` whose ``fit`` is that final fit, with its
   ``warnings`` and ``extra`` (gross errors, yardstick, settings, thresholds)."""
   x = np.asarray(x, np.float32)
+  base = train.without_unused_censoring(base, x)
   gross = base.outlier_fraction
   # Gross errors come last, from the plain fit (``_gross_error_stage``): a model that
   # starts with them explains a near-deterministic mechanism's regime change as wild
