@@ -151,6 +151,8 @@ def test_free_decoder_chooses_k(dataset, tmp_path):
   config.selection.decoders = ""  # the free decoder as given, its K by held-out log p(x)
   config.model.decoder = "free"
   config.model.k_candidates = (2, 5)
+  config.train.num_steps = 200  # (with 50 pooled: the order of the K scores is settled)
+  config.train.checkpoint_every = 0
   payload = driver.run(config, str(tmp_path))
   summary = payload["summary"]
   scores = summary["k_selection"]["heldout_log_px"]
