@@ -241,3 +241,19 @@ def test_fit_without_a_graph_learns_it_and_repair_restores_a_missing_edge():
                                           learned.n_regimes))
   ceiling = float(metrics.adjusted_rand_index(jnp.asarray(r), jnp.asarray(bayes), 5))
   assert ari > ceiling - 0.03, (ari, ceiling)
+
+
+@pytest.mark.fast
+def test_is_dag_agrees_with_networkx():
+  """``structure.is_dag`` (the one cycle test of the search and the repair's changes)
+  against networkx on random directed graphs, cyclic and not."""
+  rng = np.random.default_rng(0)
+  verdicts = []
+  for _ in range(200):
+    n = int(rng.integers(1, 7))
+    adj = (rng.random((n, n)) < rng.uniform(0.05, 0.4)).astype(int)
+    np.fill_diagonal(adj, 0)
+    want = nx.is_directed_acyclic_graph(nx.from_numpy_array(adj, create_using=nx.DiGraph))
+    assert st.is_dag(adj) == want, adj
+    verdicts.append(want)
+  assert 20 < sum(verdicts) < 180  # both kinds were drawn

@@ -98,7 +98,7 @@ def changes_from(fam, given, learned, names) -> list[dict]:
 
   def gain_of(undone):
     try:
-      return float(base - structure.graph_score(fam, undone)) if _acyclic(undone) else math.nan
+      return float(base - structure.graph_score(fam, undone)) if structure.is_dag(undone) else math.nan
     except (KeyError, ValueError):
       return math.nan
 
@@ -115,7 +115,3 @@ def changes_from(fam, given, learned, names) -> list[dict]:
     out.append(dict(change="removed", source=names[i], target=names[j], gain=gain_of(undone)))
   return out
 
-
-def _acyclic(adj) -> bool:
-  import networkx as nx
-  return nx.is_directed_acyclic_graph(nx.DiGraph(np.asarray(adj, int)))

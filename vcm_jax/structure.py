@@ -296,7 +296,8 @@ def _reach(adj: np.ndarray) -> np.ndarray:
     r = nxt
 
 
-def _is_dag(adj) -> bool:
+def is_dag(adj) -> bool:
+  """Whether the 0/1 adjacency ``adj`` has no directed cycle (no node reaches itself)."""
   return not np.diag(_reach(np.asarray(adj))).any()
 
 
@@ -509,7 +510,7 @@ def _search(tables, *, start, forbidden, required, method, restarts, tabu_steps,
     start = np.where(np.asarray(required) > 0, 1, start)
   if forbidden is not None:
     start = np.where(np.asarray(forbidden) > 0, 0, start)
-  if not _is_dag(start):
+  if not is_dag(start):
     raise ValueError("start graph (with the required edges) has a cycle")
   return _hill(tables, n, start, restarts=restarts, tabu_steps=tabu_steps, seed=seed,
                max_steps=max_steps)
