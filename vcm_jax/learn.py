@@ -98,7 +98,9 @@ def changes_from(fam, given, learned, names) -> list[dict]:
 
   def gain_of(undone):
     try:
-      return float(base - structure.graph_score(fam, undone)) if structure.is_dag(undone) else math.nan
+      if not structure.is_dag(undone):
+        return math.nan
+      return float(base - structure.graph_score(fam, undone))
     except (KeyError, ValueError):
       return math.nan
 
