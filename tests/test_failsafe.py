@@ -224,6 +224,13 @@ def test_a_censored_reading_has_the_tail_probability(noise):
   out = densities.censored(jnp.zeros(3), cells, mean, math.log(sd), -2.0, 2.0, log_cdf)
   np.testing.assert_allclose(np.asarray(out), [law.logcdf(-2.0), 0.0, law.logsf(2.0)],
                              atol=2e-5)
+  # Its gradient is finite at a bound, inside, and where a column has none (+-inf).
+  lower = jnp.asarray([-2.0, -2.0, -jnp.inf])
+  upper = jnp.asarray([2.0, 2.0, jnp.inf])
+  grad = jax.grad(lambda m, s: densities.censored(
+      densities.log_density(noise, dof)(cells, m, s), cells, m, s, lower, upper,
+      log_cdf).sum(), argnums=(0, 1))(mean, math.log(sd))
+  assert all(np.isfinite(np.asarray(g)) for g in grad), grad
 
 
 def test_a_floored_column_is_censored_not_a_point_of_infinite_density():
