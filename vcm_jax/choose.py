@@ -42,7 +42,7 @@ from vcm_jax import api, checks, diagnose, graphs, model as model_lib, parameter
 from vcm_jax import rows as rows_lib
 from vcm_jax.init import GATE_START
 from vcm_jax.select import default_k, seed_of
-from vcm_jax.config import FitConfig, choices
+from vcm_jax.config import FitConfig, choices, scale_can_read_parents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,8 +419,8 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
 def _other_scales(start: _Fitted, sel: Selection, fitted) -> list:
   """``start``'s model under the other scale models, each continued from it: a scale
   that depends on the parents contains the constant one (its head starts at 0)."""
-  if start.cfg.mechanism != "mlp" or start.cfg.scale != "learned":
-    return []  # the parents' scale head rides on the mechanism MLP
+  if not scale_can_read_parents(start.cfg):
+    return []
   return [f for scale in sel.scales if scale != start.cfg.scale_model
           for f in fitted([start.cfg.replace(scale_model=scale)], start)]
 

@@ -152,6 +152,12 @@ def group_of() -> dict[str, str]:
   return {f.name: f.metadata["group"] for f in dataclasses.fields(FitConfig)}
 
 
+def scale_can_read_parents(cfg: FitConfig) -> bool:
+  """Whether ``scale_model='parents'`` applies: its head reads the mechanism MLP's last
+  hidden layer, and only a learned scale has one."""
+  return cfg.mechanism == "mlp" and cfg.scale == "learned"
+
+
 def validate(cfg: FitConfig) -> None:
   """Raise ``ValueError`` naming the first impossible value (and the allowed ones)."""
   def need(ok, msg):
@@ -181,7 +187,7 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.stop_tolerance == 0 or cfg.num_steps % cfg.stop_window == 0,
        f"train.num_steps={cfg.num_steps} must be a multiple of train.stop_window="
        f"{cfg.stop_window} when the stopping rule is on (stop_tolerance > 0)")
-  need(cfg.scale_model == "constant" or (cfg.mechanism == "mlp" and cfg.scale == "learned"),
+  need(cfg.scale_model == "constant" or scale_can_read_parents(cfg),
        "model.scale_model='parents' needs model.mechanism='mlp' and model.scale='learned'")
   need(cfg.noise_dof > 2, f"model.noise_dof={cfg.noise_dof} must be > 2 (a finite variance)")
   need(0 <= cfg.censor_share < 1, f"model.censor_share={cfg.censor_share} must be in [0, 1)")

@@ -85,7 +85,7 @@ def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
 
 
 def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
-                   log_floor=None, bounds=None):
+                   constants=None):
   """Parameters a fit starts from, for standardised data ``x: [S, N]``.
 
   Returns the parameters and the key that seeds the training steps (the split
@@ -96,10 +96,7 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
   cfg = model.cfg
   k_init, k_pool, k_train, k_seed = jax.random.split(key, 4)
   params = init_params(k_init, model, parent_idx, parent_mask)
-  if log_floor is not None:  # a constant that rides in the parameters (never trained)
-    params["log_floor"] = log_floor
-  if bounds is not None:  # likewise the censoring bounds
-    params["censor_lower"], params["censor_upper"] = bounds
+  params.update(constants or {})  # the data's constants ride in the parameters (never trained)
   if cfg.init == "surprise":
     params = pooled_prefit(k_pool, model, params, x, parent_idx, parent_mask)
     dec = params["decoder"]["params"]

@@ -101,32 +101,50 @@ def noise_log_floor(cfg: FitConfig, x, scale):
   return jnp.log(floor / scale)
 
 
+def pinned_extremes(x, share: float, xp=jnp):
+  """``(lowest, highest, lowest pinned, highest pinned)`` per column of ``x: [S, N]``: an
+  extreme is pinned (a floor or a ceiling: a saturated sensor, a detection limit, zero
+  counts) where at least ``share`` of the rows, and 10, hold it exactly. ``xp``: ``jnp``
+  (jit-safe) or ``np`` (on the host)."""
+  lo, hi = x.min(axis=0), x.max(axis=0)
+  need = xp.maximum(share * x.shape[0], 10.0)
+  pinned = lambda b: (x == b[None]).sum(axis=0) >= need
+  return lo, hi, pinned(lo), pinned(hi)
+
+
 def censoring_bounds(cfg: FitConfig, x, loc, scale):
   """``(lower, upper)`` ``[N]`` censoring bounds in the fit's units (``-inf`` / ``inf``
-  where none), or None (``cfg.censor_share`` 0): a column's smallest (largest) value is
-  a floor (ceiling) where at least that share of the rows, and 10, hold it exactly
-  (a saturated sensor, a detection limit, zero counts). Jit-safe."""
+  where none), or None (``cfg.censor_share`` 0): the pinned extremes. Jit-safe."""
   if cfg.censor_share <= 0:
     return None
-  lo, hi = x.min(axis=0), x.max(axis=0)
-  need = jnp.maximum(cfg.censor_share * x.shape[0], 10.0)
-  pinned = lambda b: jnp.sum(x == b[None], axis=0) >= need
+  lo, hi, lo_pinned, hi_pinned = pinned_extremes(x, cfg.censor_share)
   to_fit = lambda b: (b - loc) / scale
-  return (jnp.where(pinned(lo), to_fit(lo), -jnp.inf), jnp.where(pinned(hi), to_fit(hi), jnp.inf))
+  return jnp.where(lo_pinned, to_fit(lo), -jnp.inf), jnp.where(hi_pinned, to_fit(hi), jnp.inf)
 
 
 def without_unused_censoring(cfg: FitConfig, x) -> FitConfig:
   """``cfg`` with ``censor_share`` 0 where no column of the host rows ``x: [S, N]`` has
-  a bound under ``censoring_bounds``'s rule: the tail terms are then never used, and
-  leaving them out of the program cuts a third of a small fit's compile and run time
-  (measured on a 4-node default fit). The fit is the same (every bound would be
-  infinite)."""
+  a pinned extreme (``censoring_bounds`` would find no bound): the tail terms are then
+  never used, and leaving them out of the program cuts a third of a small fit's compile
+  and run time (measured on a 4-node default fit). The fit is the same."""
   if cfg.censor_share <= 0:
     return cfg
-  x = np.asarray(x)
-  need = max(cfg.censor_share * x.shape[0], 10.0)
-  pinned = ((x == x.min(axis=0)).sum(axis=0) >= need) | ((x == x.max(axis=0)).sum(axis=0) >= need)
-  return cfg if pinned.any() else cfg.replace(censor_share=0.0)
+  _, _, lo_pinned, hi_pinned = pinned_extremes(np.asarray(x), cfg.censor_share, np)
+  return cfg if (lo_pinned | hi_pinned).any() else cfg.replace(censor_share=0.0)
+
+
+def data_constants(cfg: FitConfig, x, loc, scale) -> dict:
+  """The constants a fit reads from its data and carries in its parameters (never
+  trained): ``log_floor`` (``noise_log_floor``) and ``censor_lower`` / ``censor_upper``
+  (``censoring_bounds``), each where the config has it."""
+  out = {}
+  log_floor = noise_log_floor(cfg, x, scale)
+  if log_floor is not None:
+    out["log_floor"] = log_floor
+  bounds = censoring_bounds(cfg, x, loc, scale)
+  if bounds is not None:
+    out["censor_lower"], out["censor_upper"] = bounds
+  return out
 
 
 class TrainState(NamedTuple):
@@ -191,9 +209,9 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
   # Plateaus the rule meets before it stops: with 'plateau' each but the last cuts the rate.
   plateaus_to_stop = cfg.plateau_decays + 1 if cfg.lr_schedule == "plateau" else 1
 
-  def init_one(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None, bounds=None):
+  def init_one(key, xs, parent_idx, parent_mask, n_active=None, constants=None):
     params, k_train = initial_params(key, model, xs, parent_idx, parent_mask, n_active,
-                                     log_floor, bounds)
+                                     constants)
     return params, optimizer.init(params), jax.random.key_data(k_train)
 
   if model.sparse:  # the sparse stage starts from a free-decoder fit of the same K
@@ -201,12 +219,10 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
     dense = make_trainer(cfg.replace(decoder="free", standardize=False), n_nodes=n_nodes,
                          max_parents=max_parents)
 
-  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None, log_floor=None,
-                   bounds=None):
+  def sparse_start(key, xs, parent_idx, parent_mask, n_active=None, constants=None):
     """Every restart's free-decoder fit (to its stopping rule, or ``num_steps``), turned
     into sparse parameters."""
-    state = dense.init(key, xs, parent_idx, parent_mask, n_active, log_floor=log_floor,
-                       bounds=bounds)
+    state = dense.init(key, xs, parent_idx, parent_mask, n_active, constants=constants)
     state, _ = run_to_stop(dense, state, xs, parent_idx, parent_mask)
     m = dense.model
 
@@ -219,40 +235,34 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       sums = sum_rows(per_row, xs, rows_per_block(m.n_categories * m.n_nodes))
       mean, scale, weights = (a / xs.shape[0] for a in sums)
       out = sparse_from_free(model, p, mean, scale, weights)
-      out = out if log_floor is None else dict(out, log_floor=log_floor)
-      if bounds is not None:
-        out = dict(out, censor_lower=bounds[0], censor_upper=bounds[1])
-      return out
+      return dict(out, **constants)
 
     params = jax.vmap(convert)(state.params)
     key_data = jax.vmap(lambda k: jax.random.key_data(
         jax.random.fold_in(jax.random.wrap_key_data(k), 1)))(state.key_data)
     return params, jax.vmap(optimizer.init)(params), key_data
 
-  def init(key, x, parent_idx, parent_mask, n_active=None, log_floor=None,
-           bounds=None) -> TrainState:
+  def init(key, x, parent_idx, parent_mask, n_active=None, constants=None) -> TrainState:
     """``n_active`` (free and sparse decoders; a traced int): a fit of that many regimes,
     padded to ``cfg.n_regimes`` (``model.take_regimes`` reads it back), so that fits of
-    several K are one compiled program. ``log_floor``: ``[N]`` the noise floor in the
-    fit's units (None: ``cfg.noise_floor`` read on ``x``)."""
+    several K are one compiled program. ``constants``: the data's constants in the fit's
+    units (None: ``data_constants`` read on ``x``)."""
     if n_active is not None and (model.structured or cfg.prior != "learned"):
       raise ValueError("n_active pads the free or sparse decoder with a learned prior")
     if cfg.standardize:  # with gross errors in the model, in units they cannot move
       xs, loc, scale = units.standardize(x, robust=cfg.robust_units or cfg.outlier_fraction > 0)
     else:  # the data's own units: loc 0, scale 1
       xs, loc, scale = x, jnp.zeros(x.shape[-1], x.dtype), jnp.ones(x.shape[-1], x.dtype)
-    if log_floor is None:
-      log_floor = noise_log_floor(cfg, x, scale)
-    if bounds is None:
-      bounds = censoring_bounds(cfg, x, loc, scale)
+    if constants is None:
+      constants = data_constants(cfg, x, loc, scale)
     if model.sparse:
       params, opt_state, key_data = sparse_start(key, xs, parent_idx, parent_mask, n_active,
-                                                 log_floor, bounds)
+                                                 constants)
     else:
       keys = jax.random.split(key, cfg.restarts)
       params, opt_state, key_data = jax.vmap(
-          init_one, in_axes=(0, None, None, None, None, None, None))(
-              keys, xs, parent_idx, parent_mask, n_active, log_floor, bounds)
+          init_one, in_axes=(0, None, None, None, None, None))(
+              keys, xs, parent_idx, parent_mask, n_active, constants)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key_data, loc, scale,
                       _initial_stop(cfg.restarts))
 
