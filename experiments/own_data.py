@@ -134,7 +134,7 @@ def graph_changes(given, learned, names) -> list[dict]:
   """The changes from ``given`` to ``learned`` without their score gains (the graph was
   learned from scratch): added, reversed (given as target -> source), removed."""
   return [dict(change=kind, source=names[i], target=names[j])
-          for i, j, kind in plots.graph_edges(learned, np.asarray(given) != 0) if kind != "kept"]
+          for i, j, kind in graphs.edge_changes(learned, given) if kind != "kept"]
 
 
 def _log_graph_learning(learned: dict) -> None:
@@ -215,6 +215,15 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
   return choice.fit, choice.summary(), choice.misfit_flags(len(data.names))
 
 
+def _max_parents(adj, cfg) -> int:
+  """The parent-table width for ``adj`` (``graphs.resolve_max_parents``); a bad
+  ``model.max_parents`` is the user's one-line error."""
+  try:
+    return graphs.resolve_max_parents(adj, cfg.max_parents)
+  except ValueError as err:
+    raise loop.UserError(f"config: {err}") from None
+
+
 def run(config, workdir: str) -> dict:
   """Fit a user's data and graph; write assignments.csv, posterior.npy, regimes.json,
   metrics.json, plots; a graph learned or repaired first (``graph_search``): graph.csv,
@@ -234,10 +243,7 @@ def run(config, workdir: str) -> dict:
     raise loop.UserError(str(err)) from None
   search = graph_search(config, data.adj is not None)  # before the workdir is touched
   if search == "":
-    try:
-      max_parents = graphs.resolve_max_parents(data.adj, cfg.max_parents)
-    except ValueError as err:
-      raise loop.UserError(f"config: {err}") from None
+    max_parents = _max_parents(data.adj, cfg)
   n = len(data.names)
   if config.data.get("dataset"):
     inputs = {"dataset": config.data.dataset}
@@ -254,10 +260,7 @@ def run(config, workdir: str) -> dict:
   if search:  # the learned graph is the run's graph from here on
     learned = _learn_graph(config, cfg, data, search, workdir)
     data = data._replace(adj=learned["adjacency"])
-    try:
-      max_parents = graphs.resolve_max_parents(data.adj, cfg.max_parents)
-    except ValueError as err:
-      raise loop.UserError(f"config: {err}") from None
+    max_parents = _max_parents(data.adj, cfg)
   selection_cfg = selection_of(config)
   x_train = jnp.asarray(data.x[data.train_rows])
   model_selection, selection, misfit = None, None, None

@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vcm_jax import graphs  # noqa: E402
+
 
 def training_curves(path, rows):
   steps = [r["step"] for r in rows]
@@ -164,24 +166,6 @@ GRAPH_COLOURS = {"kept": "black", "learned": "black", "added": "tab:green",
                  "reversed": "tab:orange", "removed": "tab:red"}
 
 
-def graph_edges(adj, given=None):
-  """``[(i, j, kind)]``: every edge of ``adj`` (kind ``learned`` without a given graph;
-  else ``kept``, ``added`` or ``reversed``: given as ``j -> i``) and every edge ``i -> j``
-  of ``given`` that ``adj`` has in neither direction (``removed``)."""
-  adj = np.asarray(adj) != 0
-  out = []
-  for i, j in zip(*np.nonzero(adj)):
-    if given is None:
-      kind = "learned"
-    else:
-      kind = "kept" if given[i, j] else "reversed" if given[j, i] else "added"
-    out.append((int(i), int(j), kind))
-  if given is not None:
-    given = np.asarray(given) != 0
-    out += [(int(i), int(j), "removed") for i, j in zip(*np.nonzero(given & ~adj & ~adj.T))]
-  return out
-
-
 def graph(path, adj, names, given=None, edges=None):
   """The learned graph, with each change from ``given`` marked: added edges green,
   reversed orange, removed dashed red; an edge whose orientation the data do not decide
@@ -192,7 +176,7 @@ def graph(path, adj, names, given=None, edges=None):
   n = len(names)
   given = None if given is None else np.asarray(given) != 0
   undecided = {(e["source"], e["target"]) for e in (edges or []) if not e["oriented"]}
-  shown = graph_edges(adj, given)
+  shown = graphs.edge_changes(adj, given)
   open_edges = [(i, j) for i, j, kind in shown
                 if kind != "removed" and (names[i], names[j]) in undecided]
   g = nx.DiGraph()

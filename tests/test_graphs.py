@@ -206,3 +206,13 @@ def test_property_sampled_dag_is_acyclic(n, p, seed):
   assert _is_dag(adj)
   assert np.all(np.diag(adj) == 0)
   graphs.validate_dag(adj)  # raises on any cycle or self-loop
+
+
+@pytest.mark.fast
+def test_edge_changes_names_kept_added_reversed_and_removed():
+  stated = np.array([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
+  learned = np.array([[0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]])
+  assert graphs.edge_changes(learned, stated) == [
+      (0, 1, "kept"), (2, 0, "reversed"), (3, 0, "added"), (1, 3, "removed")]
+  assert graphs.edge_changes(learned) == [(0, 1, "learned"), (2, 0, "learned"),
+                                          (3, 0, "learned")]

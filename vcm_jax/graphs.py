@@ -77,6 +77,24 @@ def kahn_order(adj) -> list[int]:
   return order
 
 
+def edge_changes(adj, given=None) -> list[tuple[int, int, str]]:
+  """``[(i, j, kind)]``: every edge of ``adj`` (kind ``learned`` without a given graph;
+  else ``kept``, ``added`` or ``reversed``: given as ``j -> i``), in row-major order, then
+  every edge ``i -> j`` of ``given`` that ``adj`` has in neither direction (``removed``)."""
+  adj = np.asarray(adj) != 0
+  given = None if given is None else np.asarray(given) != 0
+  out = []
+  for i, j in zip(*np.nonzero(adj)):
+    if given is None:
+      kind = "learned"
+    else:
+      kind = "kept" if given[i, j] else "reversed" if given[j, i] else "added"
+    out.append((int(i), int(j), kind))
+  if given is not None:
+    out += [(int(i), int(j), "removed") for i, j in zip(*np.nonzero(given & ~adj & ~adj.T))]
+  return out
+
+
 def max_in_degree(adj) -> int:
   """Largest number of parents of any node, over any leading batch axes (host)."""
   adj = np.asarray(adj)

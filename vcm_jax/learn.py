@@ -21,7 +21,7 @@ import math
 import jax
 import numpy as np
 
-from vcm_jax import structure
+from vcm_jax import graphs, structure
 from vcm_jax.config import FitConfig
 
 # Parent sets scored per graph search: every subset up to the largest size that keeps
@@ -104,16 +104,13 @@ def changes_from(fam, given, learned, names) -> list[dict]:
     except (KeyError, ValueError):
       return math.nan
 
-  for i, j in zip(*np.nonzero(learned & ~given)):
-    undone = learned.copy()
-    undone[i, j] = False
-    kind = "reversed" if given[j, i] else "added"
+  for i, j, kind in graphs.edge_changes(learned, given):
+    if kind == "kept":
+      continue
+    undone = learned.copy()  # the change undone: back to the given edge (or none)
+    undone[i, j] = kind == "removed"
     if kind == "reversed":
       undone[j, i] = True
     out.append(dict(change=kind, source=names[i], target=names[j], gain=gain_of(undone)))
-  for i, j in zip(*np.nonzero(given & ~learned & ~learned.T)):
-    undone = learned.copy()
-    undone[i, j] = True
-    out.append(dict(change="removed", source=names[i], target=names[j], gain=gain_of(undone)))
   return out
 
