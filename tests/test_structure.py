@@ -105,6 +105,78 @@ def test_search_recovers_true_dag_with_true_regimes():
   assert st.graph_score(fam, np.zeros_like(adj)) < exact_score - 100
 
 
+@pytest.mark.fast
+def test_free_family_scores_are_their_own_change_sets_scored_exactly():
+  """Each family's score is the reference score of the regimes it chose to change (the
+  shared copy refitted exactly on the others), at least that of no change and of every
+  single change (greedy forward's first steps), and on mean shifts with clear targets
+  the choice is the true target and is the best of all change sets that leave the shared copy some rows."""
+  rng = np.random.default_rng(3)
+  s, k = 900, 3
+  regime = rng.integers(0, k, s)
+  x0 = rng.normal(size=s) + 2.5 * (regime == 1)           # regime 1 shifts node 0
+  x1 = 0.9 * x0 + 0.6 * rng.normal(size=s) - 2.0 * (regime == 2)  # regime 2 shifts node 1
+  x2 = -0.7 * x1 + 0.5 * rng.normal(size=s)
+  x = np.column_stack([x0, x1, x2]) * np.array([3.0, 0.1, 1.0])
+  per_param = 0.5 * math.log(s)
+  for weights in (np.eye(k)[regime], 0.9 * np.eye(k)[regime] + 0.1 * rng.dirichlet(np.ones(k), s)):
+    fam, own = st.family_scores_free(x, weights, max_parents=2)
+    for node in range(3):
+      for c in range(fam.scores.shape[1]):
+        pa = [p for p in fam.parents[node, c] if p >= 0]
+        def ref(chosen):
+          changes = np.zeros((k, 3), bool)
+          changes[list(chosen), node] = True
+          return _reference_score(x, weights, changes, node, pa, per_param)
+        np.testing.assert_allclose(fam.scores[node, c], ref(np.flatnonzero(own[node, c])),
+                                   rtol=2e-5, atol=5e-2)
+        assert fam.scores[node, c] >= max(ref(()), *(ref((r,)) for r in range(k))) - 5e-2
+    truth = {0: ((), (1,)), 1: ((0,), (2,)), 2: ((1,), ())}
+    for node, (pa, target) in truth.items():
+      c = next(c for c in range(fam.scores.shape[1])
+               if sorted(p for p in fam.parents[node, c] if p >= 0) == list(pa))
+      assert tuple(np.flatnonzero(own[node, c])) == target, (node, own[node, c])
+      if weights[0].max() == 1.0:
+        changes = np.zeros((k, 3), bool)
+        best = max(_reference_score(x, weights, _set(changes, subset, node), node, pa, per_param)
+                   for size in range(k) for subset in itertools.combinations(range(k), size))
+        np.testing.assert_allclose(fam.scores[node, c], best, rtol=2e-5, atol=5e-2)
+    assert np.array_equal(st.search(fam, method="exact"), [[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+
+
+def _set(changes, subset, node):
+  out = changes.copy()
+  out[list(subset), node] = True
+  return out
+
+
+@pytest.mark.fast
+def test_schur_complement_is_the_residual_variance_of_a_solve():
+  rng = np.random.default_rng(0)
+  for d in (1, 3, 6):
+    m = rng.normal(size=(d + 1, 40))
+    cov = m @ m.T / 40
+    a, b, c = cov[:d, :d], cov[:d, d], cov[d, d]
+    got = float(st._schur_complement(jnp.asarray(a), jnp.asarray(b), jnp.asarray(c)))
+    np.testing.assert_allclose(got, c - b @ np.linalg.solve(a, b), rtol=1e-4)
+
+
+def test_learning_without_targets_or_labels_recovers_the_graph():
+  """Free targets: the true labels and no targets give the true graph and every regime's
+  target; the graph-free mixture's posterior in place of the labels (``learn.mixture_start``)
+  gives the true graph too."""
+  from vcm_jax import learn
+  x, regimes, adj, _ = _interventional()
+  n = adj.shape[0]
+  fam, own = st.family_scores_free(x, np.eye(n + 1)[regimes], max_parents=3)
+  found = st.search(fam, method="exact")
+  assert np.array_equal(found, adj)
+  np.testing.assert_array_equal(learn.family_changes(fam, own, adj), _single_target(n))
+  start, weights, _ = learn.mixture_start(jax.random.key(0), x, n_regimes=n + 1, max_parents=3)
+  assert _shd(start, adj) == 0, (start, adj)
+  assert weights.shape == (x.shape[0], n + 1)
+
+
 def _random_table(n, max_parents, seed):
   rng = np.random.default_rng(seed)
   parents, valid = st.parent_sets(n, max_parents)

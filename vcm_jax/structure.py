@@ -21,6 +21,7 @@ References:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Callable, NamedTuple, Sequence
@@ -114,9 +115,38 @@ def _copy_loglik(cov, weight, node, idx, var_floor):
   # column within a regime) solvable; it moves the residual by ~1e-7 relative.
   a = a + jnp.diag(1e-7 * jnp.diag(a) + 1e-12)
   b = jnp.where(on, cov[safe, node], 0.0)
-  beta = jnp.linalg.solve(a, b)
-  var = jnp.maximum(cov[node, node] - b @ beta, var_floor)
+  var = jnp.maximum(_schur_complement(a, b, cov[node, node]), var_floor)
   return -0.5 * weight * (_LOG_2PI + jnp.log(var) + 1.0)
+
+
+def _schur_complement(a, b, c):
+  """``c - b' a^-1 b`` for a small symmetric positive definite ``a`` ``[D, D]``: the last
+  pivot of Gaussian elimination on ``[[a, b], [b', c]]`` (no pivoting needed: the
+  pivots of an SPD matrix are positive), unrolled over the static ``D``.
+
+  Plain arithmetic rather than ``jnp.linalg.solve``: LAPACK's custom call, batched
+  inside the free-target search's ``scan`` within ``vmap`` within ``lax.map``, hung
+  XLA's CPU runtime now and then (no progress, no CPU use)."""
+  m = jnp.block([[a, b[:, None]], [b[None, :], c[None, None]]])
+  for i in range(a.shape[0]):
+    below = jnp.arange(m.shape[0]) > i
+    factor = jnp.where(below, m[:, i] / m[i, i], 0.0)
+    m = m - factor[:, None] * jnp.where(below, m[i], 0.0)[None, :]
+  return m[-1, -1]
+
+
+def _regime_moments(xs, weights):
+  """Per regime: weight ``[K]``, mean ``[K, N]`` and centred covariance ``[K, N, N]``."""
+  w_k = weights.sum(0)
+  w_safe = jnp.maximum(w_k, 1e-12)
+  mu = (weights.T @ xs) / w_safe[:, None]
+
+  def centred_cov(args):  # two passes (mean, then centred moments): no cancellation
+    w, m, tot = args
+    xc = xs - m
+    return (xc * w[:, None]).T @ xc / tot
+
+  return w_k, mu, jax.lax.map(centred_cov, (weights.T, mu, w_safe))
 
 
 @jax.jit
@@ -127,16 +157,7 @@ def _family_loglik(xs, weights, own, parents, var_floor, min_weight):
   of each node (-1 padded); parents: [N, C, D]. Returns loglik [N, C], copies [N].
   """
   n = xs.shape[1]
-  w_k = weights.sum(0)                                          # [K]
-  w_safe = jnp.maximum(w_k, 1e-12)
-  mu = (weights.T @ xs) / w_safe[:, None]                       # [K, N]
-
-  def centred_cov(args):  # two passes (mean, then centred moments): no cancellation
-    w, m, tot = args
-    xc = xs - m
-    return (xc * w[:, None]).T @ xc / tot
-
-  cov_k = jax.lax.map(centred_cov, (weights.T, mu, w_safe))     # [K, N, N]
+  w_k, mu, cov_k = _regime_moments(xs, weights)                 # [K], [K, N], [K, N, N]
 
   # Shared copy of node j: the regimes that do not own j, pooled exactly
   # (within-regime covariances plus the between-regime spread of their means).
@@ -224,6 +245,92 @@ def family_scores(x, weights, changes, *, max_parents: int = 3, candidates=None,
   scores = np.where(valid, loglik - cost, -np.inf)
   return FamilyScores(scores=scores, parents=parents, loglik=np.where(valid, loglik, -np.inf),
                       n_rows=s)
+
+
+@jax.jit
+def _free_family_scores(xs, weights, parents, per_param, var_floor):
+  """Per (node, parent set): the penalised score with the changing regimes chosen, and
+  those regimes ``[N, C, K]``. See ``family_scores_free``."""
+  w_k, mu, cov = _regime_moments(xs, weights)
+  k = w_k.shape[0]
+  d = parents.shape[-1]
+
+  def family(node, idx):
+    # The family's own coordinates (its parents, then the node): every pooled
+    # covariance below is (D + 1) x (D + 1), whatever N is.
+    sub = jnp.concatenate([jnp.where(idx >= 0, idx, node), node[None]])
+    c_sub = cov[:, sub[:, None], sub[None, :]]                            # [K, D+1, D+1]
+    m_sub = mu[:, sub]                                                    # [K, D+1]
+    local = jnp.where(idx >= 0, jnp.arange(d), -1)
+    copy = functools.partial(_copy_loglik, node=d, idx=local, var_floor=var_floor)
+    own_ll = jax.vmap(lambda c, w: copy(c, w))(c_sub, w_k)               # [K]
+    n_par = per_param * ((idx >= 0).sum() + 2)
+
+    def score(own):
+      a = jnp.where(own, 0.0, w_k)
+      tot = jnp.maximum(a.sum(), 1e-12)
+      dm = m_sub - (a @ m_sub) / tot
+      pooled = (jnp.einsum("k,kab->ab", a, c_sub)
+                + jnp.einsum("k,ka,kb->ab", a, dm, dm)) / tot
+      return (copy(pooled, a.sum()) + jnp.where(own, own_ll, 0.0).sum()
+              - n_par * (1 + own.sum()))
+
+    def step(own, _):  # greedy forward: give the regime whose own copy gains most its copy
+      cand = jnp.eye(k, dtype=bool) | own[None]
+      gains = jnp.where(own, -jnp.inf, jax.vmap(score)(cand))
+      best = jnp.argmax(gains)
+      return jnp.where(gains[best] > score(own), cand[best], own), None
+
+    own, _ = jax.lax.scan(step, jnp.zeros(k, bool), None, length=k - 1)
+    return score(own), own
+
+  return jax.lax.map(lambda a: jax.vmap(functools.partial(family, a[0]))(a[1]),
+                     (jnp.arange(parents.shape[0]), parents))
+
+
+def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, penalty="bic",
+                       var_floor: float = 1e-6) -> tuple[FamilyScores, np.ndarray]:
+  """``family_scores`` when nobody says which regimes change which mechanism: each family
+  (node ``j``, parent set ``P``) chooses its own changing regimes by its penalised score.
+
+  Greedy forward selection per family: from no own copies, give an own copy to the
+  regime that raises the family's score most (its own weighted least-squares fit, the
+  shared copy refitted exactly on the regimes left), while that raises it. A family
+  pays ``per_param (|P| + 2)`` per copy, the shared one included. Under a wrong
+  orientation an intervention shows up in more families (the target's children, read
+  as its parents, shift too), so the penalty orients the edges that an intervention
+  touches: the interventional-equivalence information that the pooled rows lack.
+
+  This is the structure search's first step when the regimes come from a graph-free
+  model (a Gaussian mixture; ``learn.mixture_start``); ``family_scores`` scores a
+  posterior whose targets are known.
+
+  Args:
+    x: ``[S, N]`` data.
+    weights: ``[S, K]`` regime responsibilities.
+    max_parents, candidates, penalty, var_floor: as ``family_scores``.
+
+  Returns:
+    ``(FamilyScores, changes [N, C, K] bool)``: the table and each family's regimes.
+  """
+  x = np.asarray(x, np.float64)
+  weights = np.asarray(weights, np.float64)
+  s, n = x.shape
+  if weights.shape[0] != s:
+    raise ValueError(f"shapes disagree: x {x.shape}, weights {weights.shape}")
+  parents, valid = parent_sets(n, max_parents, candidates)
+  centre, scale = x.mean(0), x.std(0)
+  scale = np.where(scale > 0, scale, 1.0)
+  scores, own = _free_family_scores(
+      jnp.asarray((x - centre) / scale, jnp.float32), jnp.asarray(weights, jnp.float32),
+      jnp.asarray(parents), jnp.float32(_penalty_per_parameter(penalty, s)),
+      jnp.float32(var_floor))
+  own = np.asarray(own) & valid[..., None]
+  scores = np.where(valid, np.asarray(scores, np.float64) - weights.sum() * np.log(scale)[:, None],
+                    -np.inf)
+  cost = (_penalty_per_parameter(penalty, s) * ((parents >= 0).sum(-1) + 2)
+          * (1 + own.sum(-1)))
+  return (FamilyScores(scores=scores, parents=parents, loglik=scores + cost, n_rows=s), own)
 
 
 # --------------------------------------------------------------------------------------
@@ -673,7 +780,7 @@ def _edge_diff(old: np.ndarray, new: np.ndarray) -> dict:
 def structural_em(fit_regimes: Callable, x, *, start=None, max_rounds: int = 6,
                   max_parents: int = 3, candidates=None, penalty="bic", method: str = "auto",
                   forbidden=None, tol: float = 1e-6, report: bool = True,
-                  **search_kwargs) -> StructuralEM:
+                  free_targets: bool = False, **search_kwargs) -> StructuralEM:
   """Structural EM: alternate the regime fit on the current graph and the graph search
   under that fit's posterior.
 
@@ -711,8 +818,12 @@ def structural_em(fit_regimes: Callable, x, *, start=None, max_rounds: int = 6,
     if history[:-1] and log_px <= history[-2]["log_px"] + tol:
       entry["stop"] = "score did not improve"
       break
-    fam = family_scores(x, weights, changes, max_parents=max_parents, candidates=candidates,
-                        penalty=penalty)
+    if free_targets:
+      fam, _ = family_scores_free(x, weights, max_parents=max_parents, candidates=candidates,
+                                  penalty=penalty)
+    else:
+      fam = family_scores(x, weights, changes, max_parents=max_parents, candidates=candidates,
+                          penalty=penalty)
     if best is None or log_px > best[1]:
       best = (adj, log_px, np.asarray(weights), np.asarray(changes), fam)
     proposal, score = search(fam, start=adj, forbidden=forbidden, method=method,
