@@ -143,7 +143,7 @@ def _log_graph_learning(learned: dict) -> None:
     moves = "; ".join(f"{kind} {arrows(r[kind])}" for kind in ("added", "removed", "reversed")
                       if r.get(kind))
     if r["round"] == 0:  # the start: its edges are no move of the search
-      moves = "the start: " + ("the empty graph" if learned.get("search") == "learn"
+      moves = "the start: " + ("the Gaussian mixture's graph" if learned.get("search") == "learn"
                                else "the given graph")
     logging.info("graph search round %d: regime model BIC %.1f, %d edges%s%s", r["round"],
                  r["bic"], r["n_edges"], f"; {moves}" if moves else "",

@@ -62,9 +62,10 @@ def mixture_start(key, x, *, n_regimes: int, max_parents: int, method: str = "au
   DAG under its posterior with each family choosing its own changing regimes
   (``structure.family_scores_free``). Returns ``(adjacency [N, N], responsibilities)``.
 
-  Why: structural EM from the empty graph fits the regimes on a graph without edges;
-  their posterior then favours graphs near the start, and every start tried so far
-  stopped in its own optimum. A mixture needs no graph (for linear-Gaussian SCMs each
+  Why: structural EM from the empty graph (the start until 2026-12-02) fitted the
+  regimes on a graph without edges; their posterior then favoured graphs near the
+  start, and every start tried (empty, the pooled rows' DAG, the rows less their
+  cluster means) stopped in its own optimum. A mixture needs no graph (for linear-Gaussian SCMs each
   regime is exactly Gaussian), and under its posterior the orientation is decided by
   which families the regimes change (development seeds 0-2 of Kumar et al.'s setting:
   the start is the true graph up to 0-3 extra edges, every edge oriented right)."""
