@@ -132,6 +132,7 @@ def test_a_nan_fit_is_insufficient_for_the_check():
   assert not found["holds"] and "not finite" in found["insufficient"]
 
 
+@pytest.mark.usefixtures("short_default")  # (the default's path, at most 400 steps)
 def test_gross_errors_cannot_swallow_a_near_deterministic_regime():
   """The held-out physical system's failure, small: a sensor that reads its actuator
   almost exactly (noise 5% of its spread), and a regime that doubles its gain. A model
@@ -182,7 +183,7 @@ def test_the_sparse_latent_starts_from_the_single_target_fit_it_contains():
   adj = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
   choice = choose.choose_model(jax.random.key(0), x, adj,
                                vcm_jax.config.data_default().replace(outlier_fraction=0.0,
-                                                                     num_steps=200),
+                                                                     num_steps=100),
                                selection=choose.Selection(decoders=("structured", "sparse"),
                                                           noises=("gauss",),
                                                           scales=("constant",),
