@@ -40,9 +40,16 @@ def _eight(popen, workdir, *extra):
 
 
 # The runs are background jobs (conftest.py: ``early``), started when the session starts,
-# one process at a time (but the two that make one distributed run).
+# one process at a time (but the two that make one distributed run). The sharded runs and
+# the distributed one are one job: both are compared with its one unsharded run.
 
-def _meshes(folder, popen):
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _runs(folder, popen):
   meshes = {"plain": (), "runs8": ("--config.mesh.runs=8",),
             "runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
   results = {}
@@ -50,12 +57,27 @@ def _meshes(folder, popen):
     status, out = cli_runs.finish(_eight(popen, folder / name, *extra))
     assert status == 0, out[-2000:]
     results[name] = cli_runs.runs(folder / name)
-  return results
+  # The plain run's 8 runs, by two processes of 2 devices each (checkpoints on: only
+  # process 0 writes them).
+  port = _free_port()
+  multi = [_start(popen, folder / "multi", 2, *SMALL, "--config.num_runs=8",
+                  "--config.train.log_every=20", "--distributed",
+                  f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                  f"--process_id={i}", "--config.mesh.runs=2", "--config.mesh.data=2",
+                  log=folder / f"multi{i}.log")
+           for i in range(2)]
+  for run in multi:
+    status, out = cli_runs.finish(run)
+    assert status == 0, out[-2000:]
+  results["multi"] = cli_runs.runs(folder / "multi")
+  with open(folder / "multi" / "metrics.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f]
+  return results, steps
 
 
-@pytest.mark.early(job=_meshes)
+@pytest.mark.early(job=_runs)
 def test_sharded_runs_match_unsharded(early):
-  results = early
+  results, _ = early
   assert len(results["plain"]) == 8
   for name in ("runs8", "runs4_data2"):
     for plain, sharded in zip(results["plain"], results[name]):
@@ -67,38 +89,15 @@ def test_sharded_runs_match_unsharded(early):
           assert sharded[key] == value, (name, key)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _two_processes(folder, popen):
-  common = [*SMALL, "--config.train.log_every=20"]
-  port = _free_port()
-  multi = [_start(popen, folder / "multi", 2, *common, "--distributed",
-                  f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                  f"--process_id={i}", "--config.mesh.runs=2", "--config.mesh.data=2",
-                  log=folder / f"multi{i}.log")
-           for i in range(2)]
-  for run in multi:
-    status, out = cli_runs.finish(run)
-    assert status == 0, out[-2000:]
-  status, out = cli_runs.finish(_start(popen, folder / "single", 2, *common))
-  assert status == 0, out[-2000:]
-  with open(folder / "multi" / "metrics.jsonl") as f:
-    steps = [json.loads(line)["step"] for line in f]
-  return {name: cli_runs.runs(folder / name) for name in ("multi", "single")}, steps
-
-
-@pytest.mark.early(job=_two_processes)
+@pytest.mark.early(job=_runs)
 def test_two_processes_match_one(early):
   """``--distributed`` over two CPU processes (2 devices each; runs split across the
-  processes, each run's batch across a process's devices) gives one process's results,
-  and only process 0 writes."""
-  runs, steps = early
-  assert len(runs["multi"]) == 2
-  for a, b in zip(runs["single"], runs["multi"]):
+  processes, each run's batch across a process's devices) gives one process's results
+  (the unsharded run of the same 8 runs), and only process 0 writes."""
+  results, steps = early
+  assert len(results["multi"]) == 8
+  for a, b in zip(results["plain"], results["multi"]):
+    assert a.keys() == b.keys()
     for key, value in a.items():
       assert b[key] == (pytest.approx(value, rel=1e-4, abs=1e-4) if isinstance(value, float)
                         else value), key
