@@ -1,4 +1,5 @@
 """vcm_jax.checks: the shared-mechanism check against NumPy, and what it flags."""
+import functools
 import sys
 import os
 
@@ -21,11 +22,18 @@ def _fit(x):
                    config=CFG, max_parents=2)
 
 
+@functools.cache
+def _multi_target_fit():
+  """The structured fit of test_sparse's multi-target data (4000 rows), made once: both
+  tests read it. (Every fit here has 4000 rows: one compiled program.)"""
+  return _fit(test_sparse._multi_target_data()[0])
+
+
 def test_gap_and_z_match_numpy_on_the_whole_rows():
   """Block sums and the leave-one-regime-out pool, recomputed in NumPy from the fit's
   own posterior and observational cell densities on all rows at once."""
-  x, _, _ = test_sparse._multi_target_data(n=1500)
-  fit = _fit(x)
+  x, _, _ = test_sparse._multi_target_data()
+  fit = _multi_target_fit()
   got = checks.shared_mechanism_check(fit, x, effect=0.0, z=0.0)
   model, params = fit.model, fit.result.params
   xs = units.to_standard(jnp.asarray(x), fit.result.loc, fit.result.scale)
@@ -54,11 +62,11 @@ def test_gap_and_z_match_numpy_on_the_whole_rows():
 
 def test_the_check_holds_on_single_target_data_and_fails_on_a_two_target_regime():
   true = scm.sample_linear_scm(jax.random.key(0), jnp.asarray(test_sparse.ADJ), shift=4.0)
-  x, _ = scm.sample_data(jax.random.key(1), true, 3000)
+  x, _ = scm.sample_data(jax.random.key(1), true, 4000)
   single = checks.shared_mechanism_check(_fit(x), np.asarray(x))
   assert single["holds"], single
   x2, _, _ = test_sparse._multi_target_data()
-  multi = checks.shared_mechanism_check(_fit(x2), x2)
+  multi = checks.shared_mechanism_check(_multi_target_fit(), x2)
   assert not multi["holds"]
   # The structured fit gives regime 2 (changes X2 and X3) one of them; the other's shared
   # mechanism misfits some regime's rows: only X2 or X3 can be flagged.
