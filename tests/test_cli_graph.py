@@ -21,7 +21,8 @@ SMALL = ["--config.train.num_steps=200", "--config.train.checkpoint_every=0",
          "--config.selection.yardstick=False", "--config.selection.screen=False"]
 
 
-def _write_data(path):
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
   """A linear SCM on TRUE, one mean-shift intervention per node, written as a CSV with
   named columns. Edge weights |w| in [0.3, 0.6]: with strong edges (|w| near 1 against
   shifts of 10) structural EM from the empty graph can stop in a complete DAG."""
@@ -32,22 +33,18 @@ def _write_data(path):
   true = scm.sample_linear_scm(jax.random.key(1), jnp.asarray(TRUE), noise_low=0.5,
                                noise_high=1.5, weight_low=0.3, weight_high=0.6)
   x, _ = scm.sample_data(jax.random.key(11), true, 1500)
+  path = tmp_path_factory.mktemp("data") / "data.csv"
   np.savetxt(path, np.asarray(x), delimiter=",", header=",".join(NAMES), comments="",
              fmt="%.6g")
   return str(path)
 
 
-@pytest.fixture(scope="module")
-def data_csv(tmp_path_factory):
-  return _write_data(tmp_path_factory.mktemp("data") / "data.csv")
-
-
-def _run(popen, workdir, *args):
+def _run(workdir, *args):
   log = f"{workdir}.log"
   with open(log, "w") as f:
-    proc = popen([sys.executable, "-m", "experiments.run", "--config=configs/csv.py",
-                  f"--workdir={workdir}", *SMALL, *args],
-                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", "--config=configs/csv.py",
+                             f"--workdir={workdir}", *SMALL, *args],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
   status, text = cli_runs.finish((proc, log))
   assert status == 0, text[-3000:]
   with open(os.path.join(workdir, "metrics.json")) as f:
@@ -66,23 +63,9 @@ def _skeleton_shd(a, b):
   return int(np.triu((a | a.T) != (b | b.T)).sum())
 
 
-# The two runs are a background job (conftest.py: ``early``), started when the session
-# starts: the graph learned without a graph file, and a given graph repaired.
-
-def _learn_and_repair(folder, popen):
-  data_csv = _write_data(folder / "data.csv")
-  learned = _run(popen, folder / "learned", f"--config.data.path={data_csv}")
-  given = folder / "missing.csv"  # the true graph less A -> C
-  given.write_text("source,target\nA,B\nB,D\nC,D\n")
-  repaired = _run(popen, folder / "repaired", f"--config.data.path={data_csv}",
-                  f"--config.data.graph={given}", "--config.graph.search=repair")
-  return {"learned": learned, "repaired": repaired, "folder": folder}
-
-
-@pytest.mark.early(job=_learn_and_repair)
-def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(early):
-  learned_dir = early["folder"] / "learned"
-  summary, log = early["learned"]
+def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv, tmp_path):
+  learned_dir = tmp_path / "learned"
+  summary, log = _run(learned_dir, f"--config.data.path={data_csv}")
   adj = _read_graph(learned_dir)
   assert _skeleton_shd(adj, TRUE) <= 1, adj
   assert os.path.getsize(learned_dir / "graph.png") > 0
@@ -94,8 +77,11 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(early):
   assert log.count("graph search round") == len(learning["rounds"])
 
   # Repair: a given graph missing A -> C gets it back, reported as a change with its gain.
-  repaired_dir = early["folder"] / "repaired"
-  summary, log = early["repaired"]
+  given = tmp_path / "missing.csv"
+  given.write_text("source,target\nA,B\nB,D\nC,D\n")
+  repaired_dir = tmp_path / "repaired"
+  summary, log = _run(repaired_dir, f"--config.data.path={data_csv}",
+                      f"--config.data.graph={given}", "--config.graph.search=repair")
   adj = _read_graph(repaired_dir)
   assert adj[0, 2] == 1 and _skeleton_shd(adj, TRUE) == 0, adj
   changes = summary["graph_learning"]["changes"]
