@@ -428,7 +428,7 @@ def test_plateau_schedule_cuts_the_rate_then_stops():
   result = jax.jit(_make_fit(cfg, N, D.maxp)[0])(jax.random.key(0), p["x"], idx, mask)
   assert int(result.steps_used) == 40 and bool(result.stopped)
   trainer = train.make_trainer(cfg, n_nodes=N, max_parents=D.maxp)
-  state = trainer.init(jax.random.key(0), p["x"], idx, mask)
+  state = jax.jit(trainer.init)(jax.random.key(0), p["x"], idx, mask)  # (eager: many compiles)
   xs = units.to_standard(p["x"], state.loc, state.scale)
   constant = train.make_trainer(cfg.replace(lr_schedule="constant", stop_tolerance=0.0), n_nodes=N, max_parents=D.maxp)
 
