@@ -35,8 +35,8 @@ def test_data_units_fit_keeps_the_data_as_it_is():
   idx, mask = graphs.parent_table(adj, 1)
   for standardize in (True, False):
     cfg = FitConfig(standardize=standardize, num_steps=2, pooled_steps=1, restarts=1)
-    state = train.make_trainer(cfg, n_nodes=2, max_parents=1).init(jax.random.key(2), x, idx,
-                                                                     mask)
+    init = jax.jit(train.make_trainer(cfg, n_nodes=2, max_parents=1).init)  # (eager: many compiles)
+    state = init(jax.random.key(2), x, idx, mask)
     want = units.standardize(x)[1:] if standardize else (np.zeros(2), np.ones(2))
     np.testing.assert_allclose(state.loc, want[0], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(state.scale, want[1], rtol=1e-6)
