@@ -25,7 +25,8 @@ SMALL = ["--config.train.num_steps=200", "--config.train.checkpoint_every=0",
 def data_csv(tmp_path_factory):
   """A linear SCM on TRUE, one mean-shift intervention per node, written as a CSV with
   named columns. Edge weights |w| in [0.3, 0.6]: with strong edges (|w| near 1 against
-  shifts of 10) structural EM from the empty graph can stop in a complete DAG."""
+  shifts of 10) structural EM from the empty graph (its start until 2026-12-02) could stop
+  in a complete DAG."""
   import jax
   import jax.numpy as jnp
 
