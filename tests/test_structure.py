@@ -342,3 +342,16 @@ def test_is_dag_agrees_with_networkx():
     assert st.is_dag(adj) == want, adj
     verdicts.append(want)
   assert 20 < sum(verdicts) < 180  # both kinds were drawn
+
+
+@pytest.mark.fast
+def test_a_mixture_with_no_finite_restart_starts_from_the_empty_graph_and_says_so():
+  """Rows the mixture cannot fit (a NaN in every restart's data): the start is the empty
+  graph with a FitWarning, never a graph searched under a NaN posterior."""
+  import vcm_jax
+  from vcm_jax import learn
+  x = np.random.default_rng(0).normal(size=(60, 3))
+  x[5, 1] = np.nan
+  with pytest.warns(vcm_jax.FitWarning, match="no finite restart"):
+    adj, weights, changes = learn.mixture_start(jax.random.key(0), x, n_regimes=2, max_parents=1)
+  assert not adj.any() and np.isfinite(weights).all() and not changes.any()

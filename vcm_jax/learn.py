@@ -21,6 +21,7 @@ whose reversal costs under ``structure.edge_report``'s tolerance is "undecided".
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -60,15 +61,18 @@ def mixture_start(key, x, *, n_regimes: int, max_parents: int, method: str = "au
   """A first graph from a graph-free model of the regimes: a full-covariance Gaussian
   mixture with ``n_regimes`` components (the best of ``MIXTURE_RESTARTS``), then the best
   DAG under its posterior with each family choosing its own changing regimes
-  (``structure.family_scores_free``). Returns ``(adjacency [N, N], responsibilities)``.
+  (``structure.family_scores_free``). Returns ``(adjacency [N, N], responsibilities
+  [S, K], changes [K, N])``, changes as ``family_changes`` reads them; where no restart
+  of the mixture is finite, the empty graph (and a ``FitWarning`` saying so).
 
   Why: structural EM from the empty graph (the start until 2026-12-02) fitted the
   regimes on a graph without edges; their posterior then favoured graphs near the
   start, and every start tried (empty, the pooled rows' DAG, the rows less their
-  cluster means) stopped in its own optimum. A mixture needs no graph (for linear-Gaussian SCMs each
-  regime is exactly Gaussian), and under its posterior the orientation is decided by
-  which families the regimes change (development seeds 0-2 of Kumar et al.'s setting:
-  the start is the true graph up to 0-3 extra edges, every edge oriented right)."""
+  cluster means) stopped in its own optimum. A mixture needs no graph (for
+  linear-Gaussian SCMs each regime is exactly Gaussian), and under its posterior the
+  orientation is decided by which families the regimes change (development seeds 0-2
+  of Kumar et al.'s setting: the start is the true graph up to 0-3 extra edges, every
+  edge oriented right)."""
   from vcm_jax.baselines import mixture  # (baselines import vcm_jax modules)
   x = np.asarray(x, np.float64)
   sd = x.std(0)
@@ -77,6 +81,14 @@ def mixture_start(key, x, *, n_regimes: int, max_parents: int, method: str = "au
       k, xs, n_components=n_regimes, num_iters=MIXTURE_ITERS)))(
           jax.random.split(key, MIXTURE_RESTARTS))
   ll = np.asarray(fits.log_likelihood)
+  n = x.shape[1]
+  if not np.isfinite(ll).any():
+    from vcm_jax import api  # (api imports this module's callers)
+    warnings.warn(f"the graph search's Gaussian mixture ({n_regimes} components) had no "
+                  "finite restart: structural EM starts from the empty graph", api.FitWarning,
+                  stacklevel=2)
+    return (np.zeros((n, n), np.int32), np.full((x.shape[0], n_regimes), 1.0 / n_regimes),
+            np.zeros((n_regimes, n), bool))
   best = int(np.argmax(np.where(np.isfinite(ll), ll, -np.inf)))
   weights = np.asarray(fits.posterior[best], np.float64)
   fam, own = structure.family_scores_free(x, weights, max_parents=max_parents)
@@ -125,8 +137,8 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
 
   first = start
   if first is None:
-    first, _, _ = mixture_start(jax.random.fold_in(key, 1), xs, n_regimes=changes.shape[0],
-                             max_parents=mp)
+    first, _, _ = mixture_start(jax.random.fold_in(key, 1), xs,
+                                n_regimes=changes.shape[0], max_parents=mp)
   found = structure.structural_em(fit_regimes, xs, start=first, max_rounds=max_rounds,
                                   max_parents=mp, free_targets=True)
   edge = lambda e: [names[e[0]], names[e[1]]]
