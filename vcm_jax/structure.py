@@ -275,14 +275,17 @@ def _free_family_scores(xs, weights, parents, per_param, var_floor):
       return (copy(pooled, a.sum()) + jnp.where(own, own_ll, 0.0).sum()
               - n_par * (1 + own.sum()))
 
-    def step(own, _):  # greedy forward: give the regime whose own copy gains most its copy
+    def step(carry, _):  # greedy forward: give the regime whose own copy gains most its copy
+      own, current = carry
       cand = jnp.eye(k, dtype=bool) | own[None]
-      gains = jnp.where(own, -jnp.inf, jax.vmap(score)(cand))
-      best = jnp.argmax(gains)
-      return jnp.where(gains[best] > score(own), cand[best], own), None
+      scores = jnp.where(own, -jnp.inf, jax.vmap(score)(cand))
+      best = jnp.argmax(scores)
+      better = scores[best] > current
+      return (jnp.where(better, cand[best], own), jnp.where(better, scores[best], current)), None
 
-    own, _ = jax.lax.scan(step, jnp.zeros(k, bool), None, length=k - 1)
-    return score(own), own
+    none = jnp.zeros(k, bool)
+    (own, best_score), _ = jax.lax.scan(step, (none, score(none)), None, length=k - 1)
+    return best_score, own
 
   return jax.lax.map(lambda a: jax.vmap(functools.partial(family, a[0]))(a[1]),
                      (jnp.arange(parents.shape[0]), parents))
