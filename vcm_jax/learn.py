@@ -1,18 +1,19 @@
 """The graph unknown or doubted: learned with the regimes (``vcm_jax.fit(x)`` without a
 graph, or ``graph_search='repair'`` from a given one).
 
-Structural EM (``structure.structural_em``) alternates the exact E-step of the
-single-target regime model on the current graph (the default's first fit: the
-plain, Gaussian structured latent) with a search over DAGs under that fit's
-posterior: every node's candidate parent sets are scored at once in closed form
-(linear-Gaussian mechanisms, one shared copy and one own copy per regime that the
-family itself chooses to change, BIC; ``structure.family_scores_free``), and the best
-DAG is found exactly up to ``structure.AUTO_EXACT_NODES`` nodes, by hill climbing
-above. The regime model's BIC picks the best round. The default's full model choice
-then runs on the learned graph (``choose.fit_default``).
+Learning (no graph given) is structural EM on a free-target mixture of
+linear-Gaussian SCMs (``mixture_scm``): from a graph-free Gaussian mixture's posterior,
+the M-step scores every node's candidate parent sets at once in closed form (one shared
+copy and one own copy per regime that the family itself chooses to change, BIC;
+``structure.family_scores_free``) and finds the best DAG (exactly up to
+``structure.AUTO_EXACT_NODES`` nodes, by hill climbing above); the E-step is that
+model's exact posterior. Edges are then removed or reversed while its BIC rises, and
+the number of regimes is the one of ``regime_grid`` with the best BIC. The default's
+full model choice then runs on the learned graph (``choose.fit_default``).
 
-Learning starts from ``mixture_start``'s graph (a graph-free Gaussian mixture's
-posterior, scored the same way); repair starts from the given graph.
+Repair (a graph given) is structural EM from that graph with the default's first fit
+(the plain, Gaussian, single-target structured latent) as the E-step
+(``structure.structural_em``); the M-step as above; that fit's BIC picks the round.
 
 What the data cannot decide is said: every edge carries its score gain (the best
 graph without it) and its orientation's (the best graph with it reversed); an edge
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, structure
+from vcm_jax import graphs, mixture_scm, structure
 from vcm_jax.config import FitConfig
 
 # Parent sets scored per graph search: every subset up to the largest size that keeps
@@ -53,17 +54,41 @@ def single_target_changes(n_nodes: int) -> np.ndarray:
 
 # The graph-free mixture's restarts (k-means++ seeds, one vmapped program; the best
 # log-likelihood is kept) and EM iterations.
-MIXTURE_RESTARTS = 4
+MIXTURE_RESTARTS = 16
 MIXTURE_ITERS = 100
 
 
-def mixture_start(key, x, *, n_regimes: int, max_parents: int, method: str = "auto"):
-  """A first graph from a graph-free model of the regimes: a full-covariance Gaussian
-  mixture with ``n_regimes`` components (the best of ``MIXTURE_RESTARTS``), then the best
-  DAG under its posterior with each family choosing its own changing regimes
-  (``structure.family_scores_free``). Returns ``(adjacency [N, N], responsibilities
-  [S, K], changes [K, N])``, changes as ``family_changes`` reads them; where no restart
-  of the mixture is finite, the empty graph (and a ``FitWarning`` saying so).
+def regime_grid(n_nodes: int) -> list[int]:
+  """The numbers of regimes the graph search tries: half, one and two per node (plus
+  the observational regime); the free-target model's BIC picks one. Single-target data
+  hold ``N + 1``; regimes that change several nodes each can number more (Faria et
+  al.'s multi-target setting: ``2 N + 1``), and real data may hold fewer."""
+  return sorted({max(2, (n_nodes + 2) // 2), n_nodes + 1, 2 * (n_nodes + 1)})
+
+
+def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str = "auto"):
+  """Structural EM on the free-target mixture of linear-Gaussian SCMs
+  (``mixture_scm.structural_em``) from a Gaussian mixture's posterior, for each number
+  of regimes in ``n_regimes`` (default ``regime_grid``); the best BIC wins. Returns
+  ``(StructuralEM, [{"k", "bic", "n_edges"}] per number tried)``."""
+  tried, best = [], None
+  for k in (n_regimes or regime_grid(x.shape[1])):
+    if k >= x.shape[0]:
+      continue
+    q0 = mixture_posterior(jax.random.fold_in(key, k), x, n_regimes=k)
+    found = mixture_scm.structural_em(x, q0, max_parents=max_parents, method=method,
+                                      report=False)
+    tried.append(dict(k=int(k), bic=float(found.score), n_edges=int(found.adj.sum())))
+    if best is None or found.score > best.score:
+      best = found
+  return best._replace(edges=structure.edge_report(best.family, best.adj, method=method)), tried
+
+
+def mixture_posterior(key, x, *, n_regimes: int) -> np.ndarray:
+  """``[S, K]``: a graph-free model's posterior over the regimes, structural EM's first
+  E-step: a full-covariance Gaussian mixture with ``n_regimes`` components on the
+  standardised rows (the best log-likelihood of ``MIXTURE_RESTARTS`` k-means++ restarts,
+  one vmapped program). Where no restart is finite, uniform (and a ``FitWarning``).
 
   Why: structural EM from the empty graph (the start until 2026-12-02) fitted the
   regimes on a graph without edges; their posterior then favoured graphs near the
@@ -71,8 +96,8 @@ def mixture_start(key, x, *, n_regimes: int, max_parents: int, method: str = "au
   cluster means) stopped in its own optimum. A mixture needs no graph (for
   linear-Gaussian SCMs each regime is exactly Gaussian), and under its posterior the
   orientation is decided by which families the regimes change (development seeds 0-2
-  of Kumar et al.'s setting: the start is the true graph up to 0-3 extra edges, every
-  edge oriented right)."""
+  of Kumar et al.'s setting: the first graph is the true one up to 0-3 extra edges,
+  every edge oriented right)."""
   from vcm_jax.baselines import mixture  # (baselines import vcm_jax modules)
   x = np.asarray(x, np.float64)
   sd = x.std(0)
@@ -81,42 +106,26 @@ def mixture_start(key, x, *, n_regimes: int, max_parents: int, method: str = "au
       k, xs, n_components=n_regimes, num_iters=MIXTURE_ITERS)))(
           jax.random.split(key, MIXTURE_RESTARTS))
   ll = np.asarray(fits.log_likelihood)
-  n = x.shape[1]
   if not np.isfinite(ll).any():
     from vcm_jax import api  # (api imports this module's callers)
     warnings.warn(f"the graph search's Gaussian mixture ({n_regimes} components) had no "
-                  "finite restart: structural EM starts from the empty graph", api.FitWarning,
-                  stacklevel=2)
-    return (np.zeros((n, n), np.int32), np.full((x.shape[0], n_regimes), 1.0 / n_regimes),
-            np.zeros((n_regimes, n), bool))
+                  "finite restart: structural EM starts from uniform responsibilities",
+                  api.FitWarning, stacklevel=2)
+    return np.full((x.shape[0], n_regimes), 1.0 / n_regimes)
   best = int(np.argmax(np.where(np.isfinite(ll), ll, -np.inf)))
-  weights = np.asarray(fits.posterior[best], np.float64)
-  fam, own = structure.family_scores_free(x, weights, max_parents=max_parents)
-  adj = structure.search(fam, method=method)
-  return adj, weights, family_changes(fam, own, adj)
-
-
-def family_changes(fam, own, adj) -> np.ndarray:
-  """``[K, N]``: the regimes that change each node's mechanism in ``adj``'s families
-  (``structure.family_scores_free``'s per-family choice)."""
-  adj = np.asarray(adj) > 0
-  out = np.zeros((own.shape[-1], adj.shape[0]), bool)
-  for j in range(adj.shape[0]):
-    want = set(np.flatnonzero(adj[:, j]).tolist())
-    row = [c for c in range(fam.parents.shape[1]) if np.isfinite(fam.scores[j, c])
-           and set(fam.parents[j, c][fam.parents[j, c] >= 0].tolist()) == want]
-    out[:, j] = own[j, row[0]]
-  return out
+  return np.asarray(fits.posterior[best], np.float64)
 
 
 def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
                 max_rounds: int = 6, max_rows: int = 20000, names=None) -> dict:
-  """Structural EM from ``start`` (None: ``mixture_start``'s graph) on rows ``x`` (data
-  units).
+  """The graph learned (``start`` None: ``free_target_search``) or repaired from ``start``
+  (``structure.structural_em`` with the regime model's fit as the E-step) on rows ``x``
+  (data units).
 
   Returns ``{"adjacency": [N, N] int, "rounds": [...], "edges": [...], "changes": {...}
-  (from ``start``, each with its score gain), "max_parents": ..., "score": the regime
-  model's BIC on the learned graph}``; edges and changes name nodes by ``names``."""
+  (from ``start``, each with its score gain), "max_parents": ..., "score": the BIC of
+  the model that chose the graph, "n_regimes_tried": [{"k", "bic", "n_edges"}] (learning
+  only)}``; edges and changes name nodes by ``names``."""
   from vcm_jax import api  # the regime fits (api imports this module's callers)
   x = np.asarray(x, np.float32)
   s, n = x.shape
@@ -135,12 +144,12 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
     fit = api.fit(xs, adj, key=key, config=cfg)
     return np.asarray(fit.posterior(xs)), changes, fit.bic(xs)
 
-  first = start
-  if first is None:
-    first, _, _ = mixture_start(jax.random.fold_in(key, 1), xs,
-                                n_regimes=changes.shape[0], max_parents=mp)
-  found = structure.structural_em(fit_regimes, xs, start=first, max_rounds=max_rounds,
-                                  max_parents=mp, free_targets=True)
+  tried = None
+  if start is None:
+    found, tried = free_target_search(jax.random.fold_in(key, 1), xs, max_parents=mp)
+  else:
+    found = structure.structural_em(fit_regimes, xs, start=start, max_rounds=max_rounds,
+                                    max_parents=mp, free_targets=True)
   edge = lambda e: [names[e[0]], names[e[1]]]
   out = {"adjacency": found.adj.astype(int), "max_parents": mp, "score": found.score,
          "rounds": [dict(round=h["round"], bic=h["log_px"], n_edges=int(h["adj"].sum()),
@@ -152,6 +161,8 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
          "edges": [dict(source=names[r["edge"][0]], target=names[r["edge"][1]],
                         gain=float(r["gain"]), reverse_gain=float(r["reverse_gain"]),
                         oriented=bool(r["decided"])) for r in found.edges]}
+  if tried is not None:
+    out["n_regimes_tried"] = tried
   if start is not None:
     out["changes"] = changes_from(found.family, np.asarray(start), found.adj, names)
   return out

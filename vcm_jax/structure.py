@@ -149,6 +149,20 @@ def _regime_moments(xs, weights):
   return w_k, mu, jax.lax.map(centred_cov, (weights.T, mu, w_safe))
 
 
+def _shared_moments(w_k, mu, cov_k, owned):
+  """Each node's shared copy: the regimes that do not own it (``owned [K, N]``), pooled
+  exactly (within-regime covariances plus the between-regime spread of their means).
+  Returns weight ``[N]``, mean ``[N, N]`` and covariance ``[N, N, N]`` (node first)."""
+  a_w = jnp.where(owned, 0.0, w_k[:, None])                     # [K, N]
+  w_sh = a_w.sum(0)                                             # [N]
+  w_sh_safe = jnp.maximum(w_sh, 1e-12)
+  mu_sh = (a_w.T @ mu) / w_sh_safe[:, None]                     # [N, N]
+  d = mu[None, :, :] - mu_sh[:, None, :]                        # [N(node), K, N]
+  cov_sh = (jnp.einsum("kj,kab->jab", a_w, cov_k)
+            + jnp.einsum("kj,jka,jkb->jab", a_w, d, d)) / w_sh_safe[:, None, None]
+  return w_sh, mu_sh, cov_sh
+
+
 @jax.jit
 def _family_loglik(xs, weights, own, parents, var_floor, min_weight):
   """Per (node, parent set): summed copy log-likelihoods and number of fitted copies.
@@ -158,18 +172,9 @@ def _family_loglik(xs, weights, own, parents, var_floor, min_weight):
   """
   n = xs.shape[1]
   w_k, mu, cov_k = _regime_moments(xs, weights)                 # [K], [K, N], [K, N, N]
-
-  # Shared copy of node j: the regimes that do not own j, pooled exactly
-  # (within-regime covariances plus the between-regime spread of their means).
   owned = jnp.zeros((w_k.shape[0], n), bool)
   owned = owned.at[jnp.where(own >= 0, own, 0), jnp.arange(n)[:, None]].max(own >= 0)
-  a_w = jnp.where(owned, 0.0, w_k[:, None])                     # [K, N]
-  w_sh = a_w.sum(0)                                             # [N]
-  w_sh_safe = jnp.maximum(w_sh, 1e-12)
-  mu_sh = (a_w.T @ mu) / w_sh_safe[:, None]                     # [N, N]
-  d = mu[None, :, :] - mu_sh[:, None, :]                        # [N(node), K, N]
-  cov_sh = (jnp.einsum("kj,kab->jab", a_w, cov_k)
-            + jnp.einsum("kj,jka,jkb->jab", a_w, d, d)) / w_sh_safe[:, None, None]
+  w_sh, _, cov_sh = _shared_moments(w_k, mu, cov_k, owned)
 
   own_on = own >= 0
   own_safe = jnp.where(own_on, own, 0)
@@ -305,7 +310,7 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
   touches: the interventional-equivalence information that the pooled rows lack.
 
   This is the structure search's first step when the regimes come from a graph-free
-  model (a Gaussian mixture; ``learn.mixture_start``); ``family_scores`` scores a
+  model (``mixture_scm.structural_em``); ``family_scores`` scores a
   posterior whose targets are known.
 
   Args:
@@ -334,6 +339,22 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
   cost = (_penalty_per_parameter(penalty, s) * ((parents >= 0).sum(-1) + 2)
           * (1 + own.sum(-1)))
   return (FamilyScores(scores=scores, parents=parents, loglik=scores + cost, n_rows=s), own)
+
+
+def changes_of(fam: FamilyScores, own, adj) -> np.ndarray:
+  """``[K, N]``: the regimes that change each node's mechanism in ``adj``'s families, as
+  ``family_scores_free`` chose them (``own [N, C, K]``)."""
+  adj = np.asarray(adj) > 0
+  n = adj.shape[0]
+  bits = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
+  masks = np.where(fam.parents >= 0, bits[np.maximum(fam.parents, 0)], 0).sum(-1)   # [N, C]
+  want = (adj * bits[:, None]).sum(0)                                               # [N]
+  hit = (masks == want[:, None]) & np.isfinite(fam.scores)
+  missing = np.flatnonzero(~hit.any(1))
+  if missing.size:
+    raise ValueError(f"node {missing[0]}'s parents {np.flatnonzero(adj[:, missing[0]]).tolist()} "
+                     "are not in the family table")
+  return np.asarray(own)[np.arange(n), hit.argmax(1)].T
 
 
 # --------------------------------------------------------------------------------------
