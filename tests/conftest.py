@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -75,10 +76,11 @@ hypothesis.settings.load_profile("vcm")
 #   its end) and writes under ``folder``; the test reads the result with the ``early``
 #   fixture (the job's exception is raised there). A job shared by tests runs once.
 # * A module marked ``pytestmark = pytest.mark.offload`` has its selected tests, but the
-#   ``fast`` ones, run by a second pytest process (one per module, a job like the
-#   others); each test here reports that run's outcome under its own name, with its
-#   failure's text. Only for modules that share nothing with the others but the data
-#   they make themselves.
+#   ``fast`` ones, run by a second pytest process (one for all such modules, a job like
+#   the others: one interpreter start-up, and the jit caches shared between modules);
+#   each test here reports that run's outcome under its own name, with its failure's
+#   text, as soon as that run has finished it. Only for modules that share nothing with
+#   the others but the data they make themselves.
 #
 # The background's wall time is hidden behind this process's; a test reports as its
 # duration only what it waited for. ``VCM_TEST_BACKGROUND=0`` runs everything here, in
@@ -149,9 +151,16 @@ class _Offloaded(pytest.Item):
     self.job = job
 
   def runtest(self):
-    results, status, log = _submit(self.job).result()
-    report = results.get(self.nodeid)
+    future = _submit(self.job)
+    while True:  # this test's outcome, once the run has torn it down (or has ended)
+      done = future.done()
+      results, finished = _read_outcomes(self.job.results)
+      if self.nodeid in finished or done:
+        break
+      time.sleep(0.1)
+    report = results.get(self.nodeid) if self.nodeid in finished else None
     if report is None:
+      status, log = future.result()
       raise _OffloadedFailure(f"no outcome for {self.nodeid} from the background pytest run "
                               f"(exit status {status}); its output ends:\n{log[-3000:]}")
     if report["outcome"] == "skipped":
@@ -172,27 +181,38 @@ class _OffloadedFailure(Exception):
   pass
 
 
-def _offload_job(module_name, nodeids):
-  """A job running ``nodeids`` in a second pytest process: ``(outcomes, exit status,
-  output)``, outcomes ``{nodeid: {"outcome", "text"}}``."""
+def _read_outcomes(path):
+  """``({nodeid: {"outcome", "text"}}, nodeids torn down)`` from an offloaded run's
+  results file (each test phase a line, written as the run goes)."""
+  outcomes, finished = {}, set()
+  for line in path.read_text().splitlines():
+    try:
+      report = json.loads(line)
+    except json.JSONDecodeError:  # (a line being written)
+      continue
+    seen = outcomes.setdefault(report["nodeid"], {"outcome": "passed", "text": ""})
+    if report["outcome"] == "failed" and seen["outcome"] != "failed":
+      seen.update(outcome="failed", text=report["text"])
+    elif report["outcome"] == "skipped" and seen["outcome"] == "passed":
+      seen.update(outcome="skipped", text=report["text"])
+    if report["when"] == "teardown":
+      finished.add(report["nodeid"])
+  return outcomes, finished
+
+
+def _offload_job(nodeids):
+  """A job running ``nodeids`` in a second pytest process: ``(exit status, output)``;
+  its outcomes go, test by test, to the file ``job.results``."""
   def run(folder, popen):
-    results = folder / "results.jsonl"
-    results.touch()
     with open(folder / "pytest.log", "w") as log:
       proc = popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *nodeids],
-                   cwd=ROOT, env=dict(os.environ, VCM_TEST_CHILD_RESULTS=str(results)),
+                   cwd=ROOT, env=dict(os.environ, VCM_TEST_CHILD_RESULTS=str(run.results)),
                    stdout=log, stderr=subprocess.STDOUT)
       proc.wait()
-    outcomes = {}
-    for line in results.read_text().splitlines():
-      report = json.loads(line)
-      seen = outcomes.setdefault(report["nodeid"], {"outcome": "passed", "text": ""})
-      if report["outcome"] == "failed" and seen["outcome"] != "failed":
-        seen.update(outcome="failed", text=report["text"])
-      elif report["outcome"] == "skipped" and seen["outcome"] == "passed":
-        seen.update(outcome="skipped", text=report["text"])
-    return outcomes, proc.returncode, (folder / "pytest.log").read_text()
-  run.__name__ = f"offload_{module_name}"
+    return proc.returncode, (folder / "pytest.log").read_text()
+  run.__name__ = "offload"
+  run.results = _folder(run) / "results.jsonl"
+  run.results.touch()
   return run
 
 
@@ -200,13 +220,11 @@ def _offload_job(module_name, nodeids):
 def pytest_collection_modifyitems(session, config, items):
   if not _BACKGROUND:
     return
-  by_module = {}
-  for i, item in enumerate(items):
-    if (isinstance(item, pytest.Function) and item.get_closest_marker("offload")
-        and not item.get_closest_marker("fast")):
-      by_module.setdefault(item.module.__name__, []).append(i)
-  for name, indices in by_module.items():
-    job = _offload_job(name, [items[i].nodeid for i in indices])
+  indices = [i for i, item in enumerate(items)
+             if (isinstance(item, pytest.Function) and item.get_closest_marker("offload")
+                 and not item.get_closest_marker("fast"))]
+  if indices:
+    job = _offload_job([items[i].nodeid for i in indices])
     for i in indices:
       items[i] = _Offloaded.from_parent(items[i].parent, name=items[i].name, job=job)
 
