@@ -23,10 +23,23 @@ def _data(shift=8.0, n=3000, seed=0, scale=1.0, offset=0.0):
   return true, np.asarray(x) * scale + offset, np.asarray(r)
 
 
+@functools.cache
+def structured_fit():
+  """The structured fit of ``_data()`` (also read by tests/test_own_data_scale.py)."""
+  return vcm_jax.fit(_data()[1], ADJ, key=jax.random.key(0), config=CFG)
+
+
+@functools.cache
+def free_fit():
+  """The free decoder's fit of ``_data()`` (also read by tests/test_own_data_scale.py)."""
+  cfg = CFG.replace(decoder="free", n_regimes=N + 1, num_steps=300)
+  return vcm_jax.fit(_data()[1], ADJ, key=jax.random.key(1), config=cfg)
+
+
 @pytest.fixture(scope="module")
 def fitted():
   true, x, r = _data()
-  return vcm_jax.fit(x, ADJ, key=jax.random.key(0), config=CFG), true, x, r
+  return structured_fit(), true, x, r
 
 
 def test_fit_answers_in_data_units(fitted):
@@ -109,9 +122,8 @@ def test_many_fits_vmap_over_keys_and_graphs():
 
 
 def test_free_decoder_reads_targets_and_observational():
-  _, x, r = _data(shift=8.0, n=3000)
-  cfg = CFG.replace(decoder="free", n_regimes=N + 1, num_steps=300)
-  fit = vcm_jax.fit(x, ADJ, key=jax.random.key(1), config=cfg)
+  _, x, r = _data()
+  fit = free_fit()
   assign = np.asarray(fit.assign(x))
   obs = fit.observational
   # The regime named observational holds the truly observational rows, and each

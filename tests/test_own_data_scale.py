@@ -1,28 +1,25 @@
 """Own data at scale: row blocks give the numbers of whole-array formulas, with small blocks;
 plots of hundreds of regimes show the strongest ones."""
-import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import vcm_jax
 from experiments import plots
-from vcm_jax import predict, rows, scm
+from vcm_jax import predict, rows
 from vcm_jax import regime_table as regime_table_lib
 
-ADJ = np.array([[0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0],
-                [0, 0, 0, 0, 0]])
-CFG = vcm_jax.FitConfig(num_steps=200, pooled_steps=50, batch_size=500, restarts=1, hidden=(4,))
+sys.path.insert(0, os.path.dirname(__file__))
+import test_api  # noqa: E402  (its fits: made once in a session that runs both modules)
 
 
-@functools.cache
 def _fitted(decoder="structured"):
-  true = scm.sample_linear_scm(jax.random.key(0), jnp.asarray(ADJ), shift=6.0)
-  x, _ = scm.sample_data(jax.random.key(1), true, 2500)
-  cfg = CFG.replace(decoder=decoder, n_regimes=4 if decoder == "free" else 0)
-  return vcm_jax.fit(np.asarray(x), ADJ, key=jax.random.key(2), config=cfg), np.asarray(x)
+  """A fit of 3000 rows over 4 nodes: test_api's structured (5 regimes) or free one."""
+  fit = test_api.free_fit() if decoder == "free" else test_api.structured_fit()
+  return fit, test_api._data()[1]
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 50, 64])
@@ -68,8 +65,9 @@ def test_regime_mechanisms_in_small_blocks_equal_the_whole_mean(decoder, monkeyp
                                                     fit.parent_mask)
   want_mean = mean.mean(0) * fit.result.scale + fit.result.loc
   want_scale = jnp.broadcast_to(jnp.exp(log_scale), mean.shape).mean(0) * fit.result.scale
-  monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 3 * fit.n_regimes * 5)  # blocks of 3 rows
-  assert predict.rows_per_block(fit.n_regimes * 5) == 3
+  n = x.shape[1]
+  monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 3 * fit.n_regimes * n)  # blocks of 3 rows
+  assert predict.rows_per_block(fit.n_regimes * n) == 3
   got_mean, got_scale = predict.regime_mechanisms(*args)
   np.testing.assert_allclose(got_mean, want_mean, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_scale, want_scale, rtol=1e-4, atol=1e-5)
@@ -86,7 +84,7 @@ def _old_marginal_shift(post, x):
 
 def test_regime_table_blocks_equal_whole_arrays():
   fit, x = _fitted()
-  names = [f"v{j}" for j in range(5)]
+  names = [f"v{j}" for j in range(x.shape[1])]
   report, extras = regime_table_lib.regime_table(fit, x, x, names)
   order = np.array([fit.observational] + [r for r in range(fit.n_regimes)
                                           if r != fit.observational])
