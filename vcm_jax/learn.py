@@ -76,11 +76,20 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
     if k >= x.shape[0]:
       continue
     q0 = mixture_posterior(jax.random.fold_in(key, k), x, n_regimes=k)
-    found = mixture_scm.structural_em(x, q0, max_parents=max_parents, method=method,
-                                      report=False)
+    try:
+      found = mixture_scm.structural_em(x, q0, max_parents=max_parents, method=method,
+                                        report=False)
+    except ValueError as err:  # recorded; another number of regimes may fit
+      tried.append(dict(k=int(k), bic=-math.inf, n_edges=0, failed=str(err)))
+      continue
     tried.append(dict(k=int(k), bic=float(found.score), n_edges=int(found.adj.sum())))
-    if best is None or found.score > best.score:
+    if np.isfinite(found.score) and (best is None or found.score > best.score):
       best = found
+  if best is None:
+    from vcm_jax import api  # (api imports this module's callers)
+    raise api.FitError("the graph search failed for every number of regimes tried: "
+                       + "; ".join(f"K = {t['k']}: {t.get('failed', 'no finite BIC')}"
+                                   for t in tried))
   return best._replace(edges=structure.edge_report(best.family, best.adj, method=method)), tried
 
 

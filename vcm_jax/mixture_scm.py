@@ -136,7 +136,15 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
     fam, own_table = structure.family_scores_free(x, q, max_parents=max_parents,
                                                   candidates=candidates, penalty=penalty,
                                                   var_floor=var_floor)
-    adj = structure.search(fam, start=adj, forbidden=forbidden, method=method, **search_kwargs)
+    try:
+      adj = structure.search(fam, start=adj, forbidden=forbidden, method=method,
+                             **search_kwargs)
+    except ValueError:  # a node with no finite family: a degenerate posterior
+      if best is None:
+        raise ValueError("structural EM: no DAG scores finitely under the first "
+                         "responsibilities (a degenerate regime posterior)") from None
+      history[-1]["stop"] = "no finite DAG under the next responsibilities"
+      break
     own = structure.changes_of(fam, own_table, adj)
     # A few parameter EM rounds on the graph just chosen: they cost milliseconds where a
     # family table costs seconds, and bring the posterior nearer its fixed point.
@@ -174,7 +182,10 @@ def _e_step(xs, q, adj, own, *, per_param, var_floor, log_scale, iters: int = 1)
     params = fit_params(xs, jnp.asarray(q, jnp.float32), jnp.asarray(adj), jnp.asarray(own),
                         var_floor)
     lj = np.asarray(log_joint(xs, params), np.float64)
+    lj = np.where(np.isnan(lj), -np.inf, lj)
     top = lj.max(1, keepdims=True)
+    if not np.isfinite(top).all():  # a row no regime explains: this fit has failed
+      return -np.inf, q
     log_px = float((top[:, 0] + np.log(np.exp(lj - top).sum(1))).sum()) - xs.shape[0] * log_scale
     q = np.exp(lj - top)
     q /= q.sum(1, keepdims=True)

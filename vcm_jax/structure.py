@@ -334,8 +334,8 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
       jnp.asarray(parents), jnp.float32(_penalty_per_parameter(penalty, s)),
       jnp.float32(var_floor))
   own = np.asarray(own) & valid[..., None]
-  scores = np.where(valid, np.asarray(scores, np.float64) - weights.sum() * np.log(scale)[:, None],
-                    -np.inf)
+  scores = np.asarray(scores, np.float64) - weights.sum() * np.log(scale)[:, None]
+  scores = np.where(valid & ~np.isnan(scores), scores, -np.inf)  # NaN: a degenerate copy
   cost = (_penalty_per_parameter(penalty, s) * ((parents >= 0).sum(-1) + 2)
           * (1 + own.sum(-1)))
   return (FamilyScores(scores=scores, parents=parents, loglik=scores + cost, n_rows=s), own)
