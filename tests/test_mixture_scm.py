@@ -86,3 +86,14 @@ def test_free_target_search_recovers_graph_regimes_and_their_number():
   assert found.weights.shape[1] == n + 1, tried
   assert adjusted_rand_score(regimes, found.weights.argmax(1)) > 0.9
   assert all(e["decided"] for e in found.edges), found.edges
+
+
+def test_a_search_with_no_finite_fit_is_an_error_naming_every_number_of_regimes():
+  """Rows nothing can fit (a NaN cell): every number of regimes fails and the search
+  says so as a FitError, never a graph from NaN scores."""
+  import vcm_jax
+  x = np.random.default_rng(0).normal(size=(80, 3))
+  x[7, 2] = np.nan
+  with pytest.warns(vcm_jax.FitWarning, match="no finite restart"):
+    with pytest.raises(vcm_jax.FitError, match=r"every number of regimes tried: K = 2: .*K = 4: .*K = 8"):
+      learn.free_target_search(jax.random.key(0), x, max_parents=2)
