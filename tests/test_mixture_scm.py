@@ -10,6 +10,9 @@ from scipy import stats
 from vcm_jax import graphs, learn, mixture_scm, scm
 from vcm_jax import structure as st
 
+# The slow tests here share nothing with other modules: the background process runs them.
+pytestmark = pytest.mark.offload
+
 
 def _chain_data(seed=0, rows=600):
   """x0 -> x1 -> x2 with x0 -> x2; regime 1 shifts x1, regime 2 rescales x0 and x2."""
