@@ -92,8 +92,7 @@ def n_params(adj, own) -> int:
 def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: int = 3,
                   candidates=None, penalty="bic", method: str = "auto", var_floor: float = 1e-6,
                   tol: float = 1e-4, patience: int = 3, param_iters: int = 5,
-                  forbidden=None, prune: bool = True,
-                  report: bool = True,
+                  forbidden=None, prune: bool = True, report: bool = True,
                   **search_kwargs) -> structure.StructuralEM:
   """Structural EM on the free-target mixture of linear-Gaussian SCMs.
 
