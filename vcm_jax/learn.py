@@ -108,9 +108,7 @@ def mixture_posterior(key, x, *, n_regimes: int) -> np.ndarray:
   of Kumar et al.'s setting: the first graph is the true one up to 0-3 extra edges,
   every edge oriented right)."""
   from vcm_jax.baselines import mixture  # (baselines import vcm_jax modules)
-  x = np.asarray(x, np.float64)
-  sd = x.std(0)
-  xs = jnp.asarray((x - x.mean(0)) / np.where(sd > 0, sd, 1.0), jnp.float32)
+  xs = jnp.asarray(structure.standardise(x)[0], jnp.float32)
   fits = jax.jit(jax.vmap(lambda k: mixture.gaussian_mixture(
       k, xs, n_components=n_regimes, num_iters=MIXTURE_ITERS)))(
           jax.random.split(key, MIXTURE_RESTARTS))
@@ -120,7 +118,7 @@ def mixture_posterior(key, x, *, n_regimes: int) -> np.ndarray:
     warnings.warn(f"the graph search's Gaussian mixture ({n_regimes} components) had no "
                   "finite restart: structural EM starts from uniform responsibilities",
                   api.FitWarning, stacklevel=2)
-    return np.full((x.shape[0], n_regimes), 1.0 / n_regimes)
+    return np.full((xs.shape[0], n_regimes), 1.0 / n_regimes)
   best = int(np.argmax(np.where(np.isfinite(ll), ll, -np.inf)))
   return np.asarray(fits.posterior[best], np.float64)
 

@@ -121,9 +121,8 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
   """
   x = np.asarray(x, np.float64)
   s, n = x.shape
-  scale = x.std(0)
-  scale = np.where(scale > 0, scale, 1.0)
-  xs = jnp.asarray((x - x.mean(0)) / scale, jnp.float32)
+  xs, scale = structure.standardise(x)
+  xs = jnp.asarray(xs, jnp.float32)
   per_param = structure._penalty_per_parameter(penalty, s)
   q = np.asarray(weights, np.float64)
   adj = np.zeros((n, n), np.int32) if start is None else (np.asarray(start) > 0).astype(np.int32)

@@ -95,6 +95,15 @@ def parent_sets(n_nodes: int, max_parents: int, candidates=None) -> tuple[np.nda
   return parents, valid
 
 
+def standardise(x) -> tuple[np.ndarray, np.ndarray]:
+  """``(x - mean) / sd`` per column (host, float64) and the scales (a constant column's
+  is 1): the units every family score is computed in."""
+  x = np.asarray(x, np.float64)
+  scale = x.std(0)
+  scale = np.where(scale > 0, scale, 1.0)
+  return (x - x.mean(0)) / scale, scale
+
+
 def _penalty_per_parameter(penalty, n_rows: int) -> float:
   if isinstance(penalty, str):
     table = {"bic": 0.5 * math.log(max(n_rows, 1)), "aic": 1.0, "none": 0.0}
@@ -233,9 +242,7 @@ def family_scores(x, weights, changes, *, max_parents: int = 3, candidates=None,
     raise ValueError(f"shapes disagree: x {x.shape}, weights {weights.shape}, "
                      f"changes {changes.shape} (expected [K, N] = [{weights.shape[1]}, {n}])")
   parents, valid = parent_sets(n, max_parents, candidates)
-  centre, scale = x.mean(0), x.std(0)
-  scale = np.where(scale > 0, scale, 1.0)
-  xs = (x - centre) / scale
+  xs, scale = standardise(x)
   r = max(int(changes.sum(0).max()), 1)
   own = np.full((n, r), -1, np.int32)
   for j in range(n):
@@ -327,10 +334,9 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
   if weights.shape[0] != s:
     raise ValueError(f"shapes disagree: x {x.shape}, weights {weights.shape}")
   parents, valid = parent_sets(n, max_parents, candidates)
-  centre, scale = x.mean(0), x.std(0)
-  scale = np.where(scale > 0, scale, 1.0)
+  xs, scale = standardise(x)
   scores, own = _free_family_scores(
-      jnp.asarray((x - centre) / scale, jnp.float32), jnp.asarray(weights, jnp.float32),
+      jnp.asarray(xs, jnp.float32), jnp.asarray(weights, jnp.float32),
       jnp.asarray(parents), jnp.float32(_penalty_per_parameter(penalty, s)),
       jnp.float32(var_floor))
   own = np.asarray(own) & valid[..., None]
