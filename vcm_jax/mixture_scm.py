@@ -44,29 +44,37 @@ class Params(NamedTuple):
 
 
 @jax.jit
-def fit_params(xs, weights, adj, own, var_floor=1e-6) -> Params:
+def fit_params(xs, weights, adj, own, nonlinear=None, var_floor=1e-6) -> Params:
   """Each regime's copy of each mechanism, by weighted least squares.
 
   Args:
-    xs: ``[S, N]`` rows (standardised: ``var_floor`` is relative to a column's variance).
+    xs: ``[S, N (1 + M)]`` rows (standardised: ``var_floor`` is relative to a column's
+      variance), then ``M`` hinge blocks (``structure.hinge_basis``; ``M = 0``: none).
     weights: ``[S, K]`` responsibilities.
     adj: ``[N, N]`` the DAG (``adj[i, j]``: ``i -> j``).
     own: ``[K, N]`` bool, regime ``k`` has its own copy of node ``j``'s mechanism; the
       others share one, fitted on their rows pooled.
+    nonlinear: ``[N]`` bool, node ``j``'s mechanism also reads its parents' hinges
+      (default none).
     var_floor: the residual variance floor (hard interventions, near-deterministic nodes).
   """
-  n = xs.shape[1]
-  w_k, mu, cov = structure._regime_moments(xs, weights)
+  n = adj.shape[0]
+  f = xs.shape[1]
+  w_k, mu, cov = structure._regime_moments(xs, weights)                    # [K, F], [K, F, F]
   _, mu_sh, cov_sh = structure._shared_moments(w_k, mu, cov, own)
-  m = jnp.where(own[:, :, None], mu[:, None, :], mu_sh[None])               # [K, N, N]
-  c = jnp.where(own[:, :, None, None], cov[:, None], cov_sh[None])          # [K, N, N, N]
+  m = jnp.where(own[:, :, None], mu[:, None, :], mu_sh[None])               # [K, N, F]
+  c = jnp.where(own[:, :, None, None], cov[:, None], cov_sh[None])          # [K, N, F, F]
   pa = (jnp.asarray(adj) > 0).T                                             # [j, i]
-  eye = jnp.eye(n, dtype=c.dtype)
-  a = jnp.where(pa[:, :, None] & pa[:, None, :], c, eye)
-  a = a + jnp.eye(n) * (1e-7 * jnp.diagonal(a, axis1=-2, axis2=-1)[..., None] + 1e-12)
+  nl = jnp.zeros(n, bool) if nonlinear is None else jnp.asarray(nonlinear)
+  reads = jnp.concatenate([pa] + [pa & nl[:, None]] * (f // n - 1), axis=1)  # [j, F]
+  eye = jnp.eye(f, dtype=c.dtype)
+  a = jnp.where(reads[:, :, None] & reads[:, None, :], c, eye)
+  ridge = structure.basis_ridge(n, f // n - 1)
+  a = a + eye * (1e-7 * jnp.diagonal(a, axis1=-2, axis2=-1)[..., None] + 1e-12
+                 + jnp.where(reads, ridge, 0.0)[..., None])
   idx = jnp.arange(n)
-  b = jnp.where(pa, jnp.transpose(c[:, idx, :, idx], (1, 0, 2)), 0.0)       # [K, j, i]
-  coef = jnp.where(pa, jnp.linalg.solve(a, b[..., None])[..., 0], 0.0)
+  b = jnp.where(reads, jnp.transpose(c[:, idx, :, idx], (1, 0, 2)), 0.0)    # [K, j, F]
+  coef = jnp.where(reads, jnp.linalg.solve(a, b[..., None])[..., 0], 0.0)
   var = jnp.maximum(c[:, idx, idx, idx] - (coef * b).sum(-1), var_floor)
   intercept = m[:, idx, idx] - (coef * m).sum(-1)
   log_pi = jnp.log(jnp.maximum(w_k, 1e-30) / jnp.sum(w_k))
@@ -75,16 +83,19 @@ def fit_params(xs, weights, adj, own, var_floor=1e-6) -> Params:
 
 @jax.jit
 def log_joint(xs, params: Params):
-  """``log pi_k + sum_j log N(x_sj | copy (k, j))``: ``[S, K]``."""
-  pred = params.intercept[None] + jnp.einsum("si,kji->skj", xs, params.coef)
-  r = xs[:, None, :] - pred
+  """``log pi_k + sum_j log N(x_sj | copy (k, j))``: ``[S, K]`` (``xs`` as ``fit_params``)."""
+  pred = params.intercept[None] + jnp.einsum("sf,kjf->skj", xs, params.coef)
+  r = xs[:, None, :params.var.shape[1]] - pred
   ll = -0.5 * (_LOG_2PI + jnp.log(params.var)[None] + r * r / params.var[None])
   return params.log_pi[None] + ll.sum(-1)
 
 
-def n_params(adj, own) -> int:
-  """The free parameters: per family ``(|P| + 2)`` per copy, plus ``K - 1`` weights."""
+def n_params(adj, own, nonlinear=None, n_knots: int = 0) -> int:
+  """The free parameters: per family ``(w + 2)`` per copy, ``w`` its weights (``|P|``, or
+  ``|P| (1 + n_knots)`` with hinges), plus ``K - 1`` regime weights."""
   size = (np.asarray(adj) > 0).sum(0)
+  if nonlinear is not None:
+    size = np.where(np.asarray(nonlinear), size * (1 + n_knots), size)
   copies = 1 + np.asarray(own).sum(0)
   return int(((size + 2) * copies).sum() + own.shape[0] - 1)
 
@@ -93,6 +104,8 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
                   candidates=None, penalty="bic", method: str = "auto", var_floor: float = 1e-6,
                   tol: float = 1e-4, patience: int = 3, param_iters: int = 5,
                   forbidden=None, prune: bool = True, report: bool = True,
+                  quantiles=(),
+                  nonlinear_parents: int = structure.NONLINEAR_PARENTS,
                   **search_kwargs) -> structure.StructuralEM:
   """Structural EM on the free-target mixture of linear-Gaussian SCMs.
 
@@ -108,7 +121,8 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
     x: ``[S, N]`` data (standardised inside; scores in the data's units).
     weights: ``[S, K]`` the first responsibilities.
     start: the graph hill climbing starts from in the first round (default empty).
-    max_parents, candidates, penalty, var_floor: ``structure.family_scores_free``'s.
+    max_parents, candidates, penalty, var_floor, quantiles, nonlinear_parents:
+      ``structure.family_scores_free``'s (each family linear or hinge, as its table chose).
     method, forbidden, search_kwargs: ``structure.search``'s.
     prune: then remove or reverse edges while the model's BIC rises (``_prune``).
     param_iters: parameter EM rounds (graph and change sets fixed) after each M-step.
@@ -122,18 +136,19 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
   x = np.asarray(x, np.float64)
   s, n = x.shape
   xs, scale = structure.standardise(x)
-  xs = jnp.asarray(xs, jnp.float32)
+  xs = jnp.asarray(structure.hinge_basis(xs, quantiles), jnp.float32)
   per_param = structure._penalty_per_parameter(penalty, s)
   q = np.asarray(weights, np.float64)
   adj = np.zeros((n, n), np.int32) if start is None else (np.asarray(start) > 0).astype(np.int32)
   prev = np.zeros((n, n), np.int32)
   history, best = [], None
   e_step = functools.partial(_e_step, xs, per_param=per_param, var_floor=var_floor,
-                             log_scale=float(np.log(scale).sum()))
+                             log_scale=float(np.log(scale).sum()), n_knots=len(quantiles))
   for r in range(max_rounds):
     fam, own_table = structure.family_scores_free(x, q, max_parents=max_parents,
                                                   candidates=candidates, penalty=penalty,
-                                                  var_floor=var_floor)
+                                                  var_floor=var_floor, quantiles=quantiles,
+                                                  nonlinear_parents=nonlinear_parents)
     try:
       adj = structure.search(fam, start=adj, forbidden=forbidden, method=method,
                              **search_kwargs)
@@ -143,14 +158,14 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
                          "responsibilities (a degenerate regime posterior)") from None
       history[-1]["stop"] = "no finite DAG under the next responsibilities"
       break
-    own = structure.changes_of(fam, own_table, adj)
+    own, nl = structure.changes_of(fam, own_table, adj), structure.nonlinear_of(fam, adj)
     # A few parameter EM rounds on the graph just chosen: they cost milliseconds where a
     # family table costs seconds, and bring the posterior nearer its fixed point.
-    bic, q = e_step(q, adj, own, iters=param_iters)
+    bic, q = e_step(q, adj, own, nl, iters=param_iters)
     entry = dict(round=r, adj=adj, log_px=bic, **structure._edge_diff(prev, adj))
     history.append(entry)
     if best is None or bic > best[1]:
-      best = (adj, bic, q, own, fam, own_table)
+      best = (adj, bic, q, own, nl, fam, own_table)
     if r and np.array_equal(adj, prev) and abs(bic - history[-2]["log_px"]) < tol * s:
       entry["stop"] = "converged"
       break
@@ -160,11 +175,11 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
       entry["stop"] = f"graph unchanged for {patience} rounds"
       break
     prev = adj
-  b_adj, b_score, b_q, b_own, b_fam, b_table = best
+  b_adj, b_score, b_q, b_own, _, b_fam, b_table = best
   if prune:
-    b_adj, b_score, b_q, b_own, pruned = _prune(e_step, b_q, b_adj, b_fam, b_table,
-                                                forbidden=forbidden,
-                                                required=search_kwargs.get("required"))
+    b_adj, b_score, b_q, b_own, _, pruned = _prune(e_step, b_q, b_adj, b_fam, b_table,
+                                                   forbidden=forbidden,
+                                                   required=search_kwargs.get("required"))
     if pruned:
       history.append(dict(round=len(history), adj=b_adj, log_px=b_score, pruned=pruned,
                           **structure._edge_diff(history[-1]["adj"], b_adj)))
@@ -173,12 +188,13 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
                                 history=history, edges=edges, family=b_fam)
 
 
-def _e_step(xs, q, adj, own, *, per_param, var_floor, log_scale, iters: int = 1):
-  """``iters`` rounds of parameter EM on a fixed graph and change sets from ``q``:
-  ``(BIC in the data's units, the posterior)``."""
+def _e_step(xs, q, adj, own, nonlinear, *, per_param, var_floor, log_scale, n_knots,
+            iters: int = 1):
+  """``iters`` rounds of parameter EM on a fixed graph, change sets and mechanism kinds
+  from ``q``: ``(BIC in the data's units, the posterior)``."""
   for _ in range(iters):
     params = fit_params(xs, jnp.asarray(q, jnp.float32), jnp.asarray(adj), jnp.asarray(own),
-                        var_floor)
+                        jnp.asarray(nonlinear), var_floor)
     lj = np.asarray(log_joint(xs, params), np.float64)
     lj = np.where(np.isnan(lj), -np.inf, lj)
     top = lj.max(1, keepdims=True)
@@ -187,7 +203,7 @@ def _e_step(xs, q, adj, own, *, per_param, var_floor, log_scale, iters: int = 1)
     log_px = float((top[:, 0] + np.log(np.exp(lj - top).sum(1))).sum()) - xs.shape[0] * log_scale
     q = np.exp(lj - top)
     q /= q.sum(1, keepdims=True)
-  return log_px - per_param * n_params(adj, own), q
+  return log_px - per_param * n_params(adj, own, nonlinear, n_knots), q
 
 
 def _prune(e_step, q, adj, fam, own_table, *, forbidden=None, required=None, iters: int = 3):
@@ -203,7 +219,8 @@ def _prune(e_step, q, adj, fam, own_table, *, forbidden=None, required=None, ite
   forbidden = np.zeros((n, n), bool) if forbidden is None else np.asarray(forbidden) > 0
   required = np.zeros((n, n), bool) if required is None else np.asarray(required) > 0
   own = structure.changes_of(fam, own_table, adj)
-  current, q_cur = e_step(q, adj, own, iters=iters)
+  nl = structure.nonlinear_of(fam, adj)
+  current, q_cur = e_step(q, adj, own, nl, iters=iters)
   done = []
   while True:
     best = None
@@ -223,10 +240,11 @@ def _prune(e_step, q, adj, fam, own_table, *, forbidden=None, required=None, ite
           c_own = structure.changes_of(fam, own_table, cand)
         except ValueError:  # a parent set outside the table
           continue
-        score, c_q = e_step(q_cur, cand, c_own, iters=iters)
+        c_nl = structure.nonlinear_of(fam, cand)
+        score, c_q = e_step(q_cur, cand, c_own, c_nl, iters=iters)
         if score > current and (best is None or score > best[0]):
-          best = (score, cand, c_q, c_own, (kind, int(i), int(j)))
+          best = (score, cand, c_q, c_own, c_nl, (kind, int(i), int(j)))
     if best is None:
-      return adj, current, q_cur, own, done
-    current, adj, q_cur, own, change = best
+      return adj, current, q_cur, own, nl, done
+    current, adj, q_cur, own, nl, change = best
     done.append(change)
