@@ -38,6 +38,8 @@ def _kill_and_resume(folder, popen):
   whole, killed = folder / "whole", folder / "killed"
   status, err = _run(popen, _cmd(whole), folder / "whole.log")
   assert status == 0, err[-2000:]
+  with open(whole / "metrics.json") as f:  # (tests/test_run.py reads the whole run's file)
+    written = json.load(f)
 
   proc = popen(_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = killed / "checkpoints"
@@ -55,7 +57,7 @@ def _kill_and_resume(folder, popen):
   assert status == 0, resumed[-2000:]
   rows = [json.loads(line) for line in open(killed / "metrics.jsonl")]
   return dict(ended_first=ended_first, partial=partial, resumed=resumed,
-              whole=cli_runs.runs(whole),
+              whole=written["runs"], written=written,
               killed=cli_runs.runs(killed), steps=[r["step"] for r in rows])
 
 

@@ -1,5 +1,5 @@
-"""End to end: experiments.driver.run on configs/test.py, and the CLI's input errors."""
-import json
+"""End to end: the CLI's run of configs/test.py (the one tests/test_resume.py runs whole),
+and the CLI's input errors."""
 import math
 import os
 import subprocess
@@ -8,33 +8,29 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+import test_resume  # noqa: E402  (its uninterrupted run is this module's end-to-end run)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_KEYS = ("seed", "ari", "nmi", "bayes_ari", "target_accuracy", "observational_identified",
             "elbo", "heldout_loglik", "true_heldout_loglik")
+NUM_RUNS = 2  # configs/test.py's
 
 
-@pytest.fixture(scope="module")
-def end_to_end(tmp_path_factory):
-  """The suite's only full run in this process (compilation included: seconds)."""
-  from configs import test as test_config
-  from experiments import driver
-
-  workdir = str(tmp_path_factory.mktemp("e2e"))
-  config = test_config.get_config()
-  # Half its 300 steps: the fits already sit at the ceiling (ARI 1.0 of 1.0, held-out
-  # log p(x) within 0.03 nats of the truth's), and most of the run's time is its steps.
-  config.train.num_steps = 150
-  payload = driver.run(config, workdir)
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    written = json.load(f)
-  return config, payload, written
+@pytest.fixture
+def end_to_end(early):
+  """The metrics.json of the uninterrupted CLI run of configs/test.py (200 steps) that
+  tests/test_resume.py compares the killed and resumed run with: one background job
+  (conftest.py: ``early``) for both modules, no second compile of the same run here."""
+  return early["written"]
 
 
+@pytest.mark.early(job=test_resume._kill_and_resume)
 def test_metrics_json_schema(end_to_end):
-  config, payload, written = end_to_end
-  assert set(written) >= {"runs", "summary", "wall_seconds"}
-  assert written["runs"] == payload["runs"]
-  assert len(written["runs"]) == config.num_runs
+  written = end_to_end
+  assert set(written) >= {"runs", "summary", "wall_seconds", "config"}
+  assert written["config"]["num_runs"] == NUM_RUNS
+  assert len(written["runs"]) == NUM_RUNS
   for i, row in enumerate(written["runs"]):
     assert set(row) >= set(RUN_KEYS), set(RUN_KEYS) - set(row)
     assert row["seed"] == i
@@ -48,8 +44,9 @@ def test_metrics_json_schema(end_to_end):
   assert isinstance(written["wall_seconds"], float) and written["wall_seconds"] > 0
 
 
+@pytest.mark.early(job=test_resume._kill_and_resume)
 def test_summary_consistent_with_runs(end_to_end):
-  _, _, written = end_to_end
+  written = end_to_end
   runs, summary = written["runs"], written["summary"]
   for key in ("ari", "nmi", "bayes_ari", "elbo", "heldout_loglik"):
     col = np.array([r[key] for r in runs])
@@ -59,8 +56,9 @@ def test_summary_consistent_with_runs(end_to_end):
   assert summary["observational_identified"] == sum(r["observational_identified"] for r in runs)
 
 
+@pytest.mark.early(job=test_resume._kill_and_resume)
 def test_end_to_end_quality(end_to_end):
-  _, _, written = end_to_end
+  written = end_to_end
   runs = written["runs"]
   mean_ari = np.mean([r["ari"] for r in runs])
   mean_bayes = np.mean([r["bayes_ari"] for r in runs])
@@ -86,36 +84,40 @@ def _cli(popen, folder, name, override):
                                               (folder / f"{name}.err").read_text())
 
 
-BAD = {"batch_size": "--config.train.batch_size=100000", "estimator": "--config.train.estimator=bogus",
-       "no_such_key": "--config.train.no_such_key=1"}
+BAD = {"batch_size": dict(batch_size=100000), "estimator": dict(estimator="bogus")}
 
 
-def _rejected(folder, popen):
-  """The CLI on each bad override (each is start-up and a parse), one after another, as
-  a background job (conftest.py: ``early``): ``{needle: (workdir, process)}``."""
-  return {needle: _cli(popen, folder, needle, flag) for needle, flag in BAD.items()}
-
-
-@pytest.mark.early(job=_rejected)
 @pytest.mark.parametrize("needle", ["batch_size", "estimator"])
-def test_cli_bad_value_one_line_error(early, needle):
-  workdir, proc = early[needle]
-  assert proc.returncode != 0
-  assert "Traceback" not in proc.stderr, proc.stderr
-  lines = [l for l in proc.stderr.splitlines() if l.strip()]
-  assert lines and needle in lines[-1] and lines[-1].startswith("error:"), proc.stderr
-  # Rejected before anything ran: nothing written.
-  assert not (workdir / "metrics.json").exists()
-  assert not (workdir / "checkpoints").exists()
+def test_bad_value_one_line_error(needle, tmp_path):
+  """An impossible value: driver.run's one-line UserError (the CLI prints it as
+  ``error: ...``, no traceback: tests/test_sharding.py, tests/test_own_data_sharding.py),
+  raised before anything ran or was written."""
+  from configs import test as test_config
+  from experiments import driver
+  config = test_config.get_config()
+  config.train.update(BAD[needle])
+  workdir = tmp_path / "w"
+  with pytest.raises(driver.UserError) as err:
+    driver.run(config, str(workdir))
+  assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+  assert not workdir.exists()  # rejected before anything ran: nothing written
 
 
-@pytest.mark.early(job=_rejected)
+def _unknown_key(folder, popen):
+  """The CLI on an override naming no key (start-up and a parse), as a background job
+  (conftest.py: ``early``): ``(workdir, process)``."""
+  return _cli(popen, folder, "no_such_key", "--config.train.no_such_key=1")
+
+
+@pytest.mark.early(job=_unknown_key)
 def test_cli_unknown_key_one_line_error(early):
   # README: "An unknown key or an impossible value stops the run with a one-line
   # error before anything is compiled." (Also the old test_cli_unknown_key_exits_nonzero:
   # the same command.)
-  workdir, proc = early["no_such_key"]
+  workdir, proc = early
   assert proc.returncode != 0
   assert not (workdir / "metrics.json").exists()
   assert "no_such_key" in proc.stderr
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert lines and lines[-1].startswith("error:") and "no_such_key" in lines[-1], proc.stderr
