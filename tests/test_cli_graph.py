@@ -1,24 +1,23 @@
-"""The own-data command without a graph file learns the graph (graph.csv, graph.png,
-metrics.json's graph_learning); with graph.search=repair it mends a given one."""
+"""The own-data run (configs/csv.py, as the command runs it: experiments.driver.run)
+without a graph file learns the graph (graph.csv, graph.png, metrics.json's
+graph_learning); with graph.search=repair it mends a given one. (In this process, no
+command start-up per run; the command's own handling of a config error, one line and no
+traceback, is tested with the CLI in tests/test_own_data_sharding.py and
+tests/test_sharding.py.)"""
 import json
+import logging
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import cli_runs  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["A", "B", "C", "D"]
 # A -> B, A -> C, B -> D, C -> D: a diamond (its collider at D orients it).
 TRUE = np.array([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
-SMALL = ["--config.train.num_steps=200", "--config.train.checkpoint_every=0",
-         "--config.model.mechanism=linear", "--config.selection.decoders=structured",
-         "--config.selection.noises=gauss", "--config.selection.scales=constant",
-         "--config.selection.yardstick=False", "--config.selection.screen=False"]
+SMALL = {"train.num_steps": 200, "train.checkpoint_every": 0, "model.mechanism": "linear",
+         "selection.decoders": "structured", "selection.noises": "gauss",
+         "selection.scales": "constant", "selection.yardstick": False,
+         "selection.screen": False}
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +39,25 @@ def data_csv(tmp_path_factory):
   return str(path)
 
 
-def _run(workdir, *args):
-  log = f"{workdir}.log"
-  with open(log, "w") as f:
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", "--config=configs/csv.py",
-                             f"--workdir={workdir}", *SMALL, *args],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
-  status, text = cli_runs.finish((proc, log))
-  assert status == 0, text[-3000:]
+def _config(**overrides):
+  """configs/csv.py with SMALL and ``overrides`` (``group.key``: value), as the command's
+  ``--config.group.key=value`` flags set them."""
+  from configs import csv as csv_config
+  config = csv_config.get_config()
+  for name, value in {**SMALL, **overrides}.items():
+    group, key = name.split(".")
+    config[group][key] = value
+  return config
+
+
+def _run(caplog, workdir, **overrides):
+  """The run's summary and its log (the command's INFO lines)."""
+  from experiments import driver
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    driver.run(_config(**overrides), str(workdir))
   with open(os.path.join(workdir, "metrics.json")) as f:
-    return json.load(f)["summary"], text
+    return json.load(f)["summary"], caplog.text
 
 
 def _read_graph(workdir):
@@ -64,9 +72,10 @@ def _skeleton_shd(a, b):
   return int(np.triu((a | a.T) != (b | b.T)).sum())
 
 
-def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv, tmp_path):
+def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv, tmp_path,
+                                                                        caplog):
   learned_dir = tmp_path / "learned"
-  summary, log = _run(learned_dir, f"--config.data.path={data_csv}")
+  summary, log = _run(caplog, learned_dir, **{"data.path": data_csv})
   adj = _read_graph(learned_dir)
   assert _skeleton_shd(adj, TRUE) <= 1, adj
   assert os.path.getsize(learned_dir / "graph.png") > 0
@@ -81,8 +90,8 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
   given = tmp_path / "missing.csv"
   given.write_text("source,target\nA,B\nB,D\nC,D\n")
   repaired_dir = tmp_path / "repaired"
-  summary, log = _run(repaired_dir, f"--config.data.path={data_csv}",
-                      f"--config.data.graph={given}", "--config.graph.search=repair")
+  summary, log = _run(caplog, repaired_dir, **{"data.path": data_csv, "data.graph": str(given),
+                                                "graph.search": "repair"})
   adj = _read_graph(repaired_dir)
   assert adj[0, 2] == 1 and _skeleton_shd(adj, TRUE) == 0, adj
   changes = summary["graph_learning"]["changes"]
@@ -93,10 +102,10 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
 
 
 def test_unknown_graph_search_is_one_line_error(data_csv, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "experiments.run", "--config=configs/csv.py",
-                         f"--config.data.path={data_csv}", "--config.graph.search=guess",
-                         f"--workdir={tmp_path / 'out'}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode != 0 and "Traceback" not in proc.stderr
-  assert "error: config: graph.search='guess' is not one of learn, repair" in proc.stderr
+  from experiments import driver
+  with pytest.raises(driver.UserError) as err:
+    driver.run(_config(**{"data.path": data_csv, "graph.search": "guess"}),
+               str(tmp_path / "out"))
+  assert "config: graph.search='guess' is not one of learn, repair" in str(err.value)
+  assert "\n" not in str(err.value)
   assert not (tmp_path / "out").exists()
