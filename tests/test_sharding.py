@@ -1,4 +1,5 @@
 """Runs sharded over 8 (forced host) devices give the per-run results of an unsharded run."""
+import ast
 import json
 import os
 import socket
@@ -39,9 +40,27 @@ def _eight(popen, workdir, *extra):
                 "--config.train.checkpoint_every=0", *extra)
 
 
-# The runs are background jobs (conftest.py: ``early``), started when the session starts,
-# one process at a time (but the two that make one distributed run). The sharded runs and
-# the distributed one are one job: both are compared with its one unsharded run.
+# The sharded runs are background jobs (conftest.py: ``early``), started when the session
+# starts, one process at a time (but the two that make one distributed run); the unsharded
+# run they are compared with is made in this process (one device, no command start-up).
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+  """The per-run entries of the unsharded run of the 8 runs: ``driver.run`` on SMALL (the
+  command's path), with the command's PRNG setting (experiments.configure_jax)."""
+  from configs import test as test_config
+  from experiments import driver
+  config = test_config.get_config()
+  for flag in SMALL[1:] + ["--config.num_runs=8", "--config.train.checkpoint_every=0"]:
+    name, value = flag.removeprefix("--config.").split("=")
+    *groups, key = name.split(".")
+    node = config
+    for group in groups:
+      node = node[group]
+    node[key] = ast.literal_eval(value)
+  with jax.threefry_partitionable(False):
+    return driver.run(config, str(tmp_path_factory.mktemp("plain")))["runs"]
+
 
 def _free_port():
   with socket.socket() as s:
@@ -50,14 +69,14 @@ def _free_port():
 
 
 def _runs(folder, popen):
-  meshes = {"plain": (), "runs8": ("--config.mesh.runs=8",),
+  meshes = {"runs8": ("--config.mesh.runs=8",),
             "runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
   results = {}
   for name, extra in meshes.items():
     status, out = cli_runs.finish(_eight(popen, folder / name, *extra))
     assert status == 0, out[-2000:]
     results[name] = cli_runs.runs(folder / name)
-  # The plain run's 8 runs, by two processes of 2 devices each (checkpoints on: only
+  # The same 8 runs, by two processes of 2 devices each (checkpoints on: only
   # process 0 writes them).
   port = _free_port()
   multi = [_start(popen, folder / "multi", 2, *SMALL, "--config.num_runs=8",
@@ -76,13 +95,14 @@ def _runs(folder, popen):
 
 
 @pytest.mark.early(job=_runs)
-def test_sharded_runs_match_unsharded(early):
+def test_sharded_runs_match_unsharded(early, plain):
   results, _ = early
-  assert len(results["plain"]) == 8
+  assert len(plain) == 8
   for name in ("runs8", "runs4_data2"):
-    for plain, sharded in zip(results["plain"], results[name]):
-      assert plain.keys() == sharded.keys()
-      for key, value in plain.items():
+    assert len(results[name]) == 8
+    for one, sharded in zip(plain, results[name]):
+      assert one.keys() == sharded.keys()
+      for key, value in one.items():
         if isinstance(value, float):
           assert sharded[key] == pytest.approx(value, rel=1e-4, abs=1e-4), (name, key)
         else:
@@ -90,13 +110,13 @@ def test_sharded_runs_match_unsharded(early):
 
 
 @pytest.mark.early(job=_runs)
-def test_two_processes_match_one(early):
+def test_two_processes_match_one(early, plain):
   """``--distributed`` over two CPU processes (2 devices each; runs split across the
   processes, each run's batch across a process's devices) gives one process's results
   (the unsharded run of the same 8 runs), and only process 0 writes."""
   results, steps = early
   assert len(results["multi"]) == 8
-  for a, b in zip(results["plain"], results["multi"]):
+  for a, b in zip(plain, results["multi"]):
     assert a.keys() == b.keys()
     for key, value in a.items():
       assert b[key] == (pytest.approx(value, rel=1e-4, abs=1e-4) if isinstance(value, float)
