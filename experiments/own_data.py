@@ -22,7 +22,7 @@ from absl import logging
 from experiments import compilation, loop, plots, writers
 from vcm_jax import api, choose, config as fit_config, diagnose, evaluate, graphs, io, predict, select
 from vcm_jax import sharding
-from vcm_jax import learn, rows, train, units
+from vcm_jax import identifiability, learn, rows, train, units
 from vcm_jax.datasets import load_sachs
 from vcm_jax.io.writers import write_graph
 from vcm_jax.regime_table import regime_table
@@ -279,6 +279,10 @@ def run(config, workdir: str) -> dict:
   selected = model_selection or {}
   report, extras = regime_table(fit, x_train, data.x, data.names, shared_misfit=misfit,
                                 misfit_confirmed=selected.get("misfit_confirmed", True))
+  if selection_cfg is not None and selection_cfg.free_target_screen:  # as vcm_jax.fit does
+    report["identifiability"] = identifiability.free_target_screen(
+        jax.random.fold_in(jax.random.key(config.seed), 11), fit, x_train,
+        report["identifiability"])
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])

@@ -174,3 +174,47 @@ def test_a_bent_mechanism_is_scored_with_hinges_and_a_straight_one_is_not():
   assert np.array_equal(bent.adj, adj), bent.adj
   np.testing.assert_array_equal(st.nonlinear_of(bent.family, bent.adj), [False, True, False])
   assert bent.score > straight.score + 100  # (the linear fit bends its regimes instead: 169)
+
+
+@pytest.mark.fast
+def test_free_target_candidates_read_copies():
+  """Regimes differ where they use different copies: {obs, X1, X2, X1 + X2} has no
+  reference (X1 + X2 differs from obs in two); {obs, X1, X2} has obs alone."""
+  from vcm_jax import identifiability
+  both = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], bool)
+  assert identifiability.free_target_candidates(both, np.ones(4, bool)) == []
+  assert identifiability.free_target_candidates(both[:3], np.ones(3, bool)) == [0]
+
+
+def test_the_free_target_screen_takes_identified_away_only_where_the_rival_wins():
+  """X1 -> X2 with regimes {obs, X1, X2, X1 + X2} (Figure 2's case b): a fit that reads
+  "identified" and scores below the free-target rival by more than the margin becomes
+  "violated"; within the margin, or above the rival, it keeps its verdict; single-target data (case a) keep
+  "identified" even where the rival scores higher (its one candidate)."""
+  from types import SimpleNamespace
+  from experiments import identifiability as cases
+  from vcm_jax import identifiability
+  idx, mask = np.array([[0], [0]]), np.array([[False], [True]])   # X1 -> X2
+  entry = {"verdict": "identified", "why": "the fit's own evidence"}
+
+  def screened(case, fit_score):  # a fit that scores fit_score a row (its BIC alike)
+    adj, _, regimes, _ = cases.make_case(case, 2, 100)
+    x, _ = cases._sample(np.random.default_rng(1100), adj, regimes, 500)
+    fake = SimpleNamespace(parent_idx=idx, parent_mask=mask, n_regimes=3,
+                           score=lambda rows: fit_score, bic=lambda rows: fit_score * len(rows))
+    return identifiability.free_target_screen(jax.random.key(0), fake, x, entry)
+
+  low = screened("b", -1e3)
+  assert low["verdict"] == "violated", low
+  assert low["free_target_rival"]["k"] == 4 and low["free_target_rival"]["candidates"] == []
+  assert "the fit alone read: the fit's own evidence" in low["why"]
+  rival = low["free_target_rival"]["log_px"]
+  near = screened("b", rival - identifiability.SCREEN_MARGIN / 2)  # better, not by the margin
+  assert near["verdict"] == "identified", near
+  high = screened("b", 1e3)
+  assert high["verdict"] == "identified" and high["free_target_rival"]["bic"] < 1e6
+  single = screened("a", -1e3)
+  assert single["verdict"] == "identified", single
+  assert len(single["free_target_rival"]["candidates"]) == 1
+  assert identifiability.free_target_screen(None, None, None, {"verdict": "ambiguous"}) == \
+      {"verdict": "ambiguous"}

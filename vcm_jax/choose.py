@@ -71,6 +71,9 @@ class Selection:
   # failed its fit (``nested_failures``): the choice never rests on it.
   nested_tolerance: float = 1e-3
   yardstick: bool = True       # fit a Gaussian mixture (K by BIC) beside the choice
+  # put an "identified" verdict to a free-target rival on the same graph
+  # (``identifiability.free_target_screen``)
+  free_target_screen: bool = True
 
   def __post_init__(self):
     for name in ("decoders", "noises", "scales", "k_candidates"):
@@ -512,11 +515,12 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
 def thresholds() -> dict:
   """The constants the identification, the verdict and the warnings read (the check's
   and the choice's own are ``Selection`` fields), as every run records them."""
-  from vcm_jax import baselines, identify
+  from vcm_jax import baselines, identifiability, identify
   return {"change_threshold": identify.CHANGE_THRESHOLD, "gate_start": GATE_START,
           "point_mass_share": diagnose.POINT_MASS_SHARE,
           "gross_error_excess": diagnose.GROSS_ERROR_EXCESS,
-          "yardstick_margin": baselines.yardstick.MARGIN}
+          "yardstick_margin": baselines.yardstick.MARGIN,
+          "free_target_screen_margin": identifiability.SCREEN_MARGIN}
 
 
 def _gross_error_stage(key, fit: api.Fit, x, fraction: float):

@@ -66,19 +66,24 @@ def regime_grid(n_nodes: int) -> list[int]:
   return sorted({max(2, (n_nodes + 2) // 2), n_nodes + 1, 2 * (n_nodes + 1)})
 
 
-def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str = "auto"):
+def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str = "auto",
+                       graph=None):
   """Structural EM on the free-target mixture of linear-Gaussian SCMs
   (``mixture_scm.structural_em``) from a Gaussian mixture's posterior, for each number
-  of regimes in ``n_regimes`` (default ``regime_grid``); the best BIC wins. Returns
-  ``(StructuralEM, [{"k", "bic", "n_edges"}] per number tried)``."""
+  of regimes in ``n_regimes`` (default ``regime_grid``); the best BIC wins. With
+  ``graph`` the DAG is held at it (only each family's changing regimes and the
+  parameters are fitted). Returns ``(StructuralEM, [{"k", "bic", "n_edges"}] per number
+  tried)``."""
   tried, best = [], None
+  fixed = {} if graph is None else dict(candidates=np.asarray(graph) > 0,
+                                         required=np.asarray(graph) > 0)
   for k in (n_regimes or regime_grid(x.shape[1])):
     if k >= x.shape[0]:
       continue
     q0 = mixture_posterior(jax.random.fold_in(key, k), x, n_regimes=k)
     try:
       found = mixture_scm.structural_em(x, q0, max_parents=max_parents, method=method,
-                                        report=False)
+                                        report=False, **fixed)
     except ValueError as err:  # recorded; another number of regimes may fit
       tried.append(dict(k=int(k), bic=-math.inf, n_edges=0, failed=str(err)))
       continue
@@ -90,6 +95,8 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
     raise api.FitError("the graph search failed for every number of regimes tried: "
                        + "; ".join(f"K = {t['k']}: {t.get('failed', 'no finite BIC')}"
                                    for t in tried))
+  if graph is not None:
+    return best, tried
   return best._replace(edges=structure.edge_report(best.family, best.adj, method=method)), tried
 
 
