@@ -242,22 +242,22 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   says so. Other verdicts are returned as they are (the screen only takes confidence
   away).
 
-  Log p(x) and not BIC alone: the default's MLP mechanisms pay for their parameters, so
-  on linear single-target data the rival's BIC was 320 nats above the fit's at the same
-  log p(x) (case a, seeds 100-101: within 0.002 nats a row), and a rival stuck in a
-  poorer optimum then read "violated" on single-target data (a gain change on a
-  near-deterministic sensor, ``tests/test_failsafe.py``: 0.0007 nats a row better).
-  On case b the rival is 0.13-0.17 nats a row better (seeds 100, 102, 104).
-
   Why: a single-target fit of regimes {obs, X1, X2, X1 + X2} on X1 -> X2 merges two of
   them and misfits every regime alike, which the shared-mechanism check, comparing
-  regimes with each other, cannot see: 2 of 5 report seeds read "identified" (the issue
-  asks never). The rival on the same graph finds the four regimes (ARI 0.94-0.95
-  against 0.56-0.59) and its BIC is 830-910 nats above the fit's (development seeds
-  100 and 103 of ``experiments.identifiability``'s case b).
+  regimes with each other, cannot see: 2 of 5 fits read "identified" (seeds 100-104 of
+  ``experiments.identifiability``'s case b with the default; the issue asks never). The
+  rival on the same graph finds the four regimes (ARI 0.94-0.95 against 0.48-0.59),
+  0.13-0.17 nats a row better.
 
-  Returns ``entry`` with ``free_target_rival`` (``k``, ``bic``, ``fit_bic``, ``rows``,
-  ``candidates`` among the rival's regimes) where the screen ran."""
+  Log p(x), not BIC alone: the default's MLP mechanisms pay for their parameters, so
+  on linear single-target data (case a, seeds 100-104) the rival's BIC was 320 nats
+  above the fit's at the same log p(x) (within 0.002 nats a row), and a rival stuck in a
+  poorer optimum then read "violated" on single-target data (a gain change on a
+  near-deterministic sensor, ``tests/test_failsafe.py``: 0.0007 nats a row better).
+
+  Returns ``entry`` with ``free_target_rival`` (``k``, ``log_px`` and ``fit_log_px`` a
+  row, ``bic``, ``fit_bic``, ``rows``, ``candidates`` among the rival's regimes) where
+  the screen ran."""
   if entry.get("verdict") != "identified":
     return entry
   from vcm_jax import learn, mixture_scm  # (learn imports the fits' callers)
@@ -274,8 +274,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   k = found.weights.shape[1]
   present = np.bincount(found.weights.argmax(1), minlength=k) > 0
   cands = free_target_candidates(found.changes, present)
-  rival_lp = (float(found.score) + 0.5 * np.log(len(x)) * mixture_scm.n_params(adj, found.changes)
-               ) / len(x)
+  penalty = 0.5 * float(np.log(len(x))) * mixture_scm.n_params(adj, found.changes)
+  rival_lp = (float(found.score) + penalty) / len(x)
   fit_lp, fit_bic = float(fit.score(x)), float(fit.bic(x))
   rival = {"k": int(k), "log_px": rival_lp, "fit_log_px": fit_lp, "bic": float(found.score),
            "fit_bic": fit_bic, "rows": len(x), "candidates": cands}
