@@ -1,10 +1,12 @@
 """Own data with its rows split over 4 (forced host) devices: the one-device run's results."""
+import ast
 import csv
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -27,24 +29,48 @@ def dataset(tmp_path_factory):
   return out
 
 
+def _flags(data_dir, *extra):
+  """The run's ``--config.*`` flags."""
+  return [f"--config.data.path={data_dir}/data.csv", f"--config.data.graph={data_dir}/graph.csv",
+          "--config.data.labels=regime", "--config.model.hidden=(8,)",
+          "--config.train.pooled_steps=20", "--config.train.num_steps=100",
+          "--config.train.batch_size=500", "--config.train.checkpoint_every=0",
+          "--config.plots=False", "--config.selection.decoders=",  # one model: sharding is the point
+          "--config.selection.yardstick=False", *extra]
+
+
 def _start(data_dir, workdir, *extra):
-  """The CLI in a subprocess on 4 forced host devices; stderr to ``workdir.log`` (two runs
-  side by side never block on a pipe). Returns the process and that log's path."""
+  """The CLI in a subprocess on 4 forced host devices; stderr to ``workdir.log`` (a run
+  beside this process's never blocks on a pipe). Returns the process and that log's path."""
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
   log = f"{workdir}.log"
   with open(log, "w") as f:
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.run", "--config=configs/csv.py",
-         f"--config.data.path={data_dir}/data.csv", f"--config.data.graph={data_dir}/graph.csv",
-         "--config.data.labels=regime", "--config.model.hidden=(8,)",
-         "--config.train.pooled_steps=20", "--config.train.num_steps=100",
-         "--config.train.batch_size=500", "--config.train.checkpoint_every=0",
-         "--config.plots=False", "--config.selection.decoders=",  # one model: sharding is the point
-         "--config.selection.yardstick=False",
-         f"--workdir={workdir}", *extra],
+         *_flags(data_dir, *extra), f"--workdir={workdir}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f)
   return proc, log
+
+
+def _run_here(data_dir, workdir, *extra):
+  """The same run in this process (one device; ``driver.run``, the command's path, with
+  the command's PRNG setting: experiments.configure_jax)."""
+  from configs import csv as csv_config
+  from experiments import driver
+  config = csv_config.get_config()
+  for flag in _flags(data_dir, *extra):
+    name, value = flag.removeprefix("--config.").split("=", 1)
+    *groups, key = name.split(".")
+    node = config
+    for group in groups:
+      node = node[group]
+    try:
+      node[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):  # a string, as the command's flag parser reads it
+      node[key] = value
+  with jax.threefry_partitionable(False):
+    driver.run(config, str(workdir))
 
 
 def _assignments(workdir):
@@ -53,13 +79,18 @@ def _assignments(workdir):
 
 
 def test_rows_split_over_devices_match_one_device(dataset, tmp_path):
+  """The command on 4 devices with the rows split over them, and the same run on one
+  device made in this process meanwhile."""
   summaries, assignments = {}, {}
-  runs = {name: _start(dataset, tmp_path / name, f"--config.mesh.data={data}")
-          for name, data in (("one", 1), ("four", 4))}  # side by side: half the wait
-  for name, proc in runs.items():
-    status, stderr = cli_runs.finish(proc)
-    assert status == 0, stderr[-3000:]
-  for name in runs:
+  four = _start(dataset, tmp_path / "four", "--config.mesh.data=4")
+  try:
+    _run_here(dataset, tmp_path / "one", "--config.mesh.data=1")
+  except BaseException:
+    four[0].kill()
+    raise
+  status, stderr = cli_runs.finish(four)
+  assert status == 0, stderr[-3000:]
+  for name in ("one", "four"):
     with open(tmp_path / name / "metrics.json") as f:
       summaries[name] = json.load(f)["summary"]
     assignments[name] = _assignments(tmp_path / name)
