@@ -11,9 +11,8 @@ import vcm_jax
 from vcm_jax import densities, graphs, metrics
 from vcm_jax import model as model_lib
 
-# Its fits compile programs no other module does: run in a second pytest process, beside
-# the session (conftest.py: ``offload``). (test_choose and test_checks import its data.)
-pytestmark = pytest.mark.offload
+# (Not offloaded, conftest.py: the background pytest process carries more than this one;
+# test_choose and test_checks import its data.)
 
 # X0 -> X1 -> X2 -> X3 and X0 -> X3: regime 0 observational, regime 1 changes {X1},
 # regime 2 changes {X2, X3} (a two-target regime the single-target model cannot hold).
