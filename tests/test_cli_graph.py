@@ -55,9 +55,12 @@ def _run(caplog, workdir, **overrides):
   from experiments import driver
   caplog.clear()
   with caplog.at_level(logging.INFO):
-    driver.run(_config(**overrides), str(workdir))
+    returned = driver.run(_config(**overrides), str(workdir))
   with open(os.path.join(workdir, "metrics.json")) as f:
-    return json.load(f)["summary"], caplog.text
+    written = json.load(f)
+  # What the entry returns (experiments/bench_cases.py reads it) is what it wrote.
+  assert json.loads(json.dumps(returned["summary"], default=float)) == written["summary"]
+  return written["summary"], caplog.text
 
 
 def _read_graph(workdir):
