@@ -437,12 +437,13 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
         jnp.asarray(hinge_basis(xs, quantiles), jnp.float32), w32, jnp.asarray(expanded),
         jnp.float32(per_param), jnp.float32(var_floor), jnp.asarray(basis_ridge(n, m)))
     nl_scores, nl_own = np.asarray(nl_scores, np.float64), np.asarray(nl_own)
-    for j in range(n):
-      c = cols[j]
-      better = nl_scores[j, :len(c)] > np.where(np.isnan(scores[j, c]), -np.inf, scores[j, c])
-      nonlinear[j, c[better]] = True
-      scores[j, c[better]] = nl_scores[j, :len(c)][better]
-      own[j, c[better]] = nl_own[j, :len(c)][better]
+    jj, ii = np.nonzero(np.arange(width_nl)[None] < np.array([len(c) for c in cols])[:, None])
+    cc = pick[jj, ii]                                    # each hinge entry's table column
+    better = nl_scores[jj, ii] > np.where(np.isnan(scores[jj, cc]), -np.inf, scores[jj, cc])
+    jj, ii, cc = jj[better], ii[better], cc[better]
+    nonlinear[jj, cc] = True
+    scores[jj, cc] = nl_scores[jj, ii]
+    own[jj, cc] = nl_own[jj, ii]
     width = np.where(nonlinear, size * (1.0 + m), width)
   own = own & valid[..., None]
   scores = scores - weights.sum() * np.log(scale)[:, None]
