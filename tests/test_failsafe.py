@@ -203,8 +203,7 @@ def test_the_sparse_latent_starts_from_the_single_target_fit_it_contains():
                                                 f.parent_mask)), atol=1e-4)
 
 
-@pytest.mark.fast
-@pytest.mark.parametrize("noise", ["gauss", "laplace", "student_t"])
+@pytest.mark.parametrize("noise", ["gauss", "laplace", "student_t"])  # (not fast: 2-2.6 s)
 def test_a_censored_reading_has_the_tail_probability(noise):
   """``densities.log_cdf`` against SciPy's laws in the same parametrisation (the scale is
   the standard deviation), and ``censored`` reads the lower and the upper tail."""
