@@ -281,8 +281,7 @@ def run(config, workdir: str) -> dict:
                                 misfit_confirmed=selected.get("misfit_confirmed", True))
   if selection_cfg is not None and selection_cfg.free_target_screen:  # as vcm_jax.fit does
     report["identifiability"] = identifiability.free_target_screen(
-        jax.random.fold_in(jax.random.key(config.seed), 11), fit, x_train,
-        report["identifiability"])
+        jax.random.key(config.seed), fit, x_train, report["identifiability"])
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])

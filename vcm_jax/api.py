@@ -299,8 +299,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     verdict = identifiability.of_fit(choice.fit, x, names, misfit_confirmed=choice.misfit_confirmed,
                                      misfit=choice.misfit_flags(adj.shape[0]))
     if (selection or choose.Selection()).free_target_screen:
-      verdict = identifiability.free_target_screen(jax.random.fold_in(key, 11), choice.fit, x,
-                                                   verdict)
+      verdict = identifiability.free_target_screen(key, choice.fit, x, verdict)
     for line in choice.warnings:
       warnings.warn(line, FitWarning, stacklevel=2)
     return choice.fit.replace(names=names, choice=choice, verdict=verdict,

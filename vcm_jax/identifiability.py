@@ -255,11 +255,15 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   poorer optimum then read "violated" on single-target data (a gain change on a
   near-deterministic sensor, ``tests/test_failsafe.py``: 0.0007 nats a row better).
 
+  ``key`` is the fit's own (``vcm_jax.fit``'s, the command's seed): the screen draws
+  from a stream of its own, so that both doors screen alike.
+
   Returns ``entry`` with ``free_target_rival`` (``k``, ``log_px`` and ``fit_log_px`` a
   row, ``bic``, ``fit_bic``, ``rows``, ``candidates`` among the rival's regimes) where
   the screen ran."""
   if entry.get("verdict") != "identified":
     return entry
+  key = jax.random.fold_in(key, 11)  # the fit's key, its own stream (both doors alike)
   from vcm_jax import learn, mixture_scm  # (learn imports the fits' callers)
   x = np.asarray(x, np.float64)
   if max_rows and len(x) > max_rows:
