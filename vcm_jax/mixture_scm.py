@@ -165,7 +165,7 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
     entry = dict(round=r, adj=adj, log_px=bic, **structure._edge_diff(prev, adj))
     history.append(entry)
     if best is None or bic > best[1]:
-      best = (adj, bic, q, own, nl, fam, own_table)
+      best = (adj, bic, q, own, fam, own_table)
     if r and np.array_equal(adj, prev) and abs(bic - history[-2]["log_px"]) < tol * s:
       entry["stop"] = "converged"
       break
@@ -175,7 +175,7 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
       entry["stop"] = f"graph unchanged for {patience} rounds"
       break
     prev = adj
-  b_adj, b_score, b_q, b_own, _, b_fam, b_table = best
+  b_adj, b_score, b_q, b_own, b_fam, b_table = best
   if prune:
     b_adj, b_score, b_q, b_own, _, pruned = _prune(e_step, b_q, b_adj, b_fam, b_table,
                                                    forbidden=forbidden,
