@@ -41,8 +41,8 @@ def validate_config(config):
     need(cfg.batch_size <= s.n_train,
          f"train.batch_size={cfg.batch_size} must be in [1, scm.n_train={s.n_train}]")
   if "data" in config:
-    need(0.0 < config.data.heldout_fraction <= 0.5,
-         f"data.heldout_fraction={config.data.heldout_fraction} must be in (0, 0.5]")
+    need(0.0 <= config.data.heldout_fraction <= 0.5,
+         f"data.heldout_fraction={config.data.heldout_fraction} must be in [0, 0.5]")
     need(config.mesh.runs == 1, "mesh.runs must be 1 for own data (one run; use mesh.data)")
     sel = config.get("selection")
     if sel is not None and sel.decoders:

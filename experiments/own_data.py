@@ -72,6 +72,11 @@ def _shipped(config) -> OwnData:
                  np.asarray(sachs.adjacency), *_split(config, len(sachs.values)))
 
 
+def _heldout(data: OwnData):
+  """The held-out rows, or None where none are held out (``data.heldout_fraction = 0``)."""
+  return data.x[data.test_rows] if len(data.test_rows) else None
+
+
 def _split(config, n_rows: int):
   """Sorted (fitted rows, held-out rows): ``data.heldout_fraction`` drawn with the seed."""
   return select.heldout_split(config.seed, n_rows, config.data.heldout_fraction)
@@ -172,7 +177,7 @@ def _choose_k(config, cfg, data: OwnData, max_parents: int, workdir: str) -> dic
       return json.load(f)
   sel = select.choose_n_regimes(jax.random.key(config.seed), data.x[data.train_rows], data.adj,
                                 config=cfg, max_parents=max_parents,
-                                x_heldout=data.x[data.test_rows])
+                                x_heldout=_heldout(data))
   out = {"n_regimes": sel.n_regimes,
          "heldout_log_px": {str(k): v for k, v in sel.heldout_log_px.items()}}
   if sharding.is_primary():
@@ -195,11 +200,12 @@ def selection_of(config) -> choose.Selection | None:
 def _fit_default(config, cfg, selection, data: OwnData, x_train):
   """``choose.fit_default`` (what ``vcm_jax.fit`` runs) on the training rows:
   ``(fit, the choice's summary, the check's flags of the fit or None)``."""
-  say = lambda row: logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f, held-out "
-                                 "log p(x) %.4f", row["decoder"], row["n_regimes"], row["noise"],
-                                 row["bic"], row["icl"], row["heldout_log_px"])
+  say = lambda row: logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f%s",
+                                 row["decoder"], row["n_regimes"], row["noise"], row["bic"],
+                                 row["icl"], f", held-out log p(x) {row['heldout_log_px']:.4f}"
+                                 if "heldout_log_px" in row else "")
   choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
-                              x_heldout=data.x[data.test_rows], log=say, names=data.names)
+                              x_heldout=_heldout(data), log=say, names=data.names)
   for line in choice.warnings:
     logging.warning("%s", line)
   check = choice.check
@@ -285,10 +291,12 @@ def run(config, workdir: str) -> dict:
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])
-  x_test = jnp.asarray(data.x[data.test_rows])
-  heldout = fit.log_prob(x_test)
-  heldout_elbo = jax.jit(predict.elbo, static_argnums=0)(fit.model, result, x_test,
-                                                         fit.parent_idx, fit.parent_mask)
+  heldout = heldout_elbo = None  # data.heldout_fraction = 0: every row fitted
+  if len(data.test_rows):
+    x_test = jnp.asarray(data.x[data.test_rows])
+    heldout = float(fit.log_prob(x_test).mean())
+    heldout_elbo = float(jax.jit(predict.elbo, static_argnums=0)(
+        fit.model, result, x_test, fit.parent_idx, fit.parent_mask).mean())
   wall = time.time() - start
   compile_stats = compiled.read()
   summary = {
@@ -297,7 +305,7 @@ def run(config, workdir: str) -> dict:
       "n_empty_regimes": report["n_empty"], "elbo": float(result.train_elbo),
       "train_log_px": float(result.restart_log_px.max()),
       "steps_used": int(result.steps_used), "stopped_by_rule": bool(result.stopped),
-      "heldout_loglik": float(heldout.mean()), "heldout_elbo": float(heldout_elbo.mean()),
+      "heldout_loglik": heldout, "heldout_elbo": heldout_elbo,
       "mean_posterior_probability": float(extras["probability"].mean(dtype=np.float64)),
       "multi_target_regimes": [r["id"] for r in report["regimes"] if len(r["targets"]) > 1],
       "identifiability": report["identifiability"]["verdict"],
@@ -341,8 +349,8 @@ def run(config, workdir: str) -> dict:
   logging.info("trained %d steps (%s)", summary["steps_used"],
                "the stopping rule: log p(x) stopped improving" if summary["stopped_by_rule"]
                else f"the cap, train.num_steps={config.train.num_steps}")
-  logging.info("%d regimes (%d empty); held-out log-likelihood %.4f%s; %.1f s",
-               report["n_regimes"], report["n_empty"], summary["heldout_loglik"],
+  logging.info("%d regimes (%d empty)%s%s; %.1f s", report["n_regimes"], report["n_empty"],
+               "" if heldout is None else f"; held-out log-likelihood {heldout:.4f}",
                "" if labels is None else f"; labels: ARI {labels['ari']:.4f}, target accuracy "
                f"{labels['target_accuracy']}", wall)
   return payload

@@ -113,3 +113,31 @@ def test_a_fit_with_no_finite_start_is_an_error_not_a_result(data):
     vcm_jax.fit(x, ADJ, config=blown)
   with pytest.raises(vcm_jax.FitError, match="candidate"):
     choose.fit_candidates(jax.random.key(0), x, ADJ, [vcm_jax.FitConfig(**blown)])
+
+
+def test_the_command_with_every_row_fitted_gives_the_library_fit(data, default_fit, tmp_path):
+  """One answer at both doors: the own-data command (configs/csv.py through
+  ``driver.run``, its path) with ``data.heldout_fraction=0`` fits every row, as
+  ``vcm_jax.fit`` does, with the same seed's numbers: the same model, the same
+  assignments, the same log p(x) a row."""
+  from configs import csv as csv_config
+  from experiments import driver
+  x, _ = data
+  data_path, graph_path = tmp_path / "data.csv", tmp_path / "graph.csv"
+  np.savetxt(data_path, x, delimiter=",", header=",".join(NAMES), comments="", fmt="%.9g")
+  graph_path.write_text("source,target\n" + "".join(
+      f"{NAMES[i]},{NAMES[j]}\n" for i, j in zip(*np.nonzero(ADJ))))
+  config = csv_config.get_config()
+  config.data.path, config.data.graph = str(data_path), str(graph_path)
+  config.data.heldout_fraction = 0.0
+  config.selection.noises, config.selection.scales = "gauss", "constant"
+  config.selection.k_candidates = (2, 3)
+  config.plots = False
+  workdir = tmp_path / "run"
+  summary = driver.run(config, str(workdir))["summary"]
+  assert summary["n_fitted"] == len(x) and summary["heldout_loglik"] is None
+  import pandas as pd
+  assigned = pd.read_csv(workdir / "assignments.csv")
+  assert summary["n_regimes"] == default_fit.n_regimes, summary
+  np.testing.assert_array_equal(assigned["regime"].to_numpy(), np.asarray(default_fit.assign(x)))
+  np.testing.assert_allclose(summary["train_log_px"], default_fit.score(x), rtol=1e-5)

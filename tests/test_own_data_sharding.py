@@ -54,8 +54,7 @@ def _start(data_dir, workdir, *extra):
 
 
 def _run_here(data_dir, workdir, *extra):
-  """The same run in this process (one device; ``driver.run``, the command's path, with
-  the command's PRNG setting: experiments.configure_jax)."""
+  """The same run in this process (one device; ``driver.run``, the command's path)."""
   from configs import csv as csv_config
   from experiments import driver
   config = csv_config.get_config()
@@ -69,8 +68,7 @@ def _run_here(data_dir, workdir, *extra):
       node[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):  # a string, as the command's flag parser reads it
       node[key] = value
-  with jax.threefry_partitionable(False):
-    driver.run(config, str(workdir))
+  driver.run(config, str(workdir))
 
 
 def _assignments(workdir):

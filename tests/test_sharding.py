@@ -47,7 +47,7 @@ def _eight(popen, workdir, *extra):
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
   """The per-run entries of the unsharded run of the 8 runs: ``driver.run`` on SMALL (the
-  command's path), with the command's PRNG setting (experiments.configure_jax)."""
+  command's path)."""
   from configs import test as test_config
   from experiments import driver
   config = test_config.get_config()
@@ -58,8 +58,7 @@ def plain(tmp_path_factory):
     for group in groups:
       node = node[group]
     node[key] = ast.literal_eval(value)
-  with jax.threefry_partitionable(False):
-    return driver.run(config, str(tmp_path_factory.mktemp("plain")))["runs"]
+  return driver.run(config, str(tmp_path_factory.mktemp("plain")))["runs"]
 
 
 def _free_port():

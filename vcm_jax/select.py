@@ -32,7 +32,8 @@ def heldout_split(seed: int, n_rows: int, heldout_fraction: float = 0.1):
   """Sorted (train rows, held-out rows) of a random split drawn with ``seed`` (NumPy):
   the own-data command's split and this module's."""
   perm = np.random.default_rng(seed).permutation(n_rows)
-  n_test = max(int(round(heldout_fraction * n_rows)), 1)
+  # 0: every row fitted, none held out (the own-data command then fits what vcm_jax.fit does)
+  n_test = max(int(round(heldout_fraction * n_rows)), 1) if heldout_fraction > 0 else 0
   return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
