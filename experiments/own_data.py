@@ -292,8 +292,9 @@ def run(config, workdir: str) -> dict:
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])
   heldout = heldout_elbo = None  # data.heldout_fraction = 0: every row fitted
-  if len(data.test_rows):
-    x_test = jnp.asarray(data.x[data.test_rows])
+  x_test = _heldout(data)
+  if x_test is not None:
+    x_test = jnp.asarray(x_test)
     heldout = float(fit.log_prob(x_test).mean())
     heldout_elbo = float(jax.jit(predict.elbo, static_argnums=0)(
         fit.model, result, x_test, fit.parent_idx, fit.parent_mask).mean())
