@@ -24,9 +24,9 @@ def get_config():
   c.data.path = ""                # CSV (header of names) or .npz of named 1-D arrays
   c.data.graph = ""               # adjacency CSV, edge-list CSV, GML or GraphML
   c.data.labels = ""              # optional column of true regimes (scored, never fitted)
-  # rows held out for the held-out log-likelihood (and the free decoder's K); 0: every row
-  # fitted, the fit vcm_jax.fit returns for the same seed
-  c.data.heldout_fraction = 0.1
+  # 0: every row fitted, the fit vcm_jax.fit returns for the same seed (one answer at both
+  # doors); a fraction in (0, 0.5]: those rows held out, for a held-out log-likelihood
+  c.data.heldout_fraction = 0.0
   # The library's default for data of unknown origin (vcm_jax.config.data_default: the
   # stopping rule with plateau cuts, at most 3000 steps; gross errors at 1e-3), the one
   # vcm_jax.fit runs: both doors give the same answer.

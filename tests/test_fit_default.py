@@ -115,11 +115,11 @@ def test_a_fit_with_no_finite_start_is_an_error_not_a_result(data):
     choose.fit_candidates(jax.random.key(0), x, ADJ, [vcm_jax.FitConfig(**blown)])
 
 
-def test_the_command_with_every_row_fitted_gives_the_library_fit(data, default_fit, tmp_path):
+def test_the_command_gives_the_library_fit(data, default_fit, tmp_path):
   """One answer at both doors: the own-data command (configs/csv.py through
-  ``driver.run``, its path) with ``data.heldout_fraction=0`` fits every row, as
-  ``vcm_jax.fit`` does, with the same seed's numbers: the same model, the same
-  assignments, the same log p(x) a row."""
+  ``driver.run``, its path) at its default fits every row, as ``vcm_jax.fit`` does,
+  with the same seed's numbers: the same model, the same assignments, the same
+  log p(x) a row."""
   from configs import csv as csv_config
   from experiments import driver
   x, _ = data
@@ -129,7 +129,7 @@ def test_the_command_with_every_row_fitted_gives_the_library_fit(data, default_f
       f"{NAMES[i]},{NAMES[j]}\n" for i, j in zip(*np.nonzero(ADJ))))
   config = csv_config.get_config()
   config.data.path, config.data.graph = str(data_path), str(graph_path)
-  config.data.heldout_fraction = 0.0
+  assert config.data.heldout_fraction == 0
   config.selection.noises, config.selection.scales = "gauss", "constant"
   config.selection.k_candidates = (2, 3)
   config.plots = False

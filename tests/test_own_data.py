@@ -44,6 +44,7 @@ def _csv_config(data_dir, **data):
   config.data.path = os.path.join(data_dir, "data.csv")
   config.data.graph = os.path.join(data_dir, "graph.csv")
   config.data.labels = "regime"
+  config.data.heldout_fraction = 0.1  # (the held-out scores below; the default fits every row)
   config.model.mechanism = "linear"
   config.selection.k_candidates = (3,)  # the choice, kept small: one sparse candidate
   config.selection.noises = "gauss"
