@@ -17,7 +17,9 @@ TRUE = np.array([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
 SMALL = {"train.num_steps": 200, "train.checkpoint_every": 0, "model.mechanism": "linear",
          "selection.decoders": "structured", "selection.noises": "gauss",
          "selection.scales": "constant", "selection.yardstick": False,
-         "selection.screen": False}
+         "selection.screen": False,
+         # (a verdict, tested in tests/test_mixture_scm.py; here the graph and its files)
+         "selection.free_target_screen": False}
 
 
 @pytest.fixture(scope="module")

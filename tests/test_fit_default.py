@@ -96,7 +96,8 @@ def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_f
   x, regimes = data
   f = vcm_jax.fit(x, ADJ, selection=choose.Selection(noises=("gauss",), scales=("constant",),
                                                      k_candidates=(2, 3), max_rows=600,
-                                                     yardstick=False))
+                                                     yardstick=False,
+                                                     free_target_screen=False))
   assert f.config.decoder == "structured" and f.config.restarts == 1
   assert f.score(x) > default_fit.score(x) - 0.01, (f.score(x), default_fit.score(x))
   ari = metrics.adjusted_rand_index(regimes, np.asarray(f.assign(x)), 5, f.n_regimes)
