@@ -64,6 +64,14 @@ def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds(
   assert multi.table[0]["chosen"] and sum(r["finalist"] for r in multi.table) == 2
   sparse_rows = [r for r in multi.table if r["decoder"] == "sparse"]
   assert multi.table[0]["icl"] == max(r["icl"] for r in sparse_rows)  # K by ICL
+  # The sparse latent with K = N + 1 contains the single-target one and starts from its
+  # fit (tests/test_failsafe.py: the conversion is exact): never below it. (On 100 steps
+  # it may stop below the sparse K = 3 it also contains: then it is marked failed, out.)
+  first = next(r for r in multi.table if r["decoder"] == "structured")
+  nested = next(r for r in sparse_rows if r["n_regimes"] == 5)
+  assert nested["log_px"] >= first["log_px"] - 1e-3, multi.table
+  assert "structured" not in nested.get("failed", ""), nested
+  assert not (nested.get("failed") and nested["chosen"]), multi.table
 
 
 def test_padded_candidates_are_the_unpadded_fits_in_one_program():

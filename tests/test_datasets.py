@@ -162,3 +162,18 @@ def test_sachs_config_reads_what_a_csv_user_would(tmp_path):
   assert a.names == b.names
   shipped.data.dataset = ""
   assert shipped.to_dict() == dict(csv_config.get_config().to_dict(), data=shipped.data.to_dict())
+
+
+@pytest.mark.fast
+def test_sachs_as_csv_files_read_back_as_the_rows_in_the_seed_s_order(tmp_path):
+  """experiments/sachs_csv.py: the files a user would have, read by the own-data reader:
+  the same cells and labels, in the shuffled order, and the 17-arc graph by name."""
+  from experiments import sachs_csv
+  sachs_csv.write(str(tmp_path), shuffle_seed=7)
+  d = load_sachs()
+  table = io.read_data(str(tmp_path / "data.csv"), labels="regime")
+  order = np.random.default_rng(7).permutation(len(d.values))
+  assert table.names == NAMES and not np.array_equal(order, np.arange(len(order)))
+  np.testing.assert_array_equal(table.values, d.values[order].astype(np.float64))
+  np.testing.assert_array_equal(table.labels, d.labels[order])
+  np.testing.assert_array_equal(io.read_graph(str(tmp_path / "graph.csv"), NAMES), d.adjacency)

@@ -68,8 +68,9 @@ def _free_port():
 
 
 def _runs(folder, popen):
-  meshes = {"runs8": ("--config.mesh.runs=8",),
-            "runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
+  # Both mesh axes at once (runs over 4 devices, each run's rows over 2: a mesh of the
+  # runs alone, data = 1, is its special case), then over two processes below.
+  meshes = {"runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
   results = {}
   for name, extra in meshes.items():
     status, out = cli_runs.finish(_eight(popen, folder / name, *extra))
@@ -97,7 +98,7 @@ def _runs(folder, popen):
 def test_sharded_runs_match_unsharded(early, plain):
   results, _ = early
   assert len(plain) == 8
-  for name in ("runs8", "runs4_data2"):
+  for name in ("runs4_data2",):
     assert len(results[name]) == 8
     for one, sharded in zip(plain, results[name]):
       assert one.keys() == sharded.keys()
