@@ -8,14 +8,13 @@ optionally in a shuffled order, for the own-data command:
     --config.data.labels=regime
 
 The fit does not depend on the row order in principle; this measures whether it does
-in practice (minibatches, restarts and the subsample follow the order).
+in practice (minibatches and subsamples are drawn by row index).
 """
 import os
 
 import numpy as np
 from absl import app, flags
 
-from vcm_jax import io
 from vcm_jax.io import writers
 from vcm_jax.datasets import load_sachs
 
@@ -30,7 +29,7 @@ def write(out: str, shuffle_seed: int = -1) -> None:
   os.makedirs(out, exist_ok=True)
   rows = (",".join([*(repr(float(v)) for v in d.values[i]), str(d.labels[i])]) + "\n"
           for i in order)
-  io.write_chunks_atomic(os.path.join(out, "data.csv"),
+  writers.write_chunks_atomic(os.path.join(out, "data.csv"),
                          [",".join([*d.names, "regime"]) + "\n", *rows])
   writers.write_graph(os.path.join(out, "graph.csv"), d.adjacency, d.names)
 
