@@ -21,18 +21,7 @@ from ml_collections import config_flags
 import experiments
 from experiments import synthetic
 from vcm_jax import evaluate, graphs, io, scm
-
-
-
-def _data_csv_chunks(x, regimes, names, block: int = 20000):
-  """``data.csv`` in row blocks: ``%.7g`` cells, then the regime's name (millions of rows
-  without one string object per cell)."""
-  label = np.array(["observational"] + names)[regimes]
-  line = ",".join(["%.7g"] * len(names)) + ",%s"
-  yield ",".join(names + ["regime"]) + "\n"
-  for start in range(0, len(x), block):
-    rows = zip(*x[start:start + block].T.tolist(), label[start:start + block].tolist())
-    yield "\n".join(map(line.__mod__, rows)) + "\n"
+from vcm_jax.io import writers
 
 
 def make_dataset(config, out: str) -> dict:
@@ -47,7 +36,9 @@ def make_dataset(config, out: str) -> dict:
   names = [f"X{j}" for j in range(c.n_nodes)]
   x, regimes, adj = np.asarray(x), np.asarray(regimes), np.asarray(adj)
   os.makedirs(out, exist_ok=True)
-  io.write_chunks_atomic(os.path.join(out, "data.csv"), _data_csv_chunks(x, regimes, names))
+  labels = np.array(["observational"] + names)[regimes]
+  io.write_chunks_atomic(os.path.join(out, "data.csv"),
+                         writers.data_csv_chunks(x, labels, names))
   adj_lines = ["," + ",".join(names)]
   adj_lines += [names[i] + "," + ",".join(str(int(v)) for v in adj[i]) for i in range(len(names))]
   io.write_text_atomic(os.path.join(out, "graph.csv"), "\n".join(adj_lines) + "\n")

@@ -24,13 +24,12 @@ _SHUFFLE = flags.DEFINE_integer("shuffle_seed", -1, "seed of a random row order 
 
 def write(out: str, shuffle_seed: int = -1) -> None:
   d = load_sachs()
-  order = (np.arange(len(d.values)) if shuffle_seed < 0
-           else np.random.default_rng(shuffle_seed).permutation(len(d.values)))
+  order = np.arange(len(d.values))
+  if shuffle_seed >= 0:
+    order = np.random.default_rng(shuffle_seed).permutation(order)
   os.makedirs(out, exist_ok=True)
-  rows = (",".join([*(repr(float(v)) for v in d.values[i]), str(d.labels[i])]) + "\n"
-          for i in order)
-  writers.write_chunks_atomic(os.path.join(out, "data.csv"),
-                         [",".join([*d.names, "regime"]) + "\n", *rows])
+  writers.write_chunks_atomic(os.path.join(out, "data.csv"), writers.data_csv_chunks(
+      d.values[order], d.labels[order], d.names, cell="%r"))
   writers.write_graph(os.path.join(out, "graph.csv"), d.adjacency, d.names)
 
 

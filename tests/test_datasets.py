@@ -139,20 +139,11 @@ def test_sachs_config_reads_what_a_csv_user_would(tmp_path):
   values, graph, labels and held-out split. No setting only the Sachs config knows."""
   from configs import csv as csv_config
   from configs import sachs as sachs_config
-  from experiments import own_data
-
-  data = load_sachs()
-  path, graph = tmp_path / "sachs.csv", tmp_path / "edges.csv"
-  with open(path, "w") as f:
-    f.write(",".join(data.names) + ",condition\n")
-    for row, label in zip(data.values, data.labels):
-      f.write(",".join(repr(float(v)) for v in row) + f",{label}\n")
-  with open(graph, "w") as f:
-    f.write("source,target\n")
-    for i, j in np.argwhere(data.adjacency):
-      f.write(f"{data.names[i]},{data.names[j]}\n")
+  from experiments import own_data, sachs_csv
+  sachs_csv.write(str(tmp_path))  # the shipped rows, in their order, as a user's files
   user = csv_config.get_config()
-  user.data.update(dict(path=str(path), graph=str(graph), labels="condition"))
+  user.data.update(dict(path=str(tmp_path / "data.csv"), graph=str(tmp_path / "graph.csv"),
+                        labels="regime"))
   shipped = sachs_config.get_config()
   a, b = own_data.load(shipped), own_data.load(user)
   np.testing.assert_array_equal(a.x, b.x)

@@ -40,6 +40,20 @@ def write_json_atomic(path: str, payload) -> None:
   write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
+def data_csv_chunks(x, labels, names: Sequence[str], *, cell: str = "%.7g",
+                    block: int = 20000) -> Iterator[str]:
+  """A data CSV in row blocks, as ``read_data`` reads it: a header of ``names`` and
+  ``regime``, then each row's cells (``cell``: ``"%.7g"``, or ``"%r"`` for every digit
+  of the value) and its label (millions of rows without one string object per cell)."""
+  labels = np.asarray(labels).astype(str)
+  line = ",".join([cell] * len(names)) + ",%s"
+  yield ",".join([*names, "regime"]) + "\n"
+  for start in range(0, len(x), block):
+    rows = zip(*np.asarray(x[start:start + block]).T.tolist(),
+               labels[start:start + block].tolist())
+    yield "\n".join(map(line.__mod__, rows)) + "\n"
+
+
 FULL_POSTERIOR_MAX = 12  # up to this many regimes assignments.csv lists every probability
 TOP_REGIMES = 3          # above it: the best regimes of each row only (posterior.npy has all)
 
