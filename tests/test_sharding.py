@@ -70,12 +70,10 @@ def _free_port():
 def _runs(folder, popen):
   # Both mesh axes at once (runs over 4 devices, each run's rows over 2: a mesh of the
   # runs alone, data = 1, is its special case), then over two processes below.
-  meshes = {"runs4_data2": ("--config.mesh.runs=4", "--config.mesh.data=2")}
-  results = {}
-  for name, extra in meshes.items():
-    status, out = cli_runs.finish(_eight(popen, folder / name, *extra))
-    assert status == 0, out[-2000:]
-    results[name] = cli_runs.runs(folder / name)
+  status, out = cli_runs.finish(_eight(popen, folder / "runs4_data2", "--config.mesh.runs=4",
+                                       "--config.mesh.data=2"))
+  assert status == 0, out[-2000:]
+  results = {"runs4_data2": cli_runs.runs(folder / "runs4_data2")}
   # The same 8 runs, by two processes of 2 devices each (checkpoints on: only
   # process 0 writes them).
   port = _free_port()
@@ -98,15 +96,14 @@ def _runs(folder, popen):
 def test_sharded_runs_match_unsharded(early, plain):
   results, _ = early
   assert len(plain) == 8
-  for name in ("runs4_data2",):
-    assert len(results[name]) == 8
-    for one, sharded in zip(plain, results[name]):
-      assert one.keys() == sharded.keys()
-      for key, value in one.items():
-        if isinstance(value, float):
-          assert sharded[key] == pytest.approx(value, rel=1e-4, abs=1e-4), (name, key)
-        else:
-          assert sharded[key] == value, (name, key)
+  assert len(results["runs4_data2"]) == 8
+  for one, sharded in zip(plain, results["runs4_data2"]):
+    assert one.keys() == sharded.keys()
+    for key, value in one.items():
+      if isinstance(value, float):
+        assert sharded[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+      else:
+        assert sharded[key] == value, key
 
 
 @pytest.mark.early(job=_runs)
