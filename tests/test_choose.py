@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import vcm_jax
-from vcm_jax import choose, scm
+from vcm_jax import choose, scm, select
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_sparse  # noqa: E402  (the multi-target data)
@@ -90,3 +90,21 @@ def test_padded_candidates_are_the_unpadded_fits_in_one_program():
     np.testing.assert_allclose(got.row["log_px"], float(alone.log_prob(x).mean()), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(got.fit.model.gates_on(got.fit.result.params)),
                                   np.asarray(alone.model.gates_on(alone.result.params)))
+
+
+def test_only_a_learned_prior_with_the_exact_posterior_pads_k():
+  """Padding switches extra regimes off through the learned prior: a fixed or uniform
+  prior, or an encoder's q, cannot be padded, and each K is then fitted alone."""
+  free = BASE.replace(decoder="free", n_regimes=3)
+  assert choose.pads(free) and choose.pads(free.replace(decoder="sparse"))
+  assert not choose.pads(BASE)  # the single-target latent has one K
+  assert not choose.pads(free.replace(prior="uniform"))
+  assert not choose.pads(free.replace(posterior="encoder"))
+  x, _, _ = test_sparse._multi_target_data(n=600)
+  cfg = free.replace(prior="uniform", num_steps=30, pooled_steps=10, k_candidates=(2, 3))
+  choose._fit_and_score.cache_clear()
+  sel = select.choose_n_regimes(jax.random.key(0), x, test_sparse.ADJ, config=cfg,
+                                max_parents=2)
+  assert choose._fit_and_score.cache_info().misses == 2  # one program per K, unpadded
+  assert set(sel.heldout_log_px) == {2, 3} and np.all(np.isfinite(list(sel.heldout_log_px.values())))
+  assert sel.n_regimes == max(sel.heldout_log_px, key=sel.heldout_log_px.get)

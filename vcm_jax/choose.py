@@ -245,14 +245,13 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
   keys = [keys] * len(cfgs) if not isinstance(keys, (list, tuple)) else list(keys)
   groups: dict = {}
   for i, cfg in enumerate(cfgs):
-    pads = cfg.decoder != "structured"
-    groups.setdefault(cfg.replace(n_regimes=0) if pads else cfg, []).append(i)
+    groups.setdefault(cfg.replace(n_regimes=0) if pads(cfg) else cfg, []).append(i)
   runs = [(key, part) for key, members in groups.items()
           for part in _buckets(members, [cfgs[i].n_regimes for i in members], pad_to)]
   out = [None] * len(cfgs)
   for group_cfg, members in runs:
     ks = [cfgs[i].n_regimes for i in members]
-    padded = group_cfg.decoder != "structured"
+    padded = pads(group_cfg)
     big = group_cfg.replace(n_regimes=max(ks + [pad_to])) if padded else group_cfg
     model, program = _fit_and_score(big, adj.shape[0], idx.shape[1], padded)
     results, stats = program(jnp.stack([keys[i] for i in members]), jnp.asarray(ks, jnp.int32),
@@ -268,6 +267,13 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
         row.pop("heldout_log_px")
       out[i] = _Fitted(cfgs[i], row, fit)
   return out
+
+
+def pads(cfg: FitConfig) -> bool:
+  """Whether fits of ``cfg`` with several K can be one padded program: a free or sparse
+  decoder whose extra regimes a learned prior switches off (``model.deactivate_regimes``)
+  and whose posterior is exact (an encoder could still send rows there)."""
+  return cfg.decoder != "structured" and cfg.prior == "learned" and not cfg.needs_encoder
 
 
 # Candidates share a padded program while their decoder copies differ by at most this

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, predict, train
 from vcm_jax.config import FitConfig
 
 
@@ -43,8 +42,11 @@ def choose_n_regimes(key, x, adj, *, config: FitConfig, max_parents: int,
   keep the one with the best mean held-out exact ``log p(x)``.
 
   ``x_heldout`` defaults to a random ``heldout_fraction`` of ``x``'s rows, then left
-  out of the fits. Host-level: one compiled fit per candidate.
+  out of the fits. The candidates are fitted as the model choice fits its own
+  (``choose.fit_candidates``): K close enough to share a padded program are one
+  compiled ``vmap``, and a fit with no finite start is an error, not a score.
   """
+  from vcm_jax import choose  # (choose imports this module)
   x = jnp.asarray(x)
   k_split, k_fit = jax.random.split(key)
   if x_heldout is not None:
@@ -52,12 +54,8 @@ def choose_n_regimes(key, x, adj, *, config: FitConfig, max_parents: int,
   else:
     train_rows, test_rows = heldout_split(seed_of(k_split), x.shape[0], heldout_fraction)
     x, x_heldout = x[train_rows], x[test_rows]
-  n = x.shape[1]
-  idx, mask = graphs.parent_table(jnp.asarray(adj), max_parents)
-  scores = {}
-  for k in list(config.k_candidates) or default_k(n):
-    trainer = train.make_trainer(config.replace(n_regimes=k), n_nodes=n, max_parents=max_parents)
-    result = jax.jit(lambda *a, t=trainer: train.fit_arrays(*a, trainer=t))(k_fit, x, idx, mask)
-    scores[k] = float(predict.log_prob(trainer.model, result, jnp.asarray(x_heldout), idx,
-                                       mask).mean())
+  ks = list(config.k_candidates) or list(default_k(x.shape[1]))
+  fitted = choose.fit_candidates(k_fit, x, adj, [config.replace(
+      n_regimes=k, max_parents=max_parents) for k in ks], x_heldout)
+  scores = {k: f.row["heldout_log_px"] for k, f in zip(ks, fitted)}
   return Selection(max(scores, key=scores.get), scores)
