@@ -316,6 +316,8 @@ def test_fit_without_a_graph_learns_it_and_repair_restores_a_missing_edge():
   np.testing.assert_array_equal(learned.graph, adj)
   assert learned.graph_learning["rounds"] and len(learned.graph_learning["edges"]) == 3
   np.testing.assert_array_equal(repaired.graph, adj)
+  # single-target regimes, but the missing edge fails the check on the given graph
+  assert repaired.graph_learning["repair"]["latent"] in ("single-target", "free-target")
   (change,) = repaired.graph_learning["changes"]
   assert (change["change"], change["source"], change["target"]) == ("added", "X2", "X3")
   assert change["gain"] > 0, change
@@ -323,6 +325,23 @@ def test_fit_without_a_graph_learns_it_and_repair_restores_a_missing_edge():
                                           learned.n_regimes))
   ceiling = float(metrics.adjusted_rand_index(jnp.asarray(r), jnp.asarray(bayes), 5))
   assert ari > ceiling - 0.03, (ari, ceiling)
+
+
+@pytest.mark.usefixtures("default_200_steps")
+def test_repair_of_a_right_graph_under_multi_target_regimes_changes_nothing():
+  """Regimes that change two mechanisms each fail the single-target fit's check on the
+  right graph: the repair then searches with the free-target latent from it (not the
+  single-target posterior, under which structural EM drifted) and keeps every edge."""
+  import sys
+  import os
+  from vcm_jax import config, learn
+  sys.path.insert(0, os.path.dirname(__file__))
+  import test_sparse
+  x, _, _ = test_sparse._multi_target_data(n=3000)
+  out = learn.learn_graph(jax.random.key(0), x, config.data_default(), start=test_sparse.ADJ)
+  assert out["repair"]["latent"] == "free-target", out["repair"]
+  assert out["changes"] == [], out["changes"]
+  np.testing.assert_array_equal(out["adjacency"], test_sparse.ADJ)
 
 
 @pytest.mark.fast
