@@ -153,6 +153,9 @@ def _log_graph_learning(learned: dict) -> None:
     logging.info("graph search round %d: regime model BIC %.1f, %d edges%s%s", r["round"],
                  r["bic"], r["n_edges"], f"; {moves}" if moves else "",
                  f"; stop: {r['stop']}" if r.get("stop") else "")
+  if learned.get("repair"):
+    logging.info("graph repair with the %s latent: %s", learned["repair"]["latent"],
+                 learned["repair"]["why"])
   changes = learned.get("changes")
   if changes is not None:
     if not changes:
@@ -315,7 +318,8 @@ def run(config, workdir: str) -> dict:
   }
   if learned is not None:
     summary["graph_learning"] = {k: learned[k] for k in ("search", "rounds", "edges", "changes",
-                                                         "max_parents", "score") if k in learned}
+                                                         "repair", "max_parents", "score")
+                                 if k in learned}
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))
   if selection is not None:

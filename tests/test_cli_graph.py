@@ -103,6 +103,8 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
   added = [c for c in changes if (c["change"], c["source"], c["target"]) == ("added", "A", "C")]
   assert added and added[0]["gain"] > 0, changes
   assert "graph change from the given graph: added A -> C" in log
+  repair = summary["graph_learning"]["repair"]  # which E-step, and why, said and recorded
+  assert f"graph repair with the {repair['latent']} latent: {repair['why']}" in log
   assert os.path.getsize(repaired_dir / "graph.png") > 0
 
 
