@@ -161,18 +161,21 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
 
   fits = {}
 
-  def fit_regimes(adj):
+  def fit_of(adj):  # (the given graph's fit: checked, then structural EM's first E-step)
     adj = np.asarray(adj) > 0
     if adj.tobytes() not in fits:
       fits[adj.tobytes()] = api.fit(xs, adj.astype(int), key=key, config=cfg)
-    fit = fits[adj.tobytes()]
+    return fits[adj.tobytes()]
+
+  def fit_regimes(adj):
+    fit = fit_of(adj)
     return np.asarray(fit.posterior(xs)), changes, fit.bic(xs)
 
   tried, repair = None, None
   if start is None:
     found, tried = free_target_search(jax.random.fold_in(key, 1), xs, max_parents=mp)
   else:
-    repair = _repair_latent(fits, fit_regimes, xs, start)
+    repair = _repair_latent(fit_of(start), xs)
     if repair["latent"] == "single-target":
       found = structure.structural_em(fit_regimes, xs, start=start, max_rounds=max_rounds,
                                       max_parents=mp, free_targets=True)
@@ -198,18 +201,17 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   return out
 
 
-def _repair_latent(fits: dict, fit_regimes, xs, start) -> dict:
-  """Which E-step a repair from ``start`` uses: the single-target latent's fit where its
-  shared mechanisms fit every regime on ``start`` (``checks.shared_mechanism_check``,
-  the default's first check), else the free-target mixture, whose regimes may change
-  several mechanisms. Why: with regimes that change several nodes, the single-target
-  posterior is wrong, and structural EM under it moved a right graph by 27 edges
-  (Faria et al.'s multi-target setting, seed 100); the free-target search from the
-  given graph changed none there, but changed 2-5 of Kumar et al.'s single-target
-  graphs, which the single-target E-step leaves as they are (10 of 10 seeds)."""
+def _repair_latent(fit, xs) -> dict:
+  """Which E-step a repair uses: the single-target latent's ``fit`` on the given graph
+  where its shared mechanisms fit every regime of the rows ``xs``
+  (``checks.shared_mechanism_check``, the default's first check), else the free-target
+  mixture, whose regimes may change several mechanisms. Why: with regimes that change
+  several nodes the single-target posterior is wrong, and structural EM under it moved
+  a right graph by 27 edges (Faria et al.'s multi-target setting, seed 100); the
+  free-target search from the given graph changed none there, but changed 2-5 of
+  Kumar et al.'s single-target graphs, which the single-target E-step leaves as they
+  are (10 of 10 seeds)."""
   from vcm_jax import checks, choose  # (they import api, which imports this module)
-  fit_regimes(start)
-  fit = fits[(np.asarray(start) > 0).tobytes()]
   found = checks.shared_mechanism_check(
       fit, xs, gross_fraction=choose.Selection.check_gross_fraction)
   if found["holds"]:
