@@ -18,7 +18,10 @@ model's posterior and K the number of regimes its BIC chose;
 ``ours_repair_true``: ``vcm_jax.fit(x, true_adj, graph_search="repair")`` (``changes``:
 how many edges it changed, 0 is right; seconds against ``ours_true_graph``'s);
 ``ours_repair_missing``: the same from the true graph less its clearest edge (``clear_edge``:
-the largest pooled correlation), ``restored`` 1 where the repair puts it back; the rivals of
+the largest pooled correlation), ``restored`` 1 where the repair puts it back;
+``ours_repair_step_true`` / ``ours_repair_step_missing``: the repair's graph step alone
+(``learn.learn_graph`` from that graph, as ``vcm_jax.fit`` calls it, no regime fit after
+it; the note says which latent was its E-step); the rivals of
 ``experiments.graph_rivals`` (GES and PC on pooled rows, Kumar et al.'s mixture then
 UT-IGSP, references given the true labels, the empty graph), whose docstring defines
 the metrics. A method whose package is missing is recorded "not installed", one that
@@ -45,7 +48,8 @@ from absl import app, flags
 import experiments
 from experiments import graph_rivals, graph_settings
 
-OURS = ("ours", "ours_learn", "ours_true_graph", "ours_repair_true", "ours_repair_missing")
+OURS = ("ours", "ours_learn", "ours_true_graph", "ours_repair_true", "ours_repair_missing",
+        "ours_repair_step_true", "ours_repair_step_missing")
 METHODS = OURS + ("ges", "pc", "gmm_utigsp", "gmm_utigsp_oracle_obs", "utigsp_true",
                   "igsp_true", "gies_true", "empty")
 
@@ -80,6 +84,8 @@ def run_ours(method: str, data: graph_settings.Data, seed: int) -> dict:
         max_parents=learn.default_max_parents(data.x.shape[1]))
     return {"adj": found.adj, "labels": found.weights.argmax(1), "k": found.weights.shape[1],
             "note": "K tried (BIC): " + ", ".join(f"{t['k']} ({t['bic']:.0f})" for t in tried)}
+  if method.startswith("ours_repair_step"):
+    return _repair_step(method, data, seed)
   graph, search, dropped = None, None, None
   if method != "ours":
     graph = np.asarray(data.adj).copy()
@@ -111,6 +117,23 @@ def run_ours(method: str, data: graph_settings.Data, seed: int) -> dict:
     out.update(status="no graph", note="the Fit has no .graph")
     return out
   out["adj"] = (np.asarray(learned) != 0).astype(int)
+  return out
+
+
+def _repair_step(method: str, data: graph_settings.Data, seed: int) -> dict:
+  import jax
+  from vcm_jax import config, learn
+  given = (np.asarray(data.adj) != 0).astype(int)
+  dropped = clear_edge(data) if method == "ours_repair_step_missing" else None
+  if dropped is not None:
+    given[dropped] = 0
+  found = learn.learn_graph(jax.random.key(seed), np.asarray(data.x, np.float32),
+                            config.data_default(), start=given)
+  out = {"adj": found["adjacency"], "changes": len(found["changes"]),
+         "note": f"E-step: {found['repair']['latent']} ({found['repair']['why']})"}
+  if dropped is not None:
+    out["restored"] = int(found["adjacency"][dropped] != 0)
+    out["note"] = f"given the true graph less X{dropped[0]} -> X{dropped[1]}; " + out["note"]
   return out
 
 
