@@ -88,12 +88,9 @@ def run_ours(method: str, data: graph_settings.Data, seed: int) -> dict:
     return _repair_step(method, data, seed)
   graph, search, dropped = None, None, None
   if method != "ours":
-    graph = np.asarray(data.adj).copy()
+    graph, dropped = _given(data, missing=method == "ours_repair_missing")
   if method.startswith("ours_repair"):
     search = "repair"
-  if method == "ours_repair_missing":
-    dropped = clear_edge(data)
-    graph[dropped] = 0
   try:
     fit = vcm_jax.fit(data.x, graph, key=jax.random.key(seed), graph_search=search)
   except ValueError as err:
@@ -102,13 +99,7 @@ def run_ours(method: str, data: graph_settings.Data, seed: int) -> dict:
     raise
   out = {"labels": np.asarray(fit.assign(data.x)), "k": int(fit.n_regimes)}
   if search == "repair":
-    changes = fit.graph_learning.get("changes", [])
-    out["changes"] = len(changes)
-    if dropped is not None:
-      out["restored"] = int(bool(np.asarray(fit.graph)[dropped]))
-      out["note"] = f"given the true graph less X{dropped[0]} -> X{dropped[1]}"
-    out["adj"] = (np.asarray(fit.graph) != 0).astype(int)
-    return out
+    return dict(out, **_repaired(fit.graph, fit.graph_learning.get("changes", []), dropped))
   if method == "ours_true_graph":
     out["note"] = "graph given (the truth): no graph metrics"
     return out
@@ -120,21 +111,34 @@ def run_ours(method: str, data: graph_settings.Data, seed: int) -> dict:
   return out
 
 
+def _given(data: graph_settings.Data, missing: bool):
+  """The graph a fit is given: the true one, or (``missing``) less its clearest edge;
+  ``(adjacency, the dropped edge or None)``."""
+  graph = (np.asarray(data.adj) != 0).astype(int)
+  dropped = clear_edge(data) if missing else None
+  if dropped is not None:
+    graph[dropped] = 0
+  return graph, dropped
+
+
+def _repaired(adj, changes: list, dropped, note: str = "") -> dict:
+  """A repair's record: its graph, how many changes, whether the dropped edge is back."""
+  out = {"adj": (np.asarray(adj) != 0).astype(int), "changes": len(changes), "note": note}
+  if dropped is not None:
+    out["restored"] = int(out["adj"][dropped])
+    out["note"] = f"given the true graph less X{dropped[0]} -> X{dropped[1]}" + \
+        (f"; {note}" if note else "")
+  return out
+
+
 def _repair_step(method: str, data: graph_settings.Data, seed: int) -> dict:
   import jax
   from vcm_jax import config, learn
-  given = (np.asarray(data.adj) != 0).astype(int)
-  dropped = clear_edge(data) if method == "ours_repair_step_missing" else None
-  if dropped is not None:
-    given[dropped] = 0
+  given, dropped = _given(data, missing=method == "ours_repair_step_missing")
   found = learn.learn_graph(jax.random.key(seed), np.asarray(data.x, np.float32),
                             config.data_default(), start=given)
-  out = {"adj": found["adjacency"], "changes": len(found["changes"]),
-         "note": f"E-step: {found['repair']['latent']} ({found['repair']['why']})"}
-  if dropped is not None:
-    out["restored"] = int(found["adjacency"][dropped] != 0)
-    out["note"] = f"given the true graph less X{dropped[0]} -> X{dropped[1]}; " + out["note"]
-  return out
+  return _repaired(found["adjacency"], found["changes"], dropped,
+                   f"E-step: {found['repair']['latent']} ({found['repair']['why']})")
 
 
 def run_rival(method: str, data: graph_settings.Data, seed: int) -> dict:
