@@ -170,22 +170,24 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
 
   fits = {}
 
-  def fit_of(adj):  # (the given graph's fit: checked, then structural EM's first E-step)
+  def fitted(adj):
+    """The single-target fit on ``adj`` and its ``(posterior, changes, BIC)``, once per
+    graph (the given graph's is checked, then structural EM's first E-step)."""
     adj = np.asarray(adj) > 0
     if adj.tobytes() not in fits:
-      fits[adj.tobytes()] = api.fit(xs, adj.astype(int), key=key, config=cfg)
+      fit = api.fit(xs, adj.astype(int), key=key, config=cfg)
+      fits[adj.tobytes()] = fit, (np.asarray(fit.posterior(xs)), changes, fit.bic(xs))
     return fits[adj.tobytes()]
 
-  def fit_regimes(adj):
-    fit = fit_of(adj)
-    return np.asarray(fit.posterior(xs)), changes, fit.bic(xs)
+  fit_regimes = lambda adj: fitted(adj)[1]
 
   tried, repair = None, None
   if start is None:
     found, tried = free_target_search(jax.random.fold_in(key, 1), xs, max_parents=mp)
   else:
     first_posteriors = {}  # (the held graph's and the search's mixtures are the same)
-    repair = _repair_latent(jax.random.fold_in(key, 1), fit_of(start), xs, start, mp,
+    first, (_, _, first_bic) = fitted(start)
+    repair = _repair_latent(jax.random.fold_in(key, 1), first, first_bic, xs, start, mp,
                             first_posteriors)
     if repair["latent"] == "single-target":
       found = structure.structural_em(fit_regimes, xs, start=start, max_rounds=max_rounds,
@@ -212,9 +214,10 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   return out
 
 
-def _repair_latent(key, fit, xs, start, max_parents: int, first_posteriors=None) -> dict:
-  """Which E-step a repair uses: the single-target latent's ``fit`` on the given graph
-  ``start`` where its shared mechanisms fit every regime of the rows ``xs``
+def _repair_latent(key, fit, bic: float, xs, start, max_parents: int,
+                   first_posteriors=None) -> dict:
+  """Which E-step a repair uses: the single-target latent's ``fit`` (BIC ``bic``) on the
+  given graph ``start`` where its shared mechanisms fit every regime of the rows ``xs``
   (``checks.shared_mechanism_check``, the default's first check). Where the check
   fails, the free-target mixture (regimes may change several mechanisms; linear
   mechanisms) held at ``start`` is fitted too, and the model with the higher BIC on
@@ -236,7 +239,7 @@ def _repair_latent(key, fit, xs, start, max_parents: int, first_posteriors=None)
   failed = (f"the single-target fit's check fails on the given graph (regimes "
             f"{list(found['regimes'])}, largest gap {found['largest_gap']:.3f} nats a row"
             + (f"; {found['insufficient']}" if found["insufficient"] else "") + ")")
-  single = float(fit.bic(xs))
+  single = float(bic)
   free = float(free_target_search(key, xs, max_parents=max_parents, graph=start,
                                   first_posteriors=first_posteriors)[0].score)
   latent = "free-target" if free > single else "single-target"
