@@ -61,6 +61,16 @@ class Model(NamedTuple):
                                  densities.log_cdf(cfg.noise, cfg.noise_dof))
     return densities.contaminated(log_p, x, cfg.outlier_fraction)
 
+  def cell_expected_log_density(self, mean, log_scale, params=None):
+    """``E[log p(X_j | pa_j)]`` of every cell with ``X_j`` drawn from the cell's own law
+    (its censoring included, gross errors not): what ``cell_log_density`` averages to
+    where the mechanism is right, for these parents (``densities.expected_log_density``)."""
+    cfg = self.cfg
+    bounds = (None, None)
+    if params is not None and "censor_lower" in params:
+      bounds = (params["censor_lower"], params["censor_upper"])
+    return densities.expected_log_density(cfg.noise, cfg.noise_dof, mean, log_scale, *bounds)
+
   def _decode(self, params, *args):
     """The decoder's means and log-scales, the scales above the noise floor
     (``params['log_floor']``, ``FitConfig.noise_floor``: ``sigma + floor``, smooth)."""
