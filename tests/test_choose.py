@@ -108,3 +108,29 @@ def test_only_a_learned_prior_with_the_exact_posterior_pads_k():
   assert choose._fit_and_score.cache_info().misses == 2  # one program per K, unpadded
   assert set(sel.heldout_log_px) == {2, 3} and np.all(np.isfinite(list(sel.heldout_log_px.values())))
   assert sel.n_regimes == max(sel.heldout_log_px, key=sel.heldout_log_px.get)
+
+
+def test_a_continued_best_first_fit_is_also_fitted_from_scratch_and_the_better_stays():
+  """``choose._with_a_fresh_start``: the best first-decoder model by BIC, where it was
+  continued from a plainer fit, is fitted from scratch as well; the higher log p(x) of
+  the two takes its place (a continuation keeps the plainer fit's assignment)."""
+  base = vcm_jax.FitConfig(decoder="structured")
+  row = lambda bic, log_px: {"bic": bic, "log_px": log_px}
+  plain = choose._Fitted(base, row(-120.0, -12.0), "plain fit")
+  continued = choose._Fitted(base.replace(scale_model="parents"), row(-110.0, -11.8), "continued")
+  asked = []
+
+  def fitted(cfgs, start=None, log_px=-11.5):
+    asked.append((cfgs, start))
+    return [choose._Fitted(cfgs[0], row(-100.0, log_px), "fresh")]
+
+  table = choose._with_a_fresh_start([plain, continued], fitted)
+  assert [f.fit for f in table] == ["plain fit", "fresh"]
+  assert asked == [([continued.cfg], None)]  # from scratch: no start
+  worse = lambda cfgs, start=None: fitted(cfgs, start, log_px=-11.9)
+  assert [f.fit for f in choose._with_a_fresh_start([plain, continued], worse)] == \
+      ["plain fit", "continued"]
+  asked.clear()  # the best is the first fit itself (already from scratch): nothing refitted
+  best_first = choose._Fitted(base, row(-90.0, -11.0), "first")
+  assert choose._with_a_fresh_start([best_first, continued], fitted)[0] is best_first
+  assert not asked
