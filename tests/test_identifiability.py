@@ -146,3 +146,38 @@ def test_a_nan_divergence_is_insufficient():
   divergence[0, 2, 0] = divergence[2, 0, 0] = np.nan
   out = identifiability.verdict(divergence, np.ones(3), CHAIN, NAMES)
   assert out["verdict"] == "insufficient" and "not finite" in out["why"], out
+
+
+def _censored_fit(lower, upper, loc, scale):
+  """What ``pinned_rows`` and the screen read of a fit: its censoring bounds (the fit's
+  units) and its units."""
+  from types import SimpleNamespace
+  params = {"censor_lower": jnp.asarray(lower, jnp.float32),
+            "censor_upper": jnp.asarray(upper, jnp.float32)}
+  return SimpleNamespace(result=SimpleNamespace(params=params, loc=jnp.asarray(loc),
+                                                scale=jnp.asarray(scale)))
+
+
+def test_rows_at_a_censoring_bound_are_found_in_data_units():
+  fit = _censored_fit([-1.0, -np.inf], [np.inf, 2.0], [10.0, 0.0], [2.0, 0.5])
+  # data-unit bounds: column 0 floored at 10 - 2 = 8, column 1 capped at 0 + 1 = 1
+  x = np.array([[8.0, 0.0], [8.5, 0.0], [9.0, 1.0], [7.9, 0.5], [9.0, 0.99]])
+  np.testing.assert_array_equal(identifiability.pinned_rows(fit, x),
+                                [True, False, True, True, False])
+  uncensored = _censored_fit([-1.0], [1.0], [0.0], [1.0])
+  del uncensored.result.params["censor_lower"]
+  assert not identifiability.pinned_rows(uncensored, x).any()
+
+
+def test_the_screen_leaves_pinned_rows_out_and_skips_when_too_few_are_left():
+  """A Gaussian rival scores a pinned reading as a density, the fit as a probability:
+  those rows are not compared, and with fewer than ``SCREEN_MIN_ROWS`` left the screen
+  does not run (the verdict stays, the record says why)."""
+  fit = _censored_fit([0.0, -np.inf], [np.inf, np.inf], [0.0, 0.0], [1.0, 1.0])
+  x = np.random.default_rng(0).normal(size=(1000, 2))
+  x[:, 0] = np.maximum(x[:, 0], 0.0)  # half the rows pinned at the floor
+  entry = {"verdict": "identified", "why": "one regime differs"}
+  import jax
+  out = identifiability.free_target_screen(jax.random.key(0), fit, x, entry)
+  assert out["verdict"] == "identified"
+  assert "rows have no reading at a censoring bound" in out["free_target_rival"]["skipped"]

@@ -217,6 +217,8 @@ def _regime_mechanisms_msd():
 # Rows the free-target screen fits on (a random subset above it; the fit's BIC is read
 # on the same rows).
 SCREEN_ROWS = 5000
+# Fewer rows free of censored readings than this: no screen.
+SCREEN_MIN_ROWS = 500
 # How much better (nats a row of log p(x)) the rival must explain them: the
 # Gaussian-mixture yardstick's margin (``baselines.yardstick.MARGIN``).
 SCREEN_MARGIN = 0.05
@@ -229,6 +231,23 @@ def free_target_candidates(changes, present) -> list[int]:
   changes = np.asarray(changes, bool)
   copy = np.where(changes, np.arange(changes.shape[0])[:, None], -1)
   return candidates(copy[:, None, :] != copy[None, :, :], np.asarray(present, bool))
+
+
+def pinned_rows(fit, x) -> np.ndarray:
+  """``[S]`` bool: rows of ``x`` (data units) with a reading at one of the fit's
+  censoring bounds (``FitConfig.censor_share``). The fit scores such a cell by the
+  tail's probability, a Gaussian rival by a density, which it can make as large as its
+  variance floor allows by giving the tied readings a regime of their own: the two
+  figures cannot be compared (floored-counts development seed 0: the rival 3.2 nats a
+  row "better" with every row, a floor at the fit's own making no difference)."""
+  params = fit.result.params
+  if "censor_lower" not in params:
+    return np.zeros(len(x), bool)
+  loc, scale = (np.asarray(a, np.float64) for a in (fit.result.loc, fit.result.scale))
+  lower = np.asarray(params["censor_lower"], np.float64) * scale + loc
+  upper = np.asarray(params["censor_upper"], np.float64) * scale + loc
+  tol = 1e-6 * scale  # (the bounds went through float32 units)
+  return ((x <= lower + tol) | (x >= upper - tol)).any(1)
 
 
 def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
@@ -258,14 +277,24 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   ``key`` is the fit's own (``vcm_jax.fit``'s, the command's seed): the screen draws
   from a stream of its own, so that both doors screen alike.
 
+  Rows with a reading at one of the fit's censoring bounds are left out of both
+  (``pinned_rows``); with fewer than ``SCREEN_MIN_ROWS`` left, no screen.
+
   Returns ``entry`` with ``free_target_rival`` (``k``, ``log_px`` and ``fit_log_px`` a
-  row, ``bic``, ``fit_bic``, ``rows``, ``candidates`` among the rival's regimes) where
-  the screen ran."""
+  row, ``bic``, ``fit_bic``, ``rows``, ``rows_pinned_left_out``, ``candidates`` among
+  the rival's regimes) where the screen ran, ``{"skipped": why}`` where it could not."""
   if entry.get("verdict") != "identified":
     return entry
   key = jax.random.fold_in(key, 11)  # the fit's key, its own stream (both doors alike)
   from vcm_jax import learn, mixture_scm  # (learn imports the fits' callers)
   x = np.asarray(x, np.float64)
+  pinned = pinned_rows(fit, x)
+  if pinned.any():  # both models must score every cell compared as a density
+    x = x[~pinned]
+    if len(x) < SCREEN_MIN_ROWS:
+      return dict(entry, free_target_rival={
+          "skipped": f"{len(x)} rows have no reading at a censoring bound (fewer than "
+                     f"{SCREEN_MIN_ROWS}): nothing the two models score alike"})
   if max_rows and len(x) > max_rows:
     x = x[np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))]
   adj = np.asarray(graphs.table_adjacency(fit.parent_idx, fit.parent_mask)) > 0
@@ -282,7 +311,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   rival_lp = (float(found.score) + penalty) / len(x)
   fit_lp, fit_bic = float(fit.score(x)), float(fit.bic(x))
   rival = {"k": int(k), "log_px": rival_lp, "fit_log_px": fit_lp, "bic": float(found.score),
-           "fit_bic": fit_bic, "rows": len(x), "candidates": cands}
+           "fit_bic": fit_bic, "rows": len(x), "rows_pinned_left_out": int(pinned.sum()),
+           "candidates": cands}
   out = dict(entry, free_target_rival=rival)
   if rival_lp > fit_lp + margin and found.score > fit_bic and len(cands) != 1:
     out["verdict"] = "ambiguous" if cands else "violated"
