@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import vcm_jax
 from vcm_jax import checks, scm, units
@@ -114,6 +115,7 @@ def test_noise_that_grows_with_the_parents_and_a_floor_are_not_changes():
     assert max(means) - min(means) > 0.3, (j, means)
 
 
+@pytest.mark.fast
 def test_expected_log_density_matches_closed_forms_and_scipy():
   """``densities.expected_log_density``: minus the entropy of each family (SciPy), and,
   censored, the mixed law's ``E[log p]``: Gaussian in closed form, Student-t by SciPy's

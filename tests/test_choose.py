@@ -5,6 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import vcm_jax
 from vcm_jax import choose, scm, select
@@ -110,6 +111,7 @@ def test_only_a_learned_prior_with_the_exact_posterior_pads_k():
   assert sel.n_regimes == max(sel.heldout_log_px, key=sel.heldout_log_px.get)
 
 
+@pytest.mark.fast
 def test_a_continued_best_first_fit_is_also_fitted_from_scratch_and_the_better_stays():
   """``choose._with_a_fresh_start``: the best first-decoder model by BIC, where it was
   continued from a plainer fit, is fitted from scratch as well; the higher log p(x) of
