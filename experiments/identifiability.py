@@ -140,7 +140,8 @@ def default_verdicts(seeds, rows: int) -> list[dict]:
       row = {"case": case, "n_nodes": n, "seed": seed, "verdict": f.verdict["verdict"],
              "k": f.n_regimes, "ari": float(metrics.adjusted_rand_index(
                  np.asarray(labels), np.asarray(f.assign(x)), len(regimes), f.n_regimes)),
-             "rival_gain": (rival["log_px"] - rival["latent_log_px"]) if "log_px" in rival
+             "rival_gain": (rival["log_px"] - max(rival["fit_log_px"], rival["latent_log_px"]))
+             if "log_px" in rival
              else None, "rival_k": rival.get("k")}
       logging.info("default, case %s N=%d seed %d: %s (rival %s)", case, n, seed,
                    row["verdict"], rival)

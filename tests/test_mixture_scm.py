@@ -186,9 +186,9 @@ def test_free_target_candidates_read_copies():
 
 
 def test_the_free_target_screen_takes_identified_away_only_where_the_rival_wins(monkeypatch):
-  """X1 -> X2 with regimes {obs, X1, X2, X1 + X2} (Figure 2's case b): a fit whose latent
-  reads "identified" and scores below the free-target rival by more than the margin
-  becomes "violated"; within the margin, or above the rival, it keeps its verdict;
+  """X1 -> X2 with regimes {obs, X1, X2, X1 + X2} (Figure 2's case b): a fit that reads
+  "identified" and, with its latent in the rival's family, scores below the free-target
+  rival by more than the margin becomes "violated"; within the margin, or above the rival, it keeps its verdict;
   single-target data (case a) keep "identified" even where the rival scores higher (its
   one candidate)."""
   from types import SimpleNamespace
@@ -197,13 +197,15 @@ def test_the_free_target_screen_takes_identified_away_only_where_the_rival_wins(
   idx, mask = np.array([[0], [0]]), np.array([[False], [True]])   # X1 -> X2
   entry = {"verdict": "identified", "why": "the fit's own evidence"}
 
-  def screened(case, fit_score):  # a latent that scores fit_score a row (its BIC alike)
+  def screened(case, fit_score, latent_score=None):  # scores a row (BICs alike)
+    latent_score = fit_score if latent_score is None else latent_score
     adj, _, regimes, _ = cases.make_case(case, 2, 100)
     x, _ = cases._sample(np.random.default_rng(1100), adj, regimes, 500)
     fake = SimpleNamespace(parent_idx=idx, parent_mask=mask, n_regimes=3,
-                           result=SimpleNamespace(params={}), score=lambda rows: fit_score)
+                           result=SimpleNamespace(params={}), score=lambda rows: fit_score,
+                           bic=lambda rows: fit_score * len(rows))
     monkeypatch.setattr(identifiability, "_latent_as_linear_gaussian",
-                        lambda fit, rows, adj: (fit_score, fit_score * len(rows)))
+                        lambda fit, rows, adj: (latent_score, latent_score * len(rows)))
     return identifiability.free_target_screen(jax.random.key(0), fake, x, entry)
 
   low = screened("b", -1e3)
@@ -215,6 +217,9 @@ def test_the_free_target_screen_takes_identified_away_only_where_the_rival_wins(
   assert near["verdict"] == "identified", near
   high = screened("b", 1e3)
   assert high["verdict"] == "identified" and high["free_target_rival"]["bic"] < 1e6
+  # the rival must beat the fit and the fit's latent in its own family, each
+  assert screened("b", -1e3, latent_score=1e3)["verdict"] == "identified"
+  assert screened("b", 1e3, latent_score=-1e3)["verdict"] == "identified"
   single = screened("a", -1e3)
   assert single["verdict"] == "identified", single
   assert len(single["free_target_rival"]["candidates"]) == 1
