@@ -188,9 +188,9 @@ def test_free_target_candidates_read_copies():
 def test_the_free_target_screen_takes_identified_away_only_where_the_rival_wins(monkeypatch):
   """X1 -> X2 with regimes {obs, X1, X2, X1 + X2} (Figure 2's case b): a fit that reads
   "identified" and, with its latent in the rival's family, scores below the free-target
-  rival by more than the margin becomes "violated"; within the margin, or above the rival, it keeps its verdict;
-  single-target data (case a) keep "identified" even where the rival scores higher (its
-  one candidate)."""
+  rival by more than the margin becomes "violated"; within the margin, or above the
+  rival, it keeps its verdict; single-target data (case a) keep "identified" even where
+  the rival scores higher (its one candidate)."""
   from types import SimpleNamespace
   from experiments import identifiability as cases
   from vcm_jax import identifiability

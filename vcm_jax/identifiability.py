@@ -239,7 +239,8 @@ def pinned_rows(fit, x) -> np.ndarray:
   tail's probability, a Gaussian rival by a density, which it can make as large as its
   variance floor allows by giving the tied readings a regime of their own: the two
   figures cannot be compared (floored-counts development seed 0: the rival 3.2 nats a
-  row "better" with every row, a floor at the fit's own making no difference)."""
+  row "better" with every row, 0.70 without these; its variance floor raised to the
+  fit's noise floor changed nothing)."""
   params = fit.result.params
   if "censor_lower" not in params:
     return np.zeros(len(x), bool)
@@ -286,8 +287,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   linear-Gaussian mixture shapes them more freely; floored-counts development seed 0,
   the rival 0.70 nats a row better); the latent alone, on noise that grows with the
   parents (which the fit's mechanisms hold and a linear-Gaussian copy does not;
-  heteroscedastic report seeds 100 and 101 read "violated" with it). Other verdicts are returned as they are (the screen only takes confidence
-  away).
+  heteroscedastic report seeds 100 and 101 read "violated" with it). Other verdicts are
+  returned as they are (the screen only takes confidence away).
 
   Why: a single-target fit of regimes {obs, X1, X2, X1 + X2} on X1 -> X2 merges two of
   them and misfits every regime alike, which the shared-mechanism check, comparing
@@ -310,8 +311,9 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
 
   Returns ``entry`` with ``free_target_rival`` (``k``; ``log_px`` a row and ``bic``;
   ``fit_log_px``, ``fit_bic`` the fit's own; ``latent_log_px`` and ``latent_bic`` of
-  the fit's latent in the rival's family; ``rows``, ``rows_pinned_left_out``, ``candidates`` among
-  the rival's regimes) where the screen ran, ``{"skipped": why}`` where it could not."""
+  the fit's latent in the rival's family; ``rows``, ``rows_pinned_left_out``,
+  ``candidates`` among the rival's regimes) where the screen ran, ``{"skipped": why}``
+  where it could not."""
   if entry.get("verdict") != "identified":
     return entry
   key = jax.random.fold_in(key, 11)  # the fit's key, its own stream (both doors alike)
