@@ -544,7 +544,8 @@ def thresholds() -> dict:
           "point_mass_share": diagnose.POINT_MASS_SHARE,
           "gross_error_excess": diagnose.GROSS_ERROR_EXCESS,
           "yardstick_margin": baselines.yardstick.MARGIN,
-          "free_target_screen_margin": identifiability.SCREEN_MARGIN}
+          "free_target_screen_margin": identifiability.SCREEN_MARGIN,
+          "free_target_screen_min_rows": identifiability.SCREEN_MIN_ROWS}
 
 
 def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
