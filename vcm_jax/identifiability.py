@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import checks, graphs, identify
+from vcm_jax import checks, graphs, identify, units
 
 
 def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
@@ -244,11 +244,9 @@ def pinned_rows(fit, x) -> np.ndarray:
   params = fit.result.params
   if "censor_lower" not in params:
     return np.zeros(len(x), bool)
-  loc, scale = (np.asarray(a, np.float64) for a in (fit.result.loc, fit.result.scale))
-  lower = np.asarray(params["censor_lower"], np.float64) * scale + loc
-  upper = np.asarray(params["censor_upper"], np.float64) * scale + loc
-  tol = 1e-6 * scale  # (the bounds went through float32 units)
-  return ((x <= lower + tol) | (x >= upper - tol)).any(1)
+  # in the fit's units, as the likelihood tests them (``densities.censored``)
+  xs = units.to_standard(jnp.asarray(x, jnp.float32), fit.result.loc, fit.result.scale)
+  return np.asarray(((xs <= params["censor_lower"]) | (xs >= params["censor_upper"])).any(1))
 
 
 def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
@@ -259,17 +257,9 @@ def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
   changes a regime buy, not what a linear-Gaussian mixture's density does that the
   fit's mechanisms do not (floored-counts development seed 0: the rival 0.70 nats a
   row above the fit itself, on counts a linear-Gaussian mixture shapes more freely)."""
-  from vcm_jax import mixture_scm, structure  # (they import the fits' callers)
-  xs, scale = structure.standardise(x)
-  own = np.asarray(checks.changed_sets(fit), bool)
-  per_param = structure._penalty_per_parameter("bic", len(x))
-  q = np.asarray(fit.posterior(jnp.asarray(x, jnp.float32)), np.float64)
-  bic, _ = mixture_scm._e_step(jnp.asarray(xs, jnp.float32), q, adj.astype(np.int32), own,
-                               np.zeros(adj.shape[0], bool), per_param=per_param,
-                               var_floor=1e-6, log_scale=float(np.log(scale).sum()),
-                               n_knots=0, iters=20)
-  log_px = (bic + per_param * mixture_scm.n_params(adj.astype(np.int32), own)) / len(x)
-  return float(log_px), float(bic)
+  from vcm_jax import mixture_scm  # (it imports the fits' callers)
+  post = np.asarray(fit.posterior(jnp.asarray(x, jnp.float32)), np.float64)
+  return mixture_scm.latent_score(x, post, adj, checks.changed_sets(fit))
 
 
 def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,

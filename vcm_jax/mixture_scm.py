@@ -135,15 +135,11 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
   """
   x = np.asarray(x, np.float64)
   s, n = x.shape
-  xs, scale = structure.standardise(x)
-  xs = jnp.asarray(structure.hinge_basis(xs, quantiles), jnp.float32)
-  per_param = structure._penalty_per_parameter(penalty, s)
+  e_step = _e_step_of(x, penalty=penalty, var_floor=var_floor, quantiles=quantiles)
   q = np.asarray(weights, np.float64)
   adj = np.zeros((n, n), np.int32) if start is None else (np.asarray(start) > 0).astype(np.int32)
   prev = np.zeros((n, n), np.int32)
   history, best = [], None
-  e_step = functools.partial(_e_step, xs, per_param=per_param, var_floor=var_floor,
-                             log_scale=float(np.log(scale).sum()), n_knots=len(quantiles))
   for r in range(max_rounds):
     fam, own_table = structure.family_scores_free(x, q, max_parents=max_parents,
                                                   candidates=candidates, penalty=penalty,
@@ -186,6 +182,28 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
   edges = structure.edge_report(b_fam, b_adj, method=method) if report else []
   return structure.StructuralEM(adj=b_adj, score=b_score, weights=b_q, changes=b_own,
                                 history=history, edges=edges, family=b_fam)
+
+
+def _e_step_of(x, *, penalty="bic", var_floor=1e-6, quantiles=()):
+  """``e_step(q, adj, own, nonlinear, iters=1) -> (BIC, posterior)`` on the rows ``x``
+  (data units; standardised, and their hinge basis built, once here)."""
+  xs, scale = structure.standardise(x)
+  xs = jnp.asarray(structure.hinge_basis(xs, quantiles), jnp.float32)
+  return functools.partial(_e_step, xs, per_param=structure._penalty_per_parameter(
+      penalty, x.shape[0]), var_floor=var_floor, log_scale=float(np.log(scale).sum()),
+                           n_knots=len(quantiles))
+
+
+def latent_score(x, weights, adj, own, *, iters: int = 20) -> tuple[float, float]:
+  """``(log p(x) a row, BIC)`` of the mixture with the DAG ``adj`` and the change sets
+  ``own [K, N]`` held, after ``iters`` rounds of parameter EM from the responsibilities
+  ``weights [S, K]`` (a given latent scored in this family)."""
+  x = np.asarray(x, np.float64)
+  adj, own = np.asarray(adj).astype(np.int32), np.asarray(own, bool)
+  bic, _ = _e_step_of(x)(np.asarray(weights, np.float64), adj, own,
+                         np.zeros(adj.shape[0], bool), iters=iters)
+  penalty = structure._penalty_per_parameter("bic", x.shape[0]) * n_params(adj, own)
+  return float((bic + penalty) / x.shape[0]), float(bic)
 
 
 def _e_step(xs, q, adj, own, nonlinear, *, per_param, var_floor, log_scale, n_knots,

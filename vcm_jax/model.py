@@ -55,9 +55,10 @@ class Model(NamedTuple):
     ``FitConfig.censor_share``) has its tail probability instead."""
     cfg = self.cfg
     log_p = densities.log_density(cfg.noise, cfg.noise_dof)(x, mean, log_scale)
-    if params is not None and "censor_lower" in params:
-      bounds = jax.lax.stop_gradient((params["censor_lower"], params["censor_upper"]))
-      log_p = densities.censored(log_p, x, mean, log_scale, *bounds,
+    lower, upper = _censoring(params)
+    if lower is not None:
+      log_p = densities.censored(log_p, x, mean, log_scale,
+                                 *jax.lax.stop_gradient((lower, upper)),
                                  densities.log_cdf(cfg.noise, cfg.noise_dof))
     return densities.contaminated(log_p, x, cfg.outlier_fraction)
 
@@ -66,10 +67,8 @@ class Model(NamedTuple):
     (its censoring included, gross errors not): what ``cell_log_density`` averages to
     where the mechanism is right, for these parents (``densities.expected_log_density``)."""
     cfg = self.cfg
-    bounds = (None, None)
-    if params is not None and "censor_lower" in params:
-      bounds = (params["censor_lower"], params["censor_upper"])
-    return densities.expected_log_density(cfg.noise, cfg.noise_dof, mean, log_scale, *bounds)
+    return densities.expected_log_density(cfg.noise, cfg.noise_dof, mean, log_scale,
+                                          *_censoring(params))
 
   def _decode(self, params, *args):
     """The decoder's means and log-scales, the scales above the noise floor
@@ -233,6 +232,14 @@ class Model(NamedTuple):
 
     x, _ = jax.lax.scan(draw, jnp.zeros((s, n)), order)
     return x
+
+
+def _censoring(params):
+  """``(lower, upper)`` censoring bounds of a fit's ``params`` (``train.data_constants``),
+  or ``(None, None)``."""
+  if params is None or "censor_lower" not in params:
+    return None, None
+  return params["censor_lower"], params["censor_upper"]
 
 
 def build_model(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Model:
