@@ -98,6 +98,10 @@ def run_one(name: str, seed: int, n_rows: int) -> dict:
          "gmm_ari": ari(gmm.predict(fam.x), k_true),
          **judge(fam, fitted, fit.observational, fit.targets),
          "verdict": verdict, "chosen": _chosen(choice.get("chosen")),
+         "why": fit.verdict.get("why") if isinstance(fit.verdict, dict) else None,
+         "free_target_rival": (fit.verdict.get("free_target_rival")
+                               if isinstance(fit.verdict, dict) else None),
+         "warnings": list(fit.warnings),
          "fitted_targets": [list(t) for t in fit.targets],
          "true_targets": [list(t) for t in fam.targets], "changes": fam.changes,
          "fit_seconds": seconds}
@@ -145,7 +149,8 @@ def main(argv):
                                             "verdict", "fit_seconds")}), flush=True)
       rows.append(row)
       with open(os.path.join(_WORKDIR.value, "heldout.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump(rows, f, indent=1,  # (numpy scalars in the verdict's record)
+                  default=lambda v: v.item() if hasattr(v, "item") else str(v))
   command = "python -m experiments.heldout " + " ".join(sys.argv[1:])
   text = (f"# Held-out families: the default fit against the Bayes ceiling\n\n"
           f"`{command}`\n\n{table(rows)}\n")

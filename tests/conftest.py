@@ -278,3 +278,32 @@ def short_default():
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(config, "data_default", lambda: data_default().replace(num_steps=400))
     yield
+
+
+@pytest.fixture
+def floored_law():
+  """``(fit, x)``: two independent standard normal columns, the first floored at 0 (half
+  its rows pinned), and a stand-in fit that is this law exactly (a pinned cell scored by
+  its tail probability, log 1/2; every other cell by its density), with the censoring
+  bounds, units and graph (no edge, one regime) that the screen and the yardstick read."""
+  from types import SimpleNamespace
+  import jax.numpy as jnp
+  import numpy as np
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3000, 2))
+  x[:, 0] = np.maximum(x[:, 0], 0.0)
+
+  def log_prob(rows):
+    rows = np.asarray(rows, np.float64)
+    first = np.where(rows[:, 0] <= 0.0, np.log(0.5), stats.norm.logpdf(rows[:, 0]))
+    return jnp.asarray(first + stats.norm.logpdf(rows[:, 1]))
+
+  params = {"censor_lower": jnp.asarray([0.0, -np.inf], jnp.float32),
+            "censor_upper": jnp.asarray([np.inf, np.inf], jnp.float32)}
+  fit = SimpleNamespace(
+      result=SimpleNamespace(params=params, loc=jnp.zeros(2), scale=jnp.ones(2)),
+      log_prob=log_prob, score=lambda rows: float(np.mean(log_prob(rows))),
+      bic=lambda rows: float(np.sum(log_prob(rows)) - 0.5 * np.log(len(rows)) * 3),
+      parent_idx=np.zeros((2, 1), int), parent_mask=np.zeros((2, 1), bool), n_regimes=1)
+  return fit, x

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vcm_jax import graphs, learn, mixture_scm, scm
+from vcm_jax import graphs, identifiability, learn, mixture_scm, scm
 from vcm_jax import structure as st
 
 # The slow tests here share nothing with other modules: the background process runs them.
@@ -251,3 +251,26 @@ def test_the_screen_compares_the_rival_with_the_fits_latent_in_its_own_family():
     rival = (found.score + pen) / len(x)
     assert np.isfinite(lp) and bic < lp * len(x)
     assert (rival - lp > identifiability.SCREEN_MARGIN) == apart, (case, rival, lp)
+
+
+def test_the_screen_reads_its_rival_as_a_law_over_every_row_against_the_fit(monkeypatch, floored_law):
+  """The rival, fitted on the rows without a pinned reading, is a density given that
+  none is pinned; the fit's is a joint one, lower by log P(kept) on those rows. Against
+  the fit the rival pays ``log q`` a row (q the kept share): on rows drawn from the fit's
+  own law the rival does not beat it. (The latent comparison is switched off here, so
+  that only this one decides; without the ``log q`` the rival was log 2 nats a row
+  "better".)"""
+  fit, x = floored_law
+  monkeypatch.setattr(identifiability, "_latent_as_linear_gaussian",
+                      lambda *a: (-np.inf, -np.inf))
+  monkeypatch.setattr(identifiability, "free_target_candidates", lambda *a: [])
+  entry = {"verdict": "identified", "why": "one regime differs"}
+  out = identifiability.free_target_screen(jax.random.key(0), fit, x, entry)
+  rival = out["free_target_rival"]
+  assert rival["rows_pinned_left_out"] == int((x[:, 0] <= 0).sum())
+  np.testing.assert_allclose(rival["log_share_kept"], np.log(np.mean(x[:, 0] > 0)))
+  # conditional on the kept rows, the rival is about log 2 above the joint law ...
+  assert rival["log_px"] > rival["fit_log_px"] + 0.5, rival
+  # ... and as a law over every row, not above it: the verdict stays
+  assert rival["log_px"] + rival["log_share_kept"] < rival["fit_log_px"] + 0.05, rival
+  assert out["verdict"] == "identified", out

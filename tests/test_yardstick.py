@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
 
+from vcm_jax import choose
 from vcm_jax.baselines import yardstick as ys
 
 
@@ -114,3 +115,19 @@ def test_a_non_finite_k_is_recorded_and_skipped(monkeypatch):
 def test_rejects_non_finite_data():
   with pytest.raises(ValueError, match="non-finite"):
     ys.gaussian_mixture_yardstick(jax.random.key(0), np.array([[0.0, 1.0], [np.nan, 2.0]]))
+
+
+def test_the_yardstick_compares_laws_over_every_row_and_leaves_pinned_rows_out(
+    monkeypatch, floored_law):
+  """A Gaussian mixture gives tied pinned readings a component of their own (a density
+  as large as its covariance floor allows), and on the kept rows is a conditional
+  density: on rows from the fit's own law, neither may read as the mixture explaining
+  the data better (both did: the warning fired)."""
+  fit, x = floored_law
+  monkeypatch.setattr(choose, "n_parameters", lambda f: 3)
+  summary, warning = choose._yardstick(jax.random.key(0), fit, x)
+  assert warning is None, warning
+  kept = int((x[:, 0] > 0).sum())
+  assert summary["rows"] == kept and summary["rows_pinned_left_out"] == len(x) - kept
+  fit_lp = float(np.mean(fit.log_prob(x[x[:, 0] > 0])))
+  assert abs(summary["log_px"] - fit_lp) < 0.05, (summary, fit_lp)

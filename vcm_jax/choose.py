@@ -573,14 +573,32 @@ def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
 
 def _yardstick(key, fit: api.Fit, x):
   """A Gaussian mixture, K by BIC, beside the structural fit (``baselines.yardstick``):
-  ``(summary, warning or None)``."""
+  ``(summary, warning or None)``. Rows with a reading at one of the fit's censoring
+  bounds are left out of both (``identifiability.pinned_rows``), as in the free-target
+  screen: the fit scores such a cell by a tail's probability, the mixture by a density
+  it can make as large as its covariance floor allows (the warning then fires on a fit
+  that is the data's own law: ``tests/test_yardstick.py``). With fewer than
+  ``identifiability.SCREEN_MIN_ROWS`` rows left, no comparison."""
+  from vcm_jax import identifiability
   from vcm_jax.baselines import yardstick
+  pinned = identifiability.pinned_rows(fit, x)
+  x = np.asarray(x)[~pinned]
+  left_out = {"rows_pinned_left_out": int(pinned.sum())}
+  if len(x) < identifiability.SCREEN_MIN_ROWS:
+    return dict(left_out, skipped=f"{len(x)} rows have no reading at a censoring bound "
+                f"(fewer than {identifiability.SCREEN_MIN_ROWS})"), None
   found = yardstick.gaussian_mixture_yardstick(jax.random.fold_in(key, 7), x)
+  # The mixture, fitted on the rows kept, is a density given that no reading is pinned;
+  # the fit's is a joint one: the mixture is read as "kept with the kept share q, then
+  # its density" (``log q`` a row), as the screen reads its rival.
+  log_kept = float(np.log(np.mean(~pinned)))
+  found = dict(found, log_px=found["log_px"] + log_kept)
   s = len(x)
   warn = yardstick.compare(found, float(fit.log_prob(jnp.asarray(x)).mean()),
                            n_parameters(fit), s)
-  summary = {k: found[k] for k in ("k", "log_px", "bic", "n_parameters")}
-  return summary, (warn["message"] if warn else None)
+  summary = {k: found[k] for k in ("k", "log_px", "n_parameters")}
+  return (dict(summary, bic=yardstick.bic(found["log_px"], found["n_parameters"], s), rows=s,
+               log_share_kept=log_kept, **left_out), (warn["message"] if warn else None))
 
 
 def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelChoice:
