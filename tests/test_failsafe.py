@@ -80,6 +80,26 @@ def test_a_regime_collapsed_on_tied_values_is_held_by_the_floor_and_said():
 
 
 @pytest.mark.fast
+def test_tied_readings_at_a_censoring_bound_are_not_said_to_collapse(floored_law):
+  """A regime of readings pinned at a floor the fit censors holds one value, but the fit
+  scores those cells by the tail's probability (log 1/2 here), not a density that only
+  the noise floor bounds: no line, neither for the regime nor for the column. The same
+  tie off a bound is still said."""
+  fit, x = floored_law
+  fit.assign = lambda rows: jnp.asarray(np.asarray(rows)[:, 0] <= 0.0, jnp.int32)
+  assert diagnose.tied_regimes(fit, x, ["a", "b"]) == []
+  moved = np.where(x[:, 0] <= 0.0, 0.5, x[:, 0])  # the same ties, off the fit's bound
+  fit.assign = lambda rows: jnp.asarray(np.asarray(rows)[:, 0] == 0.5, jnp.int32)
+  lines = diagnose.tied_regimes(fit, np.stack([moved, x[:, 1]], 1), ["a", "b"])
+  assert len(lines) == 1 and "'a'" in lines[0] and "(0.5)" in lines[0], lines
+  x = x.copy()
+  x[:1000, 0] = 0.0  # over half the column at the floor
+  assert diagnose.point_masses(x, ["a", "b"], pinned=diagnose.pinned_cells(fit, x)) == []
+  (line,) = diagnose.point_masses(x, ["a", "b"])
+  assert "'a'" in line
+
+
+@pytest.mark.fast
 def test_parameter_counts_are_those_the_decoder_has():
   """X0 -> X1, one hidden layer of 16: X1's trunk 1*16 + 16 + 16 = 48, its copy
   (w, b, log_scale, z_kernel) 1 + 2 + 16 = 19; the root's copy 2 (no trunk: its MLP

@@ -519,11 +519,12 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
                         log=log, first_restarts=base.restarts)
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
   extra = {"settings": dataclasses.asdict(selection), "thresholds": thresholds()}
-  warned = list(diagnose.point_masses(x, names))
-  fit = choice.fit
+  fit, gross_line = choice.fit, None
   if gross > 0:
-    fit, extra["gross_errors"], line = _gross_error_stage(key, fit, x, gross)
-    warned += [line] if line else []
+    fit, extra["gross_errors"], gross_line = _gross_error_stage(key, fit, x, gross)
+  # (a point mass at one of the fit's censoring bounds is a probability there: not said)
+  warned = list(diagnose.point_masses(x, names, pinned=diagnose.pinned_cells(fit, x)))
+  warned += [gross_line] if gross_line else []
   warned += [f"candidate {r['decoder']} K={r['n_regimes']} noise {r['noise']}: {r['failed']}"
              for r in choice.table if r.get("failed")]
   warned += diagnose.tied_regimes(fit, x, names)

@@ -32,13 +32,39 @@ def _most_common(column) -> tuple[float, float]:
   return values[top], counts[top] / len(column)
 
 
-def point_masses(x, names=None, share: float = POINT_MASS_SHARE) -> list[str]:
+def pinned_cells(fit, x) -> np.ndarray:
+  """``[S, N]`` bool: cells of ``x`` (data units) at one of the fit's censoring bounds
+  (``FitConfig.censor_share``), which its likelihood scores by the tail's probability,
+  not a density: no noise floor is needed to bound it there. Tested in the fit's own
+  units, as the likelihood tests them (``densities.censored``)."""
+  params = fit.result.params
+  if "censor_lower" not in params:
+    return np.zeros(np.shape(x), bool)
+  import jax.numpy as jnp
+  from vcm_jax import units
+  xs = units.to_standard(jnp.asarray(x, jnp.float32), fit.result.loc, fit.result.scale)
+  return np.asarray((xs <= params["censor_lower"]) | (xs >= params["censor_upper"]))
+
+
+def _most_common_free(column, pinned) -> tuple[float, float]:
+  """``_most_common`` among the cells not ``pinned``, its share of every cell."""
+  free = column[~pinned]
+  if not free.size:
+    return float("nan"), 0.0
+  value, held = _most_common(free)
+  return value, held * free.size / column.size
+
+
+def point_masses(x, names=None, share: float = POINT_MASS_SHARE, pinned=None) -> list[str]:
   """A line for each column where one value holds at least ``share`` of the rows (a floor,
-  a ceiling, zeros): its density there is a point mass no noise family has."""
+  a ceiling, zeros): its density there is a point mass no noise family has. Cells
+  ``pinned`` (``[S, N]`` bool, ``pinned_cells``: at a censoring bound of the fit, a
+  probability there) are not counted."""
   out = []
   x = np.asarray(x)
+  pinned = np.zeros(x.shape, bool) if pinned is None else np.asarray(pinned)
   for j in range(x.shape[1]):
-    value, held = _most_common(x[:, j])
+    value, held = _most_common_free(x[:, j], pinned[:, j])
     if held >= share:
       out.append(f"{_name(names, j)}: {held:.0%} of the rows hold one value "
                  f"({value:.6g}); its noise scale is bounded below by the noise floor, "
@@ -51,16 +77,19 @@ def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
   """A line for each regime whose rows (its most probable ones, at least ``min_rows``)
   mostly hold one value of a column: a regime that may have collapsed onto tied
   readings, whose likelihood only the noise floor bounds (or a hard intervention that
-  pins the value: either way, the scale there is the floor's)."""
+  pins the value: either way, the scale there is the floor's). Cells at one of the fit's
+  censoring bounds (``pinned_cells``) are not counted: the fit scores them by the tail's
+  probability (floored-counts report seeds 102-104: every such line named a floor)."""
   x = np.asarray(x)
   assigned = np.asarray(fit.assign(x))
+  pinned = pinned_cells(fit, x)
   out = []
   for k in np.unique(assigned):
     rows = x[assigned == k]
     if len(rows) < min_rows:
       continue
     for j in range(x.shape[1]):
-      value, held = _most_common(rows[:, j])
+      value, held = _most_common_free(rows[:, j], pinned[assigned == k, j])
       if held >= share:
         out.append(f"regime {int(k)}: {held:.0%} of its rows hold one value "
                    f"of {_name(names, j)} ({value:.6g}); only the noise floor bounds its "

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import checks, graphs, identify, units
+from vcm_jax import checks, diagnose, graphs, identify
 
 
 def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
@@ -235,18 +235,13 @@ def free_target_candidates(changes, present) -> list[int]:
 
 def pinned_rows(fit, x) -> np.ndarray:
   """``[S]`` bool: rows of ``x`` (data units) with a reading at one of the fit's
-  censoring bounds (``FitConfig.censor_share``). The fit scores such a cell by the
+  censoring bounds (``diagnose.pinned_cells``). The fit scores such a cell by the
   tail's probability, a Gaussian rival by a density, which it can make as large as its
   variance floor allows by giving the tied readings a regime of their own: the two
   figures cannot be compared (floored-counts development seed 0: the rival 3.2 nats a
   row "better" with every row, 0.70 without these; its variance floor raised to the
   fit's noise floor changed nothing)."""
-  params = fit.result.params
-  if "censor_lower" not in params:
-    return np.zeros(len(x), bool)
-  # in the fit's units, as the likelihood tests them (``densities.censored``)
-  xs = units.to_standard(jnp.asarray(x, jnp.float32), fit.result.loc, fit.result.scale)
-  return np.asarray(((xs <= params["censor_lower"]) | (xs >= params["censor_upper"])).any(1))
+  return diagnose.pinned_cells(fit, x).any(1)
 
 
 def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
