@@ -245,6 +245,35 @@ def test_a_censored_reading_has_the_tail_probability(noise):
 
 
 @pytest.mark.fast
+def test_a_reading_an_ulp_off_its_bound_in_the_fits_units_is_at_the_bound(floored_law):
+  """A bound and the readings are put in the fit's units by different programs, which can
+  round a floor's readings an ulp or two to the inside of the bound computed from them
+  (a floored-counts fit read a floor held by 29% of the rows as no reading at it). The
+  likelihood and ``pinned_cells`` read such cells as at the bound; a reading a thousandth
+  of a standard deviation inside is not."""
+  from vcm_jax import densities
+  lower = np.float32(-0.5757556)
+  inside = [np.nextafter(lower, np.float32(1)), np.nextafter(np.nextafter(
+      lower, np.float32(1)), np.float32(1)), lower + np.float32(1e-3)]
+  cells = jnp.asarray([lower, *inside], jnp.float32)
+  at_lower, at_upper = densities.at_bounds(cells, lower, jnp.inf)
+  np.testing.assert_array_equal(np.asarray(at_lower), [True, True, True, False])
+  assert not np.asarray(at_upper).any()
+  log_cdf = densities.log_cdf("gauss", 4.0)
+  out = np.asarray(densities.censored(jnp.zeros(4), cells, 0.0, 0.0, lower, jnp.inf, log_cdf))
+  np.testing.assert_allclose(out[:3], float(log_cdf(jnp.float32(lower), 0.0, 0.0)), rtol=1e-5)
+  assert out[3] == 0.0  # inside: its own density (here the stand-in 0)
+  # The ceiling the same way, and a fit's pinned cells by the same rule.
+  upper = -lower
+  at_lower, at_upper = densities.at_bounds(-cells, -jnp.inf, upper)
+  np.testing.assert_array_equal(np.asarray(at_upper), [True, True, True, False])
+  fit, _ = floored_law  # (its units: loc 0, scale 1; its floor moved to ``lower``)
+  fit.result.params = dict(fit.result.params, censor_lower=jnp.asarray([lower, -jnp.inf]))
+  pinned = diagnose.pinned_cells(fit, np.stack([np.asarray(cells), np.zeros(4)], 1))
+  np.testing.assert_array_equal(pinned[:, 0], [True, True, True, False])
+
+
+@pytest.mark.fast
 def test_student_t4_closed_form_cdf_matches_scipy_and_betainc_over_nine_decades():
   """The default Student-t (4 degrees of freedom) reads its censored tails in closed form:
   the same log P(X <= x) and d/dx as SciPy (float64) from 1e-3 to 1e6 either side of the

@@ -36,14 +36,15 @@ def pinned_cells(fit, x) -> np.ndarray:
   """``[S, N]`` bool: cells of ``x`` (data units) at one of the fit's censoring bounds
   (``FitConfig.censor_share``), which its likelihood scores by the tail's probability,
   not a density: no noise floor is needed to bound it there. Tested in the fit's own
-  units, as the likelihood tests them (``densities.censored``)."""
+  units by the likelihood's rule (``densities.at_bounds``)."""
   params = fit.result.params
   if "censor_lower" not in params:
     return np.zeros(np.shape(x), bool)
   import jax.numpy as jnp
-  from vcm_jax import units
+  from vcm_jax import densities, units
   xs = units.to_standard(jnp.asarray(x, jnp.float32), fit.result.loc, fit.result.scale)
-  return np.asarray((xs <= params["censor_lower"]) | (xs >= params["censor_upper"]))
+  at_lower, at_upper = densities.at_bounds(xs, params["censor_lower"], params["censor_upper"])
+  return np.asarray(at_lower | at_upper)
 
 
 def _most_common_free(column, pinned) -> tuple[float, float]:
