@@ -92,10 +92,11 @@ def _student_t4_log_cdf(x, mean, log_scale):
 
 
 # A reading within this share of a bound's size of it is at the bound: a bound and the
-# readings are each put in the fit's units by their own program, and XLA may divide by
-# the scale in one and multiply by its reciprocal in another, an ulp or two apart (a
-# floored-counts development fit: a floor held by 29% of the rows read as no reading at
-# it, and regimes formed on its tied values, ARI 0.11 against a ceiling of 0.74).
+# readings are each put in the fit's units by their own program, and XLA's vectorised
+# division can differ from its scalar one by an ulp (measured: (-3.046875 + 2.2842884) /
+# 1.3244971 gives -0.5757556 alone, -0.57575554 over a [1000, 8] array). A
+# floored-counts development fit read a floor held by 29% of the rows as no reading at
+# it, and regimes formed on its tied values (ARI 0.11 against a ceiling of 0.74).
 BOUND_RTOL = 1e-6
 
 
