@@ -120,18 +120,21 @@ def test_a_continued_best_first_fit_is_also_fitted_from_scratch_and_the_better_s
   row = lambda bic, log_px: {"bic": bic, "log_px": log_px}
   plain = choose._Fitted(base, row(-120.0, -12.0), "plain fit")
   continued = choose._Fitted(base.replace(scale_model="parents"), row(-110.0, -11.8), "continued")
-  asked = []
+  asked, logged = [], []
 
-  def fitted(cfgs, start=None, log_px=-11.5):
-    asked.append((cfgs, start))
+  def fitted(cfgs, start=None, log_px=-11.5, log_rows=True):
+    asked.append((cfgs, start, log_rows))
     return [choose._Fitted(cfgs[0], row(-100.0, log_px), "fresh")]
 
-  table = choose._with_a_fresh_start([plain, continued], fitted)
+  table = choose._with_a_fresh_start([plain, continued], fitted, logged.append)
   assert [f.fit for f in table] == ["plain fit", "fresh"]
-  assert asked == [([continued.cfg], None)]  # from scratch: no start
-  worse = lambda cfgs, start=None: fitted(cfgs, start, log_px=-11.9)
-  assert [f.fit for f in choose._with_a_fresh_start([plain, continued], worse)] == \
-      ["plain fit", "continued"]
+  assert asked == [([continued.cfg], None, False)]  # from scratch: no start
+  assert logged == [table[1].row]  # the row that stays is logged, once
+  logged.clear()
+  worse = lambda cfgs, start=None, log_rows=True: fitted(cfgs, start, -11.9, log_rows)
+  assert [f.fit for f in choose._with_a_fresh_start([plain, continued], worse,
+                                                    logged.append)] == ["plain fit", "continued"]
+  assert not logged  # a fresh start that lost is not a candidate: not logged
   asked.clear()  # the best is the first fit itself (already from scratch): nothing refitted
   best_first = choose._Fitted(base, row(-90.0, -11.0), "first")
   assert choose._with_a_fresh_start([best_first, continued], fitted)[0] is best_first

@@ -341,9 +341,10 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   base = train.without_unused_censoring(base, x)
   x = jnp.asarray(x, jnp.float32)
 
-  def fitted(cfgs, start=None):
+  def fitted(cfgs, start=None, log_rows=True):
     """Fit ``cfgs`` from scratch, or each continued from ``start`` (a ``_Fitted`` whose
-    model differs only in its noise family: it starts where that fit ended)."""
+    model differs only in its noise family: it starts where that fit ended); their rows
+    go to ``log`` unless ``log_rows`` is False."""
     if start is None:
       out = fit_candidates(key, x, adj, cfgs, x_heldout)
     else:
@@ -351,7 +352,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
       for cfg in cfgs:
         fit = _continued(jax.random.fold_in(key, 5), start.fit, x, cfg)
         out.append(_Fitted(cfg, scores(fit, x, x_heldout), fit))
-    for f in out if log is not None else ():
+    for f in out if log is not None and log_rows else ():
       log(f.row)
     return out
 
@@ -368,7 +369,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   # otherwise read as a second change and send the choice to the richer latents.
   table += fitted(first_cfgs[1:], table[0])
   table += [f for noise_fit in list(table) for f in _other_scales(noise_fit, sel, fitted)]
-  table = _with_a_fresh_start(table, fitted)
+  table = _with_a_fresh_start(table, fitted, log)
   best_first = _best(table, "bic")
   check = None
   if sel.screen and checks.applies(best_first.fit.model):
@@ -435,20 +436,23 @@ def _other_scales(start: _Fitted, sel: Selection, fitted) -> list:
           for f in fitted([start.cfg.replace(scale_model=scale)], start)]
 
 
-def _with_a_fresh_start(table: list, fitted) -> list:
+def _with_a_fresh_start(table: list, fitted, log=None) -> list:
   """``table`` (the first decoder's fits, the first from scratch, the others continued
   from it) with its best model by BIC, where that one was continued, fitted from scratch
   too: the fit with the higher log p(x) stays (one model, two starts). A continuation
   keeps the plainer fit's assignment, and where the plainer model put the regimes
   elsewhere, it stays there (heteroscedastic development seed 0 of ``vcm_jax.families``:
   the parents-dependent scale continued from the constant one, -11.81 nats a row; from
-  scratch, -11.53 and the check held)."""
+  scratch, -11.53 and the check held). Only the row that stays goes to ``log`` (the
+  table's rows are the candidates the choice reads)."""
   best = _best(table, "bic")
   if best is table[0]:
     return table
-  fresh = fitted([best.cfg])[0]
+  fresh = fitted([best.cfg], log_rows=False)[0]
   if not fresh.row["log_px"] > best.row["log_px"]:
     return table
+  if log is not None:
+    log(fresh.row)
   return [fresh if f is best else f for f in table]
 
 
