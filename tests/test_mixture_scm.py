@@ -253,7 +253,8 @@ def test_the_screen_compares_the_rival_with_the_fits_latent_in_its_own_family():
     assert (rival - lp > identifiability.SCREEN_MARGIN) == apart, (case, rival, lp)
 
 
-def test_the_screen_reads_its_rival_as_a_law_over_every_row_against_the_fit(monkeypatch, floored_law):
+def test_the_screen_reads_its_rival_as_a_law_over_every_row_against_the_fit(
+    monkeypatch, floored_law):
   """The rival, fitted on the rows without a pinned reading, is a density given that
   none is pinned; the fit's is a joint one, lower by log P(kept) on those rows. Against
   the fit the rival pays ``log q`` a row (q the kept share): on rows drawn from the fit's
