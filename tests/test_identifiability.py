@@ -181,3 +181,19 @@ def test_the_screen_leaves_pinned_rows_out_and_skips_when_too_few_are_left():
   out = identifiability.free_target_screen(jax.random.key(0), fit, x, entry)
   assert out["verdict"] == "identified"
   assert "rows have no reading at a censoring bound" in out["free_target_rival"]["skipped"]
+
+
+def test_unpinned_rows_skip_only_where_rows_were_left_out():
+  """Small data with no pinned reading are compared whatever their size (the yardstick
+  ran on every data set before rows were left out); where pinned rows leave fewer than
+  ``SCREEN_MIN_ROWS``, the record says why nothing is compared."""
+  x = np.random.default_rng(0).normal(size=(100, 2))
+  uncensored = _censored_fit([-1.0], [1.0], [0.0], [1.0])
+  del uncensored.result.params["censor_lower"]
+  kept, record = identifiability.unpinned_rows(uncensored, x)
+  assert len(kept) == 100 and "skipped" not in record and record["log_share_kept"] == 0.0
+  floored = _censored_fit([0.0, -np.inf], [np.inf, np.inf], [0.0, 0.0], [1.0, 1.0])
+  kept, record = identifiability.unpinned_rows(floored, np.maximum(x, 0.0))
+  assert record["rows_pinned_left_out"] == int((x[:, 0] <= 0).sum()) == 100 - len(kept)
+  assert "fewer than" in record["skipped"]
+  np.testing.assert_allclose(record["log_share_kept"], np.log(len(kept) / 100))

@@ -526,14 +526,16 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   fit, gross_line = choice.fit, None
   if gross > 0:
     fit, extra["gross_errors"], gross_line = _gross_error_stage(key, fit, x, gross)
-  # (a point mass at one of the fit's censoring bounds is a probability there: not said)
-  warned = list(diagnose.point_masses(x, names, pinned=diagnose.pinned_cells(fit, x)))
+  # (a reading at one of the fit's censoring bounds is a probability there: the point
+  # masses, tied regimes and yardstick below leave such cells or rows out)
+  pinned = diagnose.pinned_cells(fit, x)
+  warned = list(diagnose.point_masses(x, names, pinned=pinned))
   warned += [gross_line] if gross_line else []
   warned += [f"candidate {r['decoder']} K={r['n_regimes']} noise {r['noise']}: {r['failed']}"
              for r in choice.table if r.get("failed")]
-  warned += diagnose.tied_regimes(fit, x, names)
+  warned += diagnose.tied_regimes(fit, x, names, pinned=pinned)
   if selection.yardstick:
-    extra["yardstick"], line = _yardstick(key, fit, x)
+    extra["yardstick"], line = _yardstick(key, fit, x, pinned.any(1))
     warned += [line] if line else []
   check = choice.check
   if check is not None and fit is not choice.fit:
@@ -576,34 +578,31 @@ def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
   return (cont if kept else fit), summary, (line if kept else None) or summary.get("failed")
 
 
-def _yardstick(key, fit: api.Fit, x):
+def _yardstick(key, fit: api.Fit, x, pinned=None):
   """A Gaussian mixture, K by BIC, beside the structural fit (``baselines.yardstick``):
   ``(summary, warning or None)``. Rows with a reading at one of the fit's censoring
-  bounds are left out of both (``identifiability.pinned_rows``), as in the free-target
-  screen: the fit scores such a cell by a tail's probability, the mixture by a density
-  it can make as large as its covariance floor allows (the warning then fires on a fit
-  that is the data's own law: ``tests/test_yardstick.py``). With fewer than
-  ``identifiability.SCREEN_MIN_ROWS`` rows left, no comparison."""
+  bounds (``pinned``, ``[S]``; found here where None) are left out of both, as in the
+  free-target screen (``identifiability.unpinned_rows``): the fit scores such a cell by
+  a tail's probability, the mixture by a density it can make as large as its
+  covariance floor allows (the warning then fires on a fit that is the data's own law:
+  ``tests/test_yardstick.py``). The mixture, fitted on the rows kept, is a density given
+  that no reading is pinned, the fit's a joint one: the mixture is read as "kept with
+  the kept share q, then its density" (``log q`` a row), as the screen reads its rival.
+  Where rows were left out and fewer than ``identifiability.SCREEN_MIN_ROWS`` are left,
+  no comparison."""
   from vcm_jax import identifiability
   from vcm_jax.baselines import yardstick
-  pinned = identifiability.pinned_rows(fit, x)
-  x = np.asarray(x)[~pinned]
-  left_out = {"rows_pinned_left_out": int(pinned.sum())}
-  if len(x) < identifiability.SCREEN_MIN_ROWS:
-    return dict(left_out, skipped=f"{len(x)} rows have no reading at a censoring bound "
-                f"(fewer than {identifiability.SCREEN_MIN_ROWS})"), None
+  x, kept = identifiability.unpinned_rows(fit, x, pinned)
+  if "skipped" in kept:
+    return kept, None
   found = yardstick.gaussian_mixture_yardstick(jax.random.fold_in(key, 7), x)
-  # The mixture, fitted on the rows kept, is a density given that no reading is pinned;
-  # the fit's is a joint one: the mixture is read as "kept with the kept share q, then
-  # its density" (``log q`` a row), as the screen reads its rival.
-  log_kept = float(np.log(np.mean(~pinned)))
-  found = dict(found, log_px=found["log_px"] + log_kept)
+  found = dict(found, log_px=found["log_px"] + kept["log_share_kept"])
   s = len(x)
   warn = yardstick.compare(found, float(fit.log_prob(jnp.asarray(x)).mean()),
                            n_parameters(fit), s)
   summary = {k: found[k] for k in ("k", "log_px", "n_parameters")}
   return (dict(summary, bic=yardstick.bic(found["log_px"], found["n_parameters"], s), rows=s,
-               log_share_kept=log_kept, **left_out), (warn["message"] if warn else None))
+               **kept), (warn["message"] if warn else None))
 
 
 def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelChoice:

@@ -74,16 +74,17 @@ def point_masses(x, names=None, share: float = POINT_MASS_SHARE, pinned=None) ->
 
 
 def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
-                 min_rows: int = 10) -> list[str]:
+                 min_rows: int = 10, pinned=None) -> list[str]:
   """A line for each regime whose rows (its most probable ones, at least ``min_rows``)
   mostly hold one value of a column: a regime that may have collapsed onto tied
   readings, whose likelihood only the noise floor bounds (or a hard intervention that
   pins the value: either way, the scale there is the floor's). Cells at one of the fit's
-  censoring bounds (``pinned_cells``) are not counted: the fit scores them by the tail's
-  probability (floored-counts report seeds 102-104: every such line named a floor)."""
+  censoring bounds (``pinned``: ``pinned_cells``, computed here where None) are not
+  counted: the fit scores them by the tail's probability (floored-counts report seeds
+  102-104: every such line named a floor)."""
   x = np.asarray(x)
   assigned = np.asarray(fit.assign(x))
-  pinned = pinned_cells(fit, x)
+  pinned = pinned_cells(fit, x) if pinned is None else np.asarray(pinned)
   out = []
   for k in np.unique(assigned):
     rows = x[assigned == k]

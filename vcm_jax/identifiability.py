@@ -244,6 +244,25 @@ def pinned_rows(fit, x) -> np.ndarray:
   return diagnose.pinned_cells(fit, x).any(1)
 
 
+def unpinned_rows(fit, x, pinned=None) -> tuple[np.ndarray, dict]:
+  """The rows of ``x`` with no reading at one of the fit's censoring bounds (``pinned``:
+  ``pinned_rows``, computed here where None), where a model fitted on them and the fit
+  score every cell alike, as densities; and their record: ``rows_pinned_left_out``,
+  ``log_share_kept`` (``log q``, q the share of rows kept: what such a model adds a row
+  to be read as a law over every row, as the fit's log p is), and ``skipped`` where
+  rows were left out and fewer than ``SCREEN_MIN_ROWS`` are left (nothing to compare;
+  data with no pinned reading are compared whatever their size)."""
+  pinned = pinned_rows(fit, x) if pinned is None else np.asarray(pinned)
+  kept = np.asarray(x)[~pinned]
+  with np.errstate(divide="ignore"):  # (every row pinned: -inf, and skipped below)
+    record = {"rows_pinned_left_out": int(pinned.sum()),
+              "log_share_kept": float(np.log(np.mean(~pinned)))}
+  if pinned.any() and len(kept) < SCREEN_MIN_ROWS:
+    record["skipped"] = (f"{len(kept)} rows have no reading at a censoring bound (fewer "
+                         f"than {SCREEN_MIN_ROWS}): nothing the two models score alike")
+  return kept, record
+
+
 def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
   """``(log p(x) a row, BIC)`` on ``x`` of the fit's own latent in the rival's family: a
   mixture of linear-Gaussian SCMs on the graph whose regimes change the mechanisms the
@@ -309,19 +328,14 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
     return entry
   key = jax.random.fold_in(key, 11)  # the fit's key, its own stream (both doors alike)
   from vcm_jax import learn, mixture_scm  # (learn imports the fits' callers)
-  x = np.asarray(x, np.float64)
-  pinned = pinned_rows(fit, x)
   # The rival and the latent copy are fitted on the rows kept: densities conditional on
   # no reading being pinned. The fit's log p of such a row is a joint density (its law
   # puts mass 1 - q on the pinned rows), so the rival is read as the same kind of law:
   # pinned with the kept rows' share q, and its density on the rest (``log q`` a row).
-  log_kept = float(np.log(np.mean(~pinned)))
-  if pinned.any():  # both models must score every cell compared as a density
-    x = x[~pinned]
-    if len(x) < SCREEN_MIN_ROWS:
-      return dict(entry, free_target_rival={
-          "skipped": f"{len(x)} rows have no reading at a censoring bound (fewer than "
-                     f"{SCREEN_MIN_ROWS}): nothing the two models score alike"})
+  x, kept = unpinned_rows(fit, np.asarray(x, np.float64))
+  if "skipped" in kept:
+    return dict(entry, free_target_rival=kept)
+  log_kept = kept["log_share_kept"]
   if max_rows and len(x) > max_rows:
     x = x[np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))]
   adj = np.asarray(graphs.table_adjacency(fit.parent_idx, fit.parent_mask)) > 0
@@ -340,8 +354,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   fit_lp, fit_bic = float(fit.score(x)), float(fit.bic(x))
   rival = {"k": int(k), "log_px": rival_lp, "bic": float(found.score), "fit_log_px": fit_lp,
            "fit_bic": fit_bic, "latent_log_px": latent_lp, "latent_bic": latent_bic,
-           "rows": len(x), "rows_pinned_left_out": int(pinned.sum()),
-           "log_share_kept": log_kept, "candidates": cands}
+           "rows": len(x), **kept, "candidates": cands}
   out = dict(entry, free_target_rival=rival)
   better = lambda lp, bic, shift: (rival_lp + shift > lp + margin
                                    and found.score + len(x) * shift > bic)
