@@ -311,7 +311,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   from a stream of its own, so that both doors screen alike.
 
   Rows with a reading at one of the fit's censoring bounds are left out of both
-  (``pinned_rows``); with fewer than ``SCREEN_MIN_ROWS`` left, no screen. The rival and
+  (``unpinned_rows``); with fewer than ``SCREEN_MIN_ROWS`` left, no screen. The rival and
   the latent copy, fitted on the rows kept, are densities given that no reading is
   pinned; the fit's is a joint one. Against the fit the rival is read as the law "a row
   is kept with the kept share q, then the rival's density" (``log q`` a row, and
@@ -323,7 +323,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   ``fit_log_px``, ``fit_bic`` the fit's own; ``latent_log_px`` and ``latent_bic`` of
   the fit's latent in the rival's family; ``rows``, ``rows_pinned_left_out``,
   ``log_share_kept`` (``log q``), ``candidates`` among the rival's regimes) where the
-  screen ran, ``{"skipped": why}`` where it could not."""
+  screen ran, ``unpinned_rows``'s record with its ``skipped`` where it could not."""
   if entry.get("verdict") != "identified":
     return entry
   key = jax.random.fold_in(key, 11)  # the fit's key, its own stream (both doors alike)
