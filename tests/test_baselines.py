@@ -188,6 +188,31 @@ def test_gmm_matches_sklearn_from_the_same_start():
 
 
 @pytest.mark.fast
+def test_gmm_stops_where_sklearn_stops_at_its_default_tolerance():
+  """With ``tol`` (scikit-learn's rule: the mean log-likelihood moved by less), the fit
+  stops at scikit-learn's iteration: one more or fewer would move the parameters by far
+  more than the 1e-8 compared. The trace is held at its last value after the stop."""
+  rng = np.random.default_rng(0)
+  x, _ = _clusters(rng, [[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.0, 2.5, 1.0]], 600)
+  resp0 = rng.dirichlet(np.ones(3), size=len(x))
+  w0, m0, c0 = _numpy_m_step(x, resp0, 1e-6)
+  sk = GaussianMixture(3, covariance_type="full", max_iter=100, tol=1e-3, reg_covar=1e-6,
+                       init_params="random", weights_init=w0, means_init=m0,
+                       precisions_init=np.linalg.inv(c0), random_state=0).fit(x)
+  assert 3 < sk.n_iter_ < 100 and sk.converged_
+  with jax.enable_x64(True):
+    fit = jax.jit(functools.partial(baselines.gaussian_mixture, n_components=3, num_iters=100,
+                                    tol=1e-3))
+    res = fit(jax.random.key(0), jnp.asarray(x), init_resp=jnp.asarray(resp0))
+    np.testing.assert_allclose(res.means, sk.means_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(res.covariances, sk.covariances_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(res.log_likelihood, sk.score(x), rtol=1e-8)
+    trace = np.asarray(res.trace)
+    np.testing.assert_array_equal(trace[sk.n_iter_:], trace[-1])
+    assert trace[sk.n_iter_ - 1] != trace[-1]
+
+
+@pytest.mark.fast
 def test_gmm_separates_well_separated_clusters_like_sklearn():
   rng = np.random.default_rng(1)
   x, labels = _clusters(rng, [[0.0, 0.0], [12.0, 0.0], [0.0, 12.0]], 1500)

@@ -94,8 +94,8 @@ def test_compare_on_a_real_yardstick():
 def test_a_non_finite_k_is_recorded_and_skipped(monkeypatch):
   real = ys._fit_and_score
 
-  def broken(keys, z_fit, z_all, reg, *, n_components, num_iters):
-    lp = real(keys, z_fit, z_all, reg, n_components=n_components, num_iters=num_iters)
+  def broken(keys, z_fit, z_all, reg, *, n_components, **kw):
+    lp = real(keys, z_fit, z_all, reg, n_components=n_components, **kw)
     return (lp[0] * np.nan, lp[1] * np.nan) if n_components == 2 else lp
 
   monkeypatch.setattr(ys, "_fit_and_score", broken)

@@ -32,8 +32,11 @@ def _gmm_log_joint(weights, means, covariances, x):
   eye = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), covariances.shape)
   prec, logdet = solve_spd(covariances, eye)
   prec = 0.5 * (prec + jnp.swapaxes(prec, -1, -2))
-  diff = x[:, None, :] - means[None]                                       # [S, K, D]
-  maha = jnp.maximum(jnp.einsum("skd,kde,ske->sk", diff, prec, diff), 0.0)
+  # Component-major [K, S, D]: each product is then a plain batched matmul over
+  # components (with the component axis in the middle, XLA:CPU transposes around the
+  # contraction: 4x slower for 16 starts of 3000 x 4 rows, K = 10).
+  diff = x[None] - means[:, None]
+  maha = jnp.maximum((jnp.matmul(diff, prec) * diff).sum(-1).T, 0.0)       # [S, K]
   return safe_log(weights) - 0.5 * (d * 2 * LOG_SQRT_2PI + logdet + maha)
 
 
@@ -41,8 +44,8 @@ def _gmm_m_step(resp, x, reg_covar):
   """scikit-learn's full-covariance M-step (its ``10 eps`` guard on empty components)."""
   nk = resp.sum(axis=0) + 10 * jnp.finfo(x.dtype).eps
   means = resp.T @ x / nk[:, None]
-  diff = x[:, None, :] - means[None]
-  cov = jnp.einsum("sk,skd,ske->kde", resp, diff, diff) / nk[:, None, None]
+  diff = x[None] - means[:, None]                                          # [K, S, D]
+  cov = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff) / nk[:, None, None]
   cov = cov + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
   return nk / nk.sum(), means, cov
 
@@ -54,19 +57,23 @@ def _kmeans_init(key, x, n_components, n_lloyd):
 
 def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_iters: int = 100,
                      reg_covar: float = 1e-6, init: str = "kmeans++", n_lloyd: int = 10,
-                     init_resp: jax.Array | None = None) -> GMMResult:
+                     init_resp: jax.Array | None = None, tol: float = 0.0) -> GMMResult:
   """Full-covariance Gaussian mixture by EM, as scikit-learn's ``GaussianMixture``.
 
   Starts from an M-step on initial responsibilities: ``init_resp [S, K]`` when
   given, else hard labels from k-means++ seeding and ``n_lloyd`` Lloyd steps
-  (``init='kmeans++'``). Then ``num_iters`` E/M iterations; from the same
-  starting parameters this is scikit-learn's fit with ``max_iter=num_iters``
-  and no early stop. ``reg_covar`` is added to every covariance's diagonal.
+  (``init='kmeans++'``). Then at most ``num_iters`` E/M iterations, stopping after the
+  one whose mean log-likelihood moved by less than ``tol`` (scikit-learn's rule; its
+  default is 1e-3; 0: never). From the same starting parameters this is
+  scikit-learn's fit with ``max_iter=num_iters`` and the same ``tol``.
+  ``reg_covar`` is added to every covariance's diagonal. ``trace`` holds the mean
+  log-likelihood before each iteration and after the last, held at its final value
+  after a stop.
 
   Args:
     key: PRNG key of the k-means++ seeding.
     x: ``[S, D]`` samples.
-    n_components, num_iters, init, n_lloyd: static.
+    n_components, num_iters, init, n_lloyd, tol: static.
   """
   if init_resp is None:
     if init != "kmeans++":
@@ -79,12 +86,28 @@ def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_ite
     joint = _gmm_log_joint(*params, x)
     return jnp.exp(jax.nn.log_softmax(joint, axis=-1)), jax.nn.logsumexp(joint, axis=-1).mean()
 
-  def iteration(params, _):
-    resp, log_px = e_step(params)
-    return _gmm_m_step(resp, x, reg_covar), log_px
+  if tol <= 0:
+    def iteration(params, _):
+      resp, log_px = e_step(params)
+      return _gmm_m_step(resp, x, reg_covar), log_px
 
-  params, trace = jax.lax.scan(iteration, params, None, length=num_iters)
+    params, trace = jax.lax.scan(iteration, params, None, length=num_iters)
+  else:  # a while loop: under vmap it runs until every fit has stopped, each held after
+    def body(carry):
+      params, prev, i, trace, _ = carry
+      resp, log_px = e_step(params)
+      return (_gmm_m_step(resp, x, reg_covar), log_px, i + 1, trace.at[i].set(log_px),
+              jnp.abs(log_px - prev) < tol)
+
+    def running(carry):
+      return (carry[2] < num_iters) & ~carry[4]
+
+    trace = jnp.full((num_iters,), jnp.nan, x.dtype)
+    params, _, n_done, trace, _ = jax.lax.while_loop(
+        running, body, (params, jnp.asarray(-jnp.inf, x.dtype), 0, trace, False))
   resp, log_px = e_step(params)
+  if tol > 0:
+    trace = jnp.where(jnp.arange(num_iters) < n_done, trace, log_px)
   return GMMResult(*params, resp, log_px, jnp.concatenate([trace, log_px[None]]))
 
 

@@ -53,8 +53,8 @@ def _finite(fit: GMMResult) -> jax.Array:
           & jnp.all(jnp.isfinite(fit.means)) & jnp.all(jnp.isfinite(fit.covariances)))
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "num_iters"))
-def _fit_and_score(keys, z_fit, z_all, reg_covar, *, n_components, num_iters):
+@functools.partial(jax.jit, static_argnames=("n_components", "num_iters", "tol"))
+def _fit_and_score(keys, z_fit, z_all, reg_covar, *, n_components, num_iters, tol):
   """Fit ``n_components`` on ``z_fit`` from each key (``vmap`` over restarts), keep the
   restart with the best finite fit log-likelihood, score it on ``z_all``.
 
@@ -71,7 +71,8 @@ def _fit_and_score(keys, z_fit, z_all, reg_covar, *, n_components, num_iters):
     fit = fit._replace(log_likelihood=gmm_log_marginal(fit, z_fit).mean())
   else:
     fits = jax.vmap(lambda k: gaussian_mixture(k, z_fit, n_components=n_components,
-                                               num_iters=num_iters, reg_covar=reg_covar))(keys)
+                                               num_iters=num_iters, reg_covar=reg_covar,
+                                               tol=tol))(keys)
     ok = jax.vmap(_finite)(fits)
     best = jnp.argmax(jnp.where(ok, fits.log_likelihood, -jnp.inf))
     fit = jax.tree.map(lambda a: a[best], fits)
@@ -92,7 +93,7 @@ def _standardise(x):
 
 def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
                                max_rows: int = 20000, restarts: int = 2, num_iters: int = 100,
-                               reg_covar: float = 1e-6) -> dict:
+                               reg_covar: float = 1e-6, tol: float = 1e-3) -> dict:
   """A full-covariance Gaussian mixture with K chosen by BIC, and its ``log p(x)``.
 
   Each K in ``k_grid`` is fitted (``gaussian_mixture``: EM from k-means++, ``restarts``
@@ -107,7 +108,8 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
     k_grid: the candidate K's.
     max_rows: the most rows any fit sees.
     restarts: k-means++ seeds per K (``vmap``-ed).
-    num_iters: EM iterations per fit (no early stop).
+    num_iters, tol: EM iterations per fit, at most, and the stop (scikit-learn's
+      GaussianMixture defaults: 100 and 1e-3; tol 0 runs them all).
     reg_covar: added to the covariances' diagonal, relative to each column's variance.
 
   Returns:
@@ -143,7 +145,8 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
   by_k = []
   for k in k_grid:
     keys = jax.random.split(jax.random.fold_in(k_fit, k), restarts)
-    _, lp = _fit_and_score(keys, z_fit, z, reg, n_components=k, num_iters=num_iters)
+    _, lp = _fit_and_score(keys, z_fit, z, reg, n_components=k, num_iters=num_iters,
+                          tol=tol)
     lp = float(lp) - log_scale
     p = gmm_n_parameters(k, n)
     row = {"k": k, "log_px": lp, "bic": bic(lp, p, s), "n_parameters": p}
