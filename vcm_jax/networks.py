@@ -181,6 +181,10 @@ class FreeDecoder(nn.Module):
       else:
         mean = mean + jnp.einsum("bnd,bnd->bn", x_pa, jnp.tensordot(z, w, axes=1))[:, None]
     if self.mechanism == "mlp":
+      # Node-major activations [N, B, K or 1, H]: each layer is then a plain batched
+      # matmul over nodes (with the node axis in the middle, XLA:CPU transposes around
+      # every dot, as in MechanismDecoder).
+      x_t = jnp.swapaxes(x_pa, 0, 1)  # [N, B, D]
       h = None
       for layer, width in enumerate(self.hidden):
         fan_in = d if h is None else h.shape[-1]
@@ -188,16 +192,19 @@ class FreeDecoder(nn.Module):
         bias = self.param(f"bias_{layer}", zeros, (n, width))
         if h is None:  # the regime enters the first layer
           z_kernel = self.param("z_kernel", _z_init(self.z_init, d + k), (k, n, width))
-          pre = (jnp.einsum("bni,nio->bno", x_pa, kernel) + bias)[:, None] \
-              + per_regime(z_kernel)  # [B, K or 1, N, H]
+          by_regime = (jnp.swapaxes(z_kernel, 0, 1)[:, None] if z is None  # [N, 1, K, H]
+                       else jnp.swapaxes(jnp.tensordot(z, z_kernel, axes=1), 0, 1)[:, :, None])
+          pre = (jnp.einsum("nbi,nio->nbo", x_t, kernel) + bias[:, None])[:, :, None] \
+              + by_regime  # [N, B, K or 1, H]
         else:
-          pre = jnp.einsum("brni,nio->brno", h, kernel) + bias
+          pre = jnp.einsum("nbri,nio->nbro", h, kernel) + bias[:, None, None]
         h = _ACTIVATIONS[self.activation](pre)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
-      mean = mean + jnp.einsum("brnh,nh->brn", h, out)
+      node_major = lambda a: jnp.transpose(a, (1, 2, 0))  # [N, B, R] -> [B, R, N]
+      mean = mean + node_major(jnp.einsum("nbrh,nh->nbr", h, out))
       if self.scale_model == "parents":
-        scale_shift = jnp.einsum("brnh,nh->brn", h,
-                                 self.param("scale_out", zeros, (n, h.shape[-1])))
+        scale_shift = node_major(jnp.einsum(
+            "nbrh,nh->nbr", h, self.param("scale_out", zeros, (n, h.shape[-1]))))
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
     if self.scale == "learned":
