@@ -84,6 +84,48 @@ def test_mlp_mechanism_by_hand(hidden):
   np.testing.assert_allclose(m1, m2, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("hidden", [(5,), (6, 3)])
+def test_free_decoder_mlp_by_hand(hidden):
+  """The free and sparse latents' batched, node-major MLP (every regime, and mixed by a
+  relaxed z) against a per-regime, per-node NumPy loop (float64), with a noise scale that
+  reads the last hidden layer."""
+  k = 3
+  dec = networks.FreeDecoder(n_nodes=N, n_regimes=k, max_parents=D, hidden=hidden,
+                             scale_model="parents")
+  x0 = jnp.zeros((1, N))
+  params = dec.init(jax.random.key(2), x0, IDX, MASK)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(3), len(leaves))
+  params = jax.tree.unflatten(tree, [0.7 * jax.random.normal(r, a.shape)
+                                     for r, a in zip(keys, leaves)])
+  p = {name: np.asarray(v, np.float64) for name, v in params["params"].items()}
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(7, N)).astype(np.float32)
+  z = rng.dirichlet(np.ones(k), size=7).astype(np.float32)
+  idx, mask = np.asarray(IDX), np.asarray(MASK)
+
+  def by_hand(mix):  # mix [7, K]: the regimes' parameters mixed per row
+    mean, log_scale = np.zeros((7, N)), np.zeros((7, N))
+    for j in range(N):
+      pa = x[:, idx[j]] * mask[j]
+      h = np.tanh(pa @ p["kernel_0"][j] + p["bias_0"][j] + mix @ p["z_kernel"][:, j])
+      for layer in range(1, len(hidden)):
+        h = np.tanh(h @ p[f"kernel_{layer}"][j] + p[f"bias_{layer}"][j])
+      mean[:, j] = (mix @ p["b"][:, j] + np.einsum("sd,sd->s", pa, mix @ p["w"][:, j])
+                    + h @ p["out"][j, :, 0])
+      log_scale[:, j] = mix @ p["log_scale"][:, j] + h @ p["scale_out"][j]
+    return mean, log_scale
+
+  every = dec.apply(params, jnp.asarray(x), IDX, MASK)  # [7, K, N] each
+  for r in range(k):
+    want = by_hand(np.eye(k)[[r] * 7])
+    for got, w in zip(every, want):
+      np.testing.assert_allclose(got[:, r], w, rtol=1e-5, atol=1e-5)
+  mixed = dec.apply(params, jnp.asarray(x), IDX, MASK, jnp.asarray(z))  # [7, 1, N] each
+  for got, w in zip(mixed, by_hand(z.astype(np.float64))):
+    np.testing.assert_allclose(got[:, 0], w, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.fast
 @pytest.mark.parametrize("mechanism,linear_skip", [("linear", True), ("mlp", True), ("mlp", False)])
 def test_decoder_reads_only_parents(mechanism, linear_skip):

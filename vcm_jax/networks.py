@@ -200,10 +200,10 @@ class FreeDecoder(nn.Module):
           pre = jnp.einsum("nbri,nio->nbro", h, kernel) + bias[:, None, None]
         h = _ACTIVATIONS[self.activation](pre)
       out = self.param("out", _stacked_init(0.1), (n, h.shape[-1], 1))[..., 0]
-      node_major = lambda a: jnp.transpose(a, (1, 2, 0))  # [N, B, R] -> [B, R, N]
-      mean = mean + node_major(jnp.einsum("nbrh,nh->nbr", h, out))
+      batch_major = lambda a: jnp.transpose(a, (1, 2, 0))  # [N, B, R] -> [B, R, N]
+      mean = mean + batch_major(jnp.einsum("nbrh,nh->nbr", h, out))
       if self.scale_model == "parents":
-        scale_shift = node_major(jnp.einsum(
+        scale_shift = batch_major(jnp.einsum(
             "nbrh,nh->nbr", h, self.param("scale_out", zeros, (n, h.shape[-1]))))
     elif self.mechanism != "linear":
       raise ValueError(f"unknown mechanism {self.mechanism!r}; expected linear or mlp")
