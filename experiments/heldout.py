@@ -86,7 +86,8 @@ def run_one(name: str, seed: int, n_rows: int) -> dict:
   fitted = np.asarray(fit.assign(fam.x))
   seconds = time.time() - start
   gmm = GaussianMixture(n_components=k_true, n_init=5, random_state=seed).fit(fam.x)
-  verdict = fit.verdict.get("verdict") if isinstance(fit.verdict, dict) else None
+  record = fit.verdict if isinstance(fit.verdict, dict) else {}
+  verdict = record.get("verdict")
   choice = fit.choice.summary() if fit.choice is not None else {}
   row = {"family": name, "seed": seed, "rows": int(fam.x.shape[0]), "nodes": int(fam.x.shape[1]),
          "n_regimes": k_true, "n_regimes_fitted": int(fit.n_regimes),
@@ -98,9 +99,7 @@ def run_one(name: str, seed: int, n_rows: int) -> dict:
          "gmm_ari": ari(gmm.predict(fam.x), k_true),
          **judge(fam, fitted, fit.observational, fit.targets),
          "verdict": verdict, "chosen": _chosen(choice.get("chosen")),
-         "why": fit.verdict.get("why") if isinstance(fit.verdict, dict) else None,
-         "free_target_rival": (fit.verdict.get("free_target_rival")
-                               if isinstance(fit.verdict, dict) else None),
+         "why": record.get("why"), "free_target_rival": record.get("free_target_rival"),
          "warnings": list(fit.warnings),
          "fitted_targets": [list(t) for t in fit.targets],
          "true_targets": [list(t) for t in fam.targets], "changes": fam.changes,

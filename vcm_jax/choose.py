@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import api, checks, diagnose, graphs, model as model_lib, parameters, predict, train
+from vcm_jax import api, checks, diagnose, graphs, identifiability, parameters, predict, train
+from vcm_jax import model as model_lib
 from vcm_jax import rows as rows_lib
 from vcm_jax.init import GATE_START
 from vcm_jax.select import default_k, seed_of
@@ -546,7 +547,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
 def thresholds() -> dict:
   """The constants the identification, the verdict and the warnings read (the check's
   and the choice's own are ``Selection`` fields), as every run records them."""
-  from vcm_jax import baselines, identifiability, identify
+  from vcm_jax import baselines, identify
   return {"change_threshold": identify.CHANGE_THRESHOLD, "gate_start": GATE_START,
           "point_mass_share": diagnose.POINT_MASS_SHARE,
           "gross_error_excess": diagnose.GROSS_ERROR_EXCESS,
@@ -590,7 +591,6 @@ def _yardstick(key, fit: api.Fit, x, pinned=None):
   the kept share q, then its density" (``log q`` a row), as the screen reads its rival.
   Where rows were left out and fewer than ``identifiability.SCREEN_MIN_ROWS`` are left,
   no comparison."""
-  from vcm_jax import identifiability
   from vcm_jax.baselines import yardstick
   x, kept = identifiability.unpinned_rows(fit, x, pinned)
   if "skipped" in kept:
