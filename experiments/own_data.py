@@ -203,10 +203,13 @@ def selection_of(config) -> choose.Selection | None:
 def _fit_default(config, cfg, selection, data: OwnData, x_train):
   """``choose.fit_default`` (what ``vcm_jax.fit`` runs) on the training rows:
   ``(fit, the choice's summary, the check's flags of the fit or None)``."""
-  say = lambda row: logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f%s",
-                                 row["decoder"], row["n_regimes"], row["noise"], row["bic"],
-                                 row["icl"], f", held-out log p(x) {row['heldout_log_px']:.4f}"
-                                 if "heldout_log_px" in row else "")
+  def say(row):
+    held = (f", held-out log p(x) {row['heldout_log_px']:.4f}" if "heldout_log_px" in row
+            else "")
+    again = f", fitted again from {row['started_from']}" if "started_from" in row else ""
+    logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f%s%s", row["decoder"],
+                 row["n_regimes"], row["noise"], row["bic"], row["icl"], held, again)
+
   choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
                               x_heldout=_heldout(data), log=say, names=data.names)
   for line in choice.warnings:

@@ -395,15 +395,19 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
     warm = []
     if start is not None and "sparse" in sel.decoders[1:]:
       # The sparse latent with K = N + 1 contains the single-target one: it starts from it
-      # (model.sparse_from_structured), so it begins where the plainer fit ended.
+      # (``_grown``), so it begins where the plainer fit ended.
       nested = base.replace(decoder="sparse", noise=noise, scale_model=scale, n_regimes=n + 1,
                             restarts=1)
       if sel.max_mechanisms <= 0 or mechanisms_per_row(nested, n) <= sel.max_mechanisms:
         others = [c for c in others if (c.decoder, c.n_regimes) != ("sparse", n + 1)]
-        warm = [_sparse_from_first(key, start, nested, x, x_heldout)]
+        warm = [_grown(key, start, nested, x, x_heldout)]
         if log is not None:
           log(warm[0].row)
     rest = (fitted(others) if others else []) + warm
+    # A richer candidate below one it contains failed its fit: it starts again from that
+    # one (the choice then reads only fits that reach what their plainer models reach).
+    fixed = _refit_failures(key, table + rest, n, sel.nested_tolerance, x, x_heldout, log)
+    table, rest = fixed[:len(table)], fixed[len(table):]
     table += rest
     failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
     ok = lambda fs: [f for f in fs if id(f.row) not in failed]
@@ -457,14 +461,45 @@ def _with_a_fresh_start(table: list, fitted, log=None) -> list:
   return [fresh if f is best else f for f in table]
 
 
-def _sparse_from_first(key, first: _Fitted, cfg: FitConfig, x, x_heldout) -> _Fitted:
-  """The sparse latent with K = N + 1 (``cfg``) fitted from the single-target fit
-  ``first``: its parameters read as the sparse model (gates at ``init.GATE_START``),
-  then trained to the stopping rule."""
-  params = model_lib.sparse_from_structured(first.fit.result.params, GATE_START)
-  start = dataclasses.replace(first.fit, result=first.fit.result._replace(params=params))
-  fit = _continued(jax.random.fold_in(key, 6), start, x, cfg)
-  return _Fitted(cfg, scores(fit, x, x_heldout), fit)
+def _grown(key, plainer: _Fitted, cfg: FitConfig, x, x_heldout) -> _Fitted:
+  """Candidate ``cfg`` (a free or sparse latent) fitted from ``plainer``, a fit of a
+  model it contains: the single-target latent read as the sparse one, then its regimes
+  split up to ``cfg.n_regimes`` (``model.split_regimes``), then trained to the stopping
+  rule. It starts where the plainer fit ended."""
+  fit, params = plainer.fit, plainer.fit.result.params
+  if plainer.cfg.decoder == "structured":
+    params = model_lib.sparse_from_structured(params, GATE_START)
+  params = model_lib.split_regimes(jax.random.fold_in(key, 8), params, cfg.n_regimes,
+                                   sparse=cfg.decoder == "sparse", gate_logit=GATE_START)
+  start = dataclasses.replace(fit, result=fit.result._replace(params=params))
+  grown = _continued(jax.random.fold_in(key, 6), start, x, cfg)
+  row = dict(scores(grown, x, x_heldout),
+             started_from=f"{plainer.cfg.decoder} K={plainer.cfg.n_regimes}")
+  return _Fitted(cfg, row, grown)
+
+
+def _refit_failures(key, table: list, n_nodes: int, tolerance: float, x, x_heldout,
+                    log=None) -> list:
+  """``table`` with each free or sparse candidate that failed its fit (its ``log p(x)``
+  below that of a candidate it contains: ``nested_failures``) fitted again from the best
+  such plainer fit (``_grown``), the smallest K first; the refit replaces the failed fit
+  where it scores higher. Each candidate is refitted once; what still fails stays
+  marked, and the choice passes it over."""
+  tried = set()
+  while True:
+    failed = nested_failures([f.row for f in table], n_nodes, tolerance)
+    todo = [f for f in table if id(f.row) in failed and pads(f.cfg) and f.cfg not in tried]
+    if not todo:
+      return table
+    f = min(todo, key=lambda f: f.cfg.n_regimes)
+    tried.add(f.cfg)
+    plainer = max((p for p in table if nests(f.row, p.row, n_nodes)),
+                  key=lambda p: p.row["log_px"])
+    grown = _grown(key, plainer, f.cfg, x, x_heldout)
+    if log is not None:
+      log(grown.row)
+    if grown.row["log_px"] > f.row["log_px"]:
+      table = [grown if g is f else g for g in table]
 
 
 def nests(richer: dict, plainer: dict, n_nodes: int) -> bool:

@@ -317,6 +317,41 @@ def take_regimes(params, n_regimes: int, *, sparse: bool):
   return out
 
 
+def split_regimes(key, params, n_regimes: int, *, sparse: bool, jitter: float = 0.1,
+                  gate_logit: float | None = None):
+  """Free or sparse parameters with ``n_regimes`` regimes that hold a fit with fewer
+  (host-level; the counts are static): the regime with the most prior weight is split
+  in two, and again, until there are ``n_regimes``. Both halves keep its mechanisms and
+  gates and take half its weight; their intercepts move ``jitter`` of its noise scale
+  apart, in opposite random directions, so that training can pull them apart (two
+  identical copies get identical gradients and stay one regime). The likelihood starts
+  where the plainer fit's ended, to second order in ``jitter``. ``gate_logit``: the
+  sparse gates restart at +-it (a fit's gates end snapped at +-30, where no gradient
+  moves them), as in ``sparse_from_structured``."""
+  dec = dict(params["decoder"]["params"])
+  log_prior = jax.nn.log_softmax(params["prior_logits"])
+  gates = params.get("gate_logits")
+  if gates is not None and gate_logit is not None:
+    gates = jnp.where(gates > 0, gate_logit, -gate_logit)
+  for step_key in jax.random.split(key, max(n_regimes - log_prior.shape[0], 0)):
+    j = int(jnp.argmax(log_prior))
+    copy = j + sparse  # (the sparse decoder's copy 0 is the shared one)
+    sd = jnp.exp(dec["log_scale"][copy]) if "log_scale" in dec else 1.0
+    step = 0.5 * jitter * sd * jax.random.normal(step_key, dec["b"].shape[1:])
+    half = {name: dec[name][copy] for name in PER_REGIME if name in dec}
+    half["b"] = half["b"] - step
+    dec["b"] = dec["b"].at[copy].add(step)
+    dec.update({name: jnp.concatenate([dec[name], a[None]]) for name, a in half.items()})
+    weight = log_prior[j] - jnp.log(2.0)
+    log_prior = jnp.concatenate([log_prior.at[j].set(weight), weight[None]])
+    if gates is not None:
+      gates = jnp.concatenate([gates, gates[j][None]])
+  out = dict(params, decoder={"params": dec}, prior_logits=log_prior)
+  if gates is not None:
+    out["gate_logits"] = gates
+  return out
+
+
 def sparse_from_structured(params, gate_logit: float):
   """Sparse-decoder parameters (K = N + 1) that hold a structured fit's model: the shared
   copy is its observational state, regime k's own copy its intervened state, and regime
