@@ -694,8 +694,11 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
   (as many as the program's batch, at least enough for ``restarts``); the best
   ``log p(x)`` among them and ``keep`` wins."""
   cfg = choice.config
+  # (the K of the candidates fitted together from scratch: one started from another fit,
+  # ``started_from``, had a program of its own, and would pad this one's starts to its K)
   ks = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
-        and r["noise"] == cfg.noise and r["scale_model"] == cfg.scale_model]
+        and r["noise"] == cfg.noise and r["scale_model"] == cfg.scale_model
+        and ("started_from" not in r or r["n_regimes"] == cfg.n_regimes)]
   group = next(run for run in _buckets(ks, ks, 0) if cfg.n_regimes in run)
   batch = len(group)
   calls = -(-(restarts - 1) // batch)
