@@ -182,3 +182,32 @@ def test_a_failed_richer_candidate_starts_again_from_the_plainer_fit_it_contains
     assert table[1].row["log_px"] >= k2.row["log_px"] - 1e-3, (table[1].row, k2.row)
     assert table[1].fit.n_regimes == 4
     assert not choose.nested_failures([f.row for f in table], 4, 1e-3)
+
+
+@pytest.mark.fast
+def test_more_starts_run_in_the_program_of_the_candidates_fitted_from_scratch(monkeypatch):
+  """The chosen model's further starts go through the padded program it was fitted in
+  (its bucket of K, ``PAD_RATIO``), as many a call as that program's batch; a candidate
+  started from another fit (``started_from``) had its own program and pads nothing."""
+  from types import SimpleNamespace
+  calls = []
+
+  def fake_fit_candidates(keys, x, adj, cfgs, x_heldout=None, *, pad_to=0):
+    calls.append((len(keys), len(cfgs), pad_to))
+    return [choose._Fitted(c, {}, SimpleNamespace(result=SimpleNamespace(
+        restart_log_px=np.array([-1.0 - len(calls)])))) for c in cfgs]
+
+  monkeypatch.setattr(choose, "fit_candidates", fake_fit_candidates)
+  cfg = BASE.replace(decoder="sparse", n_regimes=8)
+  row = lambda k, **more: dict(decoder="sparse", noise=cfg.noise, scale_model=cfg.scale_model,
+                               n_regimes=k, **more)
+  table = [row(k) for k in (2, 3, 4, 6, 8)] + [row(12, started_from="sparse K=8")]
+  keep = SimpleNamespace(result=SimpleNamespace(restart_log_px=np.array([-1.5])))
+  choice = choose.ModelChoice(cfg, table)
+  got = choose._more_starts(jax.random.key(0), None, None, choice, 4, keep, None)
+  assert calls == [(1, 1, 8)] * 3  # K = 8 alone in its program: 3 more starts, unpadded
+  assert got is keep  # (every fake start scored below it)
+  calls.clear()
+  table[-1].pop("started_from")  # fitted with the others: K = 8 and 12 shared a program
+  choose._more_starts(jax.random.key(0), None, None, choice, 4, keep, None)
+  assert calls == [(2, 2, 12)] * 2
