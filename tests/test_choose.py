@@ -9,7 +9,6 @@ import pytest
 
 import vcm_jax
 from vcm_jax import choose, scm, select
-from vcm_jax import model as model_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_sparse  # noqa: E402  (the multi-target data)
@@ -140,48 +139,6 @@ def test_a_continued_best_first_fit_is_also_fitted_from_scratch_and_the_better_s
   best_first = choose._Fitted(base, row(-90.0, -11.0), "first")
   assert choose._with_a_fresh_start([best_first, continued], fitted)[0] is best_first
   assert not asked
-
-
-def test_a_failed_richer_candidate_starts_again_from_the_plainer_fit_it_contains():
-  """``model.split_regimes`` holds the plainer model exactly (no jitter, gates kept) and
-  to second order with jitter; ``choose._refit_failures`` fits a richer candidate that
-  stopped below a plainer one again from it, and the refit reaches the plainer fit."""
-  x, _, _ = test_sparse._multi_target_data(n=1000)
-  cfg = BASE.replace(num_steps=60, pooled_steps=20)
-  for decoder in ("free", "sparse"):
-    k2, k4 = choose.fit_candidates(jax.random.key(0), x, test_sparse.ADJ, [
-        cfg.replace(decoder=decoder, n_regimes=2),
-        cfg.replace(decoder=decoder, n_regimes=4, num_steps=3, pooled_steps=1)])
-    sparse = decoder == "sparse"
-    params = k2.fit.result.params
-    model = vcm_jax.api._trainer(cfg.replace(decoder=decoder, n_regimes=4), 4,
-                                 k2.fit.parent_idx.shape[1]).model
-    as_four = lambda p: choose._from_result(model, k2.fit.result._replace(params=p),
-                                            jnp.asarray(x), k2.fit.parent_idx,
-                                            k2.fit.parent_mask, k2.fit.order)
-    exact = model_lib.split_regimes(jax.random.key(1), params, 4, sparse=sparse, jitter=0.0)
-    prior = np.exp(np.asarray(jax.nn.log_softmax(params["prior_logits"])))
-    big, small = prior.max(), prior.min()
-    # the larger regime is split in two, then the largest of the three
-    expected = ([big / 2, big / 2, small / 2, small / 2] if small > big / 2
-                else [big / 4, big / 4, big / 2, small])
-    np.testing.assert_allclose(np.sort(np.exp(np.asarray(exact["prior_logits"]))),
-                               np.sort(expected), rtol=1e-5)
-    np.testing.assert_allclose(np.exp(np.asarray(exact["prior_logits"])).sum(), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(as_four(exact).log_prob(x), k2.fit.log_prob(x), rtol=1e-5, atol=1e-5)
-    jittered = as_four(model_lib.split_regimes(jax.random.key(1), params, 4, sparse=sparse))
-    assert abs(float(jittered.log_prob(x).mean() - k2.fit.log_prob(x).mean())) < 2e-3
-    # a candidate that stopped short: its config asks for the full fit
-    short = k4._replace(cfg=cfg.replace(decoder=decoder, n_regimes=4))
-    assert short.row["log_px"] < k2.row["log_px"] - 1e-3, (decoder, short.row, k2.row)
-    logged = []
-    table = choose._refit_failures(jax.random.key(0), [k2, short], 4, 1e-3, jnp.asarray(x),
-                                   None, logged.append)
-    assert table[0] is k2 and table[1] is not short
-    assert table[1].row["started_from"] == f"{decoder} K=2" and logged == [table[1].row]
-    assert table[1].row["log_px"] >= k2.row["log_px"] - 1e-3, (table[1].row, k2.row)
-    assert table[1].fit.n_regimes == 4
-    assert not choose.nested_failures([f.row for f in table], 4, 1e-3)
 
 
 @pytest.mark.fast

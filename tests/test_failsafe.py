@@ -2,6 +2,8 @@
 floor, parameter counts from the parameters a fit has, nested candidates that failed,
 checks that say "insufficient", gross errors that cannot swallow a regime."""
 import math
+import os
+import sys
 import warnings
 
 import jax
@@ -11,7 +13,11 @@ import pytest
 
 import vcm_jax
 from vcm_jax import checks, choose, diagnose, graphs, metrics, parameters, train, units
+from vcm_jax import model as model_lib
 from vcm_jax.config import FitConfig
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_sparse import ADJ, _multi_target_data  # noqa: E402  (the multi-target data)
 
 # The slow tests here share nothing with other modules: a second process runs them.
 pytestmark = pytest.mark.offload
@@ -139,6 +145,47 @@ def test_a_richer_candidate_below_one_it_contains_has_failed():
   rows[1]["n_regimes"] = 5
   failed = choose.nested_failures(rows, n_nodes=3, tolerance=1e-3)
   assert set(failed) == {id(rows[2]), id(rows[3])}, failed
+
+
+def test_a_failed_richer_candidate_starts_again_from_the_plainer_fit_it_contains():
+  """``model.split_regimes`` holds the plainer model exactly (no jitter, gates kept) and
+  to second order with jitter; ``choose._refit_failures`` fits a richer candidate that
+  stopped below a plainer one again from it, and the refit reaches the plainer fit."""
+  x, _, _ = _multi_target_data(n=1000)
+  cfg = FitConfig(mechanism="linear", num_steps=60, pooled_steps=20, restarts=1)
+  decoder, sparse = "sparse", True  # (the free decoder's regimes are split the same way)
+  k2, k4 = choose.fit_candidates(jax.random.key(0), x, ADJ, [
+      cfg.replace(decoder=decoder, n_regimes=2),
+      cfg.replace(decoder=decoder, n_regimes=4, num_steps=3, pooled_steps=1)])
+  params = k2.fit.result.params
+  model = vcm_jax.api._trainer(cfg.replace(decoder=decoder, n_regimes=4), 4,
+                               k2.fit.parent_idx.shape[1]).model
+  as_four = lambda p: choose._from_result(model, k2.fit.result._replace(params=p),
+                                          jnp.asarray(x), k2.fit.parent_idx,
+                                          k2.fit.parent_mask, k2.fit.order)
+  exact = model_lib.split_regimes(jax.random.key(1), params, 4, sparse=sparse, jitter=0.0)
+  prior = np.exp(np.asarray(jax.nn.log_softmax(params["prior_logits"])))
+  big, small = prior.max(), prior.min()
+  # the larger regime is split in two, then the largest of the three
+  expected = ([big / 2, big / 2, small / 2, small / 2] if small > big / 2
+              else [big / 4, big / 4, big / 2, small])
+  np.testing.assert_allclose(np.sort(np.exp(np.asarray(exact["prior_logits"]))),
+                             np.sort(expected), rtol=1e-5)
+  np.testing.assert_allclose(np.exp(np.asarray(exact["prior_logits"])).sum(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(as_four(exact).log_prob(x), k2.fit.log_prob(x), rtol=1e-5, atol=1e-5)
+  jittered = as_four(model_lib.split_regimes(jax.random.key(1), params, 4, sparse=sparse))
+  assert abs(float(jittered.log_prob(x).mean() - k2.fit.log_prob(x).mean())) < 2e-3
+  # a candidate that stopped short: its config asks for the full fit
+  short = k4._replace(cfg=cfg.replace(decoder=decoder, n_regimes=4))
+  assert short.row["log_px"] < k2.row["log_px"] - 1e-3, (decoder, short.row, k2.row)
+  logged = []
+  table = choose._refit_failures(jax.random.key(0), [k2, short], 4, 1e-3, jnp.asarray(x),
+                                 None, logged.append)
+  assert table[0] is k2 and table[1] is not short
+  assert table[1].row["started_from"] == f"{decoder} K=2" and logged == [table[1].row]
+  assert table[1].row["log_px"] >= k2.row["log_px"] - 1e-3, (table[1].row, k2.row)
+  assert table[1].fit.n_regimes == 4
+  assert not choose.nested_failures([f.row for f in table], 4, 1e-3)
 
 
 def test_a_nan_fit_is_insufficient_for_the_check():
