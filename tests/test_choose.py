@@ -168,3 +168,30 @@ def test_more_starts_run_in_the_program_of_the_candidates_fitted_from_scratch(mo
   table[-1].pop("started_from")  # fitted with the others: K = 8 and 12 shared a program
   choose._more_starts(jax.random.key(0), None, None, choice, 4, keep, None)
   assert calls == [(2, 2, 12)] * 2
+
+
+@pytest.mark.fast
+def test_the_k_the_grid_skipped_beside_the_best_is_fitted_too():
+  """``choose._missing_neighbours``: K - 1 and K + 1 of the best sparse candidate by ICL,
+  where the grid skipped them and they lie inside it; failed fits are passed over, and
+  a candidate started from another fit lends no settings (it has one start)."""
+  cfg = BASE.replace(decoder="sparse", restarts=4)
+  sel = choose.Selection()
+
+  def fits(icl, grown=()):
+    return [choose._Fitted(cfg.replace(n_regimes=k, restarts=1 if k in grown else 4),
+                           dict(decoder="sparse", noise=cfg.noise, scale_model=cfg.scale_model,
+                                n_regimes=k, log_px=-10.0 + 0.01 * k, icl=v,
+                                **({"started_from": "sparse K=8"} if k in grown else {})), None)
+            for k, v in icl.items()]
+
+  ks = lambda cfgs: [(c.n_regimes, c.restarts) for c in cfgs]
+  grid = {2: -9.0, 3: -8.0, 4: -7.0, 6: -7.5, 8: -7.8, 12: -9.0}
+  assert ks(choose._missing_neighbours(fits(grid, grown=(12,)), 11, sel)) == [(5, 4)]
+  assert ks(choose._missing_neighbours(fits({**grid, 6: -6.0}), 11, sel)) == [(5, 4), (7, 4)]
+  assert ks(choose._missing_neighbours(fits({**grid, 3: -5.0}), 11, sel)) == []
+  assert ks(choose._missing_neighbours(fits({**grid, 12: -5.0}), 11, sel)) == [(11, 4)]  # not 13
+  failed = fits({**grid, 8: -5.0})
+  failed[4].row["log_px"] = -11.0  # K = 8 below K = 6, which it contains: not the best
+  assert ks(choose._missing_neighbours(failed, 11, sel)) == [(5, 4)]
+  assert choose._missing_neighbours([], 11, sel) == []
