@@ -86,7 +86,7 @@ def test_padded_candidates_are_the_unpadded_fits_in_one_program():
   assert choose._fit_and_score.cache_info().misses == 1  # one program for both K
   for cfg, got in zip(cfgs, padded):
     alone = vcm_jax.fit(x, test_sparse.ADJ, key=jax.random.key(0), config=cfg)
-    assert got.fit.n_regimes == cfg.n_regimes
+    assert got.fit.n_regimes == cfg.n_regimes and got.row["fitted_with"] == [2, 3]
     np.testing.assert_allclose(got.fit.log_prob(x), alone.log_prob(x), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got.row["log_px"], float(alone.log_prob(x).mean()), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(got.fit.model.gates_on(got.fit.result.params)),
@@ -157,24 +157,29 @@ def test_more_starts_run_in_the_program_of_the_candidates_fitted_from_scratch(mo
   monkeypatch.setattr(choose, "fit_candidates", fake_fit_candidates)
   cfg = BASE.replace(decoder="sparse", n_regimes=8)
   row = lambda k, **more: dict(decoder="sparse", noise=cfg.noise, scale_model=cfg.scale_model,
-                               n_regimes=k, **more)
+                               n_regimes=k, chosen=k == 8, **more)
   table = [row(k) for k in (2, 3, 4, 6, 8)] + [row(12, started_from="sparse K=8")]
   keep = SimpleNamespace(result=SimpleNamespace(restart_log_px=np.array([-1.5])))
   choice = choose.ModelChoice(cfg, table)
   got = choose._more_starts(jax.random.key(0), None, None, choice, 4, keep, None)
-  assert calls == [(1, 1, 8)] * 3  # K = 8 alone in its program: 3 more starts, unpadded
+  assert calls == [(1, 1, 8)] * 3  # K = 8 alone in its bucket: 3 more starts, unpadded
   assert got is keep  # (every fake start scored below it)
   calls.clear()
-  table[-1].pop("started_from")  # fitted with the others: K = 8 and 12 shared a program
+  table[-1].pop("started_from")  # fitted with the others: K = 8 and 12 share a bucket
   choose._more_starts(jax.random.key(0), None, None, choice, 4, keep, None)
   assert calls == [(2, 2, 12)] * 2
+  calls.clear()
+  table[4]["fitted_with"] = [7, 8, 9]  # the program it was fitted in says more
+  choose._more_starts(jax.random.key(0), None, None, choice, 4, keep, None)
+  assert calls == [(3, 3, 9)]
 
 
 @pytest.mark.fast
 def test_the_k_the_grid_skipped_beside_the_best_is_fitted_too():
   """``choose._missing_neighbours``: K - 1 and K + 1 of the best sparse candidate by ICL,
-  where the grid skipped them and they lie inside it; failed fits are passed over, and
-  a candidate started from another fit lends no settings (it has one start)."""
+  where the default grid skipped them and they lie inside it; failed fits are passed
+  over, a candidate started from another fit lends no settings (it has one start), and
+  K given by the user are kept as given."""
   cfg = BASE.replace(decoder="sparse", restarts=4)
   sel = choose.Selection()
 
@@ -195,3 +200,5 @@ def test_the_k_the_grid_skipped_beside_the_best_is_fitted_too():
   failed[4].row["log_px"] = -11.0  # K = 8 below K = 6, which it contains: not the best
   assert ks(choose._missing_neighbours(failed, 11, sel)) == [(5, 4)]
   assert choose._missing_neighbours([], 11, sel) == []
+  given = choose.Selection(k_candidates=(2, 3, 4, 6, 8))  # the K asked for: no other
+  assert choose._missing_neighbours(fits(grid), 11, given) == []

@@ -266,6 +266,8 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
       row = _row(cfgs[i], {k: float(v[j]) for k, v in stats.items()}, x.shape[0])
       if x_heldout is None:
         row.pop("heldout_log_px")
+      if padded:  # (the K fitted together in one program: ``_more_starts`` reuses it)
+        row["fitted_with"] = [cfgs[m].n_regimes for m in members]
       out[i] = _Fitted(cfgs[i], row, fit)
   return out
 
@@ -471,7 +473,10 @@ def _missing_neighbours(fits: list, n_nodes: int, sel: Selection) -> list:
   configs: K is then chosen among every K around the best, and the grid's gaps cost a
   fit only where the choice lands beside one (multi-target development seeds 0 and 1,
   ``experiments.multitarget_check``: five regimes, the grid's K = 4 and 6 at 0.96x and
-  0.77x the ceiling; K = 5 at 1.00x both)."""
+  0.77x the ceiling; K = 5 at 1.00x both). None where the K were given
+  (``selection.k_candidates``): those are the K asked for."""
+  if sel.k_candidates:
+    return []
   fits = [f for f in fits if pads(f.cfg) and not f.row.get("failed")]
   failed = nested_failures([f.row for f in fits], n_nodes, sel.nested_tolerance)
   fits = [f for f in fits if id(f.row) not in failed]
@@ -723,12 +728,15 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
   (as many as the program's batch, at least enough for ``restarts``); the best
   ``log p(x)`` among them and ``keep`` wins."""
   cfg = choice.config
-  # (the K of the candidates fitted together from scratch: one started from another fit,
-  # ``started_from``, had a program of its own, and would pad this one's starts to its K)
-  ks = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
-        and r["noise"] == cfg.noise and r["scale_model"] == cfg.scale_model
-        and ("started_from" not in r or r["n_regimes"] == cfg.n_regimes)]
-  group = next(run for run in _buckets(ks, ks, 0) if cfg.n_regimes in run)
+  chosen = next((r for r in choice.table if r.get("chosen")), {})
+  # the K fitted with it in one program (``fitted_with``); for a candidate started from
+  # another fit, the bucket its K would share with those fitted from scratch
+  group = chosen.get("fitted_with")
+  if not group:
+    ks = [r["n_regimes"] for r in choice.table if r["decoder"] == cfg.decoder
+          and r["noise"] == cfg.noise and r["scale_model"] == cfg.scale_model
+          and ("started_from" not in r or r is chosen)]
+    group = next(run for run in _buckets(ks, ks, 0) if cfg.n_regimes in run)
   batch = len(group)
   calls = -(-(restarts - 1) // batch)
   best = keep
