@@ -498,8 +498,9 @@ def _missing_neighbours(fits: list, n_nodes: int, sel: Selection) -> list:
 def _grown(key, plainer: _Fitted, cfg: FitConfig, x, x_heldout) -> _Fitted:
   """Candidate ``cfg`` (a free or sparse latent) fitted from ``plainer``, a fit of a
   model it contains: the single-target latent read as the sparse one, then its regimes
-  split up to ``cfg.n_regimes`` (``model.split_regimes``), then trained to the stopping
-  rule. It starts where the plainer fit ended."""
+  split up to ``cfg.n_regimes`` (``model.split_regimes``, the gates relaxed to
+  +-``GATE_START``), then trained to the stopping rule: it starts near where the
+  plainer fit ended."""
   fit, params = plainer.fit, plainer.fit.result.params
   if plainer.cfg.decoder == "structured":
     params = model_lib.sparse_from_structured(params, GATE_START)

@@ -324,10 +324,11 @@ def split_regimes(key, params, n_regimes: int, *, sparse: bool, jitter: float = 
   in two, and again, until there are ``n_regimes``. Both halves keep its mechanisms and
   gates and take half its weight; their intercepts move ``jitter`` of its noise scale
   apart, in opposite random directions, so that training can pull them apart (two
-  identical copies get identical gradients and stay one regime). The likelihood starts
-  where the plainer fit's ended, to second order in ``jitter``. ``gate_logit``: the
-  sparse gates restart at +-it (a fit's gates end snapped at +-30, where no gradient
-  moves them), as in ``sparse_from_structured``."""
+  identical copies get identical gradients and stay one regime). The likelihood is the
+  plainer fit's to second order in ``jitter``. ``gate_logit``: the sparse gates restart
+  at +-it (a fit's gates end snapped at +-30, where no gradient moves them), as in
+  ``sparse_from_structured``; the relaxed gates then cost a little likelihood at the
+  start, which training wins back."""
   dec = dict(params["decoder"]["params"])
   log_prior = jax.nn.log_softmax(params["prior_logits"])
   gates = params.get("gate_logits")
