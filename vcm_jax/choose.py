@@ -477,7 +477,7 @@ def _missing_neighbours(fits: list, n_nodes: int, sel: Selection) -> list:
   (``selection.k_candidates``): those are the K asked for."""
   if sel.k_candidates:
     return []
-  fits = [f for f in fits if pads(f.cfg) and not f.row.get("failed")]
+  fits = [f for f in fits if pads(f.cfg)]
   failed = nested_failures([f.row for f in fits], n_nodes, sel.nested_tolerance)
   fits = [f for f in fits if id(f.row) not in failed]
   if not fits:
