@@ -18,8 +18,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite is dominated by XLA compilation of many small programs on a 2-core CPU:
 # LLVM's backend optimisations and the CPU fusion emitters cost several times more
 # than the programs' run time (measured: a small fit compiles in 2.1 s instead of
-# 7-9 s; configs/test.py end to end in 13 s instead of 65 s). Set before jax is
-# imported; the CLI subprocesses inherit them. XLA_FLAGS already set win.
+# 7-9 s; configs/test.py end to end in 13 s instead of 65 s). Eigen's thread pool off:
+# this process and the background's share the two cores, each on one (suite 290 -> 284 s
+# on this machine). Set before jax is imported; the CLI subprocesses inherit them.
+# XLA_FLAGS already set win.
 for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
               "--xla_cpu_multi_thread_eigen=false"):
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
@@ -249,7 +251,7 @@ def pytest_runtest_logreport(report):
                           "outcome": report.outcome, "text": text}) + "\n")
 
 
-def _orig_finish(session):
+def pytest_sessionfinish(session):
   global _CLOSED
   _CLOSED = True
   if _POOL is not None:
@@ -308,39 +310,3 @@ def floored_law():
       bic=lambda rows: float(np.sum(log_prob(rows)) - 0.5 * np.log(len(rows)) * 3),
       parent_idx=np.zeros((2, 1), int), parent_mask=np.zeros((2, 1), bool), n_regimes=1)
   return fit, x
-
-
-# TEMP timeline
-_TL = os.environ.get("VCM_TIMELINE")
-if _TL:
-  _TL = _TL + (".child" if _CHILD_RESULTS else ".main")
-  _t0 = time.time()
-  def _tl(msg):
-    with open(_TL, "a") as f:
-      f.write(f"{time.time():.1f} {msg}\n")
-  import functools as _ft
-  def _wrap(job):
-    @_ft.wraps(job)
-    def w(folder, popen):
-      _tl(f"JOB_START {getattr(job, '__name__', job)}")
-      try:
-        return job(folder, popen)
-      finally:
-        _tl(f"JOB_END {getattr(job, '__name__', job)}")
-    return w
-  _orig_submit = _submit
-  def _submit(job):  # noqa: F811
-    if job not in _JOBS and _BACKGROUND:
-      global _POOL
-      if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background")
-      _JOBS[job] = _POOL.submit(_wrap(job), _folder(job), _popen)
-      return _JOBS[job]
-    return _orig_submit(job)
-  def pytest_runtest_logstart(nodeid, location):
-    _tl(f"start {nodeid}")
-  def pytest_sessionfinish(session):  # noqa: F811
-    _tl("END")
-    _orig_finish(session)
-else:
-  pytest_sessionfinish = _orig_finish

@@ -11,8 +11,9 @@ import vcm_jax
 from vcm_jax import densities, graphs, metrics
 from vcm_jax import model as model_lib
 
-# (Not offloaded, conftest.py: the background pytest process carries more than this one;
-# test_choose and test_checks import its data.)
+# Run in the second pytest process (conftest.py: ``offload``): this process carries more.
+# (test_choose and test_checks import its data: a module's functions, nothing shared.)
+pytestmark = pytest.mark.offload
 
 # X0 -> X1 -> X2 -> X3 and X0 -> X3: regime 0 observational, regime 1 changes {X1},
 # regime 2 changes {X2, X3} (a two-target regime the single-target model cannot hold).

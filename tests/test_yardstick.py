@@ -11,6 +11,9 @@ from sklearn.mixture import GaussianMixture
 from vcm_jax import choose
 from vcm_jax.baselines import yardstick as ys
 
+# Run in the second pytest process (conftest.py: ``offload``): this process carries more.
+pytestmark = pytest.mark.offload
+
 
 @functools.cache
 def _three_clusters(s=1500):
