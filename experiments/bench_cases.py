@@ -235,6 +235,9 @@ def bench_own_data():
             "compile_seconds": stats["compile_seconds"], "seconds": seconds,
             "programs_compiled": stats["programs_compiled"],
             "chosen": payload["summary"].get("model_selection", {}).get("chosen"),
+            # richer candidates left below a plainer one they contain (issue: never)
+            "failed_candidates": sum(bool(r.get("failed")) for r in payload["summary"].get(
+                "model_selection", {}).get("candidates", [])),
             "ari": payload["summary"]["labels"]["ari"], "bayes_ari": truth["bayes_ari"]})
     rows[-2]["x_one_model"] = rows[-2]["seconds"] / rows[-1]["seconds"]  # the choice's cost
   return rows
