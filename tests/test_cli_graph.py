@@ -32,10 +32,9 @@ def data_csv(tmp_path_factory):
   import jax
   import jax.numpy as jnp
 
-  from vcm_jax import scm
+  from vcm_jax import metrics, scm
   true = scm.sample_linear_scm(jax.random.key(1), jnp.asarray(TRUE), noise_low=0.5,
                                noise_high=1.5, weight_low=0.3, weight_high=0.6)
-  from vcm_jax import metrics
   x, r = scm.sample_data(jax.random.key(11), true, 1500)
   ceiling = float(metrics.adjusted_rand_index(r, scm.true_posterior(true, x).argmax(1), 5))
   path = tmp_path_factory.mktemp("data") / "data.csv"
