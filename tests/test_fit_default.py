@@ -120,7 +120,7 @@ def test_the_command_gives_the_library_fit(data, default_fit, tmp_path):
   """One answer at both doors: the own-data command (configs/csv.py through
   ``driver.run``, its path) at its default fits every row, as ``vcm_jax.fit`` does,
   with the same seed's numbers: the same model, the same assignments, the same
-  log p(x) a row."""
+  log p(x) a row, the same verdict and yardstick."""
   from configs import csv as csv_config
   from experiments import driver
   x, _ = data
@@ -142,3 +142,6 @@ def test_the_command_gives_the_library_fit(data, default_fit, tmp_path):
   assert summary["n_regimes"] == default_fit.n_regimes, summary
   np.testing.assert_array_equal(assigned["regime"].to_numpy(), np.asarray(default_fit.assign(x)))
   np.testing.assert_allclose(summary["train_log_px"], default_fit.score(x), rtol=1e-5)
+  # and they say the same thing: the verdict (after the free-target screen) and the yardstick
+  assert summary["identifiability"] == default_fit.verdict["verdict"], summary
+  assert summary["model_selection"]["yardstick"] == default_fit.choice.extra["yardstick"]

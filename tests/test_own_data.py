@@ -49,6 +49,7 @@ def _csv_config(data_dir, **data):
   config.selection.k_candidates = (3,)  # the choice, kept small: one sparse candidate
   config.selection.noises = "gauss"
   config.selection.yardstick = False  # (tests/test_yardstick.py; the library's path keeps it)
+  config.selection.free_target_screen = False  # (tests/test_mixture_scm.py, test_fit_default.py)
   for k, v in data.items():
     config.data[k] = v
   return config
