@@ -87,6 +87,46 @@ def test_solve_spd_matches_numpy():
   np.testing.assert_allclose(logdet, np.linalg.slogdet(a)[1], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.fast
+def test_cholesky_matches_numpy_and_stays_finite_off_definite():
+  rng = np.random.default_rng(2)
+  a = rng.normal(size=(3, 6, 6))
+  a = a @ np.swapaxes(a, -1, -2) + 0.1 * np.eye(6)
+  l = jax.jit(baselines.cholesky)(jnp.asarray(a, jnp.float32))
+  np.testing.assert_allclose(l, np.linalg.cholesky(a), rtol=1e-3, atol=1e-4)
+  # singular (rank one), then indefinite: finite factors; the singular one is exact
+  v = rng.normal(size=(4, 1))
+  bad = np.stack([v @ v.T, v @ v.T - 1e-3 * np.eye(4)]).astype(np.float32)
+  l = np.asarray(baselines.cholesky(jnp.asarray(bad)))
+  assert np.all(np.isfinite(l))
+  np.testing.assert_allclose(l[0] @ l[0].T, bad[0], atol=1e-5)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("d", [3, 16])  # the two forms of the E-step's distances
+def test_gmm_densities_match_scipy_in_both_forms(d):
+  """``gmm_log_marginal`` against scipy's multivariate normal densities, below and at
+  ``mixture.GEMM_MIN_COLUMNS``, on rows offset far from the origin and a component
+  a hundred times narrower than the others."""
+  from scipy import stats
+  from vcm_jax.baselines import mixture
+  assert (d < mixture.GEMM_MIN_COLUMNS) != (d == 16)
+  rng = np.random.default_rng(d)
+  k = 3
+  means = 50.0 + rng.normal(size=(k, d))
+  a = rng.normal(size=(k, d, d)) / np.sqrt(d)
+  cov = a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
+  cov[2] *= 1e-4
+  weights = np.array([0.5, 0.3, 0.2])
+  x = np.concatenate([rng.multivariate_normal(means[j], cov[j], size=20) for j in range(k)])
+  want = np.log(sum(w * stats.multivariate_normal(m, c).pdf(x)
+                    for w, m, c in zip(weights, means, cov)))
+  res = baselines.GMMResult(*(jnp.asarray(v, jnp.float32) for v in (weights, means, cov)),
+                            None, None, None)
+  got = np.asarray(baselines.gmm_log_marginal(res, jnp.asarray(x, jnp.float32)))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=0.01)  # (both: within 0.002)
+
+
 def test_linear_em_recovers_regimes_and_never_decreases_log_likelihood():
   adj, model, x, regimes, _, _ = _problem(jax.random.key(0))
   res = _em(jax.random.key(0), x, adj)

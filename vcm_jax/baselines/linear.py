@@ -98,6 +98,38 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
   return x, logdet
 
 
+def cholesky(a: jax.Array) -> jax.Array:
+  """The lower Cholesky factor ``l`` of symmetric positive-definite ``a``: ``a = l l^T``.
+
+  LAPACK-free, as ``solve_spd`` (and for its reason): ``P`` rank-one downdates of the
+  Schur complement in a ``fori_loop``, batched over leading axes. A pivot at or below
+  ``eps`` times the largest diagonal entry (there the matrix is singular or indefinite,
+  to rounding) gives a zero column: a matrix that rounding left not quite positive
+  definite gets a finite factor of its positive part, never a NaN or an overflow.
+
+  Args:
+    a: ``[..., P, P]``.
+
+  Returns:
+    ``[..., P, P]``, zero above the diagonal.
+  """
+  p = a.shape[-1]
+  rows = jnp.arange(p)
+  floor = jnp.maximum(jnp.finfo(a.dtype).eps * jnp.diagonal(a, axis1=-2, axis2=-1).max(-1),
+                      jnp.finfo(a.dtype).tiny)[..., None]                  # [..., 1]
+
+  def downdate(k, carry):
+    rest, l = carry  # rest: what is left to factor (zero in the rows and columns done)
+    col = jax.lax.dynamic_index_in_dim(rest, k, axis=-1, keepdims=False)        # [..., P]
+    piv = jax.lax.dynamic_index_in_dim(col, k, axis=-1, keepdims=True)         # [..., 1]
+    ok = piv > floor
+    lk = jnp.where((rows >= k) & ok, col / jnp.sqrt(jnp.where(ok, piv, 1.0)), 0.0)
+    return (rest - lk[..., :, None] * lk[..., None, :],
+            l + lk[..., :, None] * (rows == k).astype(a.dtype))
+
+  return jax.lax.fori_loop(0, p, downdate, (a, jnp.zeros_like(a)))[1]
+
+
 # --- linear-Gaussian mechanisms ---------------------------------------------------------------
 
 
