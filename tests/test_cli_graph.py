@@ -115,6 +115,12 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
   assert "graph change from the given graph: added A -> C" in log
   repair = summary["graph_learning"]["repair"]  # which E-step, and why, said and recorded
   assert f"graph repair with the {repair['latent']} latent: {repair['why']}" in log
+  if "bic_free_target" in repair:  # the check failed on the given graph: the higher BIC's
+    want = ("free-target" if repair["bic_free_target"] > repair["bic_single_target"]
+            else "single-target")
+    assert repair["latent"] == want and "check fails" in repair["why"], repair
+  else:  # the check held: the single-target fit's posterior
+    assert repair["latent"] == "single-target" and "fit every regime" in repair["why"], repair
   assert os.path.getsize(repaired_dir / "graph.png") > 0
 
 
