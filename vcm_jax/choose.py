@@ -335,12 +335,13 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   continued from the fit it extends), K of the other decoders by ICL, the latent by
   BIC. With ``screen`` the best first-decoder fit is checked
   (``checks.shared_mechanism_check``): where it holds, the other latents are not fitted.
+  The two stages are ``_first_latent`` and ``_other_latents``.
 
   ``first_restarts``: starts of the first decoder's candidates (0: ``base.restarts``);
   the others get ``base.restarts`` too unless ``selection.restarts`` is given.
   """
   sel = selection.pop("selection", None) or Selection(**selection)
-  adj, n = np.asarray(adj), np.asarray(adj).shape[0]
+  adj = np.asarray(adj)
   base = train.without_unused_censoring(base, x)
   x = jnp.asarray(x, jnp.float32)
 
@@ -359,7 +360,47 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
       log(f.row)
     return out
 
-  opts = dict(k_candidates=sel.k_candidates, max_mechanisms=sel.max_mechanisms)
+  table, best_first, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
+  n = adj.shape[0]
+  if check is not None and check["holds"]:
+    skipped = [dict(describe(c), why="the best single-target fit's shared mechanisms fit every "
+                    "regime (checks.shared_mechanism_check)")
+               for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
+                                   k_candidates=sel.k_candidates,
+                                   max_mechanisms=sel.max_mechanisms)]
+    finalists = [best_first]
+    why = ("the noise family and scale model by BIC; the best fit's shared mechanisms fit "
+           "every regime: its latent holds")
+    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
+  else:
+    rest = _other_latents(key, x, adj, base, sel, table, fitted, log, x_heldout)
+    table += rest
+    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
+    ok = lambda fs: [f for f in fs if id(f.row) not in failed]
+    finalists = [f for f in (_best(ok(table[:len(table) - len(rest)]), "bic"),
+                             _best(ok(rest), "icl")) if f is not None]
+    skipped = []
+    why = ("the noise family and scale model by BIC on the first latent; " +
+           ("its best fit's check failed" if check is not None else "no check") +
+           ": K by ICL, the latent by BIC")
+  for f in table:
+    if id(f.row) in failed:
+      f.row["failed"] = failed[id(f.row)]
+  chosen = _best(finalists, "bic")
+  rows = []
+  for f in sorted(table, key=lambda f: (f is not chosen, all(f is not g for g in finalists),
+                                        -f.row["bic"])):
+    rows.append(dict(f.row, finalist=any(f is g for g in finalists), chosen=f is chosen))
+  if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
+    check["of_chosen"] = chosen is best_first
+  return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
+
+
+def _first_latent(x, adj, base: FitConfig, sel: Selection, fitted, log, first_restarts: int):
+  """The first decoder's stage of ``choose_model``: its fit, the noise families and scale
+  models each continued from the fit it extends, the best of them checked.
+  Returns ``(table, best by BIC, the check's summary or None)``."""
+  n = adj.shape[0]
   # The first decoder (the single-target latent, the cheapest) is fitted whatever the
   # budget: max_mechanisms keeps the other latents away from hundreds of variables.
   first_cfgs = [c.replace(restarts=first_restarts or base.restarts) for c in
@@ -379,63 +420,44 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
     check = _summarise_check(checks.shared_mechanism_check(
         best_first.fit, x, effect=sel.check_effect, z=sel.check_z,
         gross_fraction=sel.check_gross_fraction))
-  if check is not None and check["holds"]:
-    skipped = [dict(describe(c), why="the best single-target fit's shared mechanisms fit every "
-                    "regime (checks.shared_mechanism_check)")
-               for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
-                                   **opts)]
-    finalists = [best_first]
-    why = ("the noise family and scale model by BIC; the best fit's shared mechanisms fit "
-           "every regime: its latent holds")
-  else:
-    # the noise family and the scale model: questions about densities
-    noise, scale = (getattr(_best(table, "bic").cfg, a) for a in ("noise", "scale_model"))
-    others = candidates(base.replace(restarts=sel.restarts, scale_model=scale), n,
-                        decoders=sel.decoders[1:], noises=(noise,), **opts)
-    start = next((f for f in table if f.cfg.decoder == "structured" and f.cfg.noise == noise
-                  and f.cfg.scale_model == scale), None)
-    warm = []
-    if start is not None and "sparse" in sel.decoders[1:]:
-      # The sparse latent with K = N + 1 contains the single-target one: it starts from it
-      # (``_grown``), so it begins where the plainer fit ended.
-      nested = base.replace(decoder="sparse", noise=noise, scale_model=scale, n_regimes=n + 1,
-                            restarts=1)
-      if sel.max_mechanisms <= 0 or mechanisms_per_row(nested, n) <= sel.max_mechanisms:
-        others = [c for c in others if (c.decoder, c.n_regimes) != ("sparse", n + 1)]
-        warm = [_grown(key, start, nested, x, x_heldout)]
-        if log is not None:
-          log(warm[0].row)
-    rest = (fitted(others) if others else []) + warm
-    # A richer candidate below one it contains failed its fit: it starts again from that
-    # one (the choice then reads only fits that reach what their plainer models reach).
-    refit = lambda fs: _refit_failures(key, table + fs, n, sel.nested_tolerance, x,
-                                       x_heldout, log)[len(table):]
-    rest = refit(rest)
-    between = _missing_neighbours(rest, n, sel)
-    if between:
-      rest = refit(rest + fitted(between))
-    table += rest
-    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
-    ok = lambda fs: [f for f in fs if id(f.row) not in failed]
-    finalists = [f for f in (_best(ok(table[:len(table) - len(rest)]), "bic"),
-                             _best(ok(rest), "icl")) if f is not None]
-    skipped = []
-    why = ("the noise family and scale model by BIC on the first latent; " +
-           ("its best fit's check failed" if check is not None else "no check") +
-           ": K by ICL, the latent by BIC")
-  if check is not None and check["holds"]:
-    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
-  for f in table:
-    if id(f.row) in failed:
-      f.row["failed"] = failed[id(f.row)]
-  chosen = _best(finalists, "bic")
-  rows = []
-  for f in sorted(table, key=lambda f: (f is not chosen, all(f is not g for g in finalists),
-                                        -f.row["bic"])):
-    rows.append(dict(f.row, finalist=any(f is g for g in finalists), chosen=f is chosen))
-  if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
-    check["of_chosen"] = chosen is best_first
-  return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
+  return table, best_first, check
+
+
+def _other_latents(key, x, adj, base: FitConfig, sel: Selection, table: list, fitted, log,
+                   x_heldout) -> list:
+  """The other decoders' stage of ``choose_model``, where the first fit's check failed
+  (or none ran): their candidates under the first stage's best noise family and scale
+  model, the sparse K = N + 1 grown from the single-target fit, failed candidates fitted
+  again from a plainer fit, the K beside the best. Returns their ``_Fitted``."""
+  n = adj.shape[0]
+  opts = dict(k_candidates=sel.k_candidates, max_mechanisms=sel.max_mechanisms)
+  # the noise family and the scale model: questions about densities
+  noise, scale = (getattr(_best(table, "bic").cfg, a) for a in ("noise", "scale_model"))
+  others = candidates(base.replace(restarts=sel.restarts, scale_model=scale), n,
+                      decoders=sel.decoders[1:], noises=(noise,), **opts)
+  start = next((f for f in table if f.cfg.decoder == "structured" and f.cfg.noise == noise
+                and f.cfg.scale_model == scale), None)
+  warm = []
+  if start is not None and "sparse" in sel.decoders[1:]:
+    # The sparse latent with K = N + 1 contains the single-target one: it starts from it
+    # (``_grown``), so it begins where the plainer fit ended.
+    nested = base.replace(decoder="sparse", noise=noise, scale_model=scale, n_regimes=n + 1,
+                          restarts=1)
+    if sel.max_mechanisms <= 0 or mechanisms_per_row(nested, n) <= sel.max_mechanisms:
+      others = [c for c in others if (c.decoder, c.n_regimes) != ("sparse", n + 1)]
+      warm = [_grown(key, start, nested, x, x_heldout)]
+      if log is not None:
+        log(warm[0].row)
+  rest = (fitted(others) if others else []) + warm
+  # A richer candidate below one it contains failed its fit: it starts again from that
+  # one (the choice then reads only fits that reach what their plainer models reach).
+  refit = lambda fs: _refit_failures(key, table + fs, n, sel.nested_tolerance, x,
+                                     x_heldout, log)[len(table):]
+  rest = refit(rest)
+  between = _missing_neighbours(rest, n, sel)
+  if between:
+    rest = refit(rest + fitted(between))
+  return rest
 
 
 def _other_scales(start: _Fitted, sel: Selection, fitted) -> list:
