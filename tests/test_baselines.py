@@ -104,10 +104,11 @@ def test_cholesky_matches_numpy_and_stays_finite_off_definite():
 
 @pytest.mark.fast
 @pytest.mark.parametrize("d", [3, 16])  # the two forms of the E-step's distances
-def test_gmm_densities_match_scipy_in_both_forms(d):
+def test_gmm_densities_and_m_step_match_scipy_and_numpy_in_both_forms(d):
   """``gmm_log_marginal`` against scipy's multivariate normal densities, below and at
   ``mixture.GEMM_MIN_COLUMNS``, on rows offset far from the origin and a component
-  a hundred times narrower than the others."""
+  a hundred times narrower than the others; the M-step against NumPy's weighted
+  moments."""
   from scipy import stats
   from vcm_jax.baselines import mixture
   assert (d < mixture.GEMM_MIN_COLUMNS) != (d == 16)
@@ -125,6 +126,19 @@ def test_gmm_densities_match_scipy_in_both_forms(d):
                             None, None, None)
   got = np.asarray(baselines.gmm_log_marginal(res, jnp.asarray(x, jnp.float32)))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=0.01)  # (both: within 0.002)
+  # The M-step's scatter (a Gram matrix from GEMM_MIN_COLUMNS) against NumPy's, on the
+  # same rows centred (the offset would only test float32's digits) with soft weights.
+  x = x - x.mean(0)
+  resp = rng.dirichlet(np.ones(k), size=len(x))
+  weights, means, cov = mixture._gmm_m_step(jnp.asarray(resp, jnp.float32),
+                                            jnp.asarray(x, jnp.float32), 1e-6)
+  nk = resp.sum(0)
+  want_means = resp.T @ x / nk[:, None]
+  want_cov = np.stack([(resp[:, j, None] * (x - want_means[j])).T @ (x - want_means[j]) / nk[j]
+                       for j in range(k)]) + 1e-6 * np.eye(d)
+  np.testing.assert_allclose(weights, nk / nk.sum(), rtol=1e-5)
+  np.testing.assert_allclose(means, want_means, atol=1e-5)
+  np.testing.assert_allclose(cov, want_cov, atol=1e-5)
 
 
 def test_linear_em_recovers_regimes_and_never_decreases_log_likelihood():

@@ -30,6 +30,8 @@ class GMMResult(NamedTuple):
 # (``_gmm_log_joint``); below it, K batched products of the differences are the faster form
 # (XLA:CPU, 16 starts of 5000 rows, K = D + 1, ms an iteration, batched / one matmul:
 # D = 8: 14.7 / 16.2; 12: 31.4 / 40.1; 15: 119 / 58; 20: 174 / 102; 30: 369 / 228).
+# From the same width the M-step's scatter is a Gram matrix (``_gmm_m_step``). Below it
+# both keep the forms that earlier results were measured with, to the last digit.
 GEMM_MIN_COLUMNS = 14
 
 
@@ -64,8 +66,16 @@ def _gmm_m_step(resp, x, reg_covar):
   nk = resp.sum(axis=0) + 10 * jnp.finfo(x.dtype).eps
   means = resp.T @ x / nk[:, None]
   diff = x[None] - means[:, None]                                          # [K, S, D]
-  cov = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff) / nk[:, None, None]
-  cov = cov + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
+  if x.shape[1] < GEMM_MIN_COLUMNS:
+    scatter = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff)
+  else:
+    # The same sum as a Gram matrix of the differences weighted by sqrt(resp): one
+    # weighted operand, symmetric and positive semi-definite by construction (0.6x the
+    # M-step's time at 16 starts of 5000 x 30, K = 31). (The floor keeps a gradient
+    # through a zero responsibility finite.)
+    z = jnp.sqrt(jnp.maximum(resp.T, jnp.finfo(x.dtype).tiny))[:, :, None] * diff
+    scatter = jnp.einsum("ksd,kse->kde", z, z)
+  cov = scatter / nk[:, None, None] + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
   return nk / nk.sum(), means, cov
 
 
