@@ -89,6 +89,24 @@ def test_vmapped_fits_equal_separate_fits(small_results):
   assert not np.allclose(batched.restart_log_px[0], batched.restart_log_px[1])
 
 
+def test_a_continuation_never_ends_below_its_start(small_results):
+  """``train.continue_fit`` keeps its start's parameters where training ended below
+  them (a rate that wrecks the fit), and its own where it ended above (the module's
+  rate: 20 steps in, the small fit is still climbing)."""
+  keys, results = small_results
+  x, (idx, mask) = D.problems[0]["x"], D.tables[0]
+  start = results[0]
+  for rate, kept in ((1e3, True), (SMALL.learning_rate, False)):
+    cfg = SMALL.replace(learning_rate=rate)
+    trainer = train.make_trainer(cfg, n_nodes=N, max_parents=D.maxp)
+    out = jax.jit(functools.partial(train.continue_fit, trainer=trainer))(
+        keys[1], start, x, idx, mask)
+    assert float(out.restart_log_px.max()) >= float(start.restart_log_px.max()) - 1e-5
+    same = jax.tree.map(lambda a, b: bool(np.allclose(a, b)), out.params, start.params)
+    assert all(jax.tree.leaves(same)) == kept, (rate, out.restart_log_px,
+                                                 start.restart_log_px)
+
+
 def _x64_setup(cfg, seed=0, batch=16):
   """A model, float64 params with random decoder weights, and a float64 batch."""
   p = D.problems[0]
