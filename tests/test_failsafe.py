@@ -367,6 +367,28 @@ def test_a_floored_column_is_censored_not_a_point_of_infinite_density():
   assert float(uncensored.log_prob(x[pinned]).mean()) > float(lp[pinned].mean()) + 1.0
 
 
+def test_a_reading_at_its_floor_is_not_read_as_a_gross_error():
+  """The gross-error score of a cell at a censoring bound compares the Cauchy with the
+  tail's probability, as the likelihood does: a reading floored at -0.2 whose parent
+  predicts far below it is the floor at work, not a gross error. (With the density at
+  the bound instead, the rows whose parent is lowest were flagged.)"""
+  rng = np.random.default_rng(3)
+  n = 1500
+  x0 = rng.normal(size=n)
+  x1 = np.maximum(x0 + rng.normal(0, 0.5, n), -0.2)
+  x = np.stack([x0, x1], 1).astype(np.float32)
+  fit = vcm_jax.fit(x, np.array([[0, 1], [0, 0]]),
+                    config=FitConfig(num_steps=200, outlier_fraction=1e-3))
+  score = np.asarray(fit.outlier_score(x))
+  pinned = x[:, 1] == np.float32(-0.2)
+  assert pinned.sum() > 300 and (x0[pinned] < -2.5).sum() >= 5  # deep below the floor
+  assert (score[pinned] > 0.5).sum() == 0, np.sort(score[pinned])[-5:]
+  # a reading moved far from its mechanism, off the bound, still is one
+  moved = x.copy()
+  moved[0, 1] = 40.0
+  assert float(np.asarray(fit.outlier_score(moved))[0]) > 0.5
+
+
 @pytest.mark.fast
 def test_censoring_is_left_out_only_where_no_column_has_a_bound():
   """The tail terms leave the program where no column holds a bound (a continuous
