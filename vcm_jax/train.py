@@ -395,8 +395,10 @@ def continue_fit(key, start: FitResult, x, parent_idx, parent_mask, *,
   begun = trainer.init_from(key, start.params, start.loc, start.scale)
   xs = units.to_standard(x, begun.loc, begun.scale)
   state, history = run_to_stop(trainer, begun, xs, parent_idx, parent_mask)
-  end = trainer.finish(state, xs, parent_idx, parent_mask, history)
-  first = trainer.finish(begun, xs, parent_idx, parent_mask, history)
+  # Both scored in one vmapped pass (one scoring program compiled, not two).
+  both = jax.vmap(lambda st: trainer.finish(st, xs, parent_idx, parent_mask, history))(
+      jax.tree.map(lambda a, b: jnp.stack([a, b]), state, begun))
+  end, first = (jax.tree.map(lambda a: a[i], both) for i in (0, 1))
   keep = first.restart_log_px.max() > end.restart_log_px.max()
   pick = lambda a, b: jnp.where(keep, a, b)
   return end._replace(params=jax.tree.map(pick, first.params, end.params),
