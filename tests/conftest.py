@@ -273,6 +273,18 @@ def early(request):
   return _submit(job).result()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _compile_caches_emptied_after_each_module():
+  """JAX's compilation caches emptied when a module ends. A process compiles each new
+  program more slowly the more it has compiled and kept (measured: 500 small programs
+  took 20.5 s to compile in a fresh process and 38.6 s after 2500 others; 23.6 s each time
+  where the caches were emptied every 500); this process compiles some 3500 programs,
+  which few modules share. A later module that needs one again compiles it again. (13
+  in-process modules, two runs side by side, twice: 198 / 193 s against 211 / 206 s.)"""
+  yield
+  jax.clear_caches()
+
+
 @pytest.fixture(scope="module")
 def short_default():
   """``vcm_jax.config.data_default`` with at most 400 steps (its stopping rule stops the
