@@ -280,6 +280,31 @@ def test_gmm_separates_well_separated_clusters_like_sklearn():
 
 
 @pytest.mark.fast
+def test_gmm_padded_with_empty_components_is_the_unpadded_fit():
+  """``n_active`` components padded to ``n_components`` (traced, so that several K are one
+  program): the active components are the unpadded fit's, from the same k-means++
+  seeds; the padded ones have no weight, no responsibility and no share of log p."""
+  rng = np.random.default_rng(2)
+  x, _ = _clusters(rng, [[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.0, 2.5, 1.0]], 600)
+  with jax.enable_x64(True):
+    x = jnp.asarray(x)
+    padded = jax.jit(jax.vmap(lambda k: baselines.gaussian_mixture(
+        jax.random.key(3), x, n_components=5, num_iters=20, n_active=k)))(jnp.arange(2, 6))
+    for i, k in enumerate(range(2, 6)):
+      one = jax.tree.map(lambda a: a[i], padded)
+      alone = baselines.gaussian_mixture(jax.random.key(3), x, n_components=k, num_iters=20)
+      np.testing.assert_allclose(one.weights[:k], alone.weights, rtol=1e-9)
+      np.testing.assert_array_equal(one.weights[k:], 0.0)
+      np.testing.assert_allclose(one.means[:k], alone.means, rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(one.covariances[:k], alone.covariances, rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(one.posterior[:, :k], alone.posterior, atol=1e-12)
+      np.testing.assert_array_equal(one.posterior[:, k:], 0.0)
+      np.testing.assert_allclose(one.trace, alone.trace, rtol=1e-10)
+      np.testing.assert_allclose(baselines.gmm_log_marginal(one, x),
+                                 baselines.gmm_log_marginal(alone, x), rtol=1e-10)
+
+
+@pytest.mark.fast
 def test_pooled_fit_is_ols_and_puts_everything_in_regime_zero():
   adj, _, x, regimes, _, _ = _problem(jax.random.key(3))
   fit = jax.jit(baselines.pooled_fit)(x, adj)

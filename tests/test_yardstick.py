@@ -39,7 +39,10 @@ def _yardstick(rescaled=False):
 
 def test_yardstick_chooses_three_components_and_matches_sklearn():
   x = _three_clusters()
+  compiled = ys._fit_and_score._cache_size()
   out = _yardstick()
+  # K = 1-3, 4-6 and 8: three padded programs for the six K (padding.close_runs)
+  assert ys._fit_and_score._cache_size() == compiled + 3
   assert out["k"] == 3, out["by_k"]
   assert out["n_parameters"] == 3 * 3 + 3 * 6 + 2 == ys.gmm_n_parameters(3, 3)
   assert [r["k"] for r in out["by_k"]] == [1, 2, 3, 4, 6, 8]
@@ -97,9 +100,8 @@ def test_compare_on_a_real_yardstick():
 def test_a_non_finite_k_is_recorded_and_skipped(monkeypatch):
   real = ys._fit_and_score
 
-  def broken(keys, z_fit, z_all, reg, *, n_components, **kw):
-    lp = real(keys, z_fit, z_all, reg, n_components=n_components, **kw)
-    return (lp[0] * np.nan, lp[1] * np.nan) if n_components == 2 else lp
+  def broken(*args, **kw):  # the grid's second K, 2, not finite
+    return tuple(np.asarray(a).copy() * np.array([1.0, np.nan]) for a in real(*args, **kw))
 
   monkeypatch.setattr(ys, "_fit_and_score", broken)
   rng = np.random.default_rng(2)
@@ -108,7 +110,7 @@ def test_a_non_finite_k_is_recorded_and_skipped(monkeypatch):
   assert out["by_k"][1]["skipped"] == "non-finite fit" and math.isnan(out["by_k"][1]["bic"])
   assert out["k"] == 1 and math.isfinite(out["log_px"])
   monkeypatch.setattr(ys, "_fit_and_score",
-                      lambda *a, **kw: (np.float32(np.nan), np.float32(np.nan)))
+                      lambda *a, **kw: tuple(np.full(2, np.nan, np.float32) for _ in "ab"))
   none = ys.gaussian_mixture_yardstick(jax.random.key(2), x, k_grid=(1, 2))
   assert none["k"] is None and math.isnan(none["log_px"])
   assert ys.compare(none, -100.0, 1, len(x)) is None

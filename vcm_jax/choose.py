@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import api, checks, diagnose, graphs, identifiability, parameters, predict, train
+from vcm_jax import (api, checks, diagnose, graphs, identifiability, padding, parameters, predict,
+                     train)
 from vcm_jax import model as model_lib
 from vcm_jax import rows as rows_lib
 from vcm_jax.init import GATE_START
@@ -279,25 +280,13 @@ def pads(cfg: FitConfig) -> bool:
   return cfg.decoder != "structured" and cfg.prior == "learned" and not cfg.needs_encoder
 
 
-# Candidates share a padded program while their decoder copies differ by at most this
-# factor: padding costs compute (a padded copy is evaluated like any other), compiling a
-# program costs seconds, and on a small CPU the two are of one size around here.
-PAD_RATIO = 1.5
+PAD_RATIO = padding.PAD_RATIO  # (which K share a padded program: ``padding.close_runs``)
 
 
 def _buckets(members: list, ks: list, pad_to: int) -> list:
-  """``members`` split into runs of close K (sorted; ``PAD_RATIO``); one run where
+  """``members`` split into runs of close K (``padding.close_runs``); one run where
   ``pad_to`` fixes the padded size."""
-  if pad_to or len(members) < 2:
-    return [members]
-  order = sorted(range(len(members)), key=lambda i: ks[i])
-  runs, start = [], None
-  for i in order:
-    if start is None or ks[i] + 1 > PAD_RATIO * (start + 1):
-      runs.append([])
-      start = ks[i]
-    runs[-1].append(members[i])
-  return runs
+  return [members] if pad_to else padding.close_runs(members, ks)
 
 
 def _max_parents(adj, cfgs) -> int:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from vcm_jax import clustering
-from vcm_jax.baselines.linear import cholesky, safe_log, solve_spd
+from vcm_jax.baselines.linear import cholesky, solve_spd
 from vcm_jax.densities import LOG_SQRT_2PI
 
 
@@ -58,13 +58,24 @@ def _gmm_log_joint(weights, means, covariances, x):
     y = ((x - centre) @ jnp.transpose(root, (1, 0, 2)).reshape(d, k * d)).reshape(s, k, d)
     y = y - jnp.einsum("kd,kde->ke", means - centre, root)[None]
     maha = (y * y).sum(-1)                                                 # [S, K]
-  return safe_log(weights) - 0.5 * (d * 2 * LOG_SQRT_2PI + logdet + maha)
+  # A component of weight 0 (a padded one, ``gaussian_mixture``'s ``n_active``) has
+  # log weight -inf: no responsibility, no share of log p (the gradient stays finite).
+  log_weights = jnp.where(weights > 0, jnp.log(jnp.where(weights > 0, weights, 1.0)), -jnp.inf)
+  return log_weights - 0.5 * (d * 2 * LOG_SQRT_2PI + logdet + maha)
 
 
-def _gmm_m_step(resp, x, reg_covar):
-  """scikit-learn's full-covariance M-step (its ``10 eps`` guard on empty components)."""
+def _gmm_m_step(resp, x, reg_covar, active=None):
+  """scikit-learn's full-covariance M-step (its ``10 eps`` guard on empty components).
+  ``active`` (``[K]`` bool, None: all): a padded component has weight 0, mean 0 and
+  covariance ``reg_covar I``; the active ones are those of the unpadded fit."""
   nk = resp.sum(axis=0) + 10 * jnp.finfo(x.dtype).eps
-  means = resp.T @ x / nk[:, None]
+  if active is not None:
+    nk = jnp.where(active, nk, 0.0)
+    resp = jnp.where(active, resp, 0.0)
+    safe_nk = jnp.where(active, nk, 1.0)
+  else:
+    safe_nk = nk
+  means = resp.T @ x / safe_nk[:, None]
   diff = x[None] - means[:, None]                                          # [K, S, D]
   if x.shape[1] < GEMM_MIN_COLUMNS:
     scatter = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff)
@@ -75,18 +86,14 @@ def _gmm_m_step(resp, x, reg_covar):
     # through a zero responsibility finite.)
     z = jnp.sqrt(jnp.maximum(resp.T, jnp.finfo(x.dtype).tiny))[:, :, None] * diff
     scatter = jnp.einsum("ksd,kse->kde", z, z)
-  cov = scatter / nk[:, None, None] + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
+  cov = scatter / safe_nk[:, None, None] + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
   return nk / nk.sum(), means, cov
-
-
-def _kmeans_init(key, x, n_components, n_lloyd):
-  """Hard labels ``[S]`` of k-means (k-means++ seeding, ``n_lloyd`` Lloyd steps)."""
-  return clustering.kmeans(key, x, n_components, iters=n_lloyd)[1]
 
 
 def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_iters: int = 100,
                      reg_covar: float = 1e-6, init: str = "kmeans++", n_lloyd: int = 10,
-                     init_resp: jax.Array | None = None, tol: float = 0.0) -> GMMResult:
+                     init_resp: jax.Array | None = None, tol: float = 0.0,
+                     n_active=None) -> GMMResult:
   """Full-covariance Gaussian mixture by EM, as scikit-learn's ``GaussianMixture``.
 
   Starts from an M-step on initial responsibilities: ``init_resp [S, K]`` when
@@ -97,7 +104,9 @@ def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_ite
   scikit-learn's fit with ``max_iter=num_iters`` and the same ``tol``.
   ``reg_covar`` is added to every covariance's diagonal. ``trace`` holds the mean
   log-likelihood before each iteration and after the last, held at its final value
-  after a stop.
+  after a stop. ``n_active`` (a traced int; None: ``n_components``): a fit of that many
+  components padded to ``n_components`` (weight 0, no responsibility), the unpadded
+  fit's numbers up to rounding, so that mixtures of several K are one compiled program.
 
   Args:
     key: PRNG key of the k-means++ seeding.
@@ -107,9 +116,11 @@ def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_ite
   if init_resp is None:
     if init != "kmeans++":
       raise ValueError(f"unknown init {init!r}; expected kmeans++ (or pass init_resp)")
-    labels = _kmeans_init(key, x, n_components, n_lloyd)
+    labels = clustering.kmeans(key, x, n_components, iters=n_lloyd, n_active=n_active)[1]
     init_resp = jax.nn.one_hot(labels, n_components, dtype=x.dtype)
-  params = _gmm_m_step(init_resp.astype(x.dtype), x, reg_covar)
+  active = None if n_active is None else jnp.arange(n_components) < n_active
+  m_step = lambda resp: _gmm_m_step(resp, x, reg_covar, active)
+  params = m_step(init_resp.astype(x.dtype))
 
   def e_step(params):
     joint = _gmm_log_joint(*params, x)
@@ -118,14 +129,14 @@ def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_ite
   if tol <= 0:
     def iteration(params, _):
       resp, log_px = e_step(params)
-      return _gmm_m_step(resp, x, reg_covar), log_px
+      return m_step(resp), log_px
 
     params, trace = jax.lax.scan(iteration, params, None, length=num_iters)
   else:  # a while loop: under vmap it runs until every fit has stopped, each held after
     def body(carry):
       params, prev, i, trace, _ = carry
       resp, log_px = e_step(params)
-      return (_gmm_m_step(resp, x, reg_covar), log_px, i + 1, trace.at[i].set(log_px),
+      return (m_step(resp), log_px, i + 1, trace.at[i].set(log_px),
               jnp.abs(log_px - prev) < tol)
 
     def running(carry):
