@@ -342,7 +342,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   ks = sorted({fit.n_regimes, fit.n_regimes + 1})
   try:
     found, _ = learn.free_target_search(key, x, max_parents=max(int(adj.sum(0).max()), 1),
-                                        n_regimes=ks, graph=adj)
+                                        n_regimes=ks, graph=adj, pad=True)  # (one program)
   except Exception as err:  # noqa: BLE001  (a failed rival is reported, never fatal)
     return dict(entry, free_target_rival={"failed": str(err).splitlines()[0]})
   k = found.weights.shape[1]

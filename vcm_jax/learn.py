@@ -76,27 +76,32 @@ def regime_grid(n_nodes: int) -> list[int]:
 
 
 def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str = "auto",
-                       graph=None, start=None, first_posteriors: dict | None = None):
+                       graph=None, start=None, first_posteriors: dict | None = None,
+                       pad: bool = False):
   """Structural EM on the free-target mixture of linear-Gaussian SCMs
   (``mixture_scm.structural_em``) from a Gaussian mixture's posterior, for each number
   of regimes in ``n_regimes`` (default ``regime_grid``); the best BIC wins. With
   ``graph`` the DAG is held at it (only each family's changing regimes and the
   parameters are fitted); with ``start`` the search starts from that DAG (a repair).
   ``first_posteriors``: a dict that keeps each number's mixture posterior (keyed by
-  it), for another search on the same rows with the same ``key``.
+  it), for another search on the same rows with the same ``key``. ``pad``: every
+  mixture padded to the largest number (one compiled program for all; the same
+  posteriors to rounding), for a grid of close numbers.
   Returns ``(StructuralEM, [{"k", "bic", "n_edges"}] per number tried)``."""
   tried, best = [], None
   fixed = {} if graph is None else dict(candidates=np.asarray(graph) > 0,
                                          required=np.asarray(graph) > 0)
   if start is not None:
     fixed["start"] = np.asarray(start) > 0
-  for k in (n_regimes or regime_grid(x.shape[1])):
+  grid = list(n_regimes or regime_grid(x.shape[1]))
+  for k in grid:
     if k >= x.shape[0]:
       continue
     if first_posteriors is not None and k in first_posteriors:
       q0 = first_posteriors[k]
     else:
-      q0 = mixture_posterior(jax.random.fold_in(key, k), x, n_regimes=k)
+      q0 = mixture_posterior(jax.random.fold_in(key, k), x, n_regimes=k,
+                             pad_to=max(grid) if pad else None)
       if first_posteriors is not None:
         first_posteriors[k] = q0
     try:
@@ -118,11 +123,13 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   return best._replace(edges=structure.edge_report(best.family, best.adj, method=method)), tried
 
 
-def mixture_posterior(key, x, *, n_regimes: int) -> np.ndarray:
+def mixture_posterior(key, x, *, n_regimes: int, pad_to: int | None = None) -> np.ndarray:
   """``[S, K]``: a graph-free model's posterior over the regimes, structural EM's first
   E-step: a full-covariance Gaussian mixture with ``n_regimes`` components on the
   standardised rows (the best log-likelihood of ``MIXTURE_RESTARTS`` k-means++ restarts,
   one vmapped program). Where no restart is finite, uniform (and a ``FitWarning``).
+  ``pad_to``: the mixture padded to that many components (``gaussian_mixture``'s
+  ``n_active``), so that several numbers share one compiled program.
 
   Why: structural EM from the empty graph (the start until 2026-12-02) fitted the
   regimes on a graph without edges; their posterior then favoured graphs near the
@@ -133,7 +140,8 @@ def mixture_posterior(key, x, *, n_regimes: int) -> np.ndarray:
   of Kumar et al.'s setting: the first graph is the true one up to 0-3 extra edges,
   every edge oriented right)."""
   xs = jnp.asarray(structure.standardise(x)[0], jnp.float32)
-  fits = _mixture_restarts(n_regimes)(jax.random.split(key, MIXTURE_RESTARTS), xs)
+  fits = _mixture_restarts(max(pad_to or n_regimes, n_regimes))(
+      jax.random.split(key, MIXTURE_RESTARTS), xs, n_regimes)
   ll = np.asarray(fits.log_likelihood)
   if not np.isfinite(ll).any():
     from vcm_jax import api  # (api imports this module's callers)
@@ -142,17 +150,19 @@ def mixture_posterior(key, x, *, n_regimes: int) -> np.ndarray:
                   api.FitWarning, stacklevel=2)
     return np.full((xs.shape[0], n_regimes), 1.0 / n_regimes)
   best = int(np.argmax(np.where(np.isfinite(ll), ll, -np.inf)))
-  return np.asarray(fits.posterior[best], np.float64)
+  return np.asarray(fits.posterior[best, :, :n_regimes], np.float64)
 
 
 @functools.cache
-def _mixture_restarts(n_regimes: int):
-  """``(keys [R], xs) -> GMMResult`` batched over R starts: one compiled program per
-  number of components, reused by every call (a ``jit`` of a fresh closure per call
-  traced and compiled it again each time; the rows are an argument, not a constant)."""
+def _mixture_restarts(n_components: int):
+  """``(keys [R], xs, n_active) -> GMMResult`` batched over R starts: one compiled
+  program per number of components (``n_active`` of them used, the rest padding),
+  reused by every call (a ``jit`` of a fresh closure per call traced and compiled it
+  again each time; the rows are an argument, not a constant)."""
   from vcm_jax.baselines import mixture  # (baselines import vcm_jax modules)
-  return jax.jit(jax.vmap(lambda k, xs: mixture.gaussian_mixture(
-      k, xs, n_components=n_regimes, num_iters=MIXTURE_ITERS), in_axes=(0, None)))
+  return jax.jit(jax.vmap(lambda k, xs, n_active: mixture.gaussian_mixture(
+      k, xs, n_components=n_components, num_iters=MIXTURE_ITERS, n_active=n_active),
+      in_axes=(0, None, None)))
 
 
 def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
