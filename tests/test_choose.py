@@ -144,7 +144,7 @@ def test_a_continued_best_first_fit_is_also_fitted_from_scratch_and_the_better_s
 @pytest.mark.fast
 def test_more_starts_run_in_the_program_of_the_candidates_fitted_from_scratch(monkeypatch):
   """The chosen model's further starts go through the padded program it was fitted in
-  (its bucket of K, ``PAD_RATIO``), as many a call as that program's batch; a candidate
+  (its bucket of K, ``padding.PAD_RATIO``), as many a call as that program's batch; a candidate
   started from another fit (``started_from``) had its own program and pads nothing."""
   from types import SimpleNamespace
   calls = []

@@ -152,7 +152,7 @@ def test_free_decoder_chooses_k(dataset, tmp_path):
   config = _csv_config(data_dir)
   config.selection.decoders = ""  # the free decoder as given, its K by held-out log p(x)
   config.model.decoder = "free"
-  config.model.k_candidates = (3, 5)  # (one padded program: choose.PAD_RATIO)
+  config.model.k_candidates = (3, 5)  # (one padded program: padding.PAD_RATIO)
   config.train.num_steps = 200  # (with 50 pooled: the order of the K scores is settled)
   config.train.checkpoint_every = 0
   payload = driver.run(config, str(tmp_path))

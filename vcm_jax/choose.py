@@ -280,9 +280,6 @@ def pads(cfg: FitConfig) -> bool:
   return cfg.decoder != "structured" and cfg.prior == "learned" and not cfg.needs_encoder
 
 
-PAD_RATIO = padding.PAD_RATIO  # (which K share a padded program: ``padding.close_runs``)
-
-
 def _buckets(members: list, ks: list, pad_to: int) -> list:
   """``members`` split into runs of close K (``padding.close_runs``); one run where
   ``pad_to`` fixes the padded size."""

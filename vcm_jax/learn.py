@@ -140,7 +140,7 @@ def mixture_posterior(key, x, *, n_regimes: int, pad_to: int | None = None) -> n
   of Kumar et al.'s setting: the first graph is the true one up to 0-3 extra edges,
   every edge oriented right)."""
   xs = jnp.asarray(structure.standardise(x)[0], jnp.float32)
-  fits = _mixture_restarts(max(pad_to or n_regimes, n_regimes))(
+  fits = _mixture_restarts(max(pad_to or 0, n_regimes))(
       jax.random.split(key, MIXTURE_RESTARTS), xs, n_regimes)
   ll = np.asarray(fits.log_likelihood)
   if not np.isfinite(ll).any():

@@ -167,7 +167,7 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
   # K = 1 in closed form; the others by EM, K of one run (``padding.close_runs``) padded
   # to the run's largest and fitted in one program (with K = 1 in the first).
   many = [k for k in k_grid if k > 1]
-  runs = padding.close_runs(many, many) if many else [[]]
+  runs = padding.close_runs(many, many)  # ([[]] for no K above 1)
   all_lp = []
   for i, run in enumerate(runs):
     ks = jnp.asarray(run, jnp.int32)
