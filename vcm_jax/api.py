@@ -131,8 +131,11 @@ class Fit:
     if self.choice is not None:
       lines.append(f"chosen: {self.choice.why}")
       for row in self.choice.table:
-        lines.append(f"  {'*' if row['chosen'] else ' '} {row['decoder']:10s} K={row['n_regimes']:<3d}"
-                     f" {row['noise']:9s} BIC {row['bic']:12.1f}  ICL {row['icl']:12.1f}")
+        # (the structured latent's K is the graph's, N + 1: its config holds 0)
+        k = row["n_regimes"] if row["decoder"] != "structured" else self.model.n_nodes + 1
+        lines.append(f"  {'*' if row['chosen'] else ' '} {row['decoder']:10s} K={k:<3d}"
+                     f" {row['noise']:9s} {row.get('scale_model', 'constant'):8s} "
+                     f"BIC {row['bic']:12.1f}  ICL {row['icl']:12.1f}")
     weights = np.asarray(self.weights)
     for k, targets in enumerate(self.target_names):
       what = "observational" if k == self.observational else "targets " + ", ".join(

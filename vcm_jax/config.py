@@ -82,6 +82,18 @@ class FitConfig:
                       "uniform, never learned")
   init: str = _field("surprise", "train", ("surprise", "random"))
   init_scale_factor: float = _field(3.0, "train", doc="intervened / pooled scale at init")
+  spike_ratio: float = _field(0.01, "train", doc="a column holds a spike inside its bulk "
+                              "(units.interior_spikes: a hard intervention do(X = v)) where "
+                              "its narrowest window of spike_share of the rows, away from its "
+                              "smallest and largest values and wider than a tie, is below this "
+                              "share of the width a Gaussian of the column's spread needs; "
+                              "0: never")
+  spike_share: float = _field(0.02, "train", doc="the share of rows in a spike's window")
+  spike_floor: float = _field(3.0, "train", doc="a spike's column: while training, its "
+                              "noise floor (fit units) is at least this times the current "
+                              "learning rate (each Adam step moves a mean by about the rate, "
+                              "so a narrower regime is shaken off its spike); the fit ends "
+                              "scored at the data's floor; 0: off")
   init_obs_prior: float = _field(0.5, "train", doc="initial prior of the observational regime")
   pooled_steps: int = _field(100, "train")
   num_steps: int = _field(400, "train")
@@ -175,6 +187,9 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.learning_rate > 0, f"train.learning_rate={cfg.learning_rate} must be > 0")
   need(cfg.temperature > 0, f"train.temperature={cfg.temperature} must be > 0")
   need(cfg.init_scale_factor > 1, f"train.init_scale_factor={cfg.init_scale_factor} must be > 1")
+  need(cfg.spike_ratio >= 0, f"train.spike_ratio={cfg.spike_ratio} must be >= 0")
+  need(0 < cfg.spike_share < 0.5, f"train.spike_share={cfg.spike_share} must be in (0, 0.5)")
+  need(cfg.spike_floor >= 0, f"train.spike_floor={cfg.spike_floor} must be >= 0")
   need(0 < cfg.init_obs_prior < 1, f"train.init_obs_prior={cfg.init_obs_prior} must be in (0, 1)")
   need(cfg.n_regimes == 0 or cfg.n_regimes >= 2,
        f"model.n_regimes={cfg.n_regimes} must be >= 2 (K < 2 has nothing to separate), or 0")

@@ -10,11 +10,13 @@ own random start and nothing else (the paper's and its public code's).
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from vcm_jax import clustering, identify
+from vcm_jax import clustering, identify, units
 from vcm_jax.model import PER_REGIME, Model, deactivate_regimes, init_params
 
 # Only the linear part is pre-fitted: an MLP could absorb a mechanism's shift as a
@@ -84,6 +86,25 @@ def residual_centroids(key, model: Model, params, x, parent_idx, parent_mask,
   return clustering.kmeans(k_means, residuals, model.n_categories, n_active=n_active)[0]
 
 
+def start_at_spikes(params, found, centre, scale: float):
+  """Structured decoder: node j's intervened state starts on its column's spike where
+  ``found[j]`` (``units.interior_spikes``): mean ``centre[j]`` whatever its parents say
+  (the linear part's parent weights cancelled; the MLP's output weights at zero in both
+  states, where the pre-fit left them random), noise scale ``scale`` (> 0; the
+  training's floor for the column at its first step: ``FitConfig.spike_floor`` x the
+  rate). Where do(X_j = v) puts v inside X_j's own spread (a root), no residual makes
+  its rows surprising, and the broad surprise start misses them."""
+  dec = dict(params["decoder"]["params"])
+  if "dw" in dec:
+    dec["dw"] = jnp.where(found[:, None], -dec["w"], dec["dw"])
+  if "out" in dec:
+    dec["out"] = jnp.where(found[:, None, None], 0.0, dec["out"])
+  dec["db"] = jnp.where(found, centre - dec["b"], dec["db"])
+  if "dlog_scale" in dec and scale > 0:
+    dec["dlog_scale"] = jnp.where(found, math.log(scale) - dec["log_scale"], dec["dlog_scale"])
+  return dict(params, decoder={"params": dec})
+
+
 def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
                    constants=None):
   """Parameters a fit starts from, for standardised data ``x: [S, N]``.
@@ -103,6 +124,10 @@ def initial_params(key, model: Model, x, parent_idx, parent_mask, n_active=None,
     if model.structured and "dlog_scale" in dec:
       dec = dict(dec, dlog_scale=jnp.full_like(dec["dlog_scale"], jnp.log(cfg.init_scale_factor)))
       params = dict(params, decoder={"params": dec})
+    if model.structured and cfg.spike_ratio > 0:
+      params = start_at_spikes(params, *units.interior_spikes(x, cfg.spike_share,
+                                                              cfg.spike_ratio),
+                               scale=cfg.spike_floor * cfg.learning_rate)
   if not model.structured and cfg.init == "surprise":
     dec = params["decoder"]["params"]
     offsets = residual_centroids(k_seed, model, params, x, parent_idx, parent_mask,

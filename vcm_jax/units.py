@@ -5,6 +5,8 @@ own units; densities then lose ``sum(log scale)`` (the change of variables).
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -43,6 +45,31 @@ def default_noise_floor(x: jax.Array) -> jax.Array:
   resolution = jnp.min(jnp.where(gaps > 0, gaps, jnp.inf), axis=0)
   resolution = jnp.where(jnp.isfinite(resolution), resolution, 0.0)
   return jnp.maximum(FLOOR_SHARE * x.std(axis=0), resolution / jnp.sqrt(12.0))
+
+
+def interior_spikes(x: jax.Array, share: float, ratio: float):
+  """The columns of ``x: [S, N]`` holding a spike inside their bulk: ``(found [N] bool,
+  centre [N])``. Jit-safe.
+
+  In each column, the narrowest window of ``m = ceil(share S)`` sorted values that
+  touches neither the column's smallest nor its largest value (a pinned bound is
+  censoring's: ``FitConfig.censor_share``) and is wider than 0 (tied values are rounding
+  or a bound, not a mechanism). A spike where it is narrower than ``ratio`` times the
+  width that m rows need at the densest point of a Gaussian of the column's spread,
+  ``m / S * sqrt(2 pi) sd``; its centre is the window's middle value. A hard
+  intervention do(X_j = v) makes one: its rows sit on v whatever X_j's parents say.
+  Scale-free: the same columns in any units.
+  """
+  n_rows, n = x.shape
+  m = max(2, math.ceil(share * n_rows))
+  if m >= n_rows - 1:
+    return jnp.zeros(n, bool), jnp.zeros(n, x.dtype)
+  s = jnp.sort(x, axis=0)
+  low, high = s[:-m], s[m:]
+  width = jnp.where((low > s[:1]) & (high < s[-1:]) & (high > low), high - low, jnp.inf)
+  first = jnp.argmin(width, axis=0)
+  found = width.min(axis=0) < ratio * (m / n_rows) * math.sqrt(2 * math.pi) * x.std(axis=0)
+  return found, s[first + m // 2, jnp.arange(n)]
 
 
 def to_standard(x, loc, scale):
