@@ -348,7 +348,11 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
 
   table, best_first, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
   n = adj.shape[0]
-  if check is not None and check["holds"]:
+  holds = check is not None and check["holds"]
+  rest = [] if holds else _other_latents(key, x, adj, base, sel, table, fitted, log, x_heldout)
+  table += rest
+  failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
+  if holds:
     skipped = [dict(describe(c), why="the best single-target fit's shared mechanisms fit every "
                     "regime (checks.shared_mechanism_check)")
                for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
@@ -357,11 +361,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
     finalists = [best_first]
     why = ("the noise family and scale model by BIC; the best fit's shared mechanisms fit "
            "every regime: its latent holds")
-    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
   else:
-    rest = _other_latents(key, x, adj, base, sel, table, fitted, log, x_heldout)
-    table += rest
-    failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
     ok = lambda fs: [f for f in fs if id(f.row) not in failed]
     finalists = [f for f in (_best(ok(table[:len(table) - len(rest)]), "bic"),
                              _best(ok(rest), "icl")) if f is not None]

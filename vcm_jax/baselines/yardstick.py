@@ -73,12 +73,11 @@ def _fit_and_score(keys, ks, z_fit, z_all, reg_covar, *, with_single, max_k, num
   and restarts, padded to ``max_k`` components), keeping the restart with the best
   finite fit log-likelihood; each kept fit is scored on ``z_all``.
 
-  Returns ``(fit log p per row, all-rows log p per row)``, each ``[with_single + G]``
-  in standardised units, K = 1 first; non-finite (NaN) where no restart is finite.
+  Returns the all-rows log p per row, ``[with_single + G]`` in standardised units, K = 1
+  first; NaN where no restart is finite.
   """
   nan = jnp.asarray(jnp.nan, z_fit.dtype)
-  score = lambda fit: (jnp.where(_finite(fit), fit.log_likelihood, nan),
-                       jnp.where(_finite(fit), _mean_log_marginal(fit, z_all), nan))
+  score = lambda fit: jnp.where(_finite(fit), _mean_log_marginal(fit, z_all), nan)
 
   def best_of_restarts(fits):  # fits of one K, [restarts, ...]
     ok = jax.vmap(_finite)(fits)
@@ -97,11 +96,10 @@ def _fit_and_score(keys, ks, z_fit, z_all, reg_covar, *, with_single, max_k, num
     return jax.vmap(best_of_restarts)(jax.tree.map(lambda a: a.reshape((g, r) + a.shape[1:]),
                                                    fits))
 
-  parts = [jnp.stack(score(_single_gaussian(z_fit, reg_covar)))[:, None]] if with_single else []
+  parts = [score(_single_gaussian(z_fit, reg_covar))[None]] if with_single else []
   if ks.shape[0]:
-    parts.append(jnp.stack(every_fit(keys, ks)))
-  fit_lp, all_lp = jnp.concatenate(parts, axis=1)
-  return fit_lp, all_lp
+    parts.append(every_fit(keys, ks))
+  return jnp.concatenate(parts)
 
 
 @jax.jit
@@ -174,7 +172,7 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
     keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k_fit, k), restarts))(ks)
     all_lp += list(np.asarray(_fit_and_score(
         keys, ks, z_fit, z, reg, with_single=i == 0 and k_grid[0] == 1,
-        max_k=max(run, default=1), num_iters=num_iters, tol=tol)[1]))
+        max_k=max(run, default=1), num_iters=num_iters, tol=tol)))
   by_k = []
   for k, lp in zip(k_grid, np.asarray(all_lp)):
     lp = float(lp) - log_scale
