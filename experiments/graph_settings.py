@@ -56,6 +56,7 @@ class Data(NamedTuple):
   targets: list          # [K] tuples of node indices, () for regime 0
   names: list            # [N] column names
   description: str
+  bayes_labels: np.ndarray | None = None  # [S] the exact posterior's regimes, true SCM
 
   @property
   def n_regimes(self) -> int:
@@ -119,9 +120,23 @@ def kumar(seed: int, variant: str = "hard", *, n: int = 8, p: float = 0.8, rows:
     labels.append(np.full(size, k))
   what = ("do(X_j = 1), variance 1e-9" if variant == "hard"
           else f"mean shift +-U({shift_low:g}, {shift_high:g})")
-  return _pack(rng, blocks, labels, adj, targets,
+  data = _pack(rng, blocks, labels, adj, targets,
                f"Kumar et al. 2024: n={n}, ER p={p}, linear Gaussian, {what}, K={n + 1}, "
                f"{rows} rows")
+  # The Bayes ceiling: each row's most probable regime under the true SCM and the true
+  # regime sizes (the rows as stored, float32).
+  x = data.x.astype(np.float64)
+  mean, scale = x @ w, np.ones(n)
+  log_lik = np.empty((len(x), n + 1))
+  for k in range(n + 1):
+    m, sd = mean.copy(), scale.copy()
+    if k and variant == "hard":
+      m[:, k - 1], sd[k - 1] = do_value, np.sqrt(do_var)
+    elif k:
+      m[:, k - 1] += shift[k - 1]
+    log_lik[:, k] = (-0.5 * ((x - m) / sd) ** 2 - np.log(sd)).sum(1)
+  prior = np.log(split_rows(rows, n + 1) / rows)
+  return data._replace(bayes_labels=(log_lik + prior).argmax(1))
 
 
 # --- Faria, Martins & Figueiredo (CLeaR 2022) -----------------------------------------

@@ -63,6 +63,39 @@ def test_settings_shapes_and_truth():
   assert gs.expand(["kumar", "kumar_hard"]) == ["kumar_hard", "kumar_soft"]
 
 
+@pytest.mark.fast
+def test_kumar_bayes_labels_are_the_true_scms_posterior():
+  """The ceiling's labels against a posterior written independently (scipy's densities,
+  the edge weights read back from the data by least squares within the observational
+  rows, where every node follows its parents): hard do(X_j = 1) regimes are separable,
+  soft shifts are not."""
+  from scipy import stats
+  for variant in ("hard", "soft"):
+    d = gs.kumar(3, variant, n=4, rows=4000)
+    x = d.x.astype(np.float64)
+    obs = x[d.labels == 0]
+    w = np.zeros((4, 4))
+    for j in range(4):
+      pa = np.flatnonzero(d.adj[:, j])
+      if len(pa):
+        w[pa, j] = np.linalg.lstsq(obs[:, pa], obs[:, j], rcond=None)[0]
+    mean = x @ w
+    log_lik = np.zeros((len(x), 5))
+    for k in range(5):
+      for j in range(4):
+        if k == j + 1 and variant == "hard":
+          log_lik[:, k] += stats.norm.logpdf(x[:, j], 1.0, np.sqrt(1e-9))
+        elif k == j + 1:  # the shift, read back as the regime's mean residual
+          shift = np.mean(x[d.labels == k, j] - mean[d.labels == k, j])
+          log_lik[:, k] += stats.norm.logpdf(x[:, j], mean[:, j] + shift, 1.0)
+        else:
+          log_lik[:, k] += stats.norm.logpdf(x[:, j], mean[:, j], 1.0)
+    agree = np.mean(log_lik.argmax(1) == d.bayes_labels)
+    assert agree > 0.99, (variant, agree)
+    ceiling = gr.regime_metrics(d.labels, d.bayes_labels)["ari"]
+    assert (ceiling > 0.99) if variant == "hard" else (0.3 < ceiling < 0.9), (variant, ceiling)
+
+
 def _valid(adj, n, dag=True):
   adj = np.asarray(adj)
   assert adj.shape == (n, n) and set(np.unique(adj)) <= {0, 1} and not np.any(np.diag(adj))
