@@ -92,8 +92,9 @@ class FitConfig:
   spike_floor: float = _field(3.0, "train", doc="a spike's column: while training, its "
                               "noise floor (fit units) is at least this times the current "
                               "learning rate (each Adam step moves a mean by about the rate, "
-                              "so a narrower regime is shaken off its spike); the fit ends "
-                              "scored at the data's floor; 0: off")
+                              "so a narrower regime is shaken off its spike); a restart ends "
+                              "at the data's floor or its last rate's, whichever gives the "
+                              "higher log p(x); 0: off")
   init_obs_prior: float = _field(0.5, "train", doc="initial prior of the observational regime")
   pooled_steps: int = _field(100, "train")
   num_steps: int = _field(400, "train")

@@ -147,7 +147,6 @@ def data_constants(cfg: FitConfig, x, loc, scale) -> dict:
   return out
 
 
-
 class TrainState(NamedTuple):
   """Everything a fit carries between chunks of steps (a checkpointable pytree).
 
@@ -304,8 +303,7 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       beta = beta_fn(step)
       (loss, aux), g = jax.value_and_grad(objective, has_aux=True)(
           spike_floored(p, spiked, step, stop.lr_scale), k_loss, xs[idx], parent_idx,
-          parent_mask, model=model,
-          beta=beta, n_rows=s)
+          parent_mask, model=model, beta=beta, n_rows=s)
       updates, new_o = optimizer.update(g, o, p)
       if cfg.lr_schedule == "plateau":
         updates = jax.tree.map(lambda u: u * stop.lr_scale, updates)
