@@ -54,3 +54,15 @@ def test_hard_interventions_on_roots_are_found_and_kept():
     ari[ratio] = adjusted_rand_score(d.labels, np.asarray(fit.assign(d.x)))
   assert ari[cfg.spike_ratio] > 0.98, ari
   assert ari[0.0] < 0.5, ari  # (the failure the spike start and floor mend)
+
+
+@pytest.mark.fast
+def test_the_spike_terms_are_left_out_where_no_column_has_a_spike():
+  """``train.without_unused_terms``: the spike start and floor stay in the config (and so
+  in the compiled programs) only where the rows have a spike."""
+  from vcm_jax import train
+  x = _columns(np.random.default_rng(0))
+  cfg = config.data_default()
+  assert train.without_unused_terms(cfg, x).spike_ratio == cfg.spike_ratio
+  assert train.without_unused_terms(cfg, x[:, 1:]).spike_ratio == 0.0
+  assert train.without_unused_terms(cfg.replace(spike_ratio=0.0), x).spike_ratio == 0.0

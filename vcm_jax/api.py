@@ -310,7 +310,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
   if selection is not None:
     raise ValueError("selection= chooses among models; with config= one model is fitted as "
                      "given (drop one of them)")
-  cfg = train.without_unused_censoring(config_lib.coerce(config), x)
+  cfg = train.without_unused_terms(config_lib.coerce(config), x)
   max_parents = graphs.resolve_max_parents(adj, cfg.max_parents)
   if cfg.decoder != "structured" and cfg.n_regimes == 0:
     k_select, key = jax.random.split(key)

@@ -238,7 +238,7 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
   each fit with ``keys[i]`` (or one key for all)."""
   if not cfgs:
     return []
-  cfgs = [train.without_unused_censoring(c, x) for c in cfgs]
+  cfgs = [train.without_unused_terms(c, x) for c in cfgs]
   x = jnp.asarray(x, jnp.float32)
   adj = np.asarray(adj)
   idx, mask = graphs.parent_table(jnp.asarray(adj), _max_parents(adj, cfgs))
@@ -328,7 +328,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   """
   sel = selection.pop("selection", None) or Selection(**selection)
   adj = np.asarray(adj)
-  base = train.without_unused_censoring(base, x)
+  base = train.without_unused_terms(base, x)
   x = jnp.asarray(x, jnp.float32)
 
   def fitted(cfgs, start=None, log_rows=True):
@@ -588,7 +588,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   yardstick). Returns the ``ModelChoice`` whose ``fit`` is that final fit, with its
   ``warnings`` and ``extra`` (gross errors, yardstick, settings, thresholds)."""
   x = np.asarray(x, np.float32)
-  base = train.without_unused_censoring(base, x)
+  base = train.without_unused_terms(base, x)
   gross = base.outlier_fraction
   # Gross errors come last, from the plain fit (``_gross_error_stage``): a model that
   # starts with them explains a near-deterministic mechanism's regime change as wild
