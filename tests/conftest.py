@@ -106,9 +106,19 @@ def pytest_configure(config):  # (``fast`` is registered in pyproject.toml)
                           "second pytest process in the background")
 
 
+# The background jobs start their processes from a thread while this one runs tests.
+# CPython forks with vfork where it can: the child shares this process's memory until
+# it execs, and without an ``env`` it execs with the live ``environ`` array, which
+# another thread's setenv (an import, a test) may reallocate meanwhile. A CI run lost a
+# test to exactly that: execve failed with EFAULT ("Bad address") on the venv's
+# python. So: a plain fork (the documented switch), and the environment copied first.
+subprocess._USE_VFORK = False  # pylint: disable=protected-access
+
+
 def _popen(*args, **kwargs):
   if _CLOSED:
     raise RuntimeError("the test session has ended")
+  kwargs.setdefault("env", dict(os.environ))
   proc = subprocess.Popen(*args, **kwargs)
   _PROCESSES.append(proc)
   return proc
