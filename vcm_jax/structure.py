@@ -816,6 +816,16 @@ def _without_path(adj: np.ndarray, i: int, j: int) -> np.ndarray:
   return np.where(from_i[:, None] & to_j[None, :], 0, adj)
 
 
+def flipped(adj, i: int, j: int) -> np.ndarray:
+  """``adj`` with ``i -> j`` reversed, less every other path from i to j (which the
+  reversal would close into a cycle): a DAG."""
+  removed = (np.asarray(adj) > 0).astype(np.asarray(adj).dtype)
+  removed[i, j] = 0
+  out = _without_path(removed, i, j)
+  out[j, i] = 1
+  return out
+
+
 def edge_report(fam: FamilyScores, adj, *, method: str = "auto", tol: float = 1.0,
                 **search_kwargs) -> list[dict]:
   """What every edge of ``adj`` is worth under the score ``fam``.
@@ -828,6 +838,7 @@ def edge_report(fam: FamilyScores, adj, *, method: str = "auto", tol: float = 1.
     * ``local_gain`` / ``local_reverse_gain``: the same for the single removal or
       reversal of the edge in ``adj`` (``nan`` when the reversal makes a cycle or leaves
       the table);
+    * ``reversed_graph``: that best graph with ``j -> i``;
     * ``decided``: ``reverse_gain > tol`` (nats). Markov-equivalent graphs score the same
       on observational data, so an edge the data cannot orient has ``reverse_gain ~ 0``;
       an intervention on either endpoint orients it.
@@ -860,12 +871,11 @@ def edge_report(fam: FamilyScores, adj, *, method: str = "auto", tol: float = 1.
     flip_need[j, i] = True
     removed = adj.copy()
     removed[i, j] = 0
-    flipped = _without_path(removed, i, j)
-    flipped[j, i] = 1
+    flip = flipped(adj, i, j)
     kwargs = dict(method=method, **search_kwargs)
     _, without = _search(tables, start=removed, forbidden=cut, required=None,
                          **_search_defaults(kwargs))
-    _, reversed_ = _search(tables, start=flipped, forbidden=flip_forbid, required=flip_need,
+    rev_masks, reversed_ = _search(tables, start=flip, forbidden=flip_forbid, required=flip_need,
                            **_search_defaults(kwargs))
     local = base - tables[j][masks[j]][0] + tables[j].get(masks[j] & ~(1 << i), (np.nan,))[0]
     pa_i = masks[i] | (1 << j)
@@ -875,7 +885,8 @@ def edge_report(fam: FamilyScores, adj, *, method: str = "auto", tol: float = 1.
       local_rev = (local - tables[i][masks[i]][0] + tables[i][pa_i][0])
     report.append(dict(edge=(i, j), gain=base - without, reverse_gain=base - reversed_,
                        local_gain=base - local, local_reverse_gain=base - local_rev,
-                       decided=bool(base - reversed_ > tol)))
+                       decided=bool(base - reversed_ > tol),
+                       reversed_graph=_adjacency_of(rev_masks, n)))
   return report
 
 
