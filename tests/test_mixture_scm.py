@@ -90,12 +90,13 @@ def test_free_target_search_recovers_graph_regimes_and_their_number():
   assert all(e["decided"] for e in found.edges), found.edges
 
 
-def test_undecided_edges_take_the_orientation_the_regime_model_scores_higher():
+def test_undecided_edges_take_the_orientation_the_regime_model_scores_higher(monkeypatch):
   """``learn.reorient``: an edge the search leaves undecided is put to the regime model.
-  Planted wrong (reversed, marked undecided) it comes back to the true orientation; on
-  the true graph, marked undecided the same way, it stays; each judged by the fits' BIC
-  (the learned graph's fit first in the record)."""
-  from vcm_jax import config
+  Planted wrong (reversed, marked undecided) it comes back to the true orientation, the
+  winner's check holding; on the true graph, marked undecided the same way, it stays;
+  each judged by the fits' BIC (the learned graph's fit first in the record). Where the
+  winner's check fails, the learned graph stays."""
+  from vcm_jax import checks, config
   n = 4
   adj = np.asarray(graphs.sample_er_dag(jax.random.key(3), n_nodes=n, edge_prob=0.6))
   true = scm.sample_linear_scm(jax.random.key(4), jnp.asarray(adj), noise_low=0.5,
@@ -114,6 +115,13 @@ def test_undecided_edges_take_the_orientation_the_regime_model_scores_higher():
   back, tried = learn.reorient(jax.random.key(0), x, found(wrong, (j, i), adj), cfg)
   np.testing.assert_array_equal(back.adj, adj)
   assert tried[0]["edge"] is None and max(t["bic"] for t in tried[1:]) > tried[0]["bic"] + 20, tried
+  assert [t.get("check_holds") for t in tried if "check_holds" in t] == [True], tried
+  real_check = checks.shared_mechanism_check
+  monkeypatch.setattr(checks, "shared_mechanism_check",
+                      lambda *a, **k: dict(real_check(*a, **k), holds=False))
+  same, _ = learn.reorient(jax.random.key(0), x, found(wrong, (j, i), adj), cfg)
+  np.testing.assert_array_equal(same.adj, wrong)
+  monkeypatch.undo()
   kept, tried = learn.reorient(jax.random.key(0), x, found(adj, (i, j), wrong), cfg)
   np.testing.assert_array_equal(kept.adj, adj)
   assert tried[0]["bic"] > max(t["bic"] for t in tried[1:]) + 20, tried

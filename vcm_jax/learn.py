@@ -249,7 +249,7 @@ def reorient(key, xs, found, cfg: FitConfig):
   default's first latent) fitted on the learned graph and, for each such edge, on the
   graph with that edge alone reversed (other paths the reversal would close cut) and on
   the table's best graph with it reversed, in one vmapped program with one key; the
-  highest BIC keeps its graph.
+  highest BIC keeps its graph where that fit's shared-mechanism check holds.
 
   Why: the table is the expected complete-data score under the linear mixture's
   posterior, and on soft, overlapping regimes its orientation of an edge can be a coin
@@ -258,9 +258,10 @@ def reorient(key, xs, found, cfg: FitConfig):
   the true edge, and its regimes at ARI 0.58 instead of 0.41).
 
   Returns ``(found with the kept graph, [{"edge", "changed", "bic"}] per graph tried:
-  the edge reversed, how many cells of the adjacency differ, the BIC; the learned graph
-  first, with ``edge`` None)``, or ``(found, None)`` where no edge is undecided."""
-  from vcm_jax import api  # (api imports this module's callers)
+  the edge reversed, how many cells of the adjacency differ, the BIC, and on the best
+  where it is not the learned graph ``check_holds``; the learned graph first, with
+  ``edge`` None)``, or ``(found, None)`` where no edge is undecided."""
+  from vcm_jax import api, checks, choose  # (api imports this module's callers)
   undecided = sorted((r for r in found.edges if not r["decided"]),
                      key=lambda r: r["reverse_gain"])[:MAX_REORIENTED]
   if not undecided:
@@ -281,6 +282,18 @@ def reorient(key, xs, found, cfg: FitConfig):
            for g in range(len(graphs))]
   best = int(np.nanargmax(np.where(np.isfinite(bics), bics, -np.inf)))
   if best == 0:
+    return found, tried
+  # The judge is trusted only where its own model holds on the graph it prefers: its
+  # shared mechanisms fit every regime (the default's check, with the default's
+  # thresholds). A misspecified regime model's BIC moves with the graph for reasons that
+  # are not the orientation (Sachs: it preferred a reversal with 889 nats more and 2
+  # more errors against the consensus graph).
+  sel = choose.Selection()
+  check = checks.shared_mechanism_check(
+      jax.tree.map(lambda t: t[best], fits), xs, effect=sel.check_effect, z=sel.check_z,
+      gross_fraction=sel.check_gross_fraction)
+  tried[best]["check_holds"] = bool(check["holds"])
+  if not check["holds"]:
     return found, tried
   kept = graphs[best].astype(found.adj.dtype)
   return found._replace(adj=kept, edges=structure.edge_report(found.family, kept)), tried
