@@ -126,8 +126,9 @@ def test_undecided_edges_take_the_orientation_the_regime_model_scores_higher(mon
   kept, tried = learn.reorient(jax.random.key(0), x, found(adj, (i, j), wrong), cfg)
   np.testing.assert_array_equal(kept.adj, adj)
   assert tried[0]["bic"] > max(t["bic"] for t in tried[1:]) + 20, tried
-  assert learn.reorient(jax.random.key(0), x, found(adj, (i, j), wrong)._replace(
-      edges=[]), cfg) [1] is None
+  # (no undecided edge: nothing fitted, nothing recorded)
+  assert learn.reorient(jax.random.key(0), x, found(adj, (i, j), wrong)._replace(edges=[]),
+                        cfg)[1] is None
 
 
 def test_a_search_with_no_finite_fit_is_an_error_naming_every_number_of_regimes():

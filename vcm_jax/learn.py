@@ -271,19 +271,19 @@ def reorient(key, xs, found, cfg: FitConfig):
     return found, None
   adj = (np.asarray(found.adj) > 0).astype(np.int32)
   width = found.family.parents.shape[-1]  # (every graph of the table fits in it)
-  graphs, flips = [adj], [None]
+  candidates, flips = [adj], [None]
   for r in undecided:  # the edge alone reversed, and the table's best graph with it so
     for g in (structure.flipped(adj, *r["edge"]), np.asarray(r["reversed_graph"], np.int32)):
-      if not any(np.array_equal(g, h) for h in graphs):
-        graphs.append(g)
+      if not any(np.array_equal(g, h) for h in candidates):
+        candidates.append(g)
         flips.append([int(v) for v in r["edge"]])
   cfg = train.without_unused_terms(cfg, xs)
   fits = _judge_program(cfg, max(cfg.max_parents, width))(
-      key, jnp.asarray(xs), jnp.asarray(np.stack(graphs), jnp.float32))
-  bics = [api.Fit.bic(jax.tree.map(lambda t, g=g: t[g], fits), xs) for g in range(len(graphs))]
-  tried = [dict(edge=flips[g], changed=int((graphs[g] != adj).sum()), bic=float(bics[g]))
-           for g in range(len(graphs))]
-  best = int(np.nanargmax(np.where(np.isfinite(bics), bics, -np.inf)))
+      key, jnp.asarray(xs), jnp.asarray(np.stack(candidates), jnp.float32))
+  bics = [api.Fit.bic(jax.tree.map(lambda t, g=g: t[g], fits), xs) for g in range(len(candidates))]
+  tried = [dict(edge=flips[g], changed=int((candidates[g] != adj).sum()), bic=float(bics[g]))
+           for g in range(len(candidates))]
+  best = int(np.argmax(np.where(np.isfinite(bics), bics, -np.inf)))
   if best == 0:
     return found, tried
   # The judge is trusted only where its own model holds on the graph it prefers: its
@@ -303,7 +303,7 @@ def reorient(key, xs, found, cfg: FitConfig):
     tried[g]["flagged"] = int(np.sum(check["flagged"]))
   if not tried[best]["check_holds"]:
     return found, tried
-  kept = graphs[best].astype(found.adj.dtype)
+  kept = candidates[best].astype(found.adj.dtype)
   return found._replace(adj=kept, edges=structure.edge_report(found.family, kept)), tried
 
 

@@ -875,8 +875,8 @@ def edge_report(fam: FamilyScores, adj, *, method: str = "auto", tol: float = 1.
     kwargs = dict(method=method, **search_kwargs)
     _, without = _search(tables, start=removed, forbidden=cut, required=None,
                          **_search_defaults(kwargs))
-    rev_masks, reversed_ = _search(tables, start=flip, forbidden=flip_forbid, required=flip_need,
-                           **_search_defaults(kwargs))
+    rev_masks, reversed_ = _search(tables, start=flip, forbidden=flip_forbid,
+                                   required=flip_need, **_search_defaults(kwargs))
     local = base - tables[j][masks[j]][0] + tables[j].get(masks[j] & ~(1 << i), (np.nan,))[0]
     pa_i = masks[i] | (1 << j)
     other_path = bool(((adj[i] > 0) & reach[:, j]).any())
