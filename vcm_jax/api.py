@@ -245,6 +245,14 @@ def _jit_fit_graph(cfg: FitConfig, max_parents: int):
   return jax.jit(functools.partial(fit_graph, config=cfg, max_parents=max_parents))
 
 
+@functools.cache
+def jit_fit_graphs(cfg: FitConfig, max_parents: int):
+  """``(key, x, adjs [G, N, N]) -> Fit`` batched over G graphs: one compiled program for
+  ``cfg``'s fit on each graph, one key (``learn.reorient``'s judge)."""
+  return jax.jit(jax.vmap(functools.partial(fit_graph, config=cfg, max_parents=max_parents),
+                          in_axes=(None, None, 0)))
+
+
 def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
         graph_search: str | None = None) -> Fit:
   """Fit the regimes of ``x: [S, N]`` (data units) on a known, doubted or unknown DAG.

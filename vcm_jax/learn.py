@@ -278,9 +278,10 @@ def reorient(key, xs, found, cfg: FitConfig):
         candidates.append(g)
         flips.append([int(v) for v in r["edge"]])
   cfg = train.without_unused_terms(cfg, xs)
-  fits = _judge_program(cfg, max(cfg.max_parents, width))(
+  batch = api.jit_fit_graphs(cfg, max(cfg.max_parents, width))(
       key, jnp.asarray(xs), jnp.asarray(np.stack(candidates), jnp.float32))
-  bics = [api.Fit.bic(jax.tree.map(lambda t, g=g: t[g], fits), xs) for g in range(len(candidates))]
+  fits = [jax.tree.map(lambda t, g=g: t[g], batch) for g in range(len(candidates))]
+  bics = [f.bic(xs) for f in fits]
   tried = [dict(edge=flips[g], changed=int((candidates[g] != adj).sum()), bic=float(bics[g]))
            for g in range(len(candidates))]
   best = int(np.argmax(np.where(np.isfinite(bics), bics, -np.inf)))
@@ -296,23 +297,14 @@ def reorient(key, xs, found, cfg: FitConfig):
   # but Sachs's too.)
   sel = choose.Selection()
   for g in (0, best):
-    check = checks.shared_mechanism_check(
-        jax.tree.map(lambda t, g=g: t[g], fits), xs, effect=sel.check_effect, z=sel.check_z,
-        gross_fraction=sel.check_gross_fraction)
+    check = checks.shared_mechanism_check(fits[g], xs, effect=sel.check_effect,
+                                          z=sel.check_z, gross_fraction=sel.check_gross_fraction)
     tried[g]["check_holds"] = bool(check["holds"])
     tried[g]["flagged"] = int(np.sum(check["flagged"]))
   if not tried[best]["check_holds"]:
     return found, tried
   kept = candidates[best].astype(found.adj.dtype)
   return found._replace(adj=kept, edges=structure.edge_report(found.family, kept)), tried
-
-
-@functools.cache
-def _judge_program(cfg: FitConfig, max_parents: int):
-  """One compiled program: ``cfg``'s fit on each of a batch of graphs, one key."""
-  from vcm_jax import api
-  return jax.jit(jax.vmap(functools.partial(api.fit_graph, config=cfg, max_parents=max_parents),
-                          in_axes=(None, None, 0)))
 
 
 def _repair_latent(key, fit, bic: float, xs, start, max_parents: int,

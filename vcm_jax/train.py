@@ -374,9 +374,13 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
 
     params = jax.vmap(lambda p: snap_gates(model, p))(state.params)
     spiked = spiked_columns(params, xs)
+
+    def scored(ps):  # each restart's log p(x) (-inf where not finite) and ELBO
+      log_px, elbo_value = jax.vmap(final_one)(ps)
+      return jnp.where(jnp.isfinite(log_px), log_px, -jnp.inf), elbo_value
+
     if spiked is None:
-      log_px, elbo_value = jax.vmap(final_one)(params)
-      log_px = jnp.where(jnp.isfinite(log_px), log_px, -jnp.inf)
+      log_px, elbo_value = scored(params)
     else:
       # Each restart scored at the data's floor and with its spike columns at the floor
       # of its last rate, in one pass over both; the higher log p(x) keeps its floor.
@@ -387,8 +391,7 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
       raised = jax.vmap(lambda p, lr_scale: spike_floored(p, spiked, last, lr_scale))(
           params, state.stop.lr_scale)
       both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, raised)
-      log_px, elbo_value = jax.vmap(final_one)(both)
-      log_px = jnp.where(jnp.isfinite(log_px), log_px, -jnp.inf)
+      log_px, elbo_value = scored(both)
       n = log_px.shape[0] // 2
       up = log_px[n:] > log_px[:n]
       params = jax.tree.map(
