@@ -5,6 +5,7 @@ parents are the non-zero rows of column ``j``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -13,6 +14,9 @@ import networkx as nx
 import numpy as np
 
 
+# The array functions here are jitted: called eagerly (data generation, the command's
+# set-up, the tests), each of their operations compiled a program of its own.
+@functools.partial(jax.jit, static_argnames="n_nodes")
 def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Array:
   """Erdos-Renyi DAG over a uniformly random node order.
 
@@ -36,6 +40,7 @@ def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Arra
   return adj.astype(jnp.float32)
 
 
+@jax.jit
 def node_depths(adj: jax.Array) -> jax.Array:
   """Length of the longest path from a root to each node, ``[N]`` int32.
 
@@ -101,6 +106,7 @@ def max_in_degree(adj) -> int:
   return int((adj > 0).sum(axis=-2).max()) if adj.size else 0
 
 
+@functools.partial(jax.jit, static_argnames="max_parents")
 def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array]:
   """Gather table of each node's parents, padded to ``max_parents`` (static).
 
