@@ -253,6 +253,13 @@ def jit_fit_graphs(cfg: FitConfig, max_parents: int):
                           in_axes=(None, None, 0)))
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def unstack(tree, n: int) -> list:
+  """The ``n`` slices of ``tree``'s leading axis (a batch of fits), in one program:
+  sliced eagerly, each leaf of each fit compiled a program of its own."""
+  return [jax.tree.map(lambda a: a[j], tree) for j in range(n)]
+
+
 def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
         graph_search: str | None = None) -> Fit:
   """Fit the regimes of ``x: [S, N]`` (data units) on a known, doubted or unknown DAG.

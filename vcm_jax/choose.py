@@ -225,13 +225,6 @@ def _fit_and_score(cfg: FitConfig, n_nodes: int, max_parents: int, padded: bool)
   return model, jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _unstack(tree, n: int) -> list:
-  """The ``n`` slices of ``tree``'s leading axis, in one program (sliced eagerly, each
-  leaf of each candidate compiled a program of its own: 62 in three test modules)."""
-  return [jax.tree.map(lambda a: a[j], tree) for j in range(n)]
-
-
 class _Fitted(NamedTuple):
   cfg: FitConfig
   row: dict
@@ -266,7 +259,7 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
     results, stats = program(jnp.stack([keys[i] for i in members]), jnp.asarray(ks, jnp.int32),
                              x, idx, mask, held)
     stats = jax.tree.map(np.asarray, stats)
-    for result, (j, i) in zip(_unstack(results, len(members)), enumerate(members)):
+    for result, (j, i) in zip(api.unstack(results, len(members)), enumerate(members)):
       api.check_finite(result, f"candidate {describe(cfgs[i])}")
       fit = _unpadded_fit(cfgs[i], model, result, x, idx, mask, order) if padded else \
           _from_result(model, result, x, idx, mask, order)

@@ -6,6 +6,7 @@ the free decoder's clusters are read off their mechanisms in data units.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -34,6 +35,9 @@ class Identification(NamedTuple):
 CHANGE_THRESHOLD = 0.5
 
 
+# identify_regimes and reference_regime are jitted: called once a fit, eagerly, each of
+# their operations compiled a program of its own.
+@functools.partial(jax.jit, static_argnames="structured")
 def identify_regimes(mean, scale, weights, *, structured: bool, changed=None,
                      msd=None) -> Identification:
   """The observational regime and every regime's targets.
@@ -115,6 +119,7 @@ def mechanism_divergence(mean: jax.Array, scale: jax.Array, msd=None) -> jax.Arr
   return gap / rms + jnp.abs(jnp.log(scale[:, None] / scale[None]))
 
 
+@jax.jit
 def reference_regime(changed: jax.Array, weights: jax.Array, divergence=None) -> jax.Array:
   """The regime every other is measured from (the observational one), ``[]`` int32.
 

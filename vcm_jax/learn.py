@@ -280,7 +280,7 @@ def reorient(key, xs, found, cfg: FitConfig):
   cfg = train.without_unused_terms(cfg, xs)
   batch = api.jit_fit_graphs(cfg, max(cfg.max_parents, width))(
       key, jnp.asarray(xs), jnp.asarray(np.stack(candidates), jnp.float32))
-  fits = [jax.tree.map(lambda t, g=g: t[g], batch) for g in range(len(candidates))]
+  fits = api.unstack(batch, len(candidates))
   bics = [f.bic(xs) for f in fits]
   tried = [dict(edge=flips[g], changed=int((candidates[g] != adj).sum()), bic=float(bics[g]))
            for g in range(len(candidates))]
