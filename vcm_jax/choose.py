@@ -99,6 +99,13 @@ class Selection:
       raise ValueError("selection.check_effect, check_z and nested_tolerance must be >= 0 "
                        "and selection.check_gross_fraction in [0, 1)")
 
+  def check(self, fit, x) -> dict:
+    """The shared-mechanism check of ``fit`` on ``x`` at this selection's thresholds
+    (``checks.shared_mechanism_check``): the one the choice, the repair's E-step and
+    ``learn.reorient``'s judge read."""
+    return checks.shared_mechanism_check(fit, x, effect=self.check_effect, z=self.check_z,
+                                         gross_fraction=self.check_gross_fraction)
+
   @classmethod
   def from_config(cls, group) -> "Selection":
     known = {f.name for f in dataclasses.fields(cls)}
@@ -402,9 +409,7 @@ def _first_latent(x, adj, base: FitConfig, sel: Selection, fitted, log, first_re
   best_first = _best(table, "bic")
   check = None
   if sel.screen and checks.applies(best_first.fit.model):
-    check = _summarise_check(checks.shared_mechanism_check(
-        best_first.fit, x, effect=sel.check_effect, z=sel.check_z,
-        gross_fraction=sel.check_gross_fraction))
+    check = _summarise_check(sel.check(best_first.fit, x))
   return table, best_first, check
 
 

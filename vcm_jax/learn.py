@@ -264,7 +264,7 @@ def reorient(key, xs, found, cfg: FitConfig):
   the edge reversed, how many cells of the adjacency differ, the BIC, and, where the
   best is not the learned graph, ``check_holds`` and ``flagged`` (cells) on both; the
   learned graph first, with ``edge`` None)``, or ``(found, None)`` where no edge is undecided."""
-  from vcm_jax import api, checks, choose  # (api imports this module's callers)
+  from vcm_jax import api, choose  # (api imports this module's callers)
   undecided = sorted((r for r in found.edges if not r["decided"]),
                      key=lambda r: r["reverse_gain"])[:MAX_REORIENTED]
   if not undecided:
@@ -295,10 +295,8 @@ def reorient(key, xs, found, cfg: FitConfig):
   # are recorded. (Fewer flagged cells than on the learned graph, a looser rule, would
   # take Faria MLP seed 101's right reversal, 12 -> 3 cells, which this one refuses,
   # but Sachs's too.)
-  sel = choose.Selection()
   for g in (0, best):
-    check = checks.shared_mechanism_check(fits[g], xs, effect=sel.check_effect,
-                                          z=sel.check_z, gross_fraction=sel.check_gross_fraction)
+    check = choose.Selection().check(fits[g], xs)
     tried[g]["check_holds"] = bool(check["holds"])
     tried[g]["flagged"] = int(np.sum(check["flagged"]))
   if not tried[best]["check_holds"]:
@@ -323,9 +321,8 @@ def _repair_latent(key, fit, bic: float, xs, start, max_parents: int,
   seeds 100-101), where the linear free-target search changed 3 and 12 cells, and on
   Kumar et al.'s single-target graphs that search changed 2-5 cells where the
   single-target E-step changes none."""
-  from vcm_jax import checks, choose  # (they import api, which imports this module)
-  found = checks.shared_mechanism_check(
-      fit, xs, gross_fraction=choose.Selection.check_gross_fraction)
+  from vcm_jax import choose  # (it imports api, which imports this module)
+  found = choose.Selection().check(fit, xs)
   if found["holds"]:
     return {"latent": "single-target", "why": "the single-target fit's shared mechanisms "
             "fit every regime on the given graph"}
