@@ -350,6 +350,8 @@ def run(config, workdir: str) -> dict:
   logging.info("identifiability: %s (%s)%s", ident["verdict"], ident["why"],
                "" if not ident["suspected_missing_edges"] else
                f"; suspected missing edges {ident['suspected_missing_edges']}")
+  if "skipped" in ident.get("free_target_rival", {}):
+    logging.info("free-target screen skipped: %s", ident["free_target_rival"]["skipped"])
   logging.info("compiled %d programs (%.1f s getting programs: compiling or reading the "
                "cache), %d read from the persistent cache", compile_stats["programs_compiled"],
                compile_stats["compile_seconds"], compile_stats["cache_hits"])
