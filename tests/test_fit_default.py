@@ -1,4 +1,6 @@
 """vcm_jax.fit without a config: the own-data default, with names, the choice and the verdict."""
+import logging
+
 import jax
 import jax.numpy as jnp
 import networkx as nx
@@ -25,11 +27,39 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def default_fit(data):
+def default_fit_and_log(data):
+  """The default fit and the lines the library logged at INFO meanwhile."""
   pd = pytest.importorskip("pandas")
   x, _ = data
   graph = nx.DiGraph([(NAMES[i], NAMES[j]) for i, j in zip(*np.nonzero(ADJ))])
-  return vcm_jax.fit(pd.DataFrame(x, columns=list(NAMES)), graph, selection=SELECTION)
+  lines, logger = [], logging.getLogger("vcm_jax")
+  handler = logging.Handler(logging.INFO)
+  handler.emit = lambda record: lines.append(record.getMessage())
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    fit = vcm_jax.fit(pd.DataFrame(x, columns=list(NAMES)), graph, selection=SELECTION)
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  return fit, lines
+
+
+@pytest.fixture(scope="module")
+def default_fit(default_fit_and_log):
+  return default_fit_and_log[0]
+
+
+def test_the_default_says_each_long_stage_as_it_starts(default_fit_and_log):
+  """After the choice the default's stages log one line each as they start (a run of
+  minutes says where it is): gross errors, the yardstick, the free-target screen (here
+  the chosen K = 5 and one more, on every row: fewer than the screen's cap)."""
+  fit, lines = default_fit_and_log
+  starts = [next((i for i, line in enumerate(lines) if line.startswith(stage)), None)
+            for stage in ("gross errors", "the yardstick", "free-target screen")]
+  assert None not in starts and starts == sorted(starts), lines
+  assert f"K = {fit.n_regimes}-{fit.n_regimes + 1} on 1500 rows" in lines[starts[-1]], lines
 
 
 def test_the_default_recovers_regimes_and_says_what_it_chose(data, default_fit):
@@ -89,15 +119,17 @@ def test_a_numpy_regime_id_is_range_checked(default_fit):
   assert default_fit.sample(jax.random.key(0), 3, regime=np.int32(1)).shape == (3, 4)
 
 
-def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_fit):
+def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_fit, caplog):
   """The choice on 600 of 1500 rows; the chosen fit then continues from the subset's
   parameters on every row (one start, a short run) and reaches the likelihood of the
   fit made on every row from the start."""
   x, regimes = data
-  f = vcm_jax.fit(x, ADJ, selection=choose.Selection(noises=("gauss",), scales=("constant",),
-                                                     k_candidates=(2, 3), max_rows=600,
-                                                     yardstick=False,
-                                                     free_target_screen=False))
+  with caplog.at_level(logging.INFO, logger="vcm_jax"):
+    f = vcm_jax.fit(x, ADJ, selection=choose.Selection(noises=("gauss",), scales=("constant",),
+                                                       k_candidates=(2, 3), max_rows=600,
+                                                       yardstick=False,
+                                                       free_target_screen=False))
+  assert "on 600 rows) fitted on every row (1500)" in caplog.text, caplog.text
   assert f.config.decoder == "structured" and f.config.restarts == 1
   assert f.score(x) > default_fit.score(x) - 0.01, (f.score(x), default_fit.score(x))
   ari = metrics.adjusted_rand_index(regimes, np.asarray(f.assign(x)), 5, f.n_regimes)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import logging
 from typing import NamedTuple, Sequence
 
 import jax
@@ -45,6 +46,10 @@ from vcm_jax import rows as rows_lib
 from vcm_jax.init import GATE_START
 from vcm_jax.select import default_k, seed_of
 from vcm_jax.config import FitConfig, choices, scale_can_read_parents
+
+# The default's stages after the choice, one line each as it starts (the command shows
+# them; a library user sees them with logging at INFO): a long run says where it is.
+_LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -604,10 +609,15 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
                                                             replace=False))
   choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
                         log=log, first_restarts=base.restarts)
+  if len(rows) < len(x):
+    _LOG.info("the chosen model (%s, on %d rows) fitted on every row (%d)",
+              ", ".join(f"{k} {v}" for k, v in describe(choice.config).items()), len(rows),
+              len(x))
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
   extra = {"settings": dataclasses.asdict(selection), "thresholds": thresholds()}
   fit, gross_line = choice.fit, None
   if gross > 0:
+    _LOG.info("gross errors: the chosen fit continued with a wild cell's share %g", gross)
     fit, extra["gross_errors"], gross_line = _gross_error_stage(key, fit, x, gross)
   # (a reading at one of the fit's censoring bounds is a probability there: the point
   # masses, tied regimes and yardstick below leave such cells or rows out)
@@ -618,6 +628,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
              for r in choice.table if r.get("failed")]
   warned += diagnose.tied_regimes(fit, x, names, pinned=pinned)
   if selection.yardstick:
+    _LOG.info("the yardstick: a Gaussian mixture, K by BIC, beside the fit")
     extra["yardstick"], line = _yardstick(key, fit, x, pinned.any(1))
     warned += [line] if line else []
   check = choice.check

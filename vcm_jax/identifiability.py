@@ -26,12 +26,15 @@ Host-level NumPy (lists of varying length); the arrays come from a ``Fit``.
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vcm_jax import checks, diagnose, graphs, identify
+
+_LOG = logging.getLogger(__name__)  # the screen's start (a long stage: the command shows it)
 
 
 def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) -> np.ndarray:
@@ -365,6 +368,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
         f"{max(ks) * n * n} components x variables^2, above SCREEN_MAX_COST = "
         f"{SCREEN_MAX_COST} (minutes to hours): the verdict is the shared-mechanism "
         "check's alone")))
+  _LOG.info("free-target screen: mixtures of linear-Gaussian SCMs with K = %s on %d rows",
+            "-".join(map(str, (ks[0], ks[-1]))), len(x))
   try:
     found, _ = learn.free_target_search(key, x, max_parents=max(int(adj.sum(0).max()), 1),
                                         n_regimes=ks, graph=adj, pad=True)  # (one program)
