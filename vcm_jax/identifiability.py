@@ -335,7 +335,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   become 0.46 below it).
 
   A fit whose rival would cost more than ``SCREEN_MAX_COST`` (components x variables^2:
-  the single-target latent above about 35 variables) is not screened either: its
+  the single-target latent above 38 variables) is not screened either: its
   verdict is the check's, and the record's ``skipped`` says so (60000 x 100, K = 101:
   the screen alone would take most of an hour on a 2-core CPU).
 
