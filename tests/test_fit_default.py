@@ -129,11 +129,31 @@ def test_above_max_rows_the_subset_fit_is_continued_not_refitted(data, default_f
                                                        k_candidates=(2, 3), max_rows=600,
                                                        yardstick=False,
                                                        free_target_screen=False))
-  assert "on 600 rows) fitted on every row (1500)" in caplog.text, caplog.text
+  assert "on 600 rows) continued on every row (1500)" in caplog.text, caplog.text
   assert f.config.decoder == "structured" and f.config.restarts == 1
   assert f.score(x) > default_fit.score(x) - 0.01, (f.score(x), default_fit.score(x))
   ari = metrics.adjusted_rand_index(regimes, np.asarray(f.assign(x)), 5, f.n_regimes)
   assert float(ari) > 0.9, ari
+
+
+def test_where_the_check_fails_the_chosen_model_is_fitted_again_with_more_starts(
+    data, caplog, monkeypatch):
+  """A check that fails (thresholds of 0: every cell flagged) sends the chosen model back
+  to every row with ``violated_restarts`` starts (the better of it and the first fit is
+  kept), and the log says why."""
+  x, _ = data
+  failing = choose.Selection(decoders=("structured",), noises=("gauss",), scales=("constant",),
+                             check_effect=0.0, check_z=0.0, violated_restarts=3,
+                             yardstick=False, free_target_screen=False)
+  calls, fit_candidates = [], choose.fit_candidates
+  monkeypatch.setattr(choose, "fit_candidates", lambda keys, rows, adj, cfgs, *a, **k: (
+      calls.append((len(rows), [c.restarts for c in cfgs])) or
+      fit_candidates(keys, rows, adj, cfgs, *a, **k)))
+  with caplog.at_level(logging.INFO, logger="vcm_jax"):
+    f = vcm_jax.fit(x, ADJ, selection=failing)
+  assert not f.choice.check["holds"], f.choice.check
+  assert calls[-1] == (len(x), [3]) and f.config.restarts in (2, 3), calls
+  assert f"({len(x)}) with 3 starts: the first fit's check failed" in caplog.text, caplog.text
 
 
 def test_a_fit_with_no_finite_start_is_an_error_not_a_result(data):

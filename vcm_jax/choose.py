@@ -609,10 +609,6 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
                                                             replace=False))
   choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
                         log=log, first_restarts=base.restarts)
-  if len(rows) < len(x):
-    _LOG.info("the chosen model (%s, on %d rows) fitted on every row (%d)",
-              ", ".join(f"{k} {v}" for k, v in describe(choice.config).items()), len(rows),
-              len(x))
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
   extra = {"settings": dataclasses.asdict(selection), "thresholds": thresholds()}
   fit, gross_line = choice.fit, None
@@ -707,8 +703,13 @@ def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelCh
   if on_all_rows and choice.config.restarts >= restarts:
     return choice
   cfg = choice.config
+  more = choice.config.restarts < restarts
+  _LOG.info("the chosen model (%s, on %d rows) %s on every row (%d)%s",
+            ", ".join(f"{k} {v}" for k, v in describe(cfg).items()), len(rows),
+            "fitted again" if more else "continued", len(x),
+            f" with {restarts} starts: the first fit's check failed" if more else "")
   keep = choice.fit if on_all_rows else _continued(key, choice.fit, x)
-  if not on_all_rows and choice.config.restarts >= restarts:
+  if not on_all_rows and not more:
     final = keep  # the best of the subset's starts, continued on every row
   elif cfg.decoder != "structured" and on_all_rows:  # the candidates' program, more starts
     final = _more_starts(key, x, adj, choice, restarts, keep, x_heldout)
