@@ -186,7 +186,7 @@ def test_the_screen_leaves_pinned_rows_out_and_skips_when_too_few_are_left():
 def test_the_screen_does_not_run_above_its_cost_limit(monkeypatch):
   """A fit whose rival would be mixtures of K + 1 components in N variables with
   (K + 1) N^2 above ``SCREEN_MAX_COST`` is not screened (the verdict stays, the record
-  says why, the rival is never fitted); one at the limit is."""
+  says why, the rival is never fitted); one exactly at the limit is."""
   from types import SimpleNamespace
 
   import jax
@@ -200,19 +200,20 @@ def test_the_screen_does_not_run_above_its_cost_limit(monkeypatch):
 
   monkeypatch.setattr(learn, "free_target_search", rival)
   entry = {"verdict": "identified", "why": "one regime differs"}
-  x = np.random.default_rng(0).normal(size=(600, 30))
+  x = np.random.default_rng(0).normal(size=(600, 10))
 
-  def fit_of(n_regimes):  # an uncensored fit on the empty 30-node graph
-    return SimpleNamespace(parent_idx=np.zeros((30, 1), np.int32),
-                           parent_mask=np.zeros((30, 1), bool), n_regimes=n_regimes,
+  def fit_of(n_regimes):  # an uncensored fit on the empty 10-node graph
+    return SimpleNamespace(parent_idx=np.zeros((10, 1), np.int32),
+                           parent_mask=np.zeros((10, 1), bool), n_regimes=n_regimes,
                            result=SimpleNamespace(params={}))
 
-  limit = identifiability.SCREEN_MAX_COST // 900  # the largest K + 1 at N = 30
-  out = identifiability.free_target_screen(jax.random.key(0), fit_of(limit), x, entry)
+  at_limit = identifiability.SCREEN_MAX_COST // 100 - 1  # (K + 1) 10^2 == the limit
+  assert (at_limit + 1) * 100 == identifiability.SCREEN_MAX_COST
+  out = identifiability.free_target_screen(jax.random.key(0), fit_of(at_limit + 1), x, entry)
   assert out["verdict"] == "identified" and not fitted
   assert "above SCREEN_MAX_COST" in out["free_target_rival"]["skipped"]
-  out = identifiability.free_target_screen(jax.random.key(0), fit_of(limit - 1), x, entry)
-  assert fitted == [(600, 30)] and out["free_target_rival"]["failed"] == "rival fitted"
+  out = identifiability.free_target_screen(jax.random.key(0), fit_of(at_limit), x, entry)
+  assert fitted == [(600, 10)] and out["free_target_rival"]["failed"] == "rival fitted"
 
 
 def test_unpinned_rows_skip_only_where_rows_were_left_out():

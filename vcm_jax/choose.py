@@ -704,10 +704,11 @@ def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelCh
     return choice
   cfg = choice.config
   more = choice.config.restarts < restarts
+  why = ": the first fit's check failed" if violated else ""
   _LOG.info("the chosen model (%s, on %d rows) %s on every row (%d)%s",
             ", ".join(f"{k} {v}" for k, v in describe(cfg).items()), len(rows),
             "fitted again" if more else "continued", len(x),
-            f" with {restarts} starts: the first fit's check failed" if more else "")
+            f" with {restarts} starts{why}" if more else "")
   keep = choice.fit if on_all_rows else _continued(key, choice.fit, x)
   if not on_all_rows and not more:
     final = keep  # the best of the subset's starts, continued on every row

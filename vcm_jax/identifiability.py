@@ -234,7 +234,7 @@ SCREEN_MARGIN = 0.05
 # structural EM ran past 15 min from the true labels, and the run did not end in 25.
 # Above this limit the screen does not run and its record says so; every setting the
 # screen ran on so far (2-30 nodes: the 30000 x 30 bench is 28800) is below it, so no
-# verdict measured so far moves. A cost bound, not a statistical choice: twice the
+# verdict measured so far moves. A cost bound, not a statistical choice: about twice the
 # 30-node run's.
 SCREEN_MAX_COST = 60_000
 
