@@ -699,11 +699,10 @@ def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelCh
   where the first fit's check failed."""
   violated = choice.check is not None and not choice.check["holds"]
   restarts = max(base.restarts, selection.violated_restarts) if violated else base.restarts
-  on_all_rows = len(rows) == len(x)
-  if on_all_rows and choice.config.restarts >= restarts:
+  on_all_rows, more = len(rows) == len(x), choice.config.restarts < restarts
+  if on_all_rows and not more:
     return choice
   cfg = choice.config
-  more = choice.config.restarts < restarts
   why = ": the first fit's check failed" if violated else ""
   _LOG.info("the chosen model (%s, on %d rows) %s on every row (%d)%s",
             ", ".join(f"{k} {v}" for k, v in describe(cfg).items()), len(rows),

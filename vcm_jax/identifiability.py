@@ -361,15 +361,15 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
     x = x[np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))]
   adj = np.asarray(graphs.table_adjacency(fit.parent_idx, fit.parent_mask)) > 0
   ks = sorted({fit.n_regimes, fit.n_regimes + 1})
-  n = adj.shape[0]
-  if max(ks) * n * n > SCREEN_MAX_COST:
+  n, k_range = adj.shape[0], f"{ks[0]}-{ks[-1]}"
+  cost = ks[-1] * n * n
+  if cost > SCREEN_MAX_COST:
     return dict(entry, free_target_rival=dict(kept, skipped=(
-        f"the rival's mixtures of K = {ks[0]}-{ks[-1]} components in {n} variables cost "
-        f"{max(ks) * n * n} components x variables^2, above SCREEN_MAX_COST = "
-        f"{SCREEN_MAX_COST} (minutes to hours): the verdict is the shared-mechanism "
-        "check's alone")))
+        f"the rival's mixtures of K = {k_range} components in {n} variables cost {cost} "
+        f"components x variables^2, above SCREEN_MAX_COST = {SCREEN_MAX_COST} (minutes to "
+        "hours): the verdict is the shared-mechanism check's alone")))
   _LOG.info("free-target screen: mixtures of linear-Gaussian SCMs with K = %s on %d rows",
-            "-".join(map(str, (ks[0], ks[-1]))), len(x))
+            k_range, len(x))
   try:
     found, _ = learn.free_target_search(key, x, max_parents=max(int(adj.sum(0).max()), 1),
                                         n_regimes=ks, graph=adj, pad=True)  # (one program)
