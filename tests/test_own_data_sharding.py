@@ -95,16 +95,28 @@ def test_rows_split_over_devices_match_one_device(dataset, tmp_path):
   for key, value in summaries["one"].items():  # float32 sums in another order: ~1e-6 apart
     if isinstance(value, float):
       assert summaries["four"][key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
-  assert summaries["four"]["labels"] == summaries["one"]["labels"]
   one, four = assignments["one"], assignments["four"]
   assert len(one) == len(four) == 2000
-  assert [r["regime"] for r in four] == [r["regime"] for r in one]
-  assert [r["target"] for r in four] == [r["target"] for r in one]
   np.testing.assert_allclose([float(r["probability"]) for r in four],
                              [float(r["probability"]) for r in one], atol=1e-5)
   post = {name: np.load(tmp_path / name / "posterior.npy") for name in ("one", "four")}
   assert post["one"].shape == (2000, 5) and post["one"].dtype == np.float32
   np.testing.assert_allclose(post["four"], post["one"], atol=1e-5)
+  # The same regime and targets on every row, but for a row whose two likeliest regimes
+  # tie to float32 sums in another order (it happened once: a label, and so the ARI,
+  # moved by one row); such rows are few and the label scores stay within a row's worth.
+  top2 = np.sort(post["one"], axis=1)[:, -2:]
+  tied = np.abs(top2[:, 1] - top2[:, 0]) < 1e-4
+  differ = np.array([(a["regime"], a["target"]) != (b["regime"], b["target"])
+                     for a, b in zip(one, four)])
+  assert not (differ & ~tied).any(), np.nonzero(differ & ~tied)[0][:10]
+  assert differ.sum() <= 2, differ.sum()
+  flat = lambda d, pre="": {k: v for key, value in d.items() for k, v in (
+      flat(value, f"{pre}{key}.").items() if isinstance(value, dict) else [(pre + key, value)])}
+  labels = {name: flat(summaries[name]["labels"]) for name in ("one", "four")}
+  assert labels["four"].keys() == labels["one"].keys()
+  for key, value in labels["one"].items():  # (2 rows of a 400-row regime move its AMI ~0.01)
+    assert labels["four"][key] == pytest.approx(value, abs=2e-2 if differ.any() else 0), key
 
 
 def test_rows_that_do_not_divide_are_one_line_error(dataset, tmp_path):
