@@ -28,24 +28,6 @@ def test_candidates_and_the_cost_budget():
   assert choose.default_k(4) == (2, 3, 4)
 
 
-@pytest.mark.fast
-def test_the_choice_subset_holds_enough_rows_for_each_regime():
-  """At most ``max_rows`` rows, raised to ``min_rows_per_regime`` for each regime of the
-  first latent (single-target: N + 1), at most every row."""
-  rows = lambda n_rows, n_nodes, **sel: choose.choice_rows(choose.Selection(**sel), BASE,
-                                                           n_rows, n_nodes)
-  assert rows(15000, 300) == 15000                    # below max_rows: every row
-  assert rows(100000, 30) == 20000                    # 130 x 31 = 4030 < 20000
-  assert rows(100000, 300) == 130 * 301               # the wide case: 66 -> 130 a regime
-  assert rows(30000, 300) == 30000                    # capped at every row
-  assert rows(100000, 300, min_rows_per_regime=0) == 20000
-  assert rows(100000, 300, max_rows=0) == 100000      # 0: no subset
-  # a free first latent: its largest K on the grid
-  assert rows(100000, 10, decoders=("free",), k_candidates=(2, 200), max_rows=1000) == 26000
-  with pytest.raises(ValueError, match="min_rows_per_regime"):
-    choose.Selection(min_rows_per_regime=-1)
-
-
 def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds():
   """On single-target data the single-target latent wins; on data with a two-target
   regime a sparse one does, its K the best ICL among the sparse candidates. The

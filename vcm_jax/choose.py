@@ -68,11 +68,7 @@ class Selection:
   # this many starts (Sachs AMI, seeds 0 / 1: 0.565 / 0.515 with 2, 0.527 / 0.563 with 4:
   # the same mean, the spread moved; set with the labels in view).
   violated_restarts: int = 4
-  max_rows: int = 20000        # candidates are fitted on at most this many rows,
-  # raised to this many for each regime of the first latent (``choice_rows``): its check
-  # needs them. On 60000 x 100 single-target rows (our generator, K = 101) the first fit's
-  # check failed at 65 rows a regime (a misfit regime, z = 6) and held at 131.
-  min_rows_per_regime: int = 130
+  max_rows: int = 20000        # candidates are fitted on at most this many rows
   # The shared-mechanism check's thresholds (checks.EFFECT, checks.Z), and the gross-error
   # fraction its cell densities are read with, so that a few wild cells cannot fail it.
   check_effect: float = checks.EFFECT
@@ -100,10 +96,9 @@ class Selection:
         raise ValueError(f"selection.{name} has {bad}; allowed: {', '.join(values)}")
     if any(k < 2 for k in self.k_candidates):
       raise ValueError(f"selection.k_candidates={self.k_candidates} must all be >= 2")
-    if self.restarts < 1 or self.max_rows < 0 or self.violated_restarts < 1 \
-        or self.min_rows_per_regime < 0:
+    if self.restarts < 1 or self.max_rows < 0 or self.violated_restarts < 1:
       raise ValueError("selection.restarts and selection.violated_restarts must be >= 1 and "
-                       "selection.max_rows and min_rows_per_regime >= 0")
+                       "selection.max_rows >= 0")
     if self.check_effect < 0 or self.check_z < 0 or self.nested_tolerance < 0 \
         or not 0 <= self.check_gross_fraction < 1:
       raise ValueError("selection.check_effect, check_z and nested_tolerance must be >= 0 "
@@ -594,8 +589,8 @@ def nested_failures(rows: list, n_nodes: int, tolerance: float) -> dict:
 
 def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection(), *,
                 x_heldout=None, log=None, names=None) -> ModelChoice:
-  """The default fit (``vcm_jax.fit`` and the own-data command): the choice on a random
-  subset of ``choice_rows`` rows (every row up to ``selection.max_rows``), then the chosen model's fit on every row of ``x``
+  """The default fit (``vcm_jax.fit`` and the own-data command): the choice on at most
+  ``selection.max_rows`` rows, then the chosen model's fit on every row of ``x``
   (data units), with ``selection.violated_restarts`` starts at least where the first
   fit's check failed; then the gross-error term continued from it where
   ``base.outlier_fraction > 0`` (kept by BIC), and the run's checks (``diagnose``, the
@@ -609,9 +604,9 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   # cells, and never finds the regime (held-out physical system: ARI 0.24, not 0.80).
   base = base.replace(outlier_fraction=0.0, robust_units=base.robust_units or gross > 0)
   rows = np.arange(len(x))
-  n_choice = choice_rows(selection, base, *x.shape)
-  if n_choice < len(x):  # the choice on a random subset
-    rows = np.sort(np.random.default_rng(seed_of(key)).choice(len(x), n_choice, replace=False))
+  if selection.max_rows and len(x) > selection.max_rows:  # the choice on a random subset
+    rows = np.sort(np.random.default_rng(seed_of(key)).choice(len(x), selection.max_rows,
+                                                            replace=False))
   choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
                         log=log, first_restarts=base.restarts)
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
@@ -636,22 +631,6 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if check is not None and fit is not choice.fit:
     check = dict(check, of_chosen=False)
   return choice._replace(fit=fit, check=check, warnings=tuple(warned), extra=extra)
-
-
-def choice_rows(selection: Selection, base: FitConfig, n_rows: int, n_nodes: int) -> int:
-  """How many of ``n_rows`` rows the choice fits: every row up to ``selection.max_rows``;
-  above it ``max_rows``, raised to ``min_rows_per_regime`` for each regime of the first
-  latent (single-target: N + 1; else its largest K), at most every row. Wide data need
-  it: at 100000 x 300 the 20000-row subset held 66 rows a regime, the first fit's check
-  failed on single-target data, and the chosen model went back to every row with
-  ``violated_restarts`` starts (the run did not end in 20 min)."""
-  if not selection.max_rows or n_rows <= selection.max_rows:
-    return n_rows
-  first = (selection.decoders[:1] or (base.decoder,))[0]
-  k = n_nodes + 1 if first == "structured" else max(
-      c.n_regimes for c in candidates(base, n_nodes, decoders=(first,), noises=("gauss",),
-                                      k_candidates=selection.k_candidates))
-  return min(n_rows, max(selection.max_rows, selection.min_rows_per_regime * k))
 
 
 def thresholds() -> dict:
