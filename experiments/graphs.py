@@ -81,7 +81,7 @@ def run_ours(method: str, data: graph_settings.Data, seed: int) -> dict:
     from vcm_jax import learn
     found, tried = learn.free_target_search(
         jax.random.fold_in(jax.random.key(seed), 1), np.asarray(data.x, np.float32),
-        max_parents=learn.default_max_parents(data.x.shape[1]))
+        max_parents=learn.search_max_parents(data.x.shape[1]))
     return {"adj": found.adj, "labels": found.weights.argmax(1), "k": found.weights.shape[1],
             "note": "K tried (BIC): " + ", ".join(f"{t['k']} ({t['bic']:.0f})" for t in tried)}
   if method.startswith("ours_repair_step"):

@@ -329,3 +329,29 @@ def test_a_mixture_with_no_finite_restart_gives_uniform_responsibilities_and_say
   with pytest.warns(vcm_jax.FitWarning, match="no finite restart"):
     weights = learn.mixture_posterior(jax.random.key(0), x, n_regimes=2)
   np.testing.assert_array_equal(weights, np.full((60, 2), 0.5))
+
+
+@pytest.mark.fast
+def test_sparse_candidates_keep_the_true_parents_within_the_table():
+  """Each node's candidates (its strongest partial correlations within the regimes)
+  hold its true parents, the table over their sets is no larger than the one over every
+  set of the narrower width, and the search over it finds the true graph as the search
+  over every set does; where every set fits, None."""
+  from vcm_jax import learn
+  x, regimes, adj, _ = _interventional()
+  n = adj.shape[0]
+  weights = np.eye(n + 1)[regimes]
+  assert learn.n_families([n - 1] * n, 3) == n * (1 + 5 + 10 + 10)
+  assert learn.sparse_candidates(x, weights, 3) is None   # (6 nodes: every set fits)
+  keep = np.zeros((n, n), bool)
+  keep[0, 5] = keep[5, 0] = True
+  # sets of up to 3 parents, no node with more than every set of up to 2 (1 + 5 + 10 =
+  # 16): at most 4 candidates a node (1 + 4 + 6 + 4 = 15 sets; 5 would be 26)
+  cand = learn.sparse_candidates(x, weights, 3, width=2, keep=keep)
+  assert cand.shape == (n, n) and cand.dtype == bool and not cand.diagonal().any()
+  assert np.array_equal(cand, cand.T) and cand[0, 5]
+  assert cand.sum(0).max() <= 4 and cand.sum() < n * (n - 1), cand
+  assert (cand[adj > 0]).all(), (adj, cand)
+  fam, _ = st.family_scores_free(x, weights, max_parents=3, candidates=cand)
+  assert fam.scores.shape[1] <= learn.n_families([n - 1], 2)
+  assert np.array_equal(st.search(fam, method="exact"), adj)
