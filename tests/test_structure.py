@@ -343,6 +343,10 @@ def test_sparse_candidates_keep_the_true_parents_within_the_table():
   weights = np.eye(n + 1)[regimes]
   assert learn.n_families([n - 1] * n, 3) == n * (1 + 5 + 10 + 10)
   assert learn.sparse_candidates(x, weights, 3) is None   # (6 nodes: every set fits)
+  # the learning search: every set up to 15 nodes; above, 4 parents among candidates
+  assert learn.search_max_parents(15) == learn.default_max_parents(15) == 4
+  assert learn.search_max_parents(16) == learn.search_max_parents(30) == 4
+  assert (learn.default_max_parents(16), learn.default_max_parents(30)) == (3, 2)
   keep = np.zeros((n, n), bool)
   keep[0, 5] = keep[5, 0] = True
   # sets of up to 3 parents, no node with more than every set of up to 2 (1 + 5 + 10 =
