@@ -46,12 +46,9 @@ MAX_FAMILIES = 25_000
 
 def default_max_parents(n_nodes: int, budget: int = MAX_FAMILIES) -> int:
   """The largest parent-set size whose table stays within ``budget`` families."""
-  size, total = 0, n_nodes  # the empty set of every node
-  while size < n_nodes - 1:
-    more = n_nodes * math.comb(n_nodes - 1, size + 1)
-    if total + more > budget:
-      break
-    size, total = size + 1, total + more
+  size = 0
+  while size < n_nodes - 1 and n_nodes * n_families([n_nodes - 1], size + 1) <= budget:
+    size += 1
   return max(size, 1)
 
 
@@ -98,8 +95,7 @@ def sparse_candidates(xs, weights, max_parents: int, *, keep=None,
   if max_parents <= width:
     return None
   per_node = n_families([n - 1], width)
-  x = np.asarray(xs, np.float64)
-  x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+  x = structure.standardise(xs)[0]
   w = np.asarray(weights, np.float64)
   n_k = w.sum(0)
   mu = (w.T @ x) / np.maximum(n_k, 1e-12)[:, None]
