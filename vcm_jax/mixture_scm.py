@@ -323,8 +323,9 @@ def _screen(e_step, q, adj, own, nonlinear, cands) -> np.ndarray:
   on the current graph's log-joint; a candidate costs ``[S, K, 2]``, not ``[S, K, N]``."""
   xs, kw = e_step.args[0], e_step.keywords  # (``_e_step_of``'s rows and constants)
   moments = _moments(xs, jnp.asarray(q, jnp.float32))
-  base = (jnp.asarray(adj), jnp.asarray(own), jnp.asarray(nonlinear))
-  base_lj = log_joint(xs, _params_jit(*moments, *base, kw["var_floor"]))
+  base = _params_jit(*moments, jnp.asarray(adj), jnp.asarray(own), jnp.asarray(nonlinear),
+                     kw["var_floor"])
+  base_lj = log_joint(xs, base)
   out = np.empty(len(cands))
   for c, (cand, c_own, c_nl, (_, i, j)) in enumerate(cands):
     log_px = _two_node_log_px(xs, moments, base_lj, base, (jnp.asarray(cand), jnp.asarray(c_own),
@@ -340,12 +341,16 @@ _params_jit = jax.jit(_params_from_moments)
 
 
 @jax.jit
-def _two_node_log_px(xs, moments, base_lj, base, cand, var_floor, nodes):
+def _two_node_log_px(xs, moments, base_lj, base: Params, cand, var_floor, nodes):
   """``log p(x)`` (standardised units) of ``cand`` ``(adj, own, nonlinear)``, whose
-  families differ from ``base``'s at ``nodes`` only, from ``base``'s log-joint ``[S, K]``
-  under the same ``moments``."""
-  def terms(graph):
-    p = _params_from_moments(*moments, *graph, var_floor, nodes)
-    return _copy_terms(xs, xs[:, nodes], p.intercept, p.coef, p.var).sum(-1)
-  lj = base_lj - terms(base) + terms(cand)
+  families differ at ``nodes`` only from those of the graph with parameters ``base`` and
+  log-joint ``base_lj`` ``[S, K]``, under the same ``moments``.
+
+  (One linear solve in the program, as in ``fit_params``: with the base's copies refitted
+  here too, two solves in one program hung XLA's CPU runtime, no progress and no CPU use,
+  as LAPACK's batched custom calls have before; see ``structure._schur_complement``.)"""
+  p = _params_from_moments(*moments, *cand, var_floor, nodes)
+  terms = lambda ic, cf, v: _copy_terms(xs, xs[:, nodes], ic, cf, v).sum(-1)
+  lj = (base_lj - terms(base.intercept[:, nodes], base.coef[:, nodes], base.var[:, nodes])
+        + terms(p.intercept, p.coef, p.var))
   return jax.nn.logsumexp(jnp.where(jnp.isnan(lj), -jnp.inf, lj), axis=1).sum()
