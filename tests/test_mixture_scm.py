@@ -101,7 +101,7 @@ def test_pruning_screens_by_one_round_and_takes_what_judging_every_candidate_tak
   screened = mixture_scm._prune(e_step, q, full, fam, table, screen=3)
   judged = mixture_scm._prune(e_step, q, full, fam, table, screen=0)
   chain = np.eye(n, k=1, dtype=np.int32)
-  assert len(screened[-1]) >= 3, screened[-1]  # (passes of up to 12 candidates were screened)
+  assert len(screened[-1]) >= 3, screened[-1]  # (passes of 9 candidates and fewer, screened to 3)
   np.testing.assert_array_equal(screened[0], chain)
   np.testing.assert_array_equal(judged[0], chain)
   assert screened[-1] == judged[-1]
@@ -110,10 +110,10 @@ def test_pruning_screens_by_one_round_and_takes_what_judging_every_candidate_tak
 
 def test_pruning_leaves_an_edge_the_data_cannot_orient():
   """One regime, x0 -> x1: the reversal is the same Gaussian, so its BIC differs by
-  rounding (here it gains 2e-5 nats, and with no least gain it is taken). With
-  structural EM's tolerance as the least gain the graph stays as it is. (Before the least
-  gain and the graphs held were remembered, such a reversal on Faria et al.'s linear
-  setting was taken and undone, pass after pass, without end.)"""
+  rounding (2e-5 nats here, of a sign that rounding decides). With structural EM's
+  tolerance as the least gain the graph stays as it is; with none, the reversal may be
+  taken but not undone (before the least gain and the graphs held were remembered, such a
+  reversal on Faria et al.'s linear setting was taken and undone without end)."""
   rng = np.random.default_rng(1)
   x0 = rng.normal(size=3000)
   x = np.column_stack([x0, 0.8 * x0 + 0.6 * rng.normal(size=3000)])
@@ -124,7 +124,7 @@ def test_pruning_leaves_an_edge_the_data_cannot_orient():
   kept = mixture_scm._prune(e_step, q, adj, fam, table, min_gain=1e-4 * 3000)
   np.testing.assert_array_equal(kept[0], adj)
   assert kept[-1] == []
-  assert mixture_scm._prune(e_step, q, adj, fam, table, min_gain=0.0)[-1] == [("reversed", 0, 1)]
+  assert len(mixture_scm._prune(e_step, q, adj, fam, table, min_gain=0.0)[-1]) <= 1
 
 
 def test_free_target_search_recovers_graph_regimes_and_their_number():
