@@ -24,7 +24,6 @@ the M-step read one model, so EM climbs one objective.
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -203,14 +202,30 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
                                 history=history, edges=edges, family=b_fam)
 
 
-def _e_step_of(x, *, penalty="bic", var_floor=1e-6, quantiles=()):
-  """``e_step(q, adj, own, nonlinear, iters=1) -> (BIC, posterior)`` on the rows ``x``
-  (data units; standardised, and their hinge basis built, once here)."""
+class _EStep(NamedTuple):
+  """Parameter EM on the rows ``xs`` (standardised, their hinge basis built, once) and the
+  constants that turn its ``log p(x)`` into the BIC in the data's units. Called as
+  ``e_step(q, adj, own, nonlinear, iters=1) -> (BIC, posterior)`` (``_e_step``); the
+  pruning's screen reads the rows and constants (``_screen``)."""
+  xs: jax.Array         # [S, N (1 + knots)] float32
+  per_param: float      # the penalty per parameter (BIC: 0.5 log S)
+  var_floor: float
+  log_scale: float      # sum of the log standardising scales: data units' log p(x)
+  n_knots: int
+
+  def __call__(self, q, adj, own, nonlinear, *, iters: int = 1):
+    return _e_step(self.xs, q, adj, own, nonlinear, per_param=self.per_param,
+                   var_floor=self.var_floor, log_scale=self.log_scale,
+                   n_knots=self.n_knots, iters=iters)
+
+
+def _e_step_of(x, *, penalty="bic", var_floor=1e-6, quantiles=()) -> _EStep:
+  """``_EStep`` on the rows ``x`` (data units)."""
   xs, scale = structure.standardise(x)
   xs = jnp.asarray(structure.hinge_basis(xs, quantiles), jnp.float32)
-  return functools.partial(_e_step, xs, per_param=structure._penalty_per_parameter(
-      penalty, x.shape[0]), var_floor=var_floor, log_scale=float(np.log(scale).sum()),
-                           n_knots=len(quantiles))
+  return _EStep(xs, per_param=structure._penalty_per_parameter(penalty, x.shape[0]),
+                var_floor=var_floor, log_scale=float(np.log(scale).sum()),
+                n_knots=len(quantiles))
 
 
 def latent_score(x, weights, adj, own, *, iters: int = 20) -> tuple[float, float]:
@@ -321,18 +336,18 @@ def _screen(e_step, q, adj, own, nonlinear, cands) -> np.ndarray:
   The moments under ``q`` are the same for every graph and a candidate's families differ
   from ``adj``'s at ``i`` and ``j`` only, so each candidate refits and rescores those two
   on the current graph's log-joint; a candidate costs ``[S, K, 2]``, not ``[S, K, N]``."""
-  xs, kw = e_step.args[0], e_step.keywords  # (``_e_step_of``'s rows and constants)
+  xs = e_step.xs
   moments = _moments(xs, jnp.asarray(q, jnp.float32))
   base = _params_jit(*moments, jnp.asarray(adj), jnp.asarray(own), jnp.asarray(nonlinear),
-                     kw["var_floor"])
+                     e_step.var_floor)
   base_lj = log_joint(xs, base)
   out = np.empty(len(cands))
   for c, (cand, c_own, c_nl, (_, i, j)) in enumerate(cands):
     log_px = _two_node_log_px(xs, moments, base_lj, base, (jnp.asarray(cand), jnp.asarray(c_own),
                                                            jnp.asarray(c_nl)),
-                              kw["var_floor"], jnp.asarray([i, j]))
-    out[c] = (float(log_px) - xs.shape[0] * kw["log_scale"]
-              - kw["per_param"] * n_params(cand, c_own, c_nl, kw["n_knots"]))
+                              e_step.var_floor, jnp.asarray([i, j]))
+    out[c] = (float(log_px) - xs.shape[0] * e_step.log_scale
+              - e_step.per_param * n_params(cand, c_own, c_nl, e_step.n_knots))
   return np.where(np.isnan(out), -np.inf, out)
 
 
