@@ -198,6 +198,57 @@ def test_a_search_with_no_finite_fit_is_an_error_naming_every_number_of_regimes(
       learn.free_target_search(jax.random.key(0), x, max_parents=2)
 
 
+def _clusters(seed, centres, rows_each=300):
+  """Gaussian clusters with random full covariances around ``centres``: rows, labels."""
+  rng = np.random.default_rng(seed)
+  rows, labels = [], []
+  for k, c in enumerate(np.asarray(centres, float)):
+    a = rng.normal(size=(len(c), len(c))) * 0.4
+    rows.append(c + rng.normal(size=(rows_each, len(c))) @ (a + np.eye(len(c)) * 0.5))
+    labels.append(np.full(rows_each, k))
+  return np.concatenate(rows), np.concatenate(labels)
+
+
+@pytest.mark.fast
+def test_merging_regimes_takes_the_pair_whose_pooled_gaussian_loses_least():
+  """Hard labels of five clusters merged to four: the pair merged is the argmin of
+  0.5 (n_ij log|C_ij| - n_i log|C_i| - n_j log|C_j|) with NumPy's ML covariances of the
+  rows themselves, and the merged column is the sum of theirs."""
+  x, labels = _clusters(0, [[0, 0, 0], [6, 0, 0], [0, 6, 0], [1.5, 1.5, 0], [0, 0, 6]])
+  q = np.eye(5)[labels]
+  logdet = lambda rows: np.linalg.slogdet(np.cov(rows.T, bias=True))[1]
+  cost = {(i, j): 0.5 * (((labels == i) | (labels == j)).sum()
+                         * logdet(x[(labels == i) | (labels == j)])
+                         - (labels == i).sum() * logdet(x[labels == i])
+                         - (labels == j).sum() * logdet(x[labels == j]))
+          for i in range(5) for j in range(i + 1, 5)}
+  i, j = min(cost, key=cost.get)
+  assert sorted(cost.values())[1] > cost[i, j] + 10.0  # (no near tie: the case decides)
+  merged = learn.merge_regimes(q, x, 4)
+  keep = [k for k in range(5) if k != j]
+  want = q[:, keep].copy()
+  want[:, keep.index(i)] += q[:, j]
+  np.testing.assert_array_equal(merged, want)
+
+
+def test_a_split_mixture_merged_down_finds_the_regimes():
+  """Six separated clusters, each cut in two halves by a plane through its centre:
+  merging the twelve halves back to six gives the clusters exactly, and
+  ``mixture_posteriors`` (six and twelve components: the restarts at six, or the twelve
+  merged down, whichever is the higher) finds them."""
+  from sklearn.metrics import adjusted_rand_score
+  centres = 10.0 * np.eye(6)
+  x, labels = _clusters(1, centres)
+  rng = np.random.default_rng(2)
+  side = np.einsum("sd,sd->s", x - centres[labels], rng.normal(size=(6, 6))[labels]) > 0
+  halves = np.eye(12)[2 * labels + side]
+  merged = learn.merge_regimes(halves, x, 6)
+  assert adjusted_rand_score(labels, merged.argmax(1)) == 1.0
+  post = learn.mixture_posteriors(jax.random.key(0), x, [6, 12])
+  assert post[6].shape == (len(x), 6) and post[12].shape == (len(x), 12)
+  assert adjusted_rand_score(labels, post[6].argmax(1)) > 0.99
+
+
 def _bent_data(seed=0, rows=4000):
   """x0 -> x1 with a bend (x1 = |x0| + noise), x0 -> x2 linear; regime 1 shifts x0."""
   rng = np.random.default_rng(seed)
