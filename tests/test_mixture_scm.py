@@ -232,21 +232,25 @@ def test_merging_regimes_takes_the_pair_whose_pooled_gaussian_loses_least():
 
 
 def test_a_split_mixture_merged_down_finds_the_regimes():
-  """Six separated clusters, each cut in two halves by a plane through its centre:
-  merging the twelve halves back to six gives the clusters exactly, and
-  ``mixture_posteriors`` (six and twelve components: the restarts at six, or the twelve
-  merged down, whichever is the higher) finds them."""
+  """Four separated clusters, each cut in two halves by a plane through its centre:
+  merging the eight halves back to four gives the clusters exactly; and
+  ``mixture_posteriors`` keeps, at four components, whichever is higher in
+  log-likelihood of its restarts' best and its eight merged down and refitted."""
   from sklearn.metrics import adjusted_rand_score
-  centres = 10.0 * np.eye(6)
-  x, labels = _clusters(1, centres)
+  centres = 10.0 * np.eye(4)
+  x, labels = _clusters(1, centres, rows_each=200)
   rng = np.random.default_rng(2)
-  side = np.einsum("sd,sd->s", x - centres[labels], rng.normal(size=(6, 6))[labels]) > 0
-  halves = np.eye(12)[2 * labels + side]
-  merged = learn.merge_regimes(halves, x, 6)
+  side = np.einsum("sd,sd->s", x - centres[labels], rng.normal(size=(4, 4))[labels]) > 0
+  merged = learn.merge_regimes(np.eye(8)[2 * labels + side], x, 4)
   assert adjusted_rand_score(labels, merged.argmax(1)) == 1.0
-  post = learn.mixture_posteriors(jax.random.key(0), x, [6, 12])
-  assert post[6].shape == (len(x), 6) and post[12].shape == (len(x), 12)
-  assert adjusted_rand_score(labels, post[6].argmax(1)) > 0.99
+  key = jax.random.key(0)
+  post = learn.mixture_posteriors(key, x, [4, 8], pad=True)
+  xs = jnp.asarray(st.standardise(x)[0], jnp.float32)
+  ll = lambda q: float(learn._mixture_from(8)(xs, jnp.asarray(np.pad(q, ((0, 0), (0, 8 - q.shape[1]))),
+                                                            jnp.float32), q.shape[1]).trace[0])
+  restarts, _ = learn._mixture_best(jax.random.fold_in(key, 4), xs, 4, 8)
+  assert ll(post[4]) >= ll(restarts) - 1e-5
+  assert adjusted_rand_score(labels, post[4].argmax(1)) == 1.0
 
 
 def _bent_data(seed=0, rows=4000):
