@@ -4,7 +4,8 @@ graph, or ``graph_search='repair'`` from a given one).
 Learning (no graph given) is structural EM on a free-target mixture of
 linear-Gaussian SCMs (``mixture_scm``): from a graph-free Gaussian mixture's posterior
 (at each number of regimes the better of its restarts and the next larger number's
-mixture merged down, ``mixture_posteriors``), the M-step scores every node's candidate parent sets at once in closed form (one shared
+mixture merged down, ``mixture_posteriors``), the M-step scores every node's candidate
+parent sets at once in closed form (one shared
 copy and one own copy per regime that the family itself chooses to change, BIC;
 ``structure.family_scores_free``; above 15 nodes, sets of up to ``SPARSE_PARENTS`` drawn
 from each node's candidates, ``sparse_candidates``) and finds the best DAG (exactly up to
