@@ -371,8 +371,10 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   _LOG.info("free-target screen: mixtures of linear-Gaussian SCMs with K = %s on %d rows",
             k_range, len(x))
   try:
+    # (One program; no merged start: the fit's K and one more, on the fit's graph, a
+    # rival whose starts are as they were when its margin was set.)
     found, _ = learn.free_target_search(key, x, max_parents=max(int(adj.sum(0).max()), 1),
-                                        n_regimes=ks, graph=adj, pad=True)  # (one program)
+                                        n_regimes=ks, graph=adj, pad=True, merge=False)
   except Exception as err:  # noqa: BLE001  (a failed rival is reported, never fatal)
     return dict(entry, free_target_rival={"failed": str(err).splitlines()[0]})
   k = found.weights.shape[1]

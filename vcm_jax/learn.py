@@ -145,7 +145,7 @@ def regime_grid(n_nodes: int) -> list[int]:
 
 def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str = "auto",
                        graph=None, start=None, first_posteriors: dict | None = None,
-                       pad: bool = False):
+                       pad: bool = False, merge: bool = True):
   """Structural EM on the free-target mixture of linear-Gaussian SCMs
   (``mixture_scm.structural_em``) from a Gaussian mixture's posterior, for each number
   of regimes in ``n_regimes`` (default ``regime_grid``); the best BIC wins. With
@@ -154,7 +154,8 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   ``first_posteriors``: a dict that keeps each number's mixture starts (keyed by it,
   ``mixture_posteriors``), for another search on the same rows with the same ``key``. ``pad``: every
   mixture padded to the largest number (one compiled program for all; the same
-  posteriors to rounding), for a grid of close numbers.
+  posteriors to rounding), for a grid of close numbers. ``merge``: merged starts too
+  (``mixture_posteriors``).
   Returns ``(StructuralEM, [{"k", "bic", "n_edges"}] per number tried)``."""
   tried, best = [], None
   fixed = {} if graph is None else dict(candidates=np.asarray(graph) > 0,
@@ -165,7 +166,7 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   if first_posteriors is not None and all(k in first_posteriors for k in grid):
     posteriors = first_posteriors
   else:
-    posteriors = mixture_posteriors(key, x, grid, pad=pad)
+    posteriors = mixture_posteriors(key, x, grid, pad=pad, merge=merge)
     if first_posteriors is not None:
       first_posteriors.update(posteriors)
   for k in grid:
@@ -201,12 +202,14 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   return best._replace(edges=structure.edge_report(best.family, best.adj, method=method)), tried
 
 
-def mixture_posteriors(key, x, grid, *, pad: bool = False) -> dict[int, tuple]:
+def mixture_posteriors(key, x, grid, *, pad: bool = False,
+                       merge: bool = True) -> dict[int, tuple]:
   """``{K: starts}`` for each number in ``grid``, each start ``[S, K]``:
   ``mixture_posterior``'s (its restarts keyed by ``fold_in(key, K)``), preceded, where it
   is higher in the mixture's log-likelihood, by the fit from the next larger number's
   best posterior merged down to ``K`` (``merge_regimes``); the larger numbers first.
   ``pad``: every mixture padded to the largest number (one compiled program for all).
+  ``merge``: False, the restarts' alone.
 
   Why: with a score of components, k-means++ seeds some regimes twice and leaves others
   to share a seed, and EM does not move a component from one to the other. A mixture
@@ -221,7 +224,7 @@ def mixture_posteriors(key, x, grid, *, pad: bool = False) -> dict[int, tuple]:
   for k in sorted(set(grid), reverse=True):
     q, ll = _mixture_best(jax.random.fold_in(key, k), xs, k, pad_to)
     starts = (q,)
-    if larger is not None:
+    if merge and larger is not None:
       merged = merge_regimes(larger, xs, k)
       width = max(pad_to or 0, k)
       fit = _mixture_from(width)(xs, jnp.asarray(np.pad(merged, ((0, 0), (0, width - k))),
