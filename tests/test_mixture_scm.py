@@ -247,8 +247,8 @@ def test_a_split_mixture_merged_down_finds_the_regimes():
   key = jax.random.key(0)
   post = learn.mixture_posteriors(key, x, [4, 8], pad=True)
   xs = jnp.asarray(st.standardise(x)[0], jnp.float32)
-  ll = lambda q: float(learn._mixture_from(8)(xs, jnp.asarray(np.pad(q, ((0, 0), (0, 8 - q.shape[1]))),
-                                                            jnp.float32), q.shape[1]).trace[0])
+  padded = lambda q: jnp.asarray(np.pad(q, ((0, 0), (0, 8 - q.shape[1]))), jnp.float32)
+  ll = lambda q: float(learn._mixture_from(8)(xs, padded(q), q.shape[1]).trace[0])
   restarts, _ = learn._mixture_best(jax.random.fold_in(key, 4), xs, 4, 8)
   assert len(post[8]) == 1 and len(post[4]) in (1, 2)
   np.testing.assert_array_equal(post[4][-1], restarts)  # (the restarts' start, always)

@@ -5,9 +5,8 @@ Learning (no graph given) is structural EM on a free-target mixture of
 linear-Gaussian SCMs (``mixture_scm``): from a graph-free Gaussian mixture's posterior
 (at each number of regimes its restarts' best and, where higher, the next larger
 number's mixture merged down, ``mixture_posteriors``: each a start, the higher BIC
-kept), the M-step scores every node's candidate
-parent sets at once in closed form (one shared
-copy and one own copy per regime that the family itself chooses to change, BIC;
+kept), the M-step scores every node's candidate parent sets at once in closed form (one
+shared copy and one own copy per regime that the family itself chooses to change, BIC;
 ``structure.family_scores_free``; above 15 nodes, sets of up to ``SPARSE_PARENTS`` drawn
 from each node's candidates, ``sparse_candidates``) and finds the best DAG (exactly up to
 ``structure.AUTO_EXACT_NODES`` nodes, by hill climbing above); the E-step is that
@@ -152,8 +151,8 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   ``graph`` the DAG is held at it (only each family's changing regimes and the
   parameters are fitted); with ``start`` the search starts from that DAG (a repair).
   ``first_posteriors``: a dict that keeps each number's mixture starts (keyed by it,
-  ``mixture_posteriors``), for another search on the same rows with the same ``key``. ``pad``: every
-  mixture padded to the largest number (one compiled program for all; the same
+  ``mixture_posteriors``), for another search on the same rows with the same ``key``.
+  ``pad``: every mixture padded to the largest number (one compiled program for all; the same
   posteriors to rounding), for a grid of close numbers. ``merge``: merged starts too
   (``mixture_posteriors``).
   Returns ``(StructuralEM, [{"k", "bic", "n_edges"}] per number tried)``."""
