@@ -232,10 +232,7 @@ def mixture_posteriors(key, x, grid, *, pad: bool = False,
         q, ll = np.asarray(fit.posterior[:, :k], np.float64), float(fit.log_likelihood)
         starts = (q, *starts)
     if not np.isfinite(ll):
-      from vcm_jax import api  # (api imports this module's callers)
-      warnings.warn(f"the graph search's Gaussian mixture ({k} components) had no finite "
-                    "restart: structural EM starts from uniform responsibilities",
-                    api.FitWarning, stacklevel=3)
+      _warn_uniform(k, stacklevel=4)
     out[k], larger = starts, q
   return out
 
@@ -318,11 +315,15 @@ def mixture_posterior(key, x, *, n_regimes: int, pad_to: int | None = None) -> n
   xs = jnp.asarray(structure.standardise(x)[0], jnp.float32)
   q, ll = _mixture_best(key, xs, n_regimes, pad_to)
   if not np.isfinite(ll):
-    from vcm_jax import api  # (api imports this module's callers)
-    warnings.warn(f"the graph search's Gaussian mixture ({n_regimes} components) had no "
-                  "finite restart: structural EM starts from uniform responsibilities",
-                  api.FitWarning, stacklevel=2)
+    _warn_uniform(n_regimes, stacklevel=3)
   return q
+
+
+def _warn_uniform(n_regimes: int, *, stacklevel: int):
+  from vcm_jax import api  # (api imports this module's callers)
+  warnings.warn(f"the graph search's Gaussian mixture ({n_regimes} components) had no "
+                "finite restart: structural EM starts from uniform responsibilities",
+                api.FitWarning, stacklevel=stacklevel)
 
 
 @functools.cache
