@@ -24,6 +24,7 @@ the M-step read one model, so EM climbs one objective.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -341,14 +342,32 @@ def _screen(e_step, q, adj, own, nonlinear, cands) -> np.ndarray:
   base = _params_jit(*moments, jnp.asarray(adj), jnp.asarray(own), jnp.asarray(nonlinear),
                      e_step.var_floor)
   base_lj = log_joint(xs, base)
-  out = np.empty(len(cands))
-  for c, (cand, c_own, c_nl, (_, i, j)) in enumerate(cands):
-    log_px = _two_node_log_px(xs, moments, base_lj, base, (jnp.asarray(cand), jnp.asarray(c_own),
-                                                           jnp.asarray(c_nl)),
-                              e_step.var_floor, jnp.asarray([i, j]))
-    out[c] = (float(log_px) - xs.shape[0] * e_step.log_scale
-              - e_step.per_param * n_params(cand, c_own, c_nl, e_step.n_knots))
+  # Every candidate in one call (no host round trip each): the list padded with copies of
+  # its first to a power of two (one compiled program per size, not per pass), mapped
+  # in chunks of at most ``SCREEN_FLOATS`` floats (a candidate: some eight [S, K] arrays).
+  size = 1 << (len(cands) - 1).bit_length()
+  padded = list(cands) + [cands[0]] * (size - len(cands))
+  stack = lambda part: jnp.asarray(np.stack([np.asarray(c[part]) for c in padded]))
+  nodes = jnp.asarray([[i, j] for *_, (_, i, j) in padded], jnp.int32)
+  chunk = int(min(size, max(1, SCREEN_FLOATS // (8 * xs.shape[0] * base_lj.shape[1]))))
+  log_px = np.asarray(_screen_log_px(xs, moments, base_lj, base, (stack(0), stack(1), stack(2)),
+                                     e_step.var_floor, nodes, chunk), np.float64)[:len(cands)]
+  out = np.array([lp - xs.shape[0] * e_step.log_scale
+                  - e_step.per_param * n_params(cand, c_own, c_nl, e_step.n_knots)
+                  for lp, (cand, c_own, c_nl, _) in zip(log_px, cands)])
   return np.where(np.isnan(out), -np.inf, out)
+
+
+# The screen's candidates evaluated together hold about this many float32s (256 MB).
+SCREEN_FLOATS = 1 << 26
+
+
+@functools.partial(jax.jit, static_argnums=7)
+def _screen_log_px(xs, moments, base_lj, base: Params, cands, var_floor, nodes, chunk: int):
+  """``_two_node_log_px`` of each stacked candidate ``(adj [C, N, N], own [C, K, N],
+  nonlinear [C, N])`` with its ``nodes [C, 2]``: ``[C]``, ``chunk`` candidates at a time."""
+  one = lambda c: _two_node_log_px(xs, moments, base_lj, base, c[:3], var_floor, c[3])
+  return jax.lax.map(one, (*cands, nodes), batch_size=chunk)
 
 
 _moments = jax.jit(structure._regime_moments)
