@@ -337,6 +337,8 @@ def _screen(e_step, q, adj, own, nonlinear, cands) -> np.ndarray:
   The moments under ``q`` are the same for every graph and a candidate's families differ
   from ``adj``'s at ``i`` and ``j`` only, so each candidate refits and rescores those two
   on the current graph's log-joint; a candidate costs ``[S, K, 2]``, not ``[S, K, N]``."""
+  if not cands:
+    return np.empty(0)
   xs = e_step.xs
   moments = _moments(xs, jnp.asarray(q, jnp.float32))
   base = _params_jit(*moments, jnp.asarray(adj), jnp.asarray(own), jnp.asarray(nonlinear),
