@@ -101,7 +101,7 @@ def test_pruning_screens_by_one_round_and_takes_what_judging_every_candidate_tak
   # The candidates mapped in chunks of 3 (the 9 padded to 16: five chunks and a remainder
   # of one), as where the rows are many: the same scores.
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(mixture_scm, "SCREEN_FLOATS", 3 * 8 * rows * (n + 1))
+    patch.setattr(mixture_scm, "SCREEN_ELEMENTS", 3 * rows * (n + 1))
     np.testing.assert_allclose(mixture_scm._screen(e_step, q, full, own, nl, cands), one_round,
                                rtol=1e-6)
   screened = mixture_scm._prune(e_step, q, full, fam, table, screen=3)

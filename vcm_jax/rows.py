@@ -13,11 +13,13 @@ import numpy as np
 BLOCK_ELEMENTS = 1 << 19
 
 
-def rows_per_block(elements_per_row: int, *, most: int = 2048) -> int:
+def rows_per_block(elements_per_row: int, *, most: int = 2048,
+                   budget: int | None = None) -> int:
   """Rows of a block whose per-row intermediates hold ``elements_per_row`` elements:
-  ``most``, or fewer so that one intermediate stays near ``BLOCK_ELEMENTS`` (a
-  ``[rows, K, N]`` array at N = 300 is 90,300 elements a row)."""
-  return int(max(1, min(most, BLOCK_ELEMENTS // max(elements_per_row, 1))))
+  ``most``, or fewer so that one intermediate stays near ``budget`` (default
+  ``BLOCK_ELEMENTS``; a ``[rows, K, N]`` array at N = 300 is 90,300 elements a row)."""
+  budget = BLOCK_ELEMENTS if budget is None else budget
+  return int(max(1, min(most, budget // max(elements_per_row, 1))))
 
 
 def _blocks(x, chunk: int):
