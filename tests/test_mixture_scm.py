@@ -436,3 +436,16 @@ def test_the_screen_reads_its_rival_as_a_law_over_every_row_against_the_fit(
   # ... and as a law over every row, not above it: the verdict stays
   assert rival["log_px"] + rival["log_share_kept"] < rival["fit_log_px"] + 0.05, rival
   assert out["verdict"] == "identified", out
+
+
+def test_a_node_with_more_parents_than_the_cap_gets_them_all():
+  """Structural EM with sets of at most 2 parents in its table still gives node 4 its
+  four true parents (its table grown past the cap where the graph reaches it), and
+  finds the true graph from the true regimes' responsibilities."""
+  from test_structure import _wide_parent_data  # (the same offloaded process)
+  x, regime, adj = _wide_parent_data()
+  weights = 0.9 * np.eye(7)[regime] + 0.1 / 7
+  run = mixture_scm.structural_em(x, weights, max_parents=2, method="hill", report=False)
+  assert run.family.parents.shape[-1] >= 4
+  assert np.array_equal(run.adj[:, 4], adj[:, 4]), run.adj
+  assert np.array_equal(run.adj, adj), run.adj

@@ -359,3 +359,59 @@ def test_sparse_candidates_keep_the_true_parents_within_the_table():
   fam, _ = st.family_scores_free(x, weights, max_parents=3, candidates=cand)
   assert fam.scores.shape[1] <= learn.n_families([n - 1], 2)
   assert np.array_equal(st.search(fam, method="exact"), adj)
+
+
+def _wide_parent_data(seed=0, rows=3000):
+  """x4 <- x0, x1, x2, x3 (four parents, x3 weakest) and x5 <- x4; regime k >= 1 shifts
+  node k - 1 (single-target mean shifts, the observational regime 0)."""
+  rng = np.random.default_rng(seed)
+  n = 6
+  regime = rng.integers(0, n + 1, rows)
+  shift = 2.5 * (regime[:, None] - 1 == np.arange(n)[None])
+  e = rng.normal(size=(rows, n))
+  x = np.zeros((rows, n))
+  x[:, :4] = e[:, :4] + shift[:, :4]
+  x[:, 4] = x[:, :4] @ np.array([0.9, -0.8, 0.7, 0.6]) + 0.5 * e[:, 4] + shift[:, 4]
+  x[:, 5] = -0.8 * x[:, 4] + 0.5 * e[:, 5] + shift[:, 5]
+  adj = np.zeros((n, n), int)
+  adj[:4, 4] = 1
+  adj[4, 5] = 1
+  return x, regime, adj
+
+
+def test_families_grown_past_the_cap_are_those_of_a_wider_table():  # (not fast: 3 programs)
+  """``grown_at_cap`` adds, for a node at the cap, its parents plus each allowed node not
+  already among them, scored exactly as the wider table scores the same sets (with the
+  same change sets); nodes under the cap get none, and a graph under the cap grows
+  nothing."""
+  x, regime, adj = _wide_parent_data()
+  weights = 0.9 * np.eye(7)[regime] + 0.1 / 7
+  narrow, own = st.family_scores_free(x, weights, max_parents=2)
+  wide, wide_own = st.family_scores_free(x, weights, max_parents=3)
+  at_cap = np.zeros_like(adj)
+  at_cap[[0, 1], 4] = 1                                    # node 4 at the cap of 2
+  assert st.grown_at_cap(narrow, own, np.zeros_like(adj), x, weights, cap=2) is None
+  grown, grown_own = st.grown_at_cap(narrow, own, at_cap, x, weights, cap=2)
+  assert grown.parents.shape[-1] >= 3 and grown_own.shape[1] == grown.scores.shape[1]
+  added = {j: [tuple(sorted(p for p in grown.parents[j, c] if p >= 0))
+               for c in range(narrow.scores.shape[1], grown.scores.shape[1])
+               if np.isfinite(grown.scores[j, c])] for j in range(6)}
+  assert added[4] == [(0, 1, 2), (0, 1, 3), (0, 1, 5)]
+  assert not any(added[j] for j in (0, 1, 2, 3, 5))
+  for c in range(narrow.scores.shape[1], grown.scores.shape[1]):
+    if not np.isfinite(grown.scores[4, c]):
+      continue
+    pa = sorted(p for p in grown.parents[4, c] if p >= 0)
+    w = next(w for w in range(wide.scores.shape[1])
+             if sorted(p for p in wide.parents[4, w] if p >= 0) == pa)
+    np.testing.assert_allclose(grown.scores[4, c], wide.scores[4, w], rtol=1e-6)  # (float32)
+    np.testing.assert_allclose(grown.loglik[4, c], wide.loglik[4, w], rtol=1e-6)
+    assert np.array_equal(grown_own[4, c], wide_own[4, w])
+  # candidates limit the new parent; sets already in the table are not added again
+  cand = np.ones((6, 6), bool)
+  cand[5, 4] = False
+  limited, _ = st.grown_at_cap(narrow, own, at_cap, x, weights, cap=2, candidates=cand)
+  assert sorted(tuple(sorted(p for p in limited.parents[4, c] if p >= 0))
+                for c in range(narrow.scores.shape[1], limited.scores.shape[1])
+                if np.isfinite(limited.scores[4, c])) == [(0, 1, 2), (0, 1, 3)]
+  assert st.grown_at_cap(grown, grown_own, at_cap, x, weights, cap=2) is None

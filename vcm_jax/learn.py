@@ -8,7 +8,9 @@ number's mixture merged down, ``mixture_posteriors``: each a start, the higher B
 kept), the M-step scores every node's candidate parent sets at once in closed form (one
 shared copy and one own copy per regime that the family itself chooses to change, BIC;
 ``structure.family_scores_free``; above 15 nodes, sets of up to ``SPARSE_PARENTS`` drawn
-from each node's candidates, ``sparse_candidates``) and finds the best DAG (exactly up to
+from each node's candidates, ``sparse_candidates``; a node the graph gives as many
+parents as the table's cap gets its sets with one more, ``structure.grown_at_cap``) and
+finds the best DAG (exactly up to
 ``structure.AUTO_EXACT_NODES`` nodes, by hill climbing above); the E-step is that
 model's exact posterior. Edges are then removed or reversed while its BIC rises, and
 the number of regimes is the one of ``regime_grid`` with the best BIC. The default's

@@ -129,7 +129,9 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
 
   Round r: the M-step under responsibilities ``q`` (the best DAG under
   ``structure.family_scores_free``'s table, hill climbing from the previous graph above
-  ``structure.AUTO_EXACT_NODES``; each family's changing regimes as the table chose
+  ``structure.AUTO_EXACT_NODES``; where a node reaches the table's cap of
+  ``max_parents``, its sets with one parent more are scored and the search run again,
+  ``structure.grown_at_cap``; each family's changing regimes as the table chose
   them; every copy refitted), then the exact E-step: ``q`` the posterior, ``log p(x)``
   the model's, less ``0.5 log S`` per parameter (BIC). Stops when the graph is the
   previous round's and BIC moved less than ``tol`` per row, when the graph has not
@@ -172,6 +174,10 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
                          "responsibilities (a degenerate regime posterior)") from None
       history[-1]["stop"] = "no finite DAG under the next responsibilities"
       break
+    adj, fam, own_table = _past_the_cap(x, q, fam, own_table, adj, cap=max_parents,
+                                        candidates=candidates, penalty=penalty,
+                                        var_floor=var_floor, forbidden=forbidden,
+                                        method=method, **search_kwargs)
     own, nl = structure.changes_of(fam, own_table, adj), structure.nonlinear_of(fam, adj)
     # A few parameter EM rounds on the graph just chosen: they cost milliseconds where a
     # family table costs seconds, and bring the posterior nearer its fixed point.
@@ -201,6 +207,23 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
   edges = structure.edge_report(b_fam, b_adj, method=method) if report else []
   return structure.StructuralEM(adj=b_adj, score=b_score, weights=b_q, changes=b_own,
                                 history=history, edges=edges, family=b_fam)
+
+
+def _past_the_cap(x, q, fam, own_table, adj, *, cap, candidates, penalty, var_floor,
+                  forbidden, method, **search_kwargs):
+  """The search's graph, its table grown past the parent cap where the graph reaches it
+  (``structure.grown_at_cap``) and searched again from that graph, until no node at the
+  cap lacks a superset or the graph holds."""
+  while True:
+    grown = structure.grown_at_cap(fam, own_table, adj, x, q, cap=cap, candidates=candidates,
+                                   penalty=penalty, var_floor=var_floor)
+    if grown is None:
+      return adj, fam, own_table
+    fam, own_table = grown
+    new = structure.search(fam, start=adj, forbidden=forbidden, method=method, **search_kwargs)
+    if np.array_equal(new, adj):
+      return adj, fam, own_table
+    adj = new
 
 
 class _EStep(NamedTuple):

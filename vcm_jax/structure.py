@@ -318,9 +318,10 @@ def family_scores(x, weights, changes, *, max_parents: int = 3, candidates=None,
 
 
 @jax.jit
-def _free_family_scores(xs, weights, parents, per_param, var_floor, ridge):
+def _free_family_scores(xs, weights, parents, per_param, var_floor, ridge, nodes=None):
   """Per (node, parent set): the penalised score with the changing regimes chosen, and
-  those regimes ``[N, C, K]``. See ``family_scores_free``."""
+  those regimes ``[N, C, K]``. See ``family_scores_free``. ``nodes``: the node of each
+  row of ``parents`` (default ``0 .. N - 1``; ``grown_at_cap`` scores a few nodes)."""
   w_k, mu, cov = _regime_moments(xs, weights)
   k = w_k.shape[0]
   d = parents.shape[-1]
@@ -358,8 +359,9 @@ def _free_family_scores(xs, weights, parents, per_param, var_floor, ridge):
     (own, best_score), _ = jax.lax.scan(step, (none, score(none)), None, length=k - 1)
     return best_score, own
 
+  nodes = jnp.arange(parents.shape[0]) if nodes is None else nodes
   return jax.lax.map(lambda a: jax.vmap(functools.partial(family, a[0]))(a[1]),
-                     (jnp.arange(parents.shape[0]), parents))
+                     (nodes, parents))
 
 
 def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, penalty="bic",
@@ -451,6 +453,86 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
   cost = per_param * (width + 2) * (1 + own.sum(-1))
   return (FamilyScores(scores=scores, parents=parents, loglik=scores + cost, n_rows=s,
                        nonlinear=nonlinear), own)
+
+
+def grown_at_cap(fam: FamilyScores, own, adj, x, weights, *, cap: int, candidates=None,
+                 penalty="bic", var_floor: float = 1e-6):
+  """``family_scores_free``'s table and changes ``own [N, C, K]`` grown past the parent
+  cap where ``adj`` reaches it: for each node with ``cap`` or more parents, every set
+  of its parents plus one more allowed node (``candidates``, see ``parent_sets``) that
+  the table lacks, scored the same way (linear families). ``None`` where there are none.
+
+  Why: the table holds sets of at most ``cap`` parents, and a node with more true
+  parents settles for its best ``cap`` of them, or a wrong set that stands in for the
+  rest. Growing only where the graph reaches the cap costs a few sets a node where a
+  wider table would cost every set of the larger size (on our generator at N = 20,
+  development seed 1: nodes with 5, 6 and 7 parents under a cap of 4)."""
+  adj = np.asarray(adj) > 0
+  x = np.asarray(x, np.float64)
+  weights = np.asarray(weights, np.float64)
+  n, width = adj.shape[0], fam.parents.shape[-1]
+  cand = (np.ones((n, n), bool) if candidates is None
+          else np.asarray(candidates).astype(bool)) & ~np.eye(n, dtype=bool)
+  masks = np.where(fam.parents >= 0, np.left_shift(np.int64(1), np.maximum(fam.parents, 0)),
+                   0).sum(-1)
+  extra = []
+  for j in range(n):
+    pa = np.flatnonzero(adj[:, j])
+    have = set(masks[j][np.isfinite(fam.scores[j])].tolist())
+    base = int(sum(1 << int(i) for i in pa))
+    extra.append([] if len(pa) < cap else
+                 [sorted([*pa.tolist(), int(i)]) for i in np.flatnonzero(cand[:, j] & ~adj[:, j])
+                  if base | (1 << int(i)) not in have])
+  if not any(extra):
+    return None
+  # Few shapes: only the nodes that grow are scored, their count padded to a power of
+  # two; as many sets a node as the most candidates a node has, the width twice the cap
+  # (powers of two). A search grows the table several times a round and each new shape
+  # is a compile of about 2 s, where scoring a few nodes' sets takes 25-260 ms (n = 20,
+  # development seed 0: 58 growths a search, 38.5 s, most of it compiling; 40-45 s at
+  # the shapes each growth needed, or with every node a row).
+  rows = [j for j in range(n) if extra[j]]
+  size = 1 << (max(int(cand.sum(0).max()), 1) - 1).bit_length()
+  need = max(len(s) for j in rows for s in extra[j])
+  d_new = max(2 * cap, 1 << (need - 1).bit_length())
+  n_rows = 1 << (len(rows) - 1).bit_length()
+  parents = np.full((n_rows, size, d_new), -1, np.int32)
+  valid = np.zeros((n_rows, size), bool)
+  nodes = np.full(n_rows, rows[0], np.int32)
+  for r, j in enumerate(rows):
+    nodes[r] = j
+    for c, s in enumerate(extra[j]):
+      parents[r, c, :len(s)] = s
+      valid[r, c] = True
+  xs, scale = standardise(x)
+  per_param = _penalty_per_parameter(penalty, x.shape[0])
+  scored, scored_own = _free_family_scores(jnp.asarray(xs, jnp.float32),
+                                           jnp.asarray(weights, jnp.float32),
+                                           jnp.asarray(parents), jnp.float32(per_param),
+                                           jnp.float32(var_floor), jnp.zeros(n, jnp.float32),
+                                           jnp.asarray(nodes))
+  scored = np.asarray(scored, np.float64) - weights.sum() * np.log(scale)[nodes][:, None]
+  scored = np.where(valid & ~np.isnan(scored), scored, -np.inf)
+  scored_own = np.asarray(scored_own) & valid[..., None]
+  # back to one row a node (the others' rows padding), at the merged table's width
+  wide = max(width, d_new)
+  real = np.arange(len(rows))
+  scores = np.full((n, size), -np.inf)
+  scores[rows] = scored[real]
+  new_own = np.zeros((n, size, scored_own.shape[-1]), bool)
+  new_own[rows] = scored_own[real]
+  new_parents = np.full((n, size, wide), -1, np.int32)
+  new_parents[rows, :, :d_new] = parents[real]
+  cost = per_param * ((new_parents >= 0).sum(-1) + 2) * (1 + new_own.sum(-1))
+  pad = lambda a: np.pad(a, ((0, 0), (0, 0), (0, wide - a.shape[-1])), constant_values=-1)
+  nonlinear = (np.zeros(fam.scores.shape, bool) if fam.nonlinear is None else fam.nonlinear)
+  grown = FamilyScores(scores=np.concatenate([fam.scores, scores], 1),
+                       parents=np.concatenate([pad(fam.parents), new_parents], 1),
+                       loglik=np.concatenate([fam.loglik, np.where(np.isfinite(scores),
+                                                                   scores + cost, -np.inf)], 1),
+                       n_rows=fam.n_rows,
+                       nonlinear=np.concatenate([nonlinear, np.zeros((n, size), bool)], 1))
+  return grown, np.concatenate([np.asarray(own), new_own], 1)
 
 
 def family_index(fam: FamilyScores, adj) -> np.ndarray:
