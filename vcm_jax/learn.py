@@ -357,7 +357,8 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   (data units).
 
   Returns ``{"adjacency": [N, N] int, "rounds": [...], "edges": [...], "changes": {...}
-  (from ``start``, each with its score gain), "max_parents": ..., "score": the BIC of
+  (from ``start``, each with its score gain), "max_parents": the family table's cap (a
+  node may have more, ``structure.grown_at_cap``), "score": the BIC of
   the model that chose the graph, "n_regimes_tried": [{"k", "bic", "n_edges"}] and
   "reoriented" (``reorient``'s record, where an edge was undecided; learning only)}``;
   edges and changes name nodes by ``names``."""
