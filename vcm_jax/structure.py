@@ -447,12 +447,21 @@ def family_scores_free(x, weights, *, max_parents: int = 3, candidates=None, pen
     scores[jj, cc] = nl_scores[jj, ii]
     own[jj, cc] = nl_own[jj, ii]
     width = np.where(nonlinear, size * (1.0 + m), width)
-  own = own & valid[..., None]
-  scores = scores - weights.sum() * np.log(scale)[:, None]
-  scores = np.where(valid & ~np.isnan(scores), scores, -np.inf)  # NaN: a degenerate copy
-  cost = per_param * (width + 2) * (1 + own.sum(-1))
-  return (FamilyScores(scores=scores, parents=parents, loglik=scores + cost, n_rows=s,
+  scores, loglik, own = _in_data_units(scores, own, valid, weights.sum() * np.log(scale),
+                                       per_param, width)
+  return (FamilyScores(scores=scores, parents=parents, loglik=loglik, n_rows=s,
                        nonlinear=nonlinear), own)
+
+
+def _in_data_units(scores, own, valid, shift, per_param, width):
+  """``_free_family_scores``'s output as the table holds it: each row's scores less its
+  node's ``shift`` (total weight times its log scale: the data's units), padding and NaN
+  (a degenerate copy) ``-inf``, own copies of padding dropped, and the log-likelihood
+  before the penalty of ``per_param (width + 2)`` per copy. ``(scores, loglik, own)``."""
+  own = np.asarray(own) & valid[..., None]
+  scores = np.asarray(scores, np.float64) - np.asarray(shift)[:, None]
+  scores = np.where(valid & ~np.isnan(scores), scores, -np.inf)
+  return scores, scores + per_param * (width + 2) * (1 + own.sum(-1)), own
 
 
 def grown_at_cap(fam: FamilyScores, own, adj, x, weights, *, cap: int, candidates=None,
@@ -473,8 +482,7 @@ def grown_at_cap(fam: FamilyScores, own, adj, x, weights, *, cap: int, candidate
   n, width = adj.shape[0], fam.parents.shape[-1]
   cand = (np.ones((n, n), bool) if candidates is None
           else np.asarray(candidates).astype(bool)) & ~np.eye(n, dtype=bool)
-  masks = np.where(fam.parents >= 0, np.left_shift(np.int64(1), np.maximum(fam.parents, 0)),
-                   0).sum(-1)
+  masks = _parent_masks(fam.parents)
   extra = []
   for j in range(n):
     pa = np.flatnonzero(adj[:, j])
@@ -511,28 +519,31 @@ def grown_at_cap(fam: FamilyScores, own, adj, x, weights, *, cap: int, candidate
                                            jnp.asarray(parents), jnp.float32(per_param),
                                            jnp.float32(var_floor), jnp.zeros(n, jnp.float32),
                                            jnp.asarray(nodes))
-  scored = np.asarray(scored, np.float64) - weights.sum() * np.log(scale)[nodes][:, None]
-  scored = np.where(valid & ~np.isnan(scored), scored, -np.inf)
-  scored_own = np.asarray(scored_own) & valid[..., None]
+  scored, loglik, scored_own = _in_data_units(scored, scored_own, valid,
+                                              weights.sum() * np.log(scale)[nodes], per_param,
+                                              (parents >= 0).sum(-1))
   # back to one row a node (the others' rows padding), at the merged table's width
   wide = max(width, d_new)
   real = np.arange(len(rows))
-  scores = np.full((n, size), -np.inf)
-  scores[rows] = scored[real]
+  scores, new_loglik = np.full((n, size), -np.inf), np.full((n, size), -np.inf)
+  scores[rows], new_loglik[rows] = scored[real], loglik[real]
   new_own = np.zeros((n, size, scored_own.shape[-1]), bool)
   new_own[rows] = scored_own[real]
   new_parents = np.full((n, size, wide), -1, np.int32)
   new_parents[rows, :, :d_new] = parents[real]
-  cost = per_param * ((new_parents >= 0).sum(-1) + 2) * (1 + new_own.sum(-1))
   pad = lambda a: np.pad(a, ((0, 0), (0, 0), (0, wide - a.shape[-1])), constant_values=-1)
   nonlinear = (np.zeros(fam.scores.shape, bool) if fam.nonlinear is None else fam.nonlinear)
   grown = FamilyScores(scores=np.concatenate([fam.scores, scores], 1),
                        parents=np.concatenate([pad(fam.parents), new_parents], 1),
-                       loglik=np.concatenate([fam.loglik, np.where(np.isfinite(scores),
-                                                                   scores + cost, -np.inf)], 1),
-                       n_rows=fam.n_rows,
+                       loglik=np.concatenate([fam.loglik, new_loglik], 1), n_rows=fam.n_rows,
                        nonlinear=np.concatenate([nonlinear, np.zeros((n, size), bool)], 1))
   return grown, np.concatenate([np.asarray(own), new_own], 1)
+
+
+def _parent_masks(parents) -> np.ndarray:
+  """``[..., C]`` int64 bit masks of the ``-1``-padded parent sets ``[..., C, D]``."""
+  parents = np.asarray(parents)
+  return np.where(parents >= 0, np.left_shift(np.int64(1), np.maximum(parents, 0)), 0).sum(-1)
 
 
 def family_index(fam: FamilyScores, adj) -> np.ndarray:
@@ -540,9 +551,8 @@ def family_index(fam: FamilyScores, adj) -> np.ndarray:
   ``ValueError`` names a node whose parents the table lacks."""
   adj = np.asarray(adj) > 0
   n = adj.shape[0]
-  bits = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
-  masks = np.where(fam.parents >= 0, bits[np.maximum(fam.parents, 0)], 0).sum(-1)   # [N, C]
-  want = (adj * bits[:, None]).sum(0)                                               # [N]
+  masks = _parent_masks(fam.parents)                                                # [N, C]
+  want = (adj * np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))[:, None]).sum(0)
   hit = (masks == want[:, None]) & np.isfinite(fam.scores)
   missing = np.flatnonzero(~hit.any(1))
   if missing.size:
