@@ -449,3 +449,38 @@ def test_a_node_with_more_parents_than_the_cap_gets_them_all():
   assert run.family.parents.shape[-1] >= 4
   assert np.array_equal(run.adj[:, 4], adj[:, 4]), run.adj
   assert np.array_equal(run.adj, adj), run.adj
+
+
+def test_the_exact_polish_keeps_the_tables_optimum_where_its_bic_is_higher():
+  """Above the DP's automatic size (13 nodes here) the rounds climb; ``_exact_polish``
+  then searches the best round's table exactly. From the empty graph (a climb stopped at
+  its start) it returns the DP's graph, higher in the model's BIC and in the table, with
+  a history entry saying so; from that graph it changes nothing and says nothing."""
+  n = 13
+  assert st.AUTO_EXACT_NODES < n <= st.MAX_EXACT_NODES
+  adj = np.asarray(graphs.sample_er_dag(jax.random.key(5), n_nodes=n, edge_prob=0.3))
+  true = scm.sample_linear_scm(jax.random.key(6), jnp.asarray(adj), shift=4.0)
+  x, regime = scm.sample_data(jax.random.key(7), true, 2800)
+  x, regime = np.asarray(x, np.float64), np.asarray(regime)
+  weights = 0.9 * np.eye(n + 1)[regime] + 0.1 / (n + 1)
+  fam, table = st.family_scores_free(x, weights, max_parents=3)
+  e_step = mixture_scm._e_step_of(x)
+  kwargs = dict(cap=3, candidates=None, penalty="bic", var_floor=1e-6, forbidden=None,
+                param_iters=5)
+
+  def best_of(graph):
+    own = st.changes_of(fam, table, graph)
+    bic, q = e_step(weights, graph, own, st.nonlinear_of(fam, graph), iters=5)
+    return graph, bic, q, own, fam, table
+
+  empty = best_of(np.zeros((n, n), np.int32))
+  history = []
+  out = mixture_scm._exact_polish(x, e_step, empty, history=history, **kwargs)
+  exact = st.search(out[4], method="exact")
+  assert np.array_equal(out[0], exact) and out[0].sum() >= adj.sum() - 2, out[0]
+  assert out[1] > empty[1] + 100 * n, (out[1], empty[1])
+  assert st.graph_score(out[4], out[0]) > st.graph_score(fam, empty[0])
+  assert len(history) == 1 and history[0]["exact"] and np.array_equal(history[0]["adj"], out[0])
+  assert len(history[0]["added"]) == out[0].sum()
+  again = mixture_scm._exact_polish(x, e_step, out, history=history, **kwargs)
+  assert again is out and len(history) == 1

@@ -411,7 +411,7 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
                          added=[edge(e) for e in h["added"]],
                          removed=[edge(e) for e in h["removed"]],
                          reversed=[edge(e) for e in h["reversed"]],
-                         **({"stop": h["stop"]} if "stop" in h else {}))
+                         **{k: h[k] for k in ("stop", "exact") if k in h})
                     for h in found.history],
          "edges": [dict(source=names[r["edge"][0]], target=names[r["edge"][1]],
                         gain=float(r["gain"]), reverse_gain=float(r["reverse_gain"]),
