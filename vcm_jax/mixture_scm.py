@@ -245,7 +245,7 @@ def _exact_polish(x, e_step, best, *, cap, candidates, penalty, var_floor, forbi
   took 9), and the DP over subsets, about 1 s at N = 20, is the table's optimum. Once, not
   every round: the DP in every round (tried on development seeds 0 / 1 of the n = 20
   setting) ended seed 1 at a lower BIC and took longer (docs/benchmarks.md)."""
-  b_adj, b_score, b_q, _, b_fam, b_table = best
+  b_adj, b_score, b_q, b_own, b_fam, b_table = best
   required = search_kwargs.get("required")
   try:
     alt = structure.search(b_fam, method="exact", forbidden=forbidden, required=required)
@@ -258,7 +258,10 @@ def _exact_polish(x, e_step, best, *, cap, candidates, penalty, var_floor, forbi
     return best
   own = structure.changes_of(fam, table, alt)
   bic, q = e_step(b_q, alt, own, structure.nonlinear_of(fam, alt), iters=param_iters)
-  if not bic > b_score:
+  # against the round's graph given the same EM rounds from the same posterior (its
+  # ``b_score`` had fewer: the polish must not win by them)
+  base, _ = e_step(b_q, b_adj, b_own, structure.nonlinear_of(b_fam, b_adj), iters=param_iters)
+  if not bic > max(base, b_score):
     return best
   history.append(dict(round=len(history), adj=alt, log_px=bic, exact=True,
                       **structure._edge_diff(b_adj, alt)))
