@@ -11,7 +11,9 @@ shared copy and one own copy per regime that the family itself chooses to change
 from each node's candidates, ``sparse_candidates``; a node the graph gives as many
 parents as the table's cap gets its sets with one more, ``structure.grown_at_cap``) and
 finds the best DAG (exactly up to
-``structure.AUTO_EXACT_NODES`` nodes, by hill climbing above); the E-step is that
+``structure.AUTO_EXACT_NODES`` nodes, by hill climbing above and then, up to
+``structure.MAX_EXACT_NODES``, the best round's table once exactly where that raises the
+BIC, ``mixture_scm._exact_polish``); the E-step is that
 model's exact posterior. Edges are then removed or reversed while its BIC rises, and
 the number of regimes is the one of ``regime_grid`` with the best BIC. The default's
 full model choice then runs on the learned graph (``choose.fit_default``), after the

@@ -482,12 +482,12 @@ def grown_at_cap(fam: FamilyScores, own, adj, x, weights, *, cap: int, candidate
   n, width = adj.shape[0], fam.parents.shape[-1]
   cand = (np.ones((n, n), bool) if candidates is None
           else np.asarray(candidates).astype(bool)) & ~np.eye(n, dtype=bool)
-  masks = _parent_masks(fam.parents)
+  masks, current = _parent_masks(fam.parents), _masks_of(adj)
   extra = []
   for j in range(n):
     pa = np.flatnonzero(adj[:, j])
     have = set(masks[j][np.isfinite(fam.scores[j])].tolist())
-    base = int(sum(1 << int(i) for i in pa))
+    base = current[j]
     extra.append([] if len(pa) < cap else
                  [sorted([*pa.tolist(), int(i)]) for i in np.flatnonzero(cand[:, j] & ~adj[:, j])
                   if base | (1 << int(i)) not in have])
@@ -550,9 +550,8 @@ def family_index(fam: FamilyScores, adj) -> np.ndarray:
   """``[N]``: the column of ``fam``'s table holding each node's parent set in ``adj``; a
   ``ValueError`` names a node whose parents the table lacks."""
   adj = np.asarray(adj) > 0
-  n = adj.shape[0]
   masks = _parent_masks(fam.parents)                                                # [N, C]
-  want = (adj * np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))[:, None]).sum(0)
+  want = np.array(_masks_of(adj), np.int64)                                         # [N]
   hit = (masks == want[:, None]) & np.isfinite(fam.scores)
   missing = np.flatnonzero(~hit.any(1))
   if missing.size:
