@@ -85,7 +85,10 @@ hypothesis.settings.load_profile("vcm")
 #   the others: one interpreter start-up, and the jit caches shared between modules);
 #   each test here reports that run's outcome under its own name, with its failure's
 #   text, as soon as that run has finished it. Only for modules that share nothing with
-#   the others but the data they make themselves.
+#   the others but the data they make themselves. Those outcomes are reported last, and
+#   the second process is the last job: the subprocess jobs that this process's tests
+#   wait for run first, so that neither process waits for the other until the end (on
+#   this machine this process had waited some 50 s for the CLI jobs queued behind it).
 #
 # The background's wall time is hidden behind this process's; a test reports as its
 # duration only what it waited for. ``VCM_TEST_BACKGROUND=0`` runs everything here, in
@@ -240,8 +243,10 @@ def pytest_collection_modifyitems(session, config, items):
                  and not item.get_closest_marker("fast"))]
   if indices:
     job = _offload_job([items[i].nodeid for i in indices])
-    for i in indices:
-      items[i] = _Offloaded.from_parent(items[i].parent, name=items[i].name, job=job)
+    offloaded = [_Offloaded.from_parent(items[i].parent, name=items[i].name, job=job)
+                 for i in indices]
+    moved = set(indices)
+    items[:] = [item for i, item in enumerate(items) if i not in moved] + offloaded
 
 
 def pytest_collection_finish(session):
