@@ -1,6 +1,6 @@
 """The library's default fit on held-out families, judged against their Bayes ceiling:
 ``python -m experiments.heldout --workdir=DIR [--families=physical,heteroscedastic,
-floored_counts] [--seeds=100,101,102] [--n_rows=0]``.
+floored_counts] [--seeds=100,101,102] [--n_rows=0] [--graph=given]``.
 
 The families (``vcm_jax.families``) are simulators no default of the library was chosen
 on: a physical system (bounded actuators, near-deterministic and periodic sensors, a
@@ -10,6 +10,9 @@ seed's ceiling is the ARI of the exact posterior's argmax under the true simulat
 
 Each seed is fitted with ``vcm_jax.fit(x, adjacency, key=jax.random.key(seed),
 names=names)``: no config, so the own-data default runs, its model choice included.
+With ``--graph=learned`` the adjacency is withheld (``vcm_jax.fit(x, None, ...)``: the
+graph is learned with the regimes), and the learned graph is scored against the true one
+(SHD, with reversals as 2, skeleton and directed F1, edges; ``graph_rivals.graph_metrics``).
 Reported per family and seed: ARI and AMI of ``fit.assign(x)`` against the true regimes,
 the ceiling's ARI and AMI, the ratio of the fit's ARI to the ceiling's, a structure-free
 yardstick (scikit-learn's ``GaussianMixture`` with the true K, ``n_init=5``), the number
@@ -42,6 +45,8 @@ _FAMILIES = flags.DEFINE_list("families", ["physical", "heteroscedastic", "floor
 _SEEDS = flags.DEFINE_list("seeds", ["100", "101", "102"],
                            "Report seeds (development seeds are 0-9).")
 _N_ROWS = flags.DEFINE_integer("n_rows", 0, "Rows per data set (0: the family's default).")
+_GRAPH = flags.DEFINE_enum("graph", "given", ["given", "learned"],
+                           "given: the family's true DAG; learned: none given, the fit learns it.")
 
 COLUMNS = [("family", "family", "s"), ("seed", "seed", "d"), ("rows", "rows", "d"),
            ("K", "n_regimes", "d"), ("K fit", "n_regimes_fitted", "d"),
@@ -51,6 +56,9 @@ COLUMNS = [("family", "family", "s"), ("seed", "seed", "d"), ("rows", "rows", "d
            ("GMM ARI", "gmm_ari", ".3f"), ("obs found", "observational_found", "s"),
            ("targets right", "targets_right", ".2f"), ("verdict", "verdict", "s"),
            ("chosen", "chosen", "s"), ("fit s", "fit_seconds", ".0f")]
+GRAPH_COLUMNS = [("SHD", "shd", "d"), ("SHD rev. 2", "shd2", "d"), ("edges", "edges", "d"),
+                 ("true edges", "true_edges", "d"), ("skeleton F1", "f1_skeleton", ".2f"),
+                 ("directed F1", "f1_directed", ".2f")]
 
 
 def majority(true: np.ndarray, fitted: np.ndarray, k: int) -> int:
@@ -67,7 +75,7 @@ def judge(fam, fitted: np.ndarray, observational: int, targets: list) -> dict:
           "targets_right": float(np.mean(right))}
 
 
-def run_one(name: str, seed: int, n_rows: int) -> dict:
+def run_one(name: str, seed: int, n_rows: int, graph: str = "given") -> dict:
   import jax
   from sklearn.metrics import adjusted_mutual_info_score
   from sklearn.mixture import GaussianMixture
@@ -82,7 +90,8 @@ def run_one(name: str, seed: int, n_rows: int) -> dict:
       fam.regimes, np.asarray(pred), k_true, int(n_pred)))
   bayes = families.bayes_assignment(fam)
   start = time.time()
-  fit = vcm_jax.fit(fam.x, fam.adjacency, key=jax.random.key(seed), names=fam.names)
+  given = fam.adjacency if graph == "given" else None
+  fit = vcm_jax.fit(fam.x, given, key=jax.random.key(seed), names=fam.names)
   fitted = np.asarray(fit.assign(fam.x))
   seconds = time.time() - start
   gmm = GaussianMixture(n_components=k_true, n_init=5, random_state=seed).fit(fam.x)
@@ -105,6 +114,9 @@ def run_one(name: str, seed: int, n_rows: int) -> dict:
          "true_targets": [list(t) for t in fam.targets], "changes": fam.changes,
          "fit_seconds": seconds}
   row["ari_ratio"] = row["ari"] / row["ceiling_ari"]
+  if given is None:
+    from experiments.graph_rivals import graph_metrics
+    row.update(graph_metrics(fam.adjacency, np.asarray(fit.graph)))
   return row
 
 
@@ -116,6 +128,7 @@ def _chosen(chosen) -> str:
 
 
 def table(rows: list) -> str:
+  columns = COLUMNS + (GRAPH_COLUMNS if any("shd" in row for row in rows) else [])
   def cell(row, key, fmt):
     value = row.get(key)
     if value is None:
@@ -123,10 +136,10 @@ def table(rows: list) -> str:
     if isinstance(value, bool):
       return "yes" if value else "no"
     return format(value, fmt)
-  lines = ["| " + " | ".join(head for head, _, _ in COLUMNS) + " |",
-           "|" + "---|" * len(COLUMNS)]
+  lines = ["| " + " | ".join(head for head, _, _ in columns) + " |",
+           "|" + "---|" * len(columns)]
   for row in rows:
-    lines.append("| " + " | ".join(cell(row, key, fmt) for _, key, fmt in COLUMNS) + " |")
+    lines.append("| " + " | ".join(cell(row, key, fmt) for _, key, fmt in columns) + " |")
   return "\n".join(lines)
 
 
@@ -143,15 +156,17 @@ def main(argv):
   rows = []
   for name in _FAMILIES.value:
     for seed in map(int, _SEEDS.value):
-      row = run_one(name, seed, _N_ROWS.value)
+      row = run_one(name, seed, _N_ROWS.value, _GRAPH.value)
       print(json.dumps({k: row[k] for k in ("family", "seed", "ari", "ceiling_ari", "gmm_ari",
-                                            "verdict", "fit_seconds")}), flush=True)
+                                            "verdict", "fit_seconds", "shd") if k in row}),
+            flush=True)
       rows.append(row)
       with open(os.path.join(_WORKDIR.value, "heldout.json"), "w") as f:
         json.dump(rows, f, indent=1,  # (numpy scalars in the verdict's record)
                   default=lambda v: v.item() if hasattr(v, "item") else str(v))
   command = "python -m experiments.heldout " + " ".join(sys.argv[1:])
-  text = (f"# Held-out families: the default fit against the Bayes ceiling\n\n"
+  graph = " (the graph learned)" if _GRAPH.value == "learned" else ""
+  text = (f"# Held-out families: the default fit{graph} against the Bayes ceiling\n\n"
           f"`{command}`\n\n{table(rows)}\n")
   with open(os.path.join(_WORKDIR.value, "heldout.md"), "w") as f:
     f.write(text)
