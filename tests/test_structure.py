@@ -106,6 +106,45 @@ def test_search_recovers_true_dag_with_true_regimes():
 
 
 @pytest.mark.fast
+def test_free_family_greedy_takes_the_reference_greedys_regimes_with_more_regimes_than_rescored():
+  """With more regimes than ``RESCORED`` (the candidates a step ranks by a downdate of the
+  shared copy, then scores again exactly), each family's changing regimes are those of a
+  NumPy greedy forward that scores every candidate exactly at every step
+  (``_reference_score``), and so is its score."""
+  rng = np.random.default_rng(5)
+  s, k = 1800, 9
+  assert k > st.RESCORED
+  regime = rng.integers(0, k, s)
+  shift = rng.normal(0.0, 1.5, size=(k, 3)) * (rng.random((k, 3)) < 0.4)
+  x0 = rng.normal(size=s) + shift[regime, 0]
+  x1 = 0.8 * x0 + 0.7 * rng.normal(size=s) + shift[regime, 1]
+  x2 = -0.6 * x1 + 0.5 * rng.normal(size=s) + shift[regime, 2]
+  x = np.column_stack([x0, x1, x2])
+  weights = 0.85 * np.eye(k)[regime] + 0.15 * rng.dirichlet(np.ones(k), s)
+  per_param = 0.5 * math.log(s)
+  fam, own = st.family_scores_free(x, weights, max_parents=2)
+  for node in range(3):
+    for c in range(fam.scores.shape[1]):
+      pa = [p for p in fam.parents[node, c] if p >= 0]
+
+      def ref(chosen):
+        changes = np.zeros((k, 3), bool)
+        changes[list(chosen), node] = True
+        return _reference_score(x, weights, changes, node, pa, per_param)
+
+      chosen, current = [], ref(())
+      while len(chosen) < k - 1:
+        gains = {r: ref(chosen + [r]) for r in range(k) if r not in chosen}
+        best = max(gains, key=gains.get)
+        if gains[best] <= current:
+          break
+        chosen, current = chosen + [best], gains[best]
+      assert sorted(chosen) == list(np.flatnonzero(own[node, c])), (node, pa)
+      np.testing.assert_allclose(fam.scores[node, c], current, rtol=2e-5, atol=5e-2)
+    assert own[node].sum(-1).max() > 1  # (several regimes taken: the steps after the first ran)
+
+
+@pytest.mark.fast
 def test_free_family_scores_are_their_own_change_sets_scored_exactly():
   """Each family's score is the reference score of the regimes it chose to change (the
   shared copy refitted exactly on the others), at least that of no change and of every
