@@ -50,6 +50,14 @@ def _reference_score(x, weights, changes, node, pa, penalty_per_param):
   return total
 
 
+def _change_set_score(x, weights, node, pa, chosen, penalty_per_param):
+  """``_reference_score`` of ``node`` on parents ``pa`` with own copies for the regimes
+  ``chosen`` (and a shared copy for the others)."""
+  changes = np.zeros((weights.shape[1], x.shape[1]), bool)
+  changes[list(chosen), node] = True
+  return _reference_score(x, weights, changes, node, pa, penalty_per_param)
+
+
 @pytest.mark.fast
 def test_family_scores_match_weighted_lstsq_reference():
   rng = np.random.default_rng(0)
@@ -126,12 +134,7 @@ def test_free_family_greedy_takes_the_reference_greedys_regimes_with_more_regime
   for node in range(3):
     for c in range(fam.scores.shape[1]):
       pa = [p for p in fam.parents[node, c] if p >= 0]
-
-      def ref(chosen):
-        changes = np.zeros((k, 3), bool)
-        changes[list(chosen), node] = True
-        return _reference_score(x, weights, changes, node, pa, per_param)
-
+      ref = lambda chosen: _change_set_score(x, weights, node, pa, chosen, per_param)
       chosen, current = [], ref(())
       while len(chosen) < k - 1:
         gains = {r: ref(chosen + [r]) for r in range(k) if r not in chosen}
@@ -163,10 +166,7 @@ def test_free_family_scores_are_their_own_change_sets_scored_exactly():
     for node in range(3):
       for c in range(fam.scores.shape[1]):
         pa = [p for p in fam.parents[node, c] if p >= 0]
-        def ref(chosen):
-          changes = np.zeros((k, 3), bool)
-          changes[list(chosen), node] = True
-          return _reference_score(x, weights, changes, node, pa, per_param)
+        ref = lambda chosen: _change_set_score(x, weights, node, pa, chosen, per_param)
         np.testing.assert_allclose(fam.scores[node, c], ref(np.flatnonzero(own[node, c])),
                                    rtol=2e-5, atol=5e-2)
         assert fam.scores[node, c] >= max(ref(()), *(ref((r,)) for r in range(k))) - 5e-2
