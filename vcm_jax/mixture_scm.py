@@ -185,7 +185,7 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
     # A few parameter EM rounds on the graph just chosen: they cost milliseconds where a
     # family table costs seconds, and bring the posterior nearer its fixed point.
     bic, q = e_step(q, adj, own, nl, iters=param_iters)
-    entry = dict(round=r, adj=adj, log_px=bic, **structure._edge_diff(prev, adj))
+    entry = dict(round=r, adj=adj, log_px=bic, **structure.edge_diff(prev, adj))
     history.append(entry)
     if best is None or bic > best[1]:
       best = (adj, bic, q, own, fam, own_table)
@@ -210,7 +210,7 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
                                                    min_gain=tol * s)
     if pruned:
       history.append(dict(round=len(history), adj=b_adj, log_px=b_score, pruned=pruned,
-                          **structure._edge_diff(history[-1]["adj"], b_adj)))
+                          **structure.edge_diff(history[-1]["adj"], b_adj)))
   edges = structure.edge_report(b_fam, b_adj, method=method) if report else []
   return structure.StructuralEM(adj=b_adj, score=b_score, weights=b_q, changes=b_own,
                                 history=history, edges=edges, family=b_fam)
@@ -264,7 +264,7 @@ def _exact_polish(x, e_step, best, *, cap, candidates, penalty, var_floor, forbi
   if not bic > max(base, b_score):
     return best
   history.append(dict(round=len(history), adj=alt, log_px=bic, exact=True,
-                      **structure._edge_diff(b_adj, alt)))
+                      **structure.edge_diff(b_adj, alt)))
   return alt, bic, q, own, fam, table
 
 

@@ -1058,7 +1058,9 @@ class StructuralEM(NamedTuple):
   family: "FamilyScores"     # the family scores under that posterior
 
 
-def _edge_diff(old: np.ndarray, new: np.ndarray) -> dict:
+def edge_diff(old: np.ndarray, new: np.ndarray) -> dict:
+  """The edges of ``new`` against ``old``: ``{"added", "removed", "reversed"}``, each a
+  list of ``(source, target)`` pairs (a reversed edge as it was in ``old``)."""
   old, new = old > 0, new > 0
   rev = old & new.T & ~new
   added = new & ~old & ~rev.T
@@ -1103,7 +1105,7 @@ def structural_em(fit_regimes: Callable, x, *, start=None, max_rounds: int = 6,
     seen.add(adj.tobytes())
     weights, changes, log_px = fit_regimes(adj)
     log_px = float(log_px)
-    entry = dict(round=r, adj=adj, log_px=log_px, **_edge_diff(prev_adj, adj))
+    entry = dict(round=r, adj=adj, log_px=log_px, **edge_diff(prev_adj, adj))
     history.append(entry)
     if history[:-1] and log_px <= history[-2]["log_px"] + tol:
       entry["stop"] = "score did not improve"
