@@ -358,6 +358,28 @@ def test_is_dag_agrees_with_networkx():
 
 
 @pytest.mark.fast
+def test_edge_diff_names_added_removed_and_reversed_edges():
+  """``structure.edge_diff`` (the search's and the repair's history) on a hand-made
+  pair, and against a set reference on random graphs: a reversed edge is neither added
+  nor removed."""
+  old = np.zeros((3, 3), int); old[0, 1] = old[1, 2] = 1
+  new = np.zeros((3, 3), int); new[1, 0] = new[0, 2] = 1
+  assert st.edge_diff(old, new) == dict(added=[(0, 2)], removed=[(1, 2)], reversed=[(0, 1)])
+  rng = np.random.default_rng(1)
+  for _ in range(100):
+    a, b = (np.triu(rng.random((5, 5)) < 0.4, 1) for _ in range(2))
+    turned = np.triu(rng.random((5, 5)) < 0.5, 1)
+    b = np.where(turned | turned.T, b.T, b)  # some edges turned round
+    e_a = {(int(i), int(j)) for i, j in zip(*np.nonzero(a))}
+    e_b = {(int(i), int(j)) for i, j in zip(*np.nonzero(b))}
+    rev = {(i, j) for i, j in e_a if (j, i) in e_b}
+    d = st.edge_diff(a, b)
+    assert set(d["reversed"]) == rev
+    assert set(d["added"]) == e_b - e_a - {(j, i) for i, j in rev}
+    assert set(d["removed"]) == e_a - e_b - rev
+
+
+@pytest.mark.fast
 def test_a_mixture_with_no_finite_restart_gives_uniform_responsibilities_and_says_so():
   """Rows the mixture cannot fit (a NaN in every restart's data): structural EM's first
   posterior is uniform, with a FitWarning, never a NaN posterior."""
