@@ -153,6 +153,15 @@ def _log_graph_learning(learned: dict) -> None:
     logging.info("graph search round %d: regime model BIC %.1f, %d edges%s%s", r["round"],
                  r["bic"], r["n_edges"], f"; {moves}" if moves else "",
                  f"; stop: {r['stop']}" if r.get("stop") else "")
+  refined = learned.get("refined")
+  if refined and refined["rounds"]:
+    best = max(refined["rounds"], key=lambda r: r["bic"])
+    verdict = ("kept" if refined["kept"] else "not kept: its BIC is no higher"
+               if "check_holds" not in refined else
+               "not kept: the regime model's check fails on it")
+    logging.info("graph refined by structural EM under the regime model's posterior: BIC "
+                 "%.1f on the search's graph, best round %.1f (%d edges): %s", refined["start_bic"],
+                 best["bic"], best["n_edges"], verdict)
   if learned.get("repair"):
     logging.info("graph repair with the %s latent: %s", learned["repair"]["latent"],
                  learned["repair"]["why"])
@@ -321,7 +330,8 @@ def run(config, workdir: str) -> dict:
   }
   if learned is not None:
     summary["graph_learning"] = {k: learned[k] for k in ("search", "rounds", "edges", "changes",
-                                                         "repair", "max_parents", "score")
+                                                         "repair", "refined", "max_parents",
+                                                         "score")
                                  if k in learned}
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))

@@ -99,6 +99,9 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
   assert {(e["source"], e["target"]) for e in learning["edges"]} == \
       {(NAMES[i], NAMES[j]) for i, j in np.argwhere(adj)}
   assert log.count("graph search round") == len(learning["rounds"])
+  refined = learning["refined"]  # structural EM under the regime model, from the search's graph
+  assert np.isfinite(refined["start_bic"]) and isinstance(refined["kept"], bool), refined
+  assert ("graph refined by structural EM" in log) == bool(refined["rounds"]), refined
 
   # Repair: a given graph missing A -> C gets it back, reported as a change with its gain.
   given = tmp_path / "missing.csv"

@@ -308,6 +308,46 @@ def test_structural_em_with_true_posterior_recovers_the_graph():
   assert worse.adj.sum() == 0 and np.array_equal(worse.history[1]["adj"], adj)
 
 
+@pytest.mark.fast
+def test_refine_keeps_the_regime_models_graph_only_where_its_check_holds():
+  """``learn.refine`` from a graph with two edges reversed, the E-step the true regimes
+  (free-target families, the table's own score as the BIC): structural EM finds the true
+  graph, kept where ``holds`` says the regime model's check holds on it, the learned
+  graph kept (and recorded as refused) where it does not; from the true graph nothing
+  moves and no check is asked."""
+  from vcm_jax import learn
+  x, regimes, adj, _ = _interventional()
+  n = adj.shape[0]
+  weights = np.eye(n + 1)[regimes]
+  fam, _ = st.family_scores_free(x, weights, max_parents=n - 1)
+  assert np.array_equal(st.search(fam), adj)  # (the table's optimum is the truth)
+  fit_regimes = lambda g: (weights, _single_target(n), st.graph_score(fam, g))
+  edges = list(zip(*np.nonzero(adj)))
+  wrong = adj.copy()
+  for i, j in edges[:2]:
+    wrong[i, j], wrong[j, i] = 0, 1
+  assert st.is_dag(wrong) and _shd(wrong, adj) == 2
+  learned = st.StructuralEM(adj=wrong, score=0.0, weights=None, changes=None, history=[],
+                            edges=[], family=None)
+  asked = []
+
+  def holds(answer):
+    return lambda g: asked.append(np.array(g)) or answer
+
+  found, record = learn.refine(fit_regimes, holds(True), x, learned, max_parents=n - 1)
+  assert np.array_equal(found.adj, adj) and record["kept"] and record["check_holds"]
+  assert np.array_equal(asked[-1], adj)
+  assert found.score == pytest.approx(st.graph_score(fam, adj))
+  assert record["rounds"][0]["bic"] > record["start_bic"]
+  assert sorted(record["rounds"][0]["reversed"]) == sorted((int(j), int(i)) for i, j in edges[:2])
+  found, record = learn.refine(fit_regimes, holds(False), x, learned, max_parents=n - 1)
+  assert np.array_equal(found.adj, wrong) and not record["kept"] and not record["check_holds"]
+  asked.clear()
+  right = learned._replace(adj=adj)
+  found, record = learn.refine(fit_regimes, holds(True), x, right, max_parents=n - 1)
+  assert found is right and not record["kept"] and "check_holds" not in record and not asked
+
+
 @pytest.fixture
 def default_200_steps():
   """``config.data_default`` with at most 200 steps, for every fit of the test (each
