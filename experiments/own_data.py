@@ -156,9 +156,12 @@ def _log_graph_learning(learned: dict) -> None:
   refined = learned.get("refined")
   if refined and refined["rounds"]:
     best = max(refined["rounds"], key=lambda r: r["bic"])
-    verdict = ("kept" if refined["kept"] else "not kept: its BIC is no higher"
-               if "check_holds" not in refined else
-               "not kept: the regime model's check fails on it")
+    if refined["kept"]:
+      verdict = "kept"
+    elif "check_holds" in refined:  # (asked only where a graph other than the search's won)
+      verdict = "not kept: the regime model's check fails on it"
+    else:
+      verdict = "not kept: its BIC is no higher"
     logging.info("graph refined by structural EM under the regime model's posterior: BIC "
                  "%.1f on the search's graph, best round %.1f (%d edges): %s", refined["start_bic"],
                  best["bic"], best["n_edges"], verdict)

@@ -416,12 +416,11 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
       found, tried = free_target_search(jax.random.fold_in(key, 1), xs, max_parents=mp,
                                         start=start, first_posteriors=first_posteriors)
   edge = lambda e: [names[e[0]], names[e[1]]]
+  moves = lambda h: {kind: [edge(e) for e in h[kind]] for kind in ("added", "removed",
+                                                                   "reversed")}
   out = {"adjacency": found.adj.astype(int), "max_parents": mp, "score": found.score,
          "rounds": [dict(round=h["round"], bic=h["log_px"], n_edges=int(h["adj"].sum()),
-                         added=[edge(e) for e in h["added"]],
-                         removed=[edge(e) for e in h["removed"]],
-                         reversed=[edge(e) for e in h["reversed"]],
-                         **{k: h[k] for k in ("stop", "exact") if k in h})
+                         **moves(h), **{k: h[k] for k in ("stop", "exact") if k in h})
                     for h in found.history],
          "edges": [dict(source=names[r["edge"][0]], target=names[r["edge"][1]],
                         gain=float(r["gain"]), reverse_gain=float(r["reverse_gain"]),
@@ -429,10 +428,7 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   if tried is not None:
     out["n_regimes_tried"] = tried
   if refined is not None:
-    out["refined"] = dict(refined, rounds=[dict(r, added=[edge(e) for e in r["added"]],
-                                                removed=[edge(e) for e in r["removed"]],
-                                                reversed=[edge(e) for e in r["reversed"]])
-                                           for r in refined["rounds"]])
+    out["refined"] = dict(refined, rounds=[dict(r, **moves(r)) for r in refined["rounds"]])
   if reoriented is not None:
     out["reoriented"] = [dict(t, edge=None if t["edge"] is None else edge(t["edge"]))
                          for t in reoriented]
