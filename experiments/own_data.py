@@ -162,8 +162,10 @@ def _log_graph_learning(learned: dict) -> None:
       verdict = "not kept: the regime model's check fails on it"
     else:
       verdict = "not kept: its BIC is no higher"
-    logging.info("graph refined by structural EM under the regime model's posterior: BIC "
-                 "%.1f on the search's graph, best round %.1f (%d edges): %s", refined["start_bic"],
+    e_step = refined.get("e_step", {})
+    logging.info("graph refined by structural EM under the regime model's posterior (%s noise, "
+                 "%s scale): BIC %.1f on the search's graph, best round %.1f (%d edges): %s",
+                 e_step.get("noise"), e_step.get("scale_model"), refined["start_bic"],
                  best["bic"], best["n_edges"], verdict)
   if learned.get("repair"):
     logging.info("graph repair with the %s latent: %s", learned["repair"]["latent"],

@@ -51,6 +51,12 @@ def test_icl_is_bic_minus_the_posterior_entropy_and_picks_the_latent_that_holds(
   np.testing.assert_allclose(best["icl"], best["bic"] - best["entropy"])
   np.testing.assert_allclose(best["bic"], best["log_px"] * 2000 - 0.5 * np.log(2000) * 28,
                              rtol=1e-6)
+  # The first stage alone (learn.refine's E-step): the same model, the same fit.
+  cfg, fit = choose.noise_and_scale(jax.random.key(0), np.asarray(x), test_sparse.ADJ, BASE,
+                                    choose.Selection(k_candidates=(2,), max_mechanisms=1))
+  assert (cfg.decoder, cfg.noise, cfg.scale_model) == (
+      single.config.decoder, single.config.noise, single.config.scale_model)
+  np.testing.assert_allclose(fit.bic(x), best["bic"], rtol=1e-6)
   x2, _, _ = test_sparse._multi_target_data(n=2000)
   multi = choose.choose_model(jax.random.key(0), x2, test_sparse.ADJ, BASE, noises=("gauss",),
                               k_candidates=(2, 3))

@@ -101,6 +101,8 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
   assert log.count("graph search round") == len(learning["rounds"])
   refined = learning["refined"]  # structural EM under the regime model, from the search's graph
   assert np.isfinite(refined["start_bic"]) and isinstance(refined["kept"], bool), refined
+  # its regime model: the noise family and scale model the default's first stage chooses
+  assert refined["e_step"]["noise"] in ("gauss", "student_t"), refined
   assert ("graph refined by structural EM" in log) == bool(refined["rounds"]), refined
 
   # Repair: a given graph missing A -> C gets it back, reported as a change with its gain.

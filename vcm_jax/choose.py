@@ -341,22 +341,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   adj = np.asarray(adj)
   base = train.without_unused_terms(base, x)
   x = jnp.asarray(x, jnp.float32)
-
-  def fitted(cfgs, start=None, log_rows=True):
-    """Fit ``cfgs`` from scratch, or each continued from ``start`` (a ``_Fitted`` whose
-    model differs only in its noise family: it starts where that fit ended); their rows
-    go to ``log`` unless ``log_rows`` is False."""
-    if start is None:
-      out = fit_candidates(key, x, adj, cfgs, x_heldout)
-    else:
-      out = []
-      for cfg in cfgs:
-        fit = _continued(jax.random.fold_in(key, 5), start.fit, x, cfg)
-        out.append(_Fitted(cfg, scores(fit, x, x_heldout), fit))
-    for f in out if log is not None and log_rows else ():
-      log(f.row)
-    return out
-
+  fitted = _fitter(key, x, adj, x_heldout, log)
   table, best_first, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
   n = adj.shape[0]
   holds = check is not None and check["holds"]
@@ -391,6 +376,39 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
     check["of_chosen"] = chosen is best_first
   return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
+
+
+def _fitter(key, x, adj, x_heldout, log):
+  """``fitted(cfgs, start=None, log_rows=True)``: fit ``cfgs`` on ``x`` from scratch, or
+  each continued from ``start`` (a ``_Fitted`` whose model differs only in its noise
+  family or scale model: it starts where that fit ended); their rows go to ``log``
+  unless ``log_rows`` is False."""
+  def fitted(cfgs, start=None, log_rows=True):
+    if start is None:
+      out = fit_candidates(key, x, adj, cfgs, x_heldout)
+    else:
+      out = []
+      for cfg in cfgs:
+        fit = _continued(jax.random.fold_in(key, 5), start.fit, x, cfg)
+        out.append(_Fitted(cfg, scores(fit, x, x_heldout), fit))
+    for f in out if log is not None and log_rows else ():
+      log(f.row)
+    return out
+  return fitted
+
+
+def noise_and_scale(key, x, adj, base: FitConfig, selection: Selection = Selection()):
+  """The default's first stage on the graph ``adj`` without its check: the first
+  decoder's fit under each noise family and scale model of ``selection`` (each continued
+  from the fit it extends, the best also from scratch). Returns ``(config, fit)`` of the
+  best by BIC: the regime model the default would check on this graph
+  (``learn.refine``'s E-step)."""
+  x = jnp.asarray(x, jnp.float32)
+  base = train.without_unused_terms(base, x)
+  sel = dataclasses.replace(selection, screen=False)
+  _, best, _ = _first_latent(x, np.asarray(adj), base, sel, _fitter(key, x, adj, None, None),
+                             None, base.restarts)
+  return best.cfg, best.fit
 
 
 def _first_latent(x, adj, base: FitConfig, sel: Selection, fitted, log, first_restarts: int):
