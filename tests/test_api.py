@@ -179,3 +179,27 @@ def test_encoder_only_when_its_q_is_used():
   exact = train.make_trainer(CFG, n_nodes=N, max_parents=2).model
   paper = train.make_trainer(CFG.replace(posterior="encoder"), n_nodes=N, max_parents=2).model
   assert exact.encoder is None and paper.encoder is not None
+
+
+def test_compiled_programs_are_released_only_where_they_crowd_the_memory_maps(monkeypatch):
+  """``programs.release_if_crowded`` clears JAX's caches, and the maps the executables
+  held, only above its share of the limit; ``vcm_jax.fit`` asks as it starts."""
+  from vcm_jax import programs
+  if programs.map_count() is None or programs.map_limit() is None:
+    pytest.skip("no /proc: the count cannot be read")
+  held = [jax.jit(lambda a, i=i: jnp.tanh(a * i).sum()) for i in range(20)]
+  for f in held:
+    f(jnp.ones(3)).block_until_ready()
+  assert not programs.release_if_crowded()  # (this process is far below a third)
+  before = programs.map_count()
+  monkeypatch.setattr(programs, "map_limit", lambda: before)  # now above a third of it
+  # (the programs of this test only: the suite's other programs stay compiled)
+  monkeypatch.setattr(programs.jax, "clear_caches", lambda: [f.clear_cache() for f in held])
+  assert programs.release_if_crowded()
+  assert programs.map_count() <= before - 2 * len(held), (before, programs.map_count())
+  asked = []
+  monkeypatch.setattr(programs, "release_if_crowded", lambda: asked.append(1))
+  x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+  with pytest.raises(ValueError):  # (a bad config is named after the data are read)
+    vcm_jax.fit(x, np.zeros((2, 2)), config={"no_such_key": 1})
+  assert asked

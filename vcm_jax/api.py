@@ -25,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from vcm_jax import config as config_lib
-from vcm_jax import graphs, identify, predict, select, train
+from vcm_jax import graphs, identify, predict, programs, select, train
 from vcm_jax.config import FitConfig
 from vcm_jax.identify import Identification
 from vcm_jax.model import Model
@@ -305,10 +305,12 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     graphs.validate_dag(adj, None if names is None else [str(n) for n in names])
   key = jax.random.key(0) if key is None else key
   learned = None
+  programs.release_if_crowded()  # (many fits in one process: the memory maps they hold)
   if search != "none":
     learned = learn.learn_graph(key, x, config_lib.data_default(),
                                 start=adj if search == "repair" else None, names=names)
     adj = learned["adjacency"]
+    programs.release_if_crowded()
   if config is None:
     if selection is not None and not isinstance(selection, choose.Selection):
       selection = choose.Selection(**dict(selection))

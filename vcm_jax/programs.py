@@ -1,0 +1,54 @@
+"""The compiled programs a process holds, released before they exhaust its memory maps.
+
+Each XLA CPU executable holds about nine memory maps (code and data sections), and
+``jax.jit`` keeps every executable for the life of the process. Linux allows a process
+``vm.max_map_count`` maps (65530 by default); past that, LLVM cannot allocate the next
+program and the process dies with a segmentation fault. One ``vcm_jax.fit(x)`` that
+learns the graph (heteroscedastic development seed 2, 12 nodes) leaves 22244 maps; the
+fourth fit of a loop in one process died there. ``jax.clear_caches()`` gives them back
+(1095 after it).
+
+``release_if_crowded`` clears JAX's caches where the process holds more than a third of
+its limit, so a fit twice the size of the one measured still has room. It runs where
+``vcm_jax.fit`` starts and between its graph search and its regime fits. The cost is a
+compile of the next program met again (read back from the persistent compilation cache
+where one is on). Where the count cannot be read (no ``/proc``), nothing is done.
+"""
+from __future__ import annotations
+
+import logging
+
+import jax
+
+_LOG = logging.getLogger(__name__)
+SHARE = 1 / 3  # of vm.max_map_count held before the caches are cleared
+
+
+def map_count() -> int | None:
+  """The memory maps this process holds (``/proc/self/maps``), or None."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return None
+
+
+def map_limit() -> int | None:
+  """The kernel's limit on a process's memory maps (``vm.max_map_count``), or None."""
+  try:
+    with open("/proc/sys/vm/max_map_count") as f:
+      return int(f.read())
+  except (OSError, ValueError):
+    return None
+
+
+def release_if_crowded(share: float = SHARE) -> bool:
+  """Clear JAX's compiled programs where this process holds more than ``share`` of the
+  memory maps it may (``map_limit``). Returns whether it cleared."""
+  count, limit = map_count(), map_limit()
+  if count is None or limit is None or count <= share * limit:
+    return False
+  _LOG.info("%d of %d memory maps held by compiled programs: JAX's caches cleared", count,
+            limit)
+  jax.clear_caches()
+  return True
