@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, mixture_scm, structure, train
+from vcm_jax import graphs, mixture_scm, programs, structure, train
 from vcm_jax.config import FitConfig
 
 # Parent sets scored per graph search: every subset up to the largest size that keeps
@@ -371,6 +371,7 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   "refined" (``refine``'s record; learning where the table holds every parent set)}``;
   edges and changes name nodes by ``names``."""
   from vcm_jax import choose  # (it imports api, which imports this module)
+  programs.release_if_crowded()  # (a loop of searches in one process: the maps they hold)
   x = np.asarray(x, np.float32)
   s, n = x.shape
   names = [str(v) for v in names] if names is not None else [f"X{j}" for j in range(n)]
