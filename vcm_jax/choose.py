@@ -403,11 +403,11 @@ def noise_and_scale(key, x, adj, base: FitConfig, selection: Selection = Selecti
   from the fit it extends, the best also from scratch). Returns ``(config, fit)`` of the
   best by BIC: the regime model the default would check on this graph
   (``learn.refine``'s E-step)."""
-  x = jnp.asarray(x, jnp.float32)
+  x, adj = jnp.asarray(x, jnp.float32), np.asarray(adj)
   base = train.without_unused_terms(base, x)
   sel = dataclasses.replace(selection, screen=False)
-  _, best, _ = _first_latent(x, np.asarray(adj), base, sel, _fitter(key, x, adj, None, None),
-                             None, base.restarts)
+  _, best, _ = _first_latent(x, adj, base, sel, _fitter(key, x, adj, None, None), None,
+                             base.restarts)
   return best.cfg, best.fit
 
 

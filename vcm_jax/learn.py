@@ -83,6 +83,19 @@ def search_max_parents(n_nodes: int) -> int:
   return max(default_max_parents(n_nodes), min(SPARSE_PARENTS, n_nodes - 1))
 
 
+def every_set_scored(n: int, max_parents: int, width: int | None = None) -> bool:
+  """Whether the family table holds every parent set of up to ``max_parents`` of ``n``
+  nodes (``width`` default ``default_max_parents(n)``); where not, the sets come from
+  ``sparse_candidates``."""
+  return max_parents <= (default_max_parents(n) if width is None else width)
+
+
+def _width(cfg: FitConfig, adj) -> int:
+  """The parent-table width a regime fit of ``cfg`` on ``adj`` uses: ``cfg``'s, or wider
+  for a node the search grew past the cap."""
+  return max(cfg.max_parents, graphs.max_in_degree(adj))
+
+
 def sparse_candidates(xs, weights, max_parents: int, *, keep=None,
                       width: int | None = None) -> np.ndarray | None:
   """``[N, N]`` bool (``[i, j]``: ``i`` may be a parent of ``j``): the parents each node's
@@ -103,7 +116,7 @@ def sparse_candidates(xs, weights, max_parents: int, *, keep=None,
   gain of a single-parent family (a marginal measure) 80% / 86%."""
   n = xs.shape[1]
   width = default_max_parents(n) if width is None else width
-  if max_parents <= width:
+  if every_set_scored(n, max_parents, width):
     return None
   per_node = n_families([n - 1], width)
   x = structure.standardise(xs)[0]
@@ -389,12 +402,12 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   if start is None:
     found, tried = free_target_search(jax.random.fold_in(key, 1), xs, max_parents=mp)
     found, reoriented = reorient(key, xs, found, cfg)
-    if mp <= default_max_parents(n):  # (above, the search's sets come from candidates)
+    if every_set_scored(n, mp):  # (where not, the search's sets came from candidates)
       # The E-step: the regime model the default would check on the learned graph (its
       # noise family and scale model by BIC), every round's graph fitted under it.
       learned = np.asarray(found.adj) > 0
-      e_cfg, first = choose.noise_and_scale(key, xs, learned, cfg.replace(
-          max_parents=max(mp, graphs.max_in_degree(learned))))
+      e_cfg, first = choose.noise_and_scale(key, xs, learned,
+                                            cfg.replace(max_parents=_width(cfg, learned)))
       fitted = _fits_by_graph(key, xs, cfg.replace(noise=e_cfg.noise,
                                                    scale_model=e_cfg.scale_model),
                               {learned.tobytes(): first})
@@ -449,9 +462,9 @@ def _fits_by_graph(key, xs, cfg: FitConfig, fits: dict | None = None):
 
   def fitted(adj):
     adj = np.asarray(adj) > 0
-    if adj.tobytes() not in cache:  # (a node the search grew past the cap: a wider table)
-      width = max(cfg.max_parents, graphs.max_in_degree(adj))
-      fit = api.fit(xs, adj.astype(int), key=key, config=cfg.replace(max_parents=width))
+    if adj.tobytes() not in cache:
+      fit = api.fit(xs, adj.astype(int), key=key,
+                    config=cfg.replace(max_parents=_width(cfg, adj)))
       cache[adj.tobytes()] = fit, (np.asarray(fit.posterior(xs)), changes, fit.bic(xs))
     return cache[adj.tobytes()]
   return fitted
