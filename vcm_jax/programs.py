@@ -11,9 +11,9 @@ fourth fit of a loop in one process died there. ``jax.clear_caches()`` gives the
 ``release_if_crowded`` clears JAX's caches where the process holds more than a third of
 its limit, so a fit twice the size of the one measured still has room. It runs where
 ``vcm_jax.fit`` and ``learn.learn_graph`` start and between the graph search and the
-regime fits. The cost is a
-compile of the next program met again (read back from the persistent compilation cache
-where one is on). Where the count cannot be read (no ``/proc``), nothing is done.
+regime fits. The cost is a compile of the next program met again (read back from the
+persistent compilation cache where one is on). Where the count cannot be read (no
+``/proc``), nothing is done.
 """
 from __future__ import annotations
 
