@@ -403,3 +403,36 @@ def test_censoring_is_left_out_only_where_no_column_has_a_bound():
     floored[:pinned, 2] = floored[:, 2].max() + 1.0  # a ceiling held by ``pinned`` rows
     assert (train.without_unused_censoring(cfg, floored).censor_share > 0) == kept, pinned
   assert train.without_unused_censoring(cfg.replace(censor_share=0.0), x).censor_share == 0.0
+
+
+def test_regimes_that_do_not_pay_for_their_parameters_are_said():
+  """Data from one regime still get the single-target latent's N + 1 regimes; the fit's
+  BIC then falls below that of its own observational mechanisms alone scoring every row
+  (``diagnose.unsupported_regimes``), and the run says so. Regimes that shift each node
+  by 4 sd pay many times over. The per-regime likelihoods are those of ``log_prob``."""
+  from vcm_jax import predict, scm
+  adj = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+  true = scm.sample_linear_scm(jax.random.key(0), jnp.asarray(adj), shift=4.0)
+  x, r = (np.asarray(a) for a in scm.sample_data(jax.random.key(1), true, 9000))
+  shifted, one = x[:1500], x[r == 0][:1500]
+  assert len(one) == 1500
+  cfg = FitConfig(num_steps=300, mechanism="linear")
+  found = {}
+  for name, data in (("shifted", shifted), ("one", one)):
+    fit = vcm_jax.fit(data, adj, key=jax.random.key(0), config=cfg)
+    found[name] = diagnose.unsupported_regimes(fit, data)
+    ll = predict.regime_log_likelihoods(fit.model, fit.result, data, fit.parent_idx,
+                                        fit.parent_mask)
+    log_px = jax.scipy.special.logsumexp(ll + fit.model.log_prior(fit.result.params), axis=1)
+    np.testing.assert_allclose(log_px, fit.log_prob(data), atol=1e-4)
+    summary = found[name][0]
+    np.testing.assert_allclose(summary["bic"], fit.bic(data), rtol=1e-6)
+    np.testing.assert_allclose(summary["log_px_observational_alone"],
+                               float(ll[:, fit.observational].mean()), rtol=1e-6)
+    # one SCM: each mechanism's linear weights, intercept and scale (2 + 3 + 3)
+    assert summary["n_parameters_observational_alone"] == 8
+  (summary, line), (summary_one, line_one) = found["shifted"], found["one"]
+  assert summary["supported"] and line is None
+  assert summary["bic"] - summary["bic_observational_alone"] > 1000, summary
+  assert not summary_one["supported"], summary_one
+  assert line_one.startswith("the regimes do not pay for their parameters"), line_one

@@ -641,6 +641,8 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   warned += [f"candidate {r['decoder']} K={r['n_regimes']} noise {r['noise']}: {r['failed']}"
              for r in choice.table if r.get("failed")]
   warned += diagnose.tied_regimes(fit, x, names, pinned=pinned)
+  extra["regimes_supported"], line = diagnose.unsupported_regimes(fit, x)
+  warned += [line] if line else []
   if selection.yardstick:
     _LOG.info("the yardstick: a Gaussian mixture, K by BIC, beside the fit")
     extra["yardstick"], line = _yardstick(key, fit, x, pinned.any(1))

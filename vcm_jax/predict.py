@@ -23,6 +23,14 @@ def log_prob(model: Model, result: FitResult, x, parent_idx, parent_mask):
   return log_px - units.log_jacobian(result.scale)
 
 
+def regime_log_likelihoods(model: Model, result: FitResult, x, parent_idx, parent_mask):
+  """Fitted ``log p(x | regime k)`` in data units, ``[S, K]``."""
+  xs = units.to_standard(x, result.loc, result.scale)
+  ll = map_rows(lambda b: model.regime_log_likelihoods(result.params, b, parent_idx,
+                                                      parent_mask), xs)
+  return ll - units.log_jacobian(result.scale)
+
+
 def elbo(model: Model, result: FitResult, x, parent_idx, parent_mask):
   """ELBO with the recipe's q (beta = 1), data units, ``[S]``: ``log p(x)`` minus
   ``KL(q || p(z | x))``, so equal to ``log_prob`` when the posterior is exact."""
