@@ -111,17 +111,20 @@ def unsupported_regimes(fit, x) -> tuple[dict, str | None]:
   Gaussian, which wins there by BIC, does not warn, since the MLP fit's likelihood is
   higher (``docs/benchmarks.md``, "Data nobody tuned for").
   Returns ``(summary, warning or None)``."""
-  from vcm_jax import parameters, predict  # (predict imports the model stack)
+  from vcm_jax import elbo, parameters, predict  # (predict imports the model stack)
+  from vcm_jax.baselines.yardstick import bic as bic_of
   s = x.shape[0]
-  ll = np.asarray(predict.regime_log_likelihoods(fit.model, fit.result, x, fit.parent_idx,
-                                                 fit.parent_mask), np.float64)
-  log_px = float(np.asarray(fit.log_prob(x), np.float64).sum())
-  alone = float(ll[:, fit.observational].sum())
+  # One pass over the rows: log p(x) is these per-regime terms under the prior, as
+  # ``Model.log_marginal`` combines them.
+  ll = predict.regime_log_likelihoods(fit.model, fit.result, x, fit.parent_idx,
+                                      fit.parent_mask)
+  log_px = float(np.asarray(elbo.log_marginal(ll, fit.model.log_prior(fit.result.params)),
+                            np.float64).sum())
+  alone = float(np.asarray(ll, np.float64)[:, fit.observational].sum())
   copy, trunk = parameters.per_mechanism(fit.model.cfg, fit.parent_mask)
-  n_fit = float(parameters.count(fit.model, fit.result.params, fit.parent_mask))
+  n_fit = float(fit.n_parameters())
   n_alone = float(np.sum(copy) + np.sum(trunk))
-  bic = log_px - 0.5 * np.log(s) * n_fit
-  bic_alone = alone - 0.5 * np.log(s) * n_alone
+  bic, bic_alone = bic_of(log_px / s, n_fit, s), bic_of(alone / s, n_alone, s)
   summary = {"supported": bool(bic >= bic_alone), "bic": bic, "bic_observational_alone": bic_alone,
              "log_px": log_px / s, "log_px_observational_alone": alone / s,
              "n_parameters": n_fit, "n_parameters_observational_alone": n_alone}
