@@ -1,4 +1,5 @@
 """vcm_jax.fit without a config: the own-data default, with names, the choice and the verdict."""
+import dataclasses
 import logging
 
 import jax
@@ -82,6 +83,25 @@ def test_the_default_recovers_regimes_and_says_what_it_chose(data, default_fit):
   np.testing.assert_allclose(f.score(x), row["log_px"], rtol=1e-5)
   assert f.icl(x) <= f.bic(x)
   assert "identifiability: identified" in f.describe()
+
+
+def test_on_few_rows_the_mechanisms_are_chosen_by_a_heldout_likelihood(data, default_fit):
+  """At most ``capacity_max_rows`` rows: linear or MLP mechanisms by 5-fold held-out
+  log p(x) (``vcm_jax.capacity``), the choice made with the winner. A linear SCM on 200
+  rows: linear mechanisms (the MLP's weights fit the noise), and the regimes found. On
+  the module's 1500 rows the question is not asked (MLP mechanisms, as configured)."""
+  x, regimes = data
+  f = vcm_jax.fit(x[:200], ADJ, selection=dataclasses.replace(
+      SELECTION, yardstick=False, free_target_screen=False))
+  asked = f.choice.extra["mechanism_capacity"]
+  assert asked["chosen"] == f.config.mechanism == "linear", asked
+  held = asked["heldout_log_px"]
+  assert held["linear"] > held["mlp"] and asked["folds"] == 5, asked
+  ari = metrics.adjusted_rand_index(regimes[:200], np.asarray(f.assign(x[:200])), 5,
+                                    f.n_regimes)
+  assert float(ari) > 0.8, ari
+  assert "mechanism_capacity" not in default_fit.choice.extra
+  assert default_fit.config.mechanism == "mlp"
 
 
 def test_shuffled_graph_nodes_give_the_identical_fit(data):

@@ -69,6 +69,11 @@ class Selection:
   # the same mean, the spread moved; set with the labels in view).
   violated_restarts: int = 4
   max_rows: int = 20000        # candidates are fitted on at most this many rows
+  # On at most this many rows, linear or MLP mechanisms by a k-fold held-out likelihood
+  # of the first candidate (``capacity``; 0: never, MLP): chosen on development seeds
+  # 0-2 of the held-out families at 300 and 1000 rows (docs/defaults.md).
+  capacity_max_rows: int = 1000
+  capacity_folds: int = 5
   # The shared-mechanism check's thresholds (checks.EFFECT, checks.Z), and the gross-error
   # fraction its cell densities are read with, so that a few wild cells cannot fail it.
   check_effect: float = checks.EFFECT
@@ -96,6 +101,9 @@ class Selection:
         raise ValueError(f"selection.{name} has {bad}; allowed: {', '.join(values)}")
     if any(k < 2 for k in self.k_candidates):
       raise ValueError(f"selection.k_candidates={self.k_candidates} must all be >= 2")
+    if self.capacity_max_rows < 0 or self.capacity_folds < 2:
+      raise ValueError(f"selection.capacity_max_rows={self.capacity_max_rows} must be >= 0 "
+                       f"and selection.capacity_folds={self.capacity_folds} >= 2")
     if self.restarts < 1 or self.max_rows < 0 or self.violated_restarts < 1:
       raise ValueError("selection.restarts and selection.violated_restarts must be >= 1 and "
                        "selection.max_rows >= 0")
@@ -213,7 +221,7 @@ def scores(fit: api.Fit, x, x_heldout=None) -> dict:
 
 def describe(cfg: FitConfig) -> dict:
   return {"decoder": cfg.decoder, "n_regimes": cfg.n_regimes, "noise": cfg.noise,
-          "scale_model": cfg.scale_model}
+          "scale_model": cfg.scale_model, "mechanism": cfg.mechanism}
 
 
 @functools.cache
@@ -323,7 +331,8 @@ def _best(rows: list, criterion: str):
 
 
 def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
-                 first_restarts: int = 0, **selection) -> ModelChoice:
+                 first_restarts: int = 0, only_if_holds: bool = False,
+                 **selection) -> ModelChoice | None:
   """Fit the candidates on ``x`` and choose (host-level; ``selection``: the fields of
   ``Selection``, or ``selection=Selection(...)``).
 
@@ -336,6 +345,8 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
 
   ``first_restarts``: starts of the first decoder's candidates (0: ``base.restarts``);
   the others get ``base.restarts`` too unless ``selection.restarts`` is given.
+  ``only_if_holds``: None where the first fit's check fails (the other latents are not
+  fitted).
   """
   sel = selection.pop("selection", None) or Selection(**selection)
   adj = np.asarray(adj)
@@ -345,6 +356,8 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   table, best_first, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
   n = adj.shape[0]
   holds = check is not None and check["holds"]
+  if only_if_holds and check is not None and not holds:
+    return None
   rest = [] if holds else _other_latents(key, x, adj, base, sel, table, fitted, log, x_heldout)
   table += rest
   failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
@@ -625,10 +638,14 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if selection.max_rows and len(x) > selection.max_rows:  # the choice on a random subset
     rows = np.sort(np.random.default_rng(seed_of(key)).choice(len(x), selection.max_rows,
                                                             replace=False))
-  choice = choose_model(key, x[rows], adj, base, selection=selection, x_heldout=x_heldout,
-                        log=log, first_restarts=base.restarts)
+  choose_from = functools.partial(choose_model, key, x[rows], adj, selection=selection,
+                                  x_heldout=x_heldout, log=log, first_restarts=base.restarts)
+  choice, capacity = _mechanisms_by_heldout_likelihood(key, x, adj, base, selection,
+                                                       choose_from)
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
   extra = {"settings": dataclasses.asdict(selection), "thresholds": thresholds()}
+  if capacity is not None:
+    extra["mechanism_capacity"] = capacity
   fit, gross_line = choice.fit, None
   if gross > 0:
     _LOG.info("gross errors: the chosen fit continued with a wild cell's share %g", gross)
@@ -651,6 +668,40 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if check is not None and fit is not choice.fit:
     check = dict(check, of_chosen=False)
   return choice._replace(fit=fit, check=check, warnings=tuple(warned), extra=extra)
+
+
+def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: Selection,
+                                      choose_from) -> tuple[ModelChoice, dict | None]:
+  """The choice (``choose_from(base) -> ModelChoice``) with the mechanisms ``capacity``
+  prefers on few rows (at most ``selection.capacity_max_rows``; MLP mechanisms in
+  ``base``): its first candidate's k-fold held-out log p(x) with linear and with MLP
+  mechanisms. Linear mechanisms are kept only where their first fit's shared-mechanism
+  check holds: a check that fails says a mechanism's law is not linear-Gaussian
+  (heteroscedastic development seed 1 at 300 rows: the linear fit's check failed, the
+  choice went to a sparse K = 3, ARI 0.15; with MLP mechanisms 0.45). Returns
+  ``(choice, the summary or None where the question was not asked)``."""
+  from vcm_jax import capacity
+  if not (selection.capacity_max_rows and len(x) <= selection.capacity_max_rows
+          and base.mechanism == "mlp"):
+    return choose_from(base), None
+  first = candidates(base, np.asarray(adj).shape[0], decoders=selection.decoders[:1],
+                     noises=selection.noises[:1], k_candidates=selection.k_candidates)[0]
+  _LOG.info("mechanisms on %d rows: linear or MLP by %d-fold held-out log p(x)", len(x),
+            selection.capacity_folds)
+  found = capacity.choose_mechanism(jax.random.fold_in(key, 11), x, adj, first,
+                                    selection.capacity_folds, seed_of(key))
+  _LOG.info("held-out log p(x) a row: linear %.3f, MLP %.3f",
+            found["heldout_log_px"]["linear"], found["heldout_log_px"]["mlp"])
+  if found["mechanism"] == "linear":
+    linear = choose_from(base.replace(mechanism="linear"), only_if_holds=True)
+    found["linear_check_holds"] = linear is not None
+    if linear is not None:
+      return linear, dict(found, chosen="linear", why="the higher held-out log p(x)")
+    why = "the higher held-out log p(x), but its first fit's check failed"
+    _LOG.info("linear mechanisms: their first fit's check failed; MLP mechanisms")
+  else:
+    why = "the higher held-out log p(x)"
+  return choose_from(base), dict(found, chosen="mlp", why=why)
 
 
 def thresholds() -> dict:
