@@ -9,6 +9,7 @@ from vcm_jax.config import FitConfig
 # One model, a test's budget: 300 steps, one start.
 CFG = FitConfig(num_steps=300, restarts=1)
 ADJ = np.array([[0, 1], [0, 0]])
+ROWS = 120
 
 
 @pytest.mark.fast
@@ -33,24 +34,25 @@ def _nonlinear(rows: int, seed: int) -> np.ndarray:
 def test_heldout_log_px_is_each_fold_fitted_alone_and_scored_on_its_rows():
   """The folds' vmapped program against each fold's own fit (the jitted single fit with
   the same key), scored on the fold's held-out rows."""
-  x = _nonlinear(60, 0).astype(np.float32)
+  x = _nonlinear(ROWS, 0).astype(np.float32)
   key = jax.random.key(4)
-  got = capacity.heldout_log_px(key, x, ADJ, CFG, folds=3, seed=1)
+  got = capacity.heldout_log_px(key, x, ADJ, CFG, seed=1)
   one = api._jit_fit_graph(CFG, graphs.resolve_max_parents(ADJ))
   scored = [np.asarray(one(key, x[tr], np.asarray(ADJ, np.float32)).log_prob(x[te]))
-            for tr, te in capacity.fold_rows(60, 3, seed=1)]
+            for tr, te in capacity.fold_rows(ROWS, 5, seed=1)]
   np.testing.assert_allclose(got, np.concatenate(scored).mean(), rtol=1e-4, atol=1e-4)
 
 
 def test_the_mechanism_that_predicts_unseen_rows_is_chosen():
-  """A sine is MLP mechanisms' (linear ones cannot hold it); a line on 40 rows is
-  linear mechanisms' (the MLP's weights fit the noise)."""
+  """A sine is MLP mechanisms' (linear ones cannot hold it); a line on as few rows is
+  linear mechanisms' (the MLP's weights fit the noise). (One row count for the module:
+  each mechanism family's folds compile once.)"""
   key = jax.random.key(0)
-  curved = capacity.choose_mechanism(key, _nonlinear(300, 1), ADJ, CFG)
+  curved = capacity.choose_mechanism(key, _nonlinear(ROWS, 1), ADJ, CFG)
   assert curved["mechanism"] == "mlp", curved
   assert curved["heldout_log_px"]["mlp"] > curved["heldout_log_px"]["linear"] + 0.5
   rng = np.random.default_rng(2)
-  x0 = rng.normal(size=40)
-  line = np.stack([x0, 0.8 * x0 + rng.normal(size=40)], 1)
+  x0 = rng.normal(size=ROWS)
+  line = np.stack([x0, 0.8 * x0 + rng.normal(size=ROWS)], 1)
   straight = capacity.choose_mechanism(key, line, ADJ, CFG)
   assert straight["mechanism"] == "linear", straight
