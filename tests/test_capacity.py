@@ -56,3 +56,15 @@ def test_the_mechanism_that_predicts_unseen_rows_is_chosen():
   line = np.stack([x0, 0.8 * x0 + rng.normal(size=ROWS)], 1)
   straight = capacity.choose_mechanism(key, line, ADJ, CFG)
   assert straight["mechanism"] == "linear", straight
+
+
+@pytest.mark.fast
+def test_a_family_whose_folds_fail_scores_minus_infinity_and_says_why(monkeypatch):
+  def heldout(key, x, adj, cfg, folds, seed):
+    if cfg.mechanism == "mlp":
+      raise api.FitError("the mlp mechanisms' cross-validation fit: every start NaN")
+    return -3.0
+  monkeypatch.setattr(capacity, "heldout_log_px", heldout)
+  found = capacity.choose_mechanism(None, np.zeros((20, 2)), ADJ, CFG)
+  assert found["mechanism"] == "linear" and found["heldout_log_px"]["mlp"] == -np.inf
+  assert "every start NaN" in found["failed"]["mlp"], found

@@ -70,9 +70,15 @@ def heldout_log_px(key, x, adj, cfg: FitConfig, folds: int = 5, seed: int = 0) -
 def choose_mechanism(key, x, adj, cfg: FitConfig, folds: int = 5, seed: int = 0) -> dict:
   """Linear or MLP mechanisms for ``cfg``'s model (its other settings as they are) by
   ``heldout_log_px``: ``{"mechanism": the higher, "heldout_log_px": {mechanism: nats a
-  row}, "folds": folds}``; a tie keeps the MLP (it contains the linear mechanisms:
-  ``FitConfig.linear_skip``)."""
-  scores = {m: heldout_log_px(key, x, adj, cfg.replace(mechanism=m), folds, seed)
-            for m in ("mlp", "linear")}
+  row}, "folds": folds}`` (and ``"failed"``: why, for a family whose folds' fit had no
+  finite start; it scores -inf); a tie keeps the MLP (it contains the linear
+  mechanisms: ``FitConfig.linear_skip``)."""
+  scores, failed = {}, {}
+  for m in ("mlp", "linear"):
+    try:
+      scores[m] = heldout_log_px(key, x, adj, cfg.replace(mechanism=m), folds, seed)
+    except api.FitError as err:  # a fold with no finite start: that family scores -inf
+      scores[m], failed[m] = -np.inf, str(err)
   best = "linear" if scores["linear"] > scores["mlp"] else "mlp"
-  return {"mechanism": best, "heldout_log_px": scores, "folds": folds}
+  return {"mechanism": best, "heldout_log_px": scores, "folds": folds,
+          **({"failed": failed} if failed else {})}

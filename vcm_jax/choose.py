@@ -678,11 +678,13 @@ def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: S
   mechanisms. Linear mechanisms are kept only where their first fit's shared-mechanism
   check holds: a check that fails says a mechanism's law is not linear-Gaussian
   (heteroscedastic development seed 1 at 300 rows: the linear fit's check failed, the
-  choice went to a sparse K = 3, ARI 0.15; with MLP mechanisms 0.45). Returns
-  ``(choice, the summary or None where the question was not asked)``."""
+  choice went to a sparse K = 3, ARI 0.15; with MLP mechanisms 0.45). Not asked on fewer
+  than two rows a fold. Returns ``(choice, the summary or None where the question was
+  not asked)``."""
   from vcm_jax import capacity
-  if not (selection.capacity_max_rows and len(x) <= selection.capacity_max_rows
-          and base.mechanism == "mlp"):
+  # (at least two rows in every fold's test rows)
+  if not (selection.capacity_max_rows and 2 * selection.capacity_folds <= len(x)
+          <= selection.capacity_max_rows and base.mechanism == "mlp"):
     return choose_from(base), None
   first = candidates(base, np.asarray(adj).shape[0], decoders=selection.decoders[:1],
                      noises=selection.noises[:1], k_candidates=selection.k_candidates)[0]
