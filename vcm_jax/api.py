@@ -176,6 +176,13 @@ class Fit:
     return _jitted(predict.log_prob)(self.model, self.result, self._rows(x),
                                      self.parent_idx, self.parent_mask)
 
+  def regime_log_likelihoods(self, x) -> jax.Array:
+    """``[S, K]`` ``log p(x | regime k)`` of the fitted mechanisms, in data units (their
+    logsumexp under the prior is ``log_prob``)."""
+    self._one()
+    return _jitted(predict.regime_log_likelihoods)(self.model, self.result, self._rows(x),
+                                                   self.parent_idx, self.parent_mask)
+
   def outlier_score(self, x) -> jax.Array:
     """``[S]`` probability that a row's most suspect cell is a gross error (needs
     ``outlier_fraction > 0`` in the config; 0 otherwise)."""
@@ -246,11 +253,17 @@ def _jit_fit_graph(cfg: FitConfig, max_parents: int):
 
 
 @functools.cache
+def jit_fit_batch(cfg: FitConfig, max_parents: int, in_axes: tuple):
+  """``(key, x, adj) -> Fit`` batched along ``in_axes`` (``jax.vmap``'s, one entry for
+  each of the three): one compiled program for ``cfg``'s fits."""
+  return jax.jit(jax.vmap(functools.partial(fit_graph, config=cfg, max_parents=max_parents),
+                          in_axes=in_axes))
+
+
 def jit_fit_graphs(cfg: FitConfig, max_parents: int):
   """``(key, x, adjs [G, N, N]) -> Fit`` batched over G graphs: one compiled program for
   ``cfg``'s fit on each graph, one key (``learn.reorient``'s judge)."""
-  return jax.jit(jax.vmap(functools.partial(fit_graph, config=cfg, max_parents=max_parents),
-                          in_axes=(None, None, 0)))
+  return jit_fit_batch(cfg, max_parents, (None, None, 0))
 
 
 @functools.partial(jax.jit, static_argnums=1)

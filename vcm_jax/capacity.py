@@ -15,9 +15,6 @@ vmapped program; ``choose_mechanism`` puts linear and MLP mechanisms to it.
 """
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,13 +39,6 @@ def fold_rows(n_rows: int, folds: int, seed: int = 0) -> list[tuple[np.ndarray, 
   return out
 
 
-@functools.cache
-def _fold_program(cfg: FitConfig, max_parents: int):
-  """``(key, xs [F, S', N], adj) -> Fit`` batched over F training sets."""
-  return jax.jit(jax.vmap(functools.partial(api.fit_graph, config=cfg, max_parents=max_parents),
-                          in_axes=(None, 0, None)))
-
-
 def heldout_log_px(key, x, adj, cfg: FitConfig, folds: int = 5, seed: int = 0) -> float:
   """The mean log p(x) a row of ``cfg``'s model (one model, no choice) on rows it was
   not fitted to: k-fold cross-validation of the rows ``x`` (data units) on the DAG
@@ -57,8 +47,9 @@ def heldout_log_px(key, x, adj, cfg: FitConfig, folds: int = 5, seed: int = 0) -
   split = fold_rows(len(x), folds, seed)
   adj = np.asarray(adj)
   mp = graphs.resolve_max_parents(adj, cfg.max_parents)
-  batch = _fold_program(cfg, mp)(key, jnp.asarray(np.stack([x[tr] for tr, _ in split])),
-                                 jnp.asarray(adj, jnp.float32))
+  # (the folds' training sets batched: one program, one key)
+  batch = api.jit_fit_batch(cfg, mp, (None, 0, None))(
+      key, jnp.asarray(np.stack([x[tr] for tr, _ in split])), jnp.asarray(adj, jnp.float32))
   fits = api.unstack(batch, folds)
   for f in fits:
     api.check_finite(f.result, f"the {cfg.mechanism} mechanisms' cross-validation fit")

@@ -111,13 +111,12 @@ def unsupported_regimes(fit, x) -> tuple[dict, str | None]:
   Gaussian, which wins there by BIC, does not warn, since the MLP fit's likelihood is
   higher (``docs/benchmarks.md``, "Data nobody tuned for").
   Returns ``(summary, warning or None)``."""
-  from vcm_jax import elbo, parameters, predict  # (predict imports the model stack)
+  from vcm_jax import elbo, parameters
   from vcm_jax.baselines.yardstick import bic as bic_of
   s = x.shape[0]
   # One pass over the rows: log p(x) is these per-regime terms under the prior, as
   # ``Model.log_marginal`` combines them.
-  ll = predict.regime_log_likelihoods(fit.model, fit.result, x, fit.parent_idx,
-                                      fit.parent_mask)
+  ll = fit.regime_log_likelihoods(x)
   log_px = float(np.asarray(elbo.log_marginal(ll, fit.model.log_prior(fit.result.params)),
                             np.float64).sum())
   alone = float(np.asarray(ll, np.float64)[:, fit.observational].sum())
