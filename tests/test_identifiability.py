@@ -49,6 +49,36 @@ def test_empty_regimes_take_no_part():
   assert out["verdict"] == "identified" and out["candidates"] == [0]
 
 
+@pytest.mark.parametrize("versions,sizes,verdict,cands,same_as", [
+    # case (a) and a 1-row regime whose mechanisms match obs's: read as obs (it read
+    # "violated": it differs from obs in no mechanism, not in one)
+    ([(0, 0), (1, 0), (0, 1), (0, 0)], [5, 5, 5, 1], "identified", [0], {3: 0}),
+    # the larger of the two is kept, whatever its index
+    ([(0, 0), (1, 0), (0, 1), (0, 0)], [1, 5, 5, 5], "identified", [3], {0: 3}),
+    # a twin of do(X1): still one candidate
+    ([(0, 0), (1, 0), (0, 1), (1, 0)], [5, 5, 5, 2], "identified", [0], {3: 1}),
+    # twins of each other and of nothing else: case (b) stays violated
+    ([(0, 0), (1, 0), (0, 1), (1, 1), (1, 1)], [5, 5, 5, 5, 1], "violated", [], {4: 3}),
+])
+def test_a_regime_that_differs_from_another_in_no_mechanism_is_read_as_it(
+    versions, sizes, verdict, cands, same_as):
+  """Physical report seed 101: a single-target fit put 1 row in do(X9), whose mechanism
+  had not moved from the observational one, and the verdict read "violated" (no regime
+  differed from it in one mechanism) on single-target data."""
+  out = identifiability.verdict(_divergence(versions), np.array(sizes), CHAIN, NAMES)
+  assert out["verdict"] == verdict, out
+  assert out["candidates"] == cands and out["same_as"] == same_as
+  assert "differ in no mechanism" in out["why"]
+  if verdict == "identified":  # a twin is no second regime changing the same mechanism
+    assert out["mechanisms_changed_by_several"] == [] and out["multi_target_regimes"] == []
+
+
+def test_regimes_that_all_differ_in_nothing_are_insufficient():
+  out = identifiability.verdict(_divergence([(0, 0), (0, 0), (0, 0)]), np.ones(3), CHAIN,
+                                NAMES)
+  assert out["verdict"] == "insufficient" and "differ in no mechanism" in out["why"], out
+
+
 def test_a_dropped_edge_and_a_reversed_edge_are_named():
   """do(X1) moves X2 as a model without the edge X1 -> X2 sees it: the X1 regime changes
   both, do(X2) only X2 -> missing edge X1 -> X2. With the edge given as X2 -> X1, both

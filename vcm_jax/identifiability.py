@@ -42,10 +42,44 @@ def changed_between(divergence, threshold: float = identify.CHANGE_THRESHOLD) ->
   return np.asarray(divergence) > threshold
 
 
-def candidates(changed: np.ndarray, present: np.ndarray) -> list[int]:
-  """Regimes that could be observational under the two assumptions (module doc)."""
+def twins(changed: np.ndarray, present: np.ndarray, sizes=None) -> dict[int, int]:
+  """``{regime: the regime it is read as}`` for the present regimes that differ from
+  another in no mechanism: one regime that the fit split in two (a few rows put in a
+  state whose mechanisms did not move from another's). Each group of such regimes
+  (linked through any member) is read as its largest member (``sizes``; ties, and
+  ``sizes`` None: the lowest index); the groups of one regime are left out."""
+  regimes = [int(k) for k in np.flatnonzero(present)]
+  same = lambda a, b: not (changed[a, b].any() or changed[b, a].any())
+  members: dict[int, list] = {}
+  seen = set()
+  for a in regimes:  # the groups: regimes linked by pairs that differ in nothing
+    if a in seen:
+      continue
+    seen.add(a)
+    members[a], stack = [a], [a]
+    while stack:
+      u = stack.pop()
+      for b in regimes:
+        if b not in seen and same(u, b):
+          seen.add(b)
+          members[a].append(b)
+          stack.append(b)
+  size = (lambda k: 0.0) if sizes is None else (lambda k: float(sizes[k]))
+  out = {}
+  for ks in members.values():
+    keep = max(ks, key=lambda k: (size(k), -k))
+    out.update({k: keep for k in ks if k != keep})
+  return out
+
+
+def candidates(changed: np.ndarray, present: np.ndarray, sizes=None) -> list[int]:
+  """Regimes that could be observational under the two assumptions (module doc). A
+  regime that differs from another in no mechanism is read as that one (``twins``):
+  it is no second intervention, and it would otherwise leave no candidate (it differs
+  from its twin in no mechanism, not in one)."""
   out = []
-  regimes = np.flatnonzero(present)
+  merged = twins(changed, present, sizes)
+  regimes = [k for k in np.flatnonzero(present) if int(k) not in merged]
   for o in regimes:
     others = [k for k in regimes if k != o]
     sets = [np.flatnonzero(changed[o, k]) for k in others]
@@ -95,10 +129,15 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
     misfit = [[int(k), names[j]] for k, j in np.argwhere(m)]
     if misfit_confirmed:
       changed = (changed | m[None] | m[:, None]) & ~np.eye(len(m), dtype=bool)[:, :, None]
-  cands = candidates(changed, present)
+  same_as = twins(changed, present, sizes)
+  if present.sum() - len(same_as) < 2:
+    return _insufficient(f"the {int(present.sum())} regime(s) that hold rows differ in no "
+                         "mechanism: one regime, nothing to compare")
+  cands = candidates(changed, present, sizes)
   regimes = np.flatnonzero(present)
   ref = int(identify.reference_regime(changed, np.where(present, sizes, 0.0), divergence))
-  sets = {int(k): set(np.flatnonzero(changed[ref, k]).tolist()) for k in regimes if k != ref}
+  sets = {int(k): set(np.flatnonzero(changed[ref, k]).tolist()) for k in regimes
+          if k != ref and int(k) not in same_as}
   multi = sorted(k for k, s in sets.items() if len(s) > 1)
   by_node = {}
   for k, s in sets.items():
@@ -136,6 +175,9 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
       parts.append(f"(regime, mechanism) {misfit}: the regime's rows misfit a mechanism the "
                    "fit shares")
     why = "; ".join(parts) or "no regime differs from every other in one mechanism"
+  if same_as:
+    why += (f"; regimes {sorted(same_as)} differ in no mechanism from regimes "
+            f"{[same_as[k] for k in sorted(same_as)]}: each read as that one")
   if misfit and not misfit_confirmed:
     why += (f"; (regime, mechanism) {misfit} misfit a mechanism the fit shares, but the "
             "latents with several changes a regime fitted worse (BIC): not counted")
@@ -144,7 +186,8 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
           "mechanisms_changed_by_several": [names[i] for i in several],
           "suspected_missing_edges": _unique(missing),
           "suspected_reversed_edges": _unique(reversed_), "shared_mechanism_misfit": misfit,
-          "misfit_counted": bool(misfit) and misfit_confirmed, "why": why}
+          "misfit_counted": bool(misfit) and misfit_confirmed,
+          "same_as": {int(k): int(v) for k, v in same_as.items()}, "why": why}
 
 
 def _insufficient(why: str) -> dict:
@@ -152,7 +195,7 @@ def _insufficient(why: str) -> dict:
   return {"verdict": "insufficient", "candidates": [], "reference": None,
           "multi_target_regimes": [], "mechanisms_changed_by_several": [],
           "suspected_missing_edges": [], "suspected_reversed_edges": [],
-          "shared_mechanism_misfit": [], "misfit_counted": False, "why": why}
+          "shared_mechanism_misfit": [], "misfit_counted": False, "same_as": {}, "why": why}
 
 
 def _ancestors(adj: np.ndarray) -> np.ndarray:
