@@ -5,7 +5,8 @@ and every mechanism is changed by at most one regime. Regime o *could be* the
 observational one when, measured from o, every other regime changes exactly one
 mechanism and no two of them change the same one. From ``changed[a, b, i]`` (regime
 b's mechanism i differs from regime a's, ``identify.mechanism_divergence`` above
-``identify.CHANGE_THRESHOLD``) over the non-empty regimes:
+``identify.CHANGE_THRESHOLD``) over the non-empty regimes, a regime that differs from
+another in no mechanism read as that one (``twins``: the fit split one regime):
 
 * ``identified``: one candidate;
 * ``ambiguous``: several (e.g. two regimes that differ in one mechanism: either
