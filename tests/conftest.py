@@ -302,13 +302,14 @@ def _compile_caches_emptied_after_each_module():
 
 @pytest.fixture(scope="module")
 def short_default():
-  """``vcm_jax.config.data_default`` with at most 400 steps (its stopping rule stops the
-  tests' small fits at 800): every default-path test in the module runs the default's
-  own code path on a test's budget."""
+  """``vcm_jax.config.data_default`` with at most 800 steps of its 500 rows (its
+  stopping rule stops the tests' small fits about there; the rows a fit sees are those
+  of 400 steps of 1000, the budget before the default took 500 rows a step): every
+  default-path test in the module runs the default's own code path on a test's budget."""
   from vcm_jax import config
   data_default = config.data_default
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(config, "data_default", lambda: data_default().replace(num_steps=400))
+    patch.setattr(config, "data_default", lambda: data_default().replace(num_steps=800))
     yield
 
 

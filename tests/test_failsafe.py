@@ -199,7 +199,7 @@ def test_a_nan_fit_is_insufficient_for_the_check():
   assert not found["holds"] and "not finite" in found["insufficient"]
 
 
-@pytest.mark.usefixtures("short_default")  # (the default's path, at most 400 steps)
+@pytest.mark.usefixtures("short_default")  # (the default's path, at most 800 steps)
 def test_gross_errors_cannot_swallow_a_near_deterministic_regime():
   """The held-out physical system's failure, small: a sensor that reads its actuator
   almost exactly (noise 5% of its spread), and a regime that doubles its gain. A model
