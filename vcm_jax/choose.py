@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import (api, checks, diagnose, graphs, identifiability, padding, parameters, predict,
-                     train)
+from vcm_jax import (api, capacity, checks, diagnose, graphs, identifiability, padding,
+                     parameters, predict, train)
 from vcm_jax import model as model_lib
 from vcm_jax import rows as rows_lib
 from vcm_jax.init import GATE_START
@@ -681,7 +681,6 @@ def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: S
   choice went to a sparse K = 3, ARI 0.15; with MLP mechanisms 0.45). Not asked on fewer
   than two rows a fold. Returns ``(choice, the summary or None where the question was
   not asked)``."""
-  from vcm_jax import capacity
   # (at least two rows in every fold's test rows)
   if not (selection.capacity_max_rows and 2 * selection.capacity_folds <= len(x)
           <= selection.capacity_max_rows and base.mechanism == "mlp"):

@@ -78,9 +78,17 @@ def candidates(changed: np.ndarray, present: np.ndarray, sizes=None) -> list[int
   regime that differs from another in no mechanism is read as that one (``twins``):
   it is no second intervention, and it would otherwise leave no candidate (it differs
   from its twin in no mechanism, not in one)."""
+  return _candidates(changed, _kept(present, twins(changed, present, sizes)))
+
+
+def _kept(present: np.ndarray, same_as: dict) -> list[int]:
+  """The present regimes less the twins read as another (``twins``)."""
+  return [int(k) for k in np.flatnonzero(present) if int(k) not in same_as]
+
+
+def _candidates(changed: np.ndarray, regimes: list) -> list[int]:
+  """``candidates`` among ``regimes`` (twins already left out)."""
   out = []
-  merged = twins(changed, present, sizes)
-  regimes = [k for k in np.flatnonzero(present) if int(k) not in merged]
   for o in regimes:
     others = [k for k in regimes if k != o]
     sets = [np.flatnonzero(changed[o, k]) for k in others]
@@ -131,14 +139,13 @@ def verdict(divergence, sizes, adj, names, *, threshold: float = identify.CHANGE
     if misfit_confirmed:
       changed = (changed | m[None] | m[:, None]) & ~np.eye(len(m), dtype=bool)[:, :, None]
   same_as = twins(changed, present, sizes)
-  if present.sum() - len(same_as) < 2:
+  kept = _kept(present, same_as)
+  if len(kept) < 2:
     return _insufficient(f"the {int(present.sum())} regime(s) that hold rows differ in no "
                          "mechanism: one regime, nothing to compare")
-  cands = candidates(changed, present, sizes)
-  regimes = np.flatnonzero(present)
+  cands = _candidates(changed, kept)
   ref = int(identify.reference_regime(changed, np.where(present, sizes, 0.0), divergence))
-  sets = {int(k): set(np.flatnonzero(changed[ref, k]).tolist()) for k in regimes
-          if k != ref and int(k) not in same_as}
+  sets = {k: set(np.flatnonzero(changed[ref, k]).tolist()) for k in kept if k != ref}
   multi = sorted(k for k, s in sets.items() if len(s) > 1)
   by_node = {}
   for k, s in sets.items():
