@@ -39,16 +39,6 @@ from absl import app, flags
 import experiments
 from experiments import compilation
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where heldout.json and heldout.md go.",
-                               required=True)
-_FAMILIES = flags.DEFINE_list("families", ["physical", "heteroscedastic", "floored_counts"],
-                              "Families of vcm_jax.families.FAMILIES.")
-_SEEDS = flags.DEFINE_list("seeds", ["100", "101", "102"],
-                           "Report seeds (development seeds are 0-9).")
-_N_ROWS = flags.DEFINE_integer("n_rows", 0, "Rows per data set (0: the family's default).")
-_GRAPH = flags.DEFINE_enum("graph", "given", ["given", "learned"],
-                           "given: the family's true DAG; learned: none given, the fit learns it.")
-
 COLUMNS = [("family", "family", "s"), ("seed", "seed", "d"), ("rows", "rows", "d"),
            ("K", "n_regimes", "d"), ("K fit", "n_regimes_fitted", "d"),
            ("K used", "n_regimes_used", "d"), ("ARI", "ari", ".3f"),
@@ -189,4 +179,15 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program: tests import this module beside
+  # the other entry points, which define flags of the same names.
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where heldout.json and heldout.md go.",
+                                 required=True)
+  _FAMILIES = flags.DEFINE_list("families", ["physical", "heteroscedastic", "floored_counts"],
+                                "Families of vcm_jax.families.FAMILIES.")
+  _SEEDS = flags.DEFINE_list("seeds", ["100", "101", "102"],
+                             "Report seeds (development seeds are 0-9).")
+  _N_ROWS = flags.DEFINE_integer("n_rows", 0, "Rows per data set (0: the family's default).")
+  _GRAPH = flags.DEFINE_enum("graph", "given", ["given", "learned"],
+                             "given: the family's true DAG; learned: none given, the fit learns it.")
   app.run(main)

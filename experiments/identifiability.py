@@ -30,16 +30,6 @@ from absl import app, flags, logging
 import experiments
 from vcm_jax import FitConfig, fit, graphs, identifiability
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where report.md goes.", required=True)
-_SEEDS = flags.DEFINE_integer("seeds", 10, "Seeds per case and graph size.")
-_ROWS = flags.DEFINE_integer("rows_per_regime", 1000, "Samples per regime.")
-_SHIFT_SEEDS = flags.DEFINE_integer("shift_seeds", 3, "Seeds per shift of the curve (0: skip).")
-_HELDOUT_SEEDS = flags.DEFINE_integer(
-    "heldout_seeds", 0, "Seeds per held-out comparison setting for the own-data default's "
-    "verdict and ARI (0: skip).")
-_DEFAULT_SEEDS = flags.DEFINE_list(
-    "default_seeds", [], "Seeds of cases a and b (2 and 10 nodes) fitted by vcm_jax.fit's "
-    "default, its verdict read as a user gets it (the free-target screen included).")
 _SHIFTS = (0.5, 1.0, 2.0, 4.0, 6.0, 10.0)
 
 # What the two assumptions imply (worked out in the report and in
@@ -361,4 +351,16 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program: tests import this module beside
+  # the other entry points, which define flags of the same names.
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where report.md goes.", required=True)
+  _SEEDS = flags.DEFINE_integer("seeds", 10, "Seeds per case and graph size.")
+  _ROWS = flags.DEFINE_integer("rows_per_regime", 1000, "Samples per regime.")
+  _SHIFT_SEEDS = flags.DEFINE_integer("shift_seeds", 3, "Seeds per shift of the curve (0: skip).")
+  _HELDOUT_SEEDS = flags.DEFINE_integer(
+      "heldout_seeds", 0, "Seeds per held-out comparison setting for the own-data default's "
+      "verdict and ARI (0: skip).")
+  _DEFAULT_SEEDS = flags.DEFINE_list(
+      "default_seeds", [], "Seeds of cases a and b (2 and 10 nodes) fitted by vcm_jax.fit's "
+      "default, its verdict read as a user gets it (the free-target screen included).")
   app.run(main)
