@@ -31,6 +31,7 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import networkx as nx
 import numpy as np
 
 from vcm_jax import checks, diagnose, graphs, identify
@@ -50,24 +51,16 @@ def twins(changed: np.ndarray, present: np.ndarray, sizes=None) -> dict[int, int
   (linked through any member) is read as its largest member (``sizes``; ties, and
   ``sizes`` None: the lowest index); the groups of one regime are left out."""
   regimes = [int(k) for k in np.flatnonzero(present)]
-  same = lambda a, b: not (changed[a, b].any() or changed[b, a].any())
-  members: dict[int, list] = {}
-  seen = set()
-  for a in regimes:  # the groups: regimes linked by pairs that differ in nothing
-    if a in seen:
-      continue
-    seen.add(a)
-    members[a], stack = [a], [a]
-    while stack:
-      u = stack.pop()
-      for b in regimes:
-        if b not in seen and same(u, b):
-          seen.add(b)
-          members[a].append(b)
-          stack.append(b)
+  differ = np.asarray(changed).any(-1)
+  differ = differ | differ.T
+  # the groups: regimes linked through pairs that differ in nothing
+  linked = nx.Graph()
+  linked.add_nodes_from(regimes)
+  linked.add_edges_from((a, b) for i, a in enumerate(regimes) for b in regimes[i + 1:]
+                        if not differ[a, b])
   size = (lambda k: 0.0) if sizes is None else (lambda k: float(sizes[k]))
   out = {}
-  for ks in members.values():
+  for ks in nx.connected_components(linked):
     keep = max(ks, key=lambda k: (size(k), -k))
     out.update({k: keep for k in ks if k != keep})
   return out
