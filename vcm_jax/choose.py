@@ -330,38 +330,63 @@ def _best(rows: list, criterion: str):
   return max(rows, key=lambda f: f.row[criterion]) if rows else None
 
 
+class FirstStage(NamedTuple):
+  """The choice's first stage (``first_stage``): the first decoder's fits, the best of
+  them by BIC and its check, and what the second stage (``finish_choice``) reads."""
+  table: list              # ``_Fitted`` of the first decoder: noise families, scale models
+  best: object             # the best of them by BIC (a ``_Fitted``)
+  check: dict | None       # its shared-mechanism check, summarised (None: none ran)
+  context: tuple           # (key, x, adj, base, selection, fitted, log, x_heldout)
+
+  @property
+  def holds(self) -> bool:
+    return self.check is not None and self.check["holds"]
+
+
 def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
-                 first_restarts: int = 0, only_if_holds: bool = False,
-                 **selection) -> ModelChoice | None:
+                 first_restarts: int = 0, **selection) -> ModelChoice:
   """Fit the candidates on ``x`` and choose (host-level; ``selection``: the fields of
-  ``Selection``, or ``selection=Selection(...)``).
+  ``Selection``, or ``selection=Selection(...)``): ``finish_choice(first_stage(...))``.
 
   Three questions, each with its criterion (module doc): the noise family and the
   scale model by BIC on the first decoder (the single-target latent by default; each
   continued from the fit it extends), K of the other decoders by ICL, the latent by
   BIC. With ``screen`` the best first-decoder fit is checked
   (``checks.shared_mechanism_check``): where it holds, the other latents are not fitted.
-  The two stages are ``_first_latent`` and ``_other_latents``.
 
   ``first_restarts``: starts of the first decoder's candidates (0: ``base.restarts``);
   the others get ``base.restarts`` too unless ``selection.restarts`` is given.
-  ``only_if_holds``: None where the first fit's check fails (the other latents are not
-  fitted).
   """
+  return finish_choice(first_stage(key, x, adj, base, x_heldout=x_heldout, log=log,
+                                   first_restarts=first_restarts, **selection))
+
+
+def first_stage(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
+                first_restarts: int = 0, **selection) -> FirstStage:
+  """The choice's first stage: the first decoder's fit, the noise families and scale
+  models each continued from the fit it extends, the best of them by BIC checked where
+  ``selection.screen`` (arguments as ``choose_model``)."""
   sel = selection.pop("selection", None) or Selection(**selection)
   adj = np.asarray(adj)
   base = train.without_unused_terms(base, x)
   x = jnp.asarray(x, jnp.float32)
   fitted = _fitter(key, x, adj, x_heldout, log)
-  table, best_first, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
+  table, best, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
+  return FirstStage(table, best, check, (key, x, adj, base, sel, fitted, log, x_heldout))
+
+
+def finish_choice(stage: FirstStage) -> ModelChoice:
+  """The choice's second stage: where the first stage's check failed (or none ran), the
+  other latents' candidates (``_other_latents``); then the choice among the fits that
+  reach what the models they contain reach."""
+  key, x, adj, base, sel, fitted, log, x_heldout = stage.context
   n = adj.shape[0]
-  holds = check is not None and check["holds"]
-  if only_if_holds and check is not None and not holds:
-    return None
-  rest = [] if holds else _other_latents(key, x, adj, base, sel, table, fitted, log, x_heldout)
+  table, best_first, check = list(stage.table), stage.best, stage.check
+  rest = [] if stage.holds else _other_latents(key, x, adj, base, sel, table, fitted, log,
+                                               x_heldout)
   table += rest
   failed = nested_failures([f.row for f in table], n, sel.nested_tolerance)
-  if holds:
+  if stage.holds:
     skipped = [dict(describe(c), why="the best single-target fit's shared mechanisms fit every "
                     "regime (checks.shared_mechanism_check)")
                for c in candidates(base, n, decoders=sel.decoders[1:], noises=sel.noises[:1],
@@ -387,7 +412,7 @@ def choose_model(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
                                         -f.row["bic"])):
     rows.append(dict(f.row, finalist=any(f is g for g in finalists), chosen=f is chosen))
   if check is not None:  # whether its flags hold for the chosen fit (a caller need not redo it)
-    check["of_chosen"] = chosen is best_first
+    check = dict(check, of_chosen=chosen is best_first)
   return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
 
 
@@ -416,16 +441,13 @@ def noise_and_scale(key, x, adj, base: FitConfig, selection: Selection = Selecti
   from the fit it extends, the best also from scratch). Returns ``(config, fit)`` of the
   best by BIC: the regime model the default would check on this graph
   (``learn.refine``'s E-step)."""
-  x, adj = jnp.asarray(x, jnp.float32), np.asarray(adj)
-  base = train.without_unused_terms(base, x)
-  sel = dataclasses.replace(selection, screen=False)
-  _, best, _ = _first_latent(x, adj, base, sel, _fitter(key, x, adj, None, None), None,
-                             base.restarts)
+  best = first_stage(key, x, adj, base, first_restarts=base.restarts,
+                     selection=dataclasses.replace(selection, screen=False)).best
   return best.cfg, best.fit
 
 
 def _first_latent(x, adj, base: FitConfig, sel: Selection, fitted, log, first_restarts: int):
-  """The first decoder's stage of ``choose_model``: its fit, the noise families and scale
+  """The body of ``first_stage``: the first decoder's fit, the noise families and scale
   models each continued from the fit it extends, the best of them checked.
   Returns ``(table, best by BIC, the check's summary or None)``."""
   n = adj.shape[0]
@@ -451,7 +473,7 @@ def _first_latent(x, adj, base: FitConfig, sel: Selection, fitted, log, first_re
 
 def _other_latents(key, x, adj, base: FitConfig, sel: Selection, table: list, fitted, log,
                    x_heldout) -> list:
-  """The other decoders' stage of ``choose_model``, where the first fit's check failed
+  """The other decoders' fits of ``finish_choice``, where the first fit's check failed
   (or none ran): their candidates under the first stage's best noise family and scale
   model, the sparse K = N + 1 grown from the single-target fit, failed candidates fitted
   again from a plainer fit, the K beside the best. Returns their ``_Fitted``."""
@@ -638,10 +660,10 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   if selection.max_rows and len(x) > selection.max_rows:  # the choice on a random subset
     rows = np.sort(np.random.default_rng(seed_of(key)).choice(len(x), selection.max_rows,
                                                             replace=False))
-  choose_from = functools.partial(choose_model, key, x[rows], adj, selection=selection,
-                                  x_heldout=x_heldout, log=log, first_restarts=base.restarts)
+  first_from = functools.partial(first_stage, key, x[rows], adj, selection=selection,
+                                 x_heldout=x_heldout, log=log, first_restarts=base.restarts)
   choice, capacity = _mechanisms_by_heldout_likelihood(key, x, adj, base, selection,
-                                                       choose_from)
+                                                       first_from)
   choice = _final_fit(key, x, adj, base, selection, choice, rows, x_heldout)
   extra = {"settings": dataclasses.asdict(selection), "thresholds": thresholds()}
   if capacity is not None:
@@ -671,11 +693,11 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
 
 
 def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: Selection,
-                                      choose_from) -> tuple[ModelChoice, dict | None]:
-  """The choice (``choose_from(base) -> ModelChoice``) with the mechanisms ``capacity``
-  prefers on few rows (at most ``selection.capacity_max_rows``; MLP mechanisms in
-  ``base``): its first candidate's k-fold held-out log p(x) with linear and with MLP
-  mechanisms. Linear mechanisms are kept only where their first fit's shared-mechanism
+                                      first_from) -> tuple[ModelChoice, dict | None]:
+  """The choice (``finish_choice(first_from(base))``, ``first_from(base) -> FirstStage``)
+  with the mechanisms ``capacity`` prefers on few rows (at most
+  ``selection.capacity_max_rows``; MLP mechanisms in ``base``): its first candidate's
+  k-fold held-out log p(x) with linear and with MLP mechanisms. Linear mechanisms are kept only where their first fit's shared-mechanism
   check holds: a check that fails says a mechanism's law is not linear-Gaussian
   (heteroscedastic development seed 1 at 300 rows: the linear fit's check failed, the
   choice went to a sparse K = 3, ARI 0.15; with MLP mechanisms 0.45). Not asked on fewer
@@ -684,7 +706,7 @@ def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: S
   # (at least two rows in every fold's test rows)
   if not (selection.capacity_max_rows and 2 * selection.capacity_folds <= len(x)
           <= selection.capacity_max_rows and base.mechanism == "mlp"):
-    return choose_from(base), None
+    return finish_choice(first_from(base)), None
   first = candidates(base, np.asarray(adj).shape[0], decoders=selection.decoders[:1],
                      noises=selection.noises[:1], k_candidates=selection.k_candidates)[0]
   _LOG.info("mechanisms on %d rows: linear or MLP by %d-fold held-out log p(x)", len(x),
@@ -694,15 +716,16 @@ def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: S
   _LOG.info("held-out log p(x) a row: linear %.3f, MLP %.3f",
             found["heldout_log_px"]["linear"], found["heldout_log_px"]["mlp"])
   if found["mechanism"] == "linear":
-    linear = choose_from(base.replace(mechanism="linear"), only_if_holds=True)
-    found["linear_check_holds"] = linear is not None
-    if linear is not None:
-      return linear, dict(found, chosen="linear", why="the higher held-out log p(x)")
+    linear = first_from(base.replace(mechanism="linear"))
+    found["linear_check_holds"] = linear.check is None or linear.holds
+    if found["linear_check_holds"]:
+      return finish_choice(linear), dict(found, chosen="linear",
+                                         why="the higher held-out log p(x)")
     why = "the higher held-out log p(x), but its first fit's check failed"
     _LOG.info("linear mechanisms: their first fit's check failed; MLP mechanisms")
   else:
     why = "the higher held-out log p(x)"
-  return choose_from(base), dict(found, chosen="mlp", why=why)
+  return finish_choice(first_from(base)), dict(found, chosen="mlp", why=why)
 
 
 def thresholds() -> dict:
