@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from experiments import compilation, loop, plots, writers
-from vcm_jax import api, choose, config as fit_config, diagnose, evaluate, graphs, io, predict, select
+from vcm_jax import api, choose, config as fit_config, evaluate, graphs, inputs, io, predict, select
 from vcm_jax import sharding
 from vcm_jax import identifiability, learn, rows, train, units
 from vcm_jax.datasets import load_sachs
@@ -37,11 +37,6 @@ class OwnData(NamedTuple):
   test_rows: np.ndarray      # held-out rows (held-out log-likelihood, choice of K)
 
 
-def min_rows(n_nodes: int) -> int:
-  """Fewest rows a fit needs: a few per regime of the structured latent, and 20 in all."""
-  return max(20, 2 * (n_nodes + 1))
-
-
 def load(config) -> OwnData:
   """Read and check the data and graph named by ``config.data``; ``io.InputError`` if bad."""
   d = config.data
@@ -51,16 +46,11 @@ def load(config) -> OwnData:
     raise io.InputError("no data file: set --config.data.path=FILE")
   table = io.read_data(d.path, labels=d.labels or None)
   adj = io.read_graph(d.graph, table.names) if d.graph else None  # None: learned (run)
-  s, n = table.values.shape
-  if s < min_rows(n):
-    raise io.InputError(f"data file {d.path} has {s} rows; {n} variables need at least "
-                        f"{min_rows(n)}")
-  constant = diagnose.constant_columns(table.values)
-  if constant:
-    raise io.InputError(f"data file {d.path}: column {table.names[constant[0]]!r} holds one "
-                        "value in every row: nothing to fit; drop it")
-  return OwnData(table.names, table.values.astype(np.float32), table.labels, adj,
-                 *_split(config, s))
+  try:  # the checks vcm_jax.fit makes, in the same words
+    x = inputs.checked(table.values, None, table.names, what=f"data file {d.path}")
+  except ValueError as err:
+    raise io.InputError(str(err)) from None
+  return OwnData(table.names, x, table.labels, adj, *_split(config, len(x)))
 
 
 def _shipped(config) -> OwnData:
@@ -217,12 +207,14 @@ def selection_of(config) -> choose.Selection | None:
 def _fit_default(config, cfg, selection, data: OwnData, x_train):
   """``choose.fit_default`` (what ``vcm_jax.fit`` runs) on the training rows:
   ``(fit, the choice's summary, the check's flags of the fit or None)``."""
+  n = len(data.names)
+
   def say(row):
     held = (f", held-out log p(x) {row['heldout_log_px']:.4f}" if "heldout_log_px" in row
             else "")
     again = f", fitted again from {row['started_from']}" if "started_from" in row else ""
-    logging.info("candidate %s K=%d noise %s: BIC %.1f, ICL %.1f%s%s", row["decoder"],
-                 row["n_regimes"], row["noise"], row["bic"], row["icl"], held, again)
+    logging.info("candidate %s noise %s: BIC %.1f, ICL %.1f%s%s", choose.label(row, n),
+                 row["noise"], row["bic"], row["icl"], held, again)
 
   choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
                               x_heldout=_heldout(data), log=say, names=data.names)
@@ -233,7 +225,7 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
     logging.info("shared-mechanism check of the first fit: %s", "holds" if check["holds"]
                  else f"fails in regimes {check['regimes']} (largest gap "
                  f"{check['largest_gap']:.3f} nats a row)")
-  short = lambda row: f"{row['decoder']} K={row['n_regimes']} noise {row['noise']}"
+  short = lambda row: f"{choose.label(row, n)} noise {row['noise']}"
   runner = choice.table[1] if len(choice.table) > 1 else None
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
@@ -308,6 +300,8 @@ def run(config, workdir: str) -> dict:
   if selection_cfg is not None and selection_cfg.free_target_screen:  # as vcm_jax.fit does
     report["identifiability"] = identifiability.free_target_screen(
         jax.random.key(config.seed), fit, x_train, report["identifiability"])
+  report["identifiability"] = identifiability.given_support(
+      report["identifiability"], selected.get("regimes_supported"))
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])

@@ -144,15 +144,56 @@ def test_free_decoder_reads_targets_and_observational():
     (dict(config={"decoder": "dense"}), "model.decoder='dense' is not one of structured, free"),
     (dict(config={"num_step": 3}), "unknown fit config key 'num_step'"),
     (dict(config={"estimator": "gumbel"}), "needs train.posterior='encoder'"),
+    (dict(x=np.full((600, 4), 1e39)), "1e[+]39 at row 0, column 0 is beyond float32's range"),
+    (dict(x=np.ones((10, 4)) + np.arange(4)), "10 rows; 4 variables need at least 20"),
+    (dict(x="column 3 near 1e8"), r"column 3 holds one value \(1e\+08\).*below float32's "
+     "resolution"),
+    (dict(x="a word at row 5, column 2"), "not a number, 'abc', at row 5, column 2"),
+    (dict(x="one row"), r"must be \[samples, nodes\]; got shape \(4,\)"),
+    (dict(graph="A->B"), r"graph must be an \[N, N\] adjacency"),
+    (dict(graph=[("A", "B", 1)]), r"entry \('A', 'B', 1\) is not a \(source, target\) pair"),
+    (dict(key="seed"), "key must be a JAX PRNG key"),
+    (dict(config=None, selection={"bogus": 1}), "unknown selection key 'bogus'"),
 ])
 def test_bad_input_is_one_clear_error(bad, message):
   _, x, _ = _data(n=600)
   x = x.copy()
-  args = dict(x=x, graph=ADJ, config=CFG)
+  args = dict(x=x, graph=ADJ, config=CFG, key=None, selection=None)
   args.update(bad)
+  recipe = args["x"] if isinstance(args["x"], str) else None
+  if recipe == "column 3 near 1e8":  # not constant, but one value in float32
+    x = x.astype(np.float64)
+    x[:, 3] = 1e8 + np.random.default_rng(0).uniform(size=len(x))
+    args["x"] = x
+  elif recipe == "a word at row 5, column 2":
+    args["x"] = x.astype(object)
+    args["x"][5, 2] = "abc"
+  elif recipe == "one row":
+    args["x"], args["graph"] = x[0], None
   with pytest.raises(ValueError, match=message) as err:
-    vcm_jax.fit(args["x"], args["graph"], config=args["config"])
+    vcm_jax.fit(args["x"], args["graph"], config=args["config"], key=args["key"],
+                selection=args["selection"])
   assert "\n" not in str(err.value)
+
+
+def test_queries_check_their_rows(fitted):
+  """A fit's queries take the checks its input took: a NaN row or the wrong columns are
+  one line, not NaN or a broadcasting error; one row as ``[N]``; regime ids of any
+  integer type range-checked; an integer key is its seed."""
+  fit, _, x, _ = fitted
+  bad = x[:5].copy()
+  bad[3, 1] = np.nan
+  for query in (fit.score, fit.bic, fit.posterior, fit.assign, fit.log_prob):
+    with pytest.raises(ValueError, match=r"non-finite value \(nan\) at row 3, column 1"):
+      query(bad)
+  with pytest.raises(ValueError, match="3 columns but the graph has 4"):
+    fit.posterior(x[:, :3])
+  np.testing.assert_array_equal(fit.posterior(x[7]), fit.posterior(x[7:8]))
+  for regime in (jnp.int32(5), np.int64(-1), 1.5):
+    with pytest.raises(ValueError, match="is not a regime id of this fit"):
+      fit.sample(jax.random.key(0), 3, regime=regime)
+  np.testing.assert_array_equal(fit.sample(3, 4, regime=np.int64(2)),
+                                fit.sample(jax.random.key(3), 4, regime=2))
 
 
 def test_non_finite_cell_is_named():

@@ -436,3 +436,10 @@ def test_regimes_that_do_not_pay_for_their_parameters_are_said():
   assert summary["bic"] - summary["bic_observational_alone"] > 1000, summary
   assert not summary_one["supported"], summary_one
   assert line_one.startswith("the regimes do not pay for their parameters"), line_one
+  # The verdict on such a fit is insufficient (both doors: identifiability.given_support).
+  from vcm_jax import identifiability
+  entry = {"verdict": "identified", "why": "one regime differs from every other in one"}
+  assert identifiability.given_support(entry, summary) is entry
+  said = identifiability.given_support(entry, summary_one)
+  assert said["verdict"] == "insufficient" and said["regimes_read_as"] == "identified"
+  assert "do not pay for their parameters" in said["why"] and entry["why"] in said["why"]

@@ -137,7 +137,7 @@ def test_adjacency_entry_not_binary(tmp_path):
 
 
 @pytest.mark.parametrize("cell, words", [("abc", "non-numeric value 'abc'"),
-                                         ("", "non-numeric value an empty cell"),
+                                         ("", "an empty cell"),
                                          ("nan", "NaN"), ("inf", "infinite value"),
                                          ("-Infinity", "infinite value")])
 def test_bad_cell_names_row_and_column(tmp_path, cell, words):

@@ -129,7 +129,7 @@ BAD = [
     ([["1", "2", "3"], ["4", "5", "6"], ["7", "8", "inf"], ["1", "2", "3"]], None,
      "infinite value at row 2, column 'z'"),
     ([["1", "2", "3"], ["4", "", "6"], ["7", "8", "9"], ["1", "2", "3"]], None,
-     "non-numeric value an empty cell at row 1, column 'y'"),
+     "an empty cell at row 1, column 'y'"),
     ([["1", "2", "x"], ["4", "nan", "6"], ["7", "8", "9", "0"], ["1", "2", "3"]], None,
      "row 2 has 4 fields, the header has 3"),
     ([["1", "2", "3"], ["4", "abc", "6"], ["7", "8", "9"], ["1", "2", "3"]], "label",

@@ -23,7 +23,8 @@ def test_every_named_graph_form_matches_by_name_in_any_order():
   shuffled = nx.DiGraph()
   shuffled.add_nodes_from(sorted(NAMES, reverse=True))  # another node order
   shuffled.add_edges_from(EDGES)
-  for graph in (shuffled, EDGES, [list(e) for e in reversed(EDGES)]):
+  children = {"b": ["c"], "a": ("d", "b")}  # a dict of children lists; "c", "d" leaves
+  for graph in (shuffled, EDGES, [list(e) for e in reversed(EDGES)], children):
     values, adj, names = named.as_arrays(x, graph, names=NAMES)
     np.testing.assert_array_equal(adj, _expected())
     assert names == NAMES and values is not None
@@ -71,3 +72,8 @@ def test_integer_nodes_and_plain_arrays_stay_positional():
   np.testing.assert_array_equal(adj, expected)
   _, adj, _ = named.as_arrays(x, expected.astype(bool), names=NAMES)
   np.testing.assert_array_equal(adj, expected)
+
+
+def test_a_dict_of_children_needs_lists():
+  with pytest.raises(ValueError, match=r"graph\['a'\] must list 'a''s children; got 'b'"):
+    named.as_arrays(np.zeros((3, 4)), {"a": "b"}, names=NAMES)

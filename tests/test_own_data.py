@@ -188,15 +188,15 @@ def test_cli_bad_input_keeps_earlier_results(fitted, dataset, tmp_path):
   assert after == before
 
 
-@pytest.mark.parametrize("problem", ["nan", "too_few_rows", "missing_file"])
+@pytest.mark.parametrize("problem", ["nan", "too_few_rows", "missing_file", "beyond_float32"])
 def test_bad_data_makes_no_workdir(dataset, tmp_path, problem):
   from experiments import driver
   data_dir, _ = dataset
   path = tmp_path / "data.csv"
   lines = open(os.path.join(data_dir, "data.csv")).read().splitlines()
-  if problem == "nan":
+  if problem in ("nan", "beyond_float32"):
     cells = lines[8].split(",")
-    cells[1] = "NaN"
+    cells[1] = "NaN" if problem == "nan" else "1e39"
     lines[8] = ",".join(cells)
   elif problem == "too_few_rows":
     lines = lines[:6]
@@ -207,7 +207,10 @@ def test_bad_data_makes_no_workdir(dataset, tmp_path, problem):
   with pytest.raises(driver.UserError) as info:
     driver.run(config, str(workdir))
   expected = {"nan": "NaN at row 7, column 'X1'", "too_few_rows": "has 5 rows",
-              "missing_file": "cannot read data file"}[problem]
+              "missing_file": "cannot read data file",
+              # (vcm_jax.fit's words: vcm_jax.inputs, the checks both doors make)
+              "beyond_float32": "1e+39 at row 7, column 1 ('X1') is beyond float32's range"
+              }[problem]
   assert expected in str(info.value)
   assert not workdir.exists()
 

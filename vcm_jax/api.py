@@ -90,7 +90,7 @@ class Fit:
 
   def score(self, x) -> float:
     """Mean ``log p(x)`` per row, data units (scikit-learn's ``score``)."""
-    return float(np.mean(np.asarray(self.log_prob(self._rows(x)), np.float64)))
+    return float(np.mean(np.asarray(self.log_prob(x), np.float64)))
 
   def n_parameters(self) -> int:
     """Free parameters, counted as the model choice counts them (``choose``)."""
@@ -109,13 +109,19 @@ class Fit:
     return choose.scores(self, self._rows(x))["icl"]
 
   def _rows(self, x):
-    from vcm_jax import named
+    """``x`` as the fit's ``[S, N]`` float32 columns (a DataFrame's by name), checked
+    (``inputs.query_rows``); traced values (a query inside ``jit`` or ``vmap``) as they are."""
+    from vcm_jax import inputs, named
+    if isinstance(x, jax.core.Tracer):
+      return x
     if self.names is not None and named.is_frame(x):  # a DataFrame: its columns by name
       missing = [n for n in self.names if n not in set(x.columns)]
       if missing:
         raise ValueError(f"x lacks the fitted column(s) {', '.join(map(repr, missing))}")
       x = x[list(self.names)].to_numpy()
-    return jnp.asarray(x, jnp.float32)
+    if self.result.loc.ndim > 1:  # a batch of fits, queried outside vmap: _one says so
+      return jnp.asarray(x, jnp.float32)
+    return jnp.asarray(inputs.query_rows(x, self.model.n_nodes, self.names))
 
   @property
   def target_names(self) -> list[tuple]:
@@ -193,11 +199,13 @@ class Fit:
   def sample(self, key, n: int, regime: int = 0) -> jax.Array:
     """``[n, N]`` samples from regime ``regime``, in data units."""
     self._one()
-    if isinstance(regime, (int, np.integer)) and not 0 <= int(regime) < self.n_regimes:
+    concrete = not isinstance(regime, jax.core.Tracer) and np.ndim(regime) == 0
+    if concrete and (not np.issubdtype(np.asarray(regime).dtype, np.integer)
+                     or not 0 <= int(regime) < self.n_regimes):
       raise ValueError(f"regime={regime} is not a regime id of this fit (0..{self.n_regimes - 1})")
     regimes = jnp.full((n,), regime, jnp.int32)
-    return _jitted(predict.sample, 1)(key, self.model, self.result, regimes, self.parent_idx,
-                                      self.parent_mask, self.order)
+    return _jitted(predict.sample, 1)(as_key(key), self.model, self.result, regimes,
+                                      self.parent_idx, self.parent_mask, self.order)
 
   @property
   def observational(self) -> int:
@@ -210,6 +218,20 @@ class Fit:
     host-side: inside jit use ``identification.changed``, ``[K, N]``."""
     changed = np.asarray(self.identification.changed)
     return [tuple(int(j) for j in np.flatnonzero(row)) for row in changed]
+
+
+def as_key(key):
+  """A PRNG key from ``key``: a key as it is, an integer as its seed, None as seed 0;
+  anything else a one-line ``ValueError``."""
+  if key is None:
+    return jax.random.key(0)
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    return jax.random.key(int(key))
+  if isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                     or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))):
+    return key
+  raise ValueError(f"key must be a JAX PRNG key (jax.random.key(0)) or an integer seed; got "
+                   f"{type(key).__name__}")
 
 
 @functools.cache
@@ -282,9 +304,10 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
       whose columns name the variables.
     graph: the DAG: an ``[N, N]`` 0/1 adjacency (``graph[i, j] = 1`` for ``i -> j``,
       in the column order), a ``networkx.DiGraph``, an edge list of ``(source,
-      target)`` pairs, or a named adjacency (a DataFrame). Named nodes are matched to
+      target)`` pairs, a dict of children lists (``{"A": ["B", "C"]}``), or a named
+      adjacency (a DataFrame). Named nodes are matched to
       the data's names, in any order (``vcm_jax.named``).
-    key: a PRNG key (default ``jax.random.key(0)``).
+    key: a PRNG key, or an integer seed (default ``jax.random.key(0)``).
     config: ``None``: the default (``config.data_default()`` and the model choice,
       ``choose.fit_default``); a ``FitConfig``, a dict of its fields or an experiment
       config with ``model`` and ``train`` groups: that one model, no choice.
@@ -304,7 +327,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     ValueError: with one line naming the problem (a cycle, a bad cell, a name that
       does not match, an unknown key).
   """
-  from vcm_jax import choose, identifiability, named
+  from vcm_jax import choose, identifiability, inputs, named
 
   from vcm_jax import learn
   values, adj, names = named.as_arrays(x, graph, names)
@@ -313,10 +336,10 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     raise ValueError(f"graph_search={graph_search!r} is not one of learn, repair")
   if search == "repair" and adj is None:
     raise ValueError("graph_search='repair' starts from a graph: give one")
-  x = _check_data(values, np.shape(values)[1] if adj is None else adj.shape[0], names)
+  x = inputs.checked(values, None if adj is None else adj.shape[0], names)
   if adj is not None:
     graphs.validate_dag(adj, None if names is None else [str(n) for n in names])
-  key = jax.random.key(0) if key is None else key
+  key = as_key(key)
   learned = None
   programs.release_if_crowded()  # (many fits in one process: the memory maps they hold)
   if search != "none":
@@ -326,13 +349,14 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     programs.release_if_crowded()
   if config is None:
     if selection is not None and not isinstance(selection, choose.Selection):
-      selection = choose.Selection(**dict(selection))
+      selection = choose.Selection.from_config(dict(selection))
     choice = choose.fit_default(key, x, adj, config_lib.data_default(),
                                 selection or choose.Selection(), names=names)
     verdict = identifiability.of_fit(choice.fit, x, names, misfit_confirmed=choice.misfit_confirmed,
                                      misfit=choice.misfit_flags(adj.shape[0]))
     if (selection or choose.Selection()).free_target_screen:
       verdict = identifiability.free_target_screen(key, choice.fit, x, verdict)
+    verdict = identifiability.given_support(verdict, choice.extra.get("regimes_supported"))
     for line in choice.warnings:
       warnings.warn(line, FitWarning, stacklevel=2)
     return choice.fit.replace(names=names, choice=choice, verdict=verdict,
@@ -349,28 +373,3 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
   out = _jit_fit_graph(cfg, max_parents)(key, jnp.asarray(x), jnp.asarray(adj, jnp.float32))
   check_finite(out.result, f"the {cfg.decoder} fit")
   return out.replace(names=names, graph_learning=learned)
-
-
-def _check_data(x, n_nodes: int, names=None) -> np.ndarray:
-  try:
-    x = np.asarray(x, np.float32)
-  except (TypeError, ValueError) as err:
-    raise ValueError(f"x must be numbers: {err}") from None
-  if x.ndim != 2:
-    raise ValueError(f"x must be [samples, nodes]; got shape {x.shape}")
-  if x.shape[1] != n_nodes:
-    raise ValueError(f"x has {x.shape[1]} columns but the graph has {n_nodes} nodes")
-  bad = np.argwhere(~np.isfinite(x))
-  if bad.size:
-    column = bad[0, 1] if names is None else f"{bad[0, 1]} ({names[bad[0, 1]]!r})"
-    raise ValueError(f"x has a non-finite value at row {bad[0, 0]}, column {column}")
-  if x.shape[0] < 2:
-    raise ValueError(f"x has {x.shape[0]} rows; a fit needs at least 2")
-  from vcm_jax import diagnose
-  constant = diagnose.constant_columns(x)
-  if constant:
-    j = constant[0]
-    column = j if names is None else f"{j} ({names[j]!r})"
-    raise ValueError(f"x's column {column} holds one value ({x[0, j]:.6g}) in every row: "
-                     "nothing to fit; drop it")
-  return x

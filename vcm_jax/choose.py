@@ -326,6 +326,13 @@ def _summarise_check(found: dict) -> dict:
           "flagged": [[int(k), int(j)] for k, j in np.argwhere(found["flagged"])]}
 
 
+def label(row: dict, n_nodes: int) -> str:
+  """A candidate as the logs and warnings name it, ``"sparse K=6"``: the single-target
+  latent's K is the graph's, N + 1 (its config and row hold 0)."""
+  k = n_nodes + 1 if row["decoder"] == "structured" else row["n_regimes"]
+  return f"{row['decoder']} K={k}"
+
+
 def _best(rows: list, criterion: str):
   return max(rows, key=lambda f: f.row[criterion]) if rows else None
 
@@ -579,7 +586,7 @@ def _grown(key, plainer: _Fitted, cfg: FitConfig, x, x_heldout) -> _Fitted:
   start = dataclasses.replace(fit, result=fit.result._replace(params=params))
   grown = _continued(jax.random.fold_in(key, 6), start, x, cfg)
   row = dict(scores(grown, x, x_heldout),
-             started_from=f"{plainer.cfg.decoder} K={plainer.cfg.n_regimes}")
+             started_from=label(describe(plainer.cfg), x.shape[1]))
   return _Fitted(cfg, row, grown)
 
 
@@ -636,7 +643,7 @@ def nested_failures(rows: list, n_nodes: int, tolerance: float) -> dict:
     if below:
       p = max(below, key=lambda p: p["log_px"])
       out[id(r)] = (f"log p(x) {r['log_px']:.4f} a row, below the {p['log_px']:.4f} of "
-                    f"{p['decoder']} K={p['n_regimes']} that it contains: the fit failed")
+                    f"{label(p, n_nodes)} that it contains: the fit failed")
   return out
 
 
@@ -677,7 +684,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   pinned = diagnose.pinned_cells(fit, x)
   warned = list(diagnose.point_masses(x, names, pinned=pinned))
   warned += [gross_line] if gross_line else []
-  warned += [f"candidate {r['decoder']} K={r['n_regimes']} noise {r['noise']}: {r['failed']}"
+  warned += [f"candidate {label(r, x.shape[1])} noise {r['noise']}: {r['failed']}"
              for r in choice.table if r.get("failed")]
   warned += diagnose.tied_regimes(fit, x, names, pinned=pinned)
   extra["regimes_supported"], line = diagnose.unsupported_regimes(fit, x)

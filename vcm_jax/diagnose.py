@@ -19,12 +19,6 @@ def _name(names, j) -> str:
   return f"column {j}" if names is None else f"column {j} ({names[j]!r})"
 
 
-def constant_columns(x) -> list[int]:
-  """Columns with a single value: nothing to fit (``api`` refuses them)."""
-  x = np.asarray(x)
-  return [int(j) for j in np.flatnonzero((x == x[:1]).all(0))]
-
-
 def _most_common(column) -> tuple[float, float]:
   """The value that most rows of ``column`` hold, and their share."""
   values, counts = np.unique(column, return_counts=True)

@@ -15,7 +15,10 @@ another in no mechanism read as that one (``twins``: the fit split one regime):
   or a mechanism is changed by several regimes; the report says which;
 * ``insufficient``: nothing to judge: fewer than two regimes hold rows, or the
   divergences or sizes are not finite (a fit with NaN in its parameters). A degenerate
-  fit says so instead of passing as "identified".
+  fit says so instead of passing as "identified". So does a fit whose regimes do not
+  pay for their parameters (``given_support``: one SCM, the observational regime's
+  mechanisms alone, has the higher BIC): the data may hold one regime, which the
+  others split.
 
 A fit can only show the changes its latent allows: a single-target fit's regimes
 differ in one mechanism by construction, so its mechanisms alone always read
@@ -333,6 +336,20 @@ def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
   from vcm_jax import mixture_scm  # (it imports the fits' callers)
   post = np.asarray(fit.posterior(jnp.asarray(x, jnp.float32)), np.float64)
   return mixture_scm.latent_score(x, post, adj, checks.changed_sets(fit))
+
+
+def given_support(entry: dict, support: dict | None) -> dict:
+  """``entry`` (``verdict``'s) as ``insufficient`` where the fit's regimes do not pay
+  for their parameters (``support``: ``diagnose.unsupported_regimes``'s summary, None:
+  not asked); the verdict the regimes alone would give stays in ``why`` and in
+  ``regimes_read_as``."""
+  if support is None or support["supported"] or entry["verdict"] == "insufficient":
+    return entry
+  return dict(entry, verdict="insufficient", regimes_read_as=entry["verdict"],
+              why=(f"the regimes do not pay for their parameters (BIC "
+                   f"{support['bic']:.1f} against {support['bic_observational_alone']:.1f} "
+                   "for the observational regime's mechanisms alone): the data may hold one "
+                   f"regime; the regimes alone read {entry['verdict']} ({entry['why']})"))
 
 
 def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,

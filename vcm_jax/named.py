@@ -5,8 +5,8 @@ arrays the library fits: ``x`` as ``[S, N]`` float32, the graph as an ``[N, N]``
 adjacency in the column order, and the column names. The data may be a pandas
 DataFrame (pandas is optional: it is read through ``.columns`` and ``.to_numpy``)
 or an array with ``names=``; the graph a ``networkx.DiGraph``, an edge list of
-``(source, target)`` pairs, a named adjacency (a DataFrame with the names as index
-and columns), or an ``[N, N]`` array. Named nodes are matched by name in any
+``(source, target)`` pairs, a dict of children lists (``{"A": ["B"]}``), a named
+adjacency (a DataFrame with the names as index and columns), or an ``[N, N]`` array. Named nodes are matched by name in any
 order. A name missing from one side, an extra one, or a duplicate is a one-line
 ``ValueError`` naming it; an array with a graph over non-integer nodes and no
 names is an error, not a guess by position.
@@ -80,16 +80,42 @@ def adjacency(graph, names: tuple | None, n_columns: int) -> np.ndarray:
     values = np.asarray(graph.to_numpy())
     edges = [(rows[i], cols[j]) for i, j in zip(*np.nonzero(values))]
     return _from_edges(list(cols), edges, names, n_columns, "the adjacency")
+  if isinstance(graph, dict):  # {node: its children}, networkx's dict of lists
+    graph = [(a, b) for a, children in graph.items() for b in _children(a, children)]
   if _is_edge_list(graph):
     edges = [tuple(e) for e in graph]
     nodes = list(dict.fromkeys(n for e in edges for n in e))
     if names is not None:  # nodes without edges are the data's other columns
       nodes += [n for n in names if n not in set(nodes)]
     return _from_edges(nodes, edges, names, n_columns, "the edge list")
+  _not_a_pair(graph)
+  try:
+    adj = np.asarray(graph, np.float64)
+  except (TypeError, ValueError):
+    adj = None
+  if adj is None or adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+    raise ValueError(f"graph must be an [N, N] adjacency, a networkx.DiGraph, an edge list of "
+                     f"(source, target) pairs, a dict of children or a named adjacency; got "
+                     f"{type(graph).__name__}{'' if adj is None else f' of shape {adj.shape}'}")
   adj = np.asarray(graph)
-  if adj.dtype == bool:
-    adj = adj.astype(np.int64)
-  return adj
+  return adj.astype(np.int64) if adj.dtype == bool else adj
+
+
+def _children(node, children) -> list:
+  if isinstance(children, (str, bytes)) or not hasattr(children, "__iter__"):
+    raise ValueError(f"graph[{node!r}] must list {node!r}'s children; got {children!r}")
+  return list(children)
+
+
+def _not_a_pair(graph) -> None:
+  """A list of sequences, some not of two entries and not a row of numbers: an edge list
+  with a bad entry (an adjacency's rows are numbers)."""
+  if not isinstance(graph, (list, tuple)):
+    return
+  for e in graph:
+    if (isinstance(e, (list, tuple)) and len(e) != 2
+        and not all(isinstance(v, (int, float, bool, np.number)) for v in e)):
+      raise ValueError(f"the edge list's entry {tuple(e)!r} is not a (source, target) pair")
 
 
 def _is_edge_list(graph) -> bool:

@@ -56,8 +56,8 @@ def _parse_float(cell: str):
 def _bad_cell(path, cell, value, row: int, name: str) -> str | None:
   """The one-line complaint about a cell (``value`` is its float, or None), or None if fine."""
   if value is None:
-    shown = repr(cell) if cell.strip() else "an empty cell"
-    return f"data file {path}: non-numeric value {shown} at row {row}, column {name!r}"
+    shown = f"non-numeric value {cell!r}" if cell.strip() else "an empty cell"
+    return f"data file {path}: {shown} at row {row}, column {name!r}"
   if not math.isfinite(value):
     return (f"data file {path}: {'NaN' if math.isnan(value) else 'infinite value'} "
             f"at row {row}, column {name!r}")

@@ -1,0 +1,90 @@
+"""The data a fit takes, checked the same way at both doors (``vcm_jax.fit`` and the
+own-data command): numbers, finite, within float32's range, no column that float32
+holds as one value, enough rows. Each failure is a one-line ``ValueError`` that names
+the cell or the column; the command prefixes its file's name."""
+from __future__ import annotations
+
+import numpy as np
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def min_rows(n_nodes: int) -> int:
+  """Fewest rows a fit needs: a few per regime of the structured latent, and 20 in all."""
+  return max(20, 2 * (n_nodes + 1))
+
+
+def _column(j: int, names) -> str:
+  return f"{j}" if names is None else f"{j} ({names[j]!r})"
+
+
+def _first_non_number(x: np.ndarray, names, what: str) -> str:
+  """Where a table that NumPy cannot read as numbers first holds a cell that is not one
+  (by column, then row), in one line."""
+  cells = np.asarray(x, dtype=object)
+  if cells.ndim != 2:
+    return f"{what} must be numbers and [samples, nodes]; got shape {cells.shape}"
+  for j in range(cells.shape[1]):
+    for i, cell in enumerate(cells[:, j]):
+      try:
+        float(cell)
+      except (TypeError, ValueError):
+        return (f"{what} has a value that is not a number, {cell!r}, at row {i}, column "
+                f"{_column(j, names)}")
+  return f"{what} must be numbers"
+
+
+def checked(x, n_nodes: int | None = None, names=None, what: str = "x") -> np.ndarray:
+  """``x`` as an ``[S, N]`` float32 array to fit, or a one-line ``ValueError`` (module
+  doc).
+
+  ``n_nodes``: the graph's node count (None: no graph); ``names``: the N column names;
+  ``what``: how the messages name the data (the command: its file)."""
+  wide = _finite_table(x, n_nodes, names, what)
+  s, n = wide.shape
+  if s < min_rows(n):
+    raise ValueError(f"{what} has {s} rows; {n} variables need at least {min_rows(n)}")
+  x = wide.astype(np.float32)
+  for j in np.flatnonzero((x == x[:1]).all(0)):
+    # One value in float32 where float64 saw several: the spread is below float32's
+    # resolution at the column's size (values near 1e8 step by 8).
+    spread = np.ptp(wide[:, j])
+    why = ("nothing to fit; drop it" if spread == 0 else
+           f"its spread ({spread:.3g}) is below float32's resolution at that size: subtract "
+           "an offset (or rescale) first")
+    raise ValueError(f"{what}: column {_column(j, names)} holds one value ({x[0, j]:.6g}) in "
+                     f"every row: {why}")
+  return x
+
+
+def query_rows(x, n_nodes: int, names=None) -> np.ndarray:
+  """Rows a fitted model is asked about (``Fit.score``, ``posterior``...): ``[S, N]``
+  float32 (one row may come as ``[N]``), numbers, finite, within float32's range, the
+  fit's N columns; or a one-line ``ValueError``."""
+  if np.ndim(x) == 1 and np.shape(x)[0] == n_nodes:
+    x = np.asarray(x)[None]
+  return _finite_table(x, n_nodes, names, "x").astype(np.float32)
+
+
+def _finite_table(x, n_nodes: int | None, names, what: str) -> np.ndarray:
+  """``x`` as float64 ``[S, N]``: numbers, finite, within float32's range."""
+  try:
+    wide = np.asarray(x, np.float64)
+  except (TypeError, ValueError):
+    raise ValueError(_first_non_number(x, names, what)) from None
+  if wide.ndim != 2:
+    raise ValueError(f"{what} must be [samples, nodes]; got shape {wide.shape}")
+  if n_nodes is not None and wide.shape[1] != n_nodes:
+    raise ValueError(f"{what} has {wide.shape[1]} columns but the graph has {n_nodes} nodes")
+  bad = np.argwhere(~np.isfinite(wide))
+  if bad.size:
+    i, j = bad[0]
+    raise ValueError(f"{what} has a non-finite value ({wide[i, j]}) at row {i}, column "
+                     f"{_column(j, names)}")
+  big = np.argwhere(np.abs(wide) > _F32_MAX)
+  if big.size:
+    i, j = big[0]
+    raise ValueError(f"{what}: the value {wide[i, j]:.6g} at row {i}, column "
+                     f"{_column(j, names)} is beyond float32's range (+-{_F32_MAX:.3g}): "
+                     "rescale the column")
+  return wide
