@@ -194,6 +194,9 @@ def test_queries_check_their_rows(fitted):
       fit.sample(jax.random.key(0), 3, regime=regime)
   np.testing.assert_array_equal(fit.sample(3, 4, regime=np.int64(2)),
                                 fit.sample(jax.random.key(3), 4, regime=2))
+  # printed, one line (the arrays are its fields; it held 12 kB of them)
+  assert repr(fit).startswith("Fit(structured latent, K = 5") and "\n" not in repr(fit)
+  assert "observational regime 0" in repr(fit) and len(repr(fit)) < 300
 
 
 def test_non_finite_cell_is_named():

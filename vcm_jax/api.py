@@ -66,6 +66,17 @@ class Fit:
   # How the graph was learned or repaired (``learn.learn_graph``); None: given.
   graph_learning: dict | None = struct.field(pytree_node=False, default=None)
 
+  def __repr__(self) -> str:
+    """One line (the arrays are the fields; ``describe()`` reads them out)."""
+    cfg = self.model.cfg
+    what = (f"{cfg.decoder} latent, K = {self.n_regimes}, {cfg.noise} noise, {cfg.mechanism} "
+            f"mechanisms, {self.model.n_nodes} nodes")
+    obs = self.identification.observational
+    if isinstance(obs, jax.core.Tracer) or np.ndim(obs):
+      return f"Fit({what}; a batch or a traced fit)"
+    verdict = "" if self.verdict is None else f", verdict {self.verdict['verdict']}"
+    return f"Fit({what}; observational regime {int(obs)}{verdict}; fit.describe() for more)"
+
   @property
   def graph(self) -> np.ndarray:
     """``[N, N]`` the DAG the fit used (``graph[i, j] = 1``: i -> j), learned or given."""

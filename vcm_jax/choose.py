@@ -138,6 +138,11 @@ class ModelChoice(NamedTuple):
   warnings: tuple = ()     # one line each: what the run found wrong (``diagnose``)
   extra: dict | None = None  # the gross-error stage, the yardstick, the settings used
 
+  def __repr__(self) -> str:
+    return (f"ModelChoice({describe(self.config)['decoder']} K={self.config.n_regimes or 'N+1'} "
+            f"{self.config.noise} chosen of {len(self.table)} candidates: {self.why}; "
+            f"{len(self.warnings)} warning(s); .summary() for the table)")
+
   @property
   def misfit_confirmed(self) -> bool:
     """Whether the chosen fit's shared-mechanism misfit counts as a change (the
