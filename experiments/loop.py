@@ -38,7 +38,7 @@ def _check_resumable(workdir: str, config, inputs: dict | None = None) -> None:
   """Refuse to resume (or overwrite) a workdir that holds another config's run, or a
   run on other input files (``inputs``: name -> content hash)."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not os.path.exists(path) or not _holds_results(workdir):
     return
   with open(path) as f:
     saved = json.load(f)
@@ -55,6 +55,15 @@ def _check_resumable(workdir: str, config, inputs: dict | None = None) -> None:
     if changed:
       raise UserError(f"workdir {workdir} holds a run on other contents of "
                       f"{', '.join(changed)}; choose another --workdir")
+
+
+# What a run writes before its first result: a workdir that holds nothing else holds a
+# run that stopped before it had any (a fit that failed), and nothing there to protect.
+_PREAMBLE = frozenset({"config.json", "inputs.json"})
+
+
+def _holds_results(workdir: str) -> bool:
+  return any(name not in _PREAMBLE for name in os.listdir(workdir))
 
 
 def prepare_workdir(config, workdir: str, inputs: dict | None = None) -> None:

@@ -102,3 +102,22 @@ def test_non_finite_loss_stops_with_step_and_no_results(early):
   assert status != 0
   assert "non-finite loss at step" in err and "Traceback" not in err
   assert not wrote
+
+
+@pytest.mark.fast
+def test_only_a_workdir_with_results_is_kept_from_other_runs(tmp_path):
+  """A run that failed before its first result (its config and inputs written, nothing
+  else) leaves nothing to protect: the next run, on mended data, may use the workdir.
+  One that holds a result refuses another config or other input contents."""
+  import ml_collections
+  from experiments import loop
+  workdir = str(tmp_path)
+  first, second = (ml_collections.ConfigDict({"seed": s}) for s in (0, 1))
+  loop.prepare_workdir(first, workdir, {"data": "bad contents"})
+  loop.prepare_workdir(second, workdir, {"data": "mended contents"})
+  assert json.load(open(os.path.join(workdir, "config.json"))) == {"seed": 1}
+  (tmp_path / "metrics.json").write_text("{}")
+  with pytest.raises(loop.UserError, match="different config"):
+    loop.prepare_workdir(first, workdir, {"data": "mended contents"})
+  with pytest.raises(loop.UserError, match="other contents of data"):
+    loop.prepare_workdir(second, workdir, {"data": "other contents"})
