@@ -2,6 +2,8 @@
 a fit of the user's own files (a ``data`` group)."""
 from __future__ import annotations
 
+import re
+
 from experiments import loop, own_data, synthetic
 from vcm_jax import choose, config as fit_config
 
@@ -64,3 +66,20 @@ def run(config, workdir: str) -> dict:
   if "data" in config:
     return own_data.run(config, workdir)
   return synthetic.run(config, workdir)
+
+
+def unknown_key(err: Exception, argv) -> str:
+  """One line for ml_collections' error on an override that names no key: the flag as
+  given and its suggestion (the error: an ``AttributeError`` holding a ``KeyError``
+  whose message is ``"'key'\\nDid you mean ..."``)."""
+  while err.args and isinstance(err.args[0], Exception):  # AttributeError(KeyError(...))
+    err = err.args[0]
+  message = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+  first, _, hint = message.partition("\n")
+  quoted = re.search(r"[\"']([^\"']+)[\"']", first)  # "'key'" or 'Key "key" does not...'
+  name = quoted.group(1) if quoted else first.strip()
+  bad = [a.split("=")[0][2:] for a in argv
+         if a.startswith("--config.") and a.split("=")[0].endswith("." + name)]
+  hint = hint.strip()
+  hint = f" ({hint[0].lower()}{hint[1:]})" if hint else ""
+  return f"unknown config key {bad[0] if bad else name!r}{hint}"

@@ -66,9 +66,7 @@ def parse_flags(argv):
   except flags.Error as err:
     raise SystemExit(f"error: {err}") from None
   except (AttributeError, KeyError) as err:  # ml_collections: an override names no key
-    name = str(err).strip("\"'")
-    bad = [a.split("=")[0][2:] for a in argv if a.startswith("--config.") and name in a]
-    raise SystemExit(f"error: unknown config key {bad[0] if bad else name!r}") from None
+    raise SystemExit(f"error: {driver.unknown_key(err, argv)}") from None
 
 
 if __name__ == "__main__":
