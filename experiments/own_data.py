@@ -115,7 +115,7 @@ def _learn_graph(config, cfg, data: OwnData, search: str, workdir: str) -> dict:
                                 max_rounds=int(read("max_rounds", 6)))
     learned = dict(learned, search=search, adjacency=np.asarray(learned["adjacency"]).tolist())
     if "changes" not in learned and data.adj is not None:  # learned with a graph given
-      learned["changes"] = graph_changes(data.adj, learned["adjacency"], data.names)
+      learned["changes"] = graphs.named_changes(data.adj, learned["adjacency"], data.names)
     if sharding.is_primary():
       io.write_json_atomic(path, learned)
   learned["adjacency"] = np.asarray(learned["adjacency"], np.int32)
@@ -123,13 +123,6 @@ def _learn_graph(config, cfg, data: OwnData, search: str, workdir: str) -> dict:
     write_graph(os.path.join(workdir, "graph.csv"), learned["adjacency"], data.names)
   _log_graph_learning(learned)
   return learned
-
-
-def graph_changes(given, learned, names) -> list[dict]:
-  """The changes from ``given`` to ``learned`` without their score gains (the graph was
-  learned from scratch): added, reversed (given as target -> source), removed."""
-  return [dict(change=kind, source=names[i], target=names[j])
-          for i, j, kind in graphs.edge_changes(learned, given) if kind != "kept"]
 
 
 def _log_graph_learning(learned: dict) -> None:
@@ -213,8 +206,9 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
     held = (f", held-out log p(x) {row['heldout_log_px']:.4f}" if "heldout_log_px" in row
             else "")
     again = f", fitted again from {row['started_from']}" if "started_from" in row else ""
-    logging.info("candidate %s noise %s: BIC %.1f, ICL %.1f%s%s", choose.label(row, n),
-                 row["noise"], row["bic"], row["icl"], held, again)
+    logging.info("candidate %s noise %s scale %s: BIC %.1f, ICL %.1f%s%s",
+                 choose.label(row, n), row["noise"], row.get("scale_model", "constant"),
+                 row["bic"], row["icl"], held, again)
 
   choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
                               x_heldout=_heldout(data), log=say, names=data.names)
@@ -225,7 +219,8 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
     logging.info("shared-mechanism check of the first fit: %s", "holds" if check["holds"]
                  else f"fails in regimes {check['regimes']} (largest gap "
                  f"{check['largest_gap']:.3f} nats a row)")
-  short = lambda row: f"{choose.label(row, n)} noise {row['noise']}"
+  short = lambda row: (f"{choose.label(row, n)} noise {row['noise']} scale "
+                       f"{row.get('scale_model', 'constant')}")
   runner = choice.table[1] if len(choice.table) > 1 else None
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else

@@ -197,6 +197,7 @@ def test_queries_check_their_rows(fitted):
   # printed, one line (the arrays are its fields; it held 12 kB of them)
   assert repr(fit).startswith("Fit(structured latent, K = 5") and "\n" not in repr(fit)
   assert "observational regime 0" in repr(fit) and len(repr(fit)) < 300
+  assert fit.edges == [("X0", "X1"), ("X0", "X2"), ("X1", "X3"), ("X2", "X3")]
 
 
 def test_non_finite_cell_is_named():

@@ -216,3 +216,7 @@ def test_edge_changes_names_kept_added_reversed_and_removed():
       (0, 1, "kept"), (2, 0, "reversed"), (3, 0, "added"), (1, 3, "removed")]
   assert graphs.edge_changes(learned) == [(0, 1, "learned"), (2, 0, "learned"),
                                           (3, 0, "learned")]
+  assert graphs.named_changes(stated, learned, "abcd") == [
+      dict(change="reversed", source="c", target="a"),
+      dict(change="added", source="d", target="a"),
+      dict(change="removed", source="b", target="d")]

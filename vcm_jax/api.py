@@ -83,6 +83,12 @@ class Fit:
     return np.asarray(graphs.table_adjacency(self.parent_idx, self.parent_mask)).astype(int)
 
   @property
+  def edges(self) -> list[tuple]:
+    """The DAG's edges ``(source, target)`` by name (``X0``, ``X1``... without names)."""
+    names = self.names or tuple(f"X{j}" for j in range(self.model.n_nodes))
+    return [(names[i], names[j]) for i, j in zip(*np.nonzero(self.graph))]
+
+  @property
   def config(self) -> FitConfig:
     """The fitted model's settings (the chosen candidate's, where a choice was made)."""
     return self.model.cfg
@@ -145,6 +151,13 @@ class Fit:
     cfg = self.config
     lines = [f"{cfg.decoder} latent, K = {self.n_regimes}, {cfg.noise} noise, {cfg.mechanism} "
              f"mechanisms; {self.n_iter} steps ({'converged' if self.converged else 'step cap'})"]
+    learned = self.graph_learning
+    if learned is not None:
+      how = {"learn": "learned", "repair": "repaired"}.get(learned.get("search"), "learned")
+      lines.append(f"graph: {how} by structural EM, {len(self.edges)} edges "
+                   f"({', '.join(f'{a} -> {b}' for a, b in self.edges[:8])}"
+                   f"{', ...' if len(self.edges) > 8 else ''}); fit.graph_learning for the "
+                   "rounds, gains and orientations")
     if self.choice is not None:
       lines.append(f"chosen: {self.choice.why}")
       for row in self.choice.table:
@@ -354,8 +367,12 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
   learned = None
   programs.release_if_crowded()  # (many fits in one process: the memory maps they hold)
   if search != "none":
-    learned = learn.learn_graph(key, x, config_lib.data_default(),
-                                start=adj if search == "repair" else None, names=names)
+    learned = dict(learn.learn_graph(key, x, config_lib.data_default(),
+                                     start=adj if search == "repair" else None, names=names),
+                   search=search)
+    if "changes" not in learned and adj is not None:  # learned beside a given graph
+      learned["changes"] = graphs.named_changes(
+          adj, learned["adjacency"], names or [f"X{j}" for j in range(adj.shape[0])])
     adj = learned["adjacency"]
     programs.release_if_crowded()
   if config is None:

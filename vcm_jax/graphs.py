@@ -100,6 +100,14 @@ def edge_changes(adj, given=None) -> list[tuple[int, int, str]]:
   return out
 
 
+def named_changes(given, learned, names) -> list[dict]:
+  """The changes from ``given`` to ``learned`` without score gains (a graph learned
+  from scratch beside a given one): ``{change: added / reversed / removed, source,
+  target}`` by name."""
+  return [dict(change=kind, source=names[i], target=names[j])
+          for i, j, kind in edge_changes(learned, given) if kind != "kept"]
+
+
 def max_in_degree(adj) -> int:
   """Largest number of parents of any node, over any leading batch axes (host)."""
   adj = np.asarray(adj)
