@@ -329,8 +329,8 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     graph: the DAG: an ``[N, N]`` 0/1 adjacency (``graph[i, j] = 1`` for ``i -> j``,
       in the column order), a ``networkx.DiGraph``, an edge list of ``(source,
       target)`` pairs, a dict of children lists (``{"A": ["B", "C"]}``), or a named
-      adjacency (a DataFrame). Named nodes are matched to
-      the data's names, in any order (``vcm_jax.named``).
+      adjacency (a DataFrame). Named nodes are matched to the data's names, in any
+      order (``vcm_jax.named``).
     key: a PRNG key, or an integer seed (default ``jax.random.key(0)``).
     config: ``None``: the default (``config.data_default()`` and the model choice,
       ``choose.fit_default``); a ``FitConfig``, a dict of its fields or an experiment

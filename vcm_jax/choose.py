@@ -139,7 +139,7 @@ class ModelChoice(NamedTuple):
   extra: dict | None = None  # the gross-error stage, the yardstick, the settings used
 
   def __repr__(self) -> str:
-    return (f"ModelChoice({describe(self.config)['decoder']} K={self.config.n_regimes or 'N+1'} "
+    return (f"ModelChoice({self.config.decoder} K={self.config.n_regimes or 'N+1'} "
             f"{self.config.noise} chosen of {len(self.table)} candidates: {self.why}; "
             f"{len(self.warnings)} warning(s); .summary() for the table)")
 
