@@ -157,6 +157,16 @@ def test_non_finite_found_by_the_fast_path_without_falling_back(tmp_path, fast_o
   assert _message(str(path)).endswith("infinite value at row 2, column 'y'")
 
 
+def test_a_column_of_words_is_said_to_look_like_labels(tmp_path):
+  path = tmp_path / "d.csv"
+  path.write_text("x,regime,y\n1,obs,2\n3,x,4\n5,y,6\n")
+  assert _message(str(path)).endswith(
+      "non-numeric value 'obs' at row 0, column 'regime' (every cell of 'regime' is text: if "
+      "it holds the regime labels, name it with --config.data.labels=regime)")
+  path.write_text("x,regime,y\n1,obs,2\n3,4,4\n5,y,6\n")  # some numbers: no such hint
+  assert _message(str(path)).endswith("non-numeric value 'obs' at row 0, column 'regime'")
+
+
 def test_only_the_label_column(tmp_path):
   path = tmp_path / "d.csv"
   path.write_text("regime\nobs\nx\n")

@@ -163,6 +163,7 @@ def _read_csv_careful(path: str, labels: str | None):
   label_col = names.index(labels) if labels in names else None
   variables = [j for j in range(len(names)) if j != label_col]
   values, label_cells, first_bad = array.array("d"), [], {}
+  text_cells = [0] * len(variables)  # per variable column, its cells that are not numbers
   n_rows = 0
   for i, row in enumerate(rows):
     if len(row) != len(names):
@@ -172,6 +173,7 @@ def _read_csv_careful(path: str, labels: str | None):
     if None in parsed or not all(math.isfinite(v) for v in parsed):
       for slot, (j, v) in enumerate(zip(variables, parsed)):
         problem = _bad_cell(path, row[j], v, i, names[j])
+        text_cells[slot] += v is None and bool(row[j].strip())
         if problem and slot not in first_bad:
           first_bad[slot] = problem
       parsed = [math.nan if v is None else v for v in parsed]
@@ -183,7 +185,12 @@ def _read_csv_careful(path: str, labels: str | None):
     raise InputError(f"data file {path} has a header but no data rows")
   _label_errors(path, names, labels, len(variables))
   if first_bad:
-    raise InputError(first_bad[min(first_bad)])
+    slot = min(first_bad)
+    hint = ""
+    if text_cells[slot] == n_rows and labels is None:  # a column of words: labels?
+      hint = (f" (every cell of {names[variables[slot]]!r} is text: if it holds the regime "
+              f"labels, name it with --config.data.labels={names[variables[slot]]})")
+    raise InputError(first_bad[slot] + hint)
   label_values = None if label_col is None else np.asarray(label_cells, dtype=str)
   values = np.frombuffer(values, np.float64).reshape(n_rows, len(variables)).copy()
   return [names[j] for j in variables], values, label_values
