@@ -709,10 +709,11 @@ def _mechanisms_by_heldout_likelihood(key, x, adj, base: FitConfig, selection: S
   """The choice (``finish_choice(first_from(base))``, ``first_from(base) -> FirstStage``)
   with the mechanisms ``capacity`` prefers on few rows (at most
   ``selection.capacity_max_rows``; MLP mechanisms in ``base``): its first candidate's
-  k-fold held-out log p(x) with linear and with MLP mechanisms. Linear mechanisms are kept only where their first fit's shared-mechanism
-  check holds: a check that fails says a mechanism's law is not linear-Gaussian
-  (heteroscedastic development seed 1 at 300 rows: the linear fit's check failed, the
-  choice went to a sparse K = 3, ARI 0.15; with MLP mechanisms 0.45). Not asked on fewer
+  k-fold held-out log p(x) with linear and with MLP mechanisms. Linear mechanisms are
+  kept only where their first fit's shared-mechanism check holds: a check that fails
+  says a mechanism's law is not linear-Gaussian (heteroscedastic development seed 1 at
+  300 rows: the linear fit's check failed, the choice went to a sparse K = 3, ARI 0.15;
+  with MLP mechanisms 0.45). Not asked on fewer
   than two rows a fold. Returns ``(choice, the summary or None where the question was
   not asked)``."""
   # (at least two rows in every fold's test rows)

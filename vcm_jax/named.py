@@ -6,10 +6,11 @@ adjacency in the column order, and the column names. The data may be a pandas
 DataFrame (pandas is optional: it is read through ``.columns`` and ``.to_numpy``)
 or an array with ``names=``; the graph a ``networkx.DiGraph``, an edge list of
 ``(source, target)`` pairs, a dict of children lists (``{"A": ["B"]}``), a named
-adjacency (a DataFrame with the names as index and columns), or an ``[N, N]`` array. Named nodes are matched by name in any
-order. A name missing from one side, an extra one, or a duplicate is a one-line
-``ValueError`` naming it; an array with a graph over non-integer nodes and no
-names is an error, not a guess by position.
+adjacency (a DataFrame with the names as index and columns), or an ``[N, N]`` array.
+Named nodes are matched by name in any order. A name missing from one side, an extra
+one, or a duplicate is a one-line ``ValueError`` naming it; an array with a graph over
+non-integer nodes and no names is an error, not a guess by position; a graph of no
+known form is one line too.
 """
 from __future__ import annotations
 
