@@ -44,7 +44,7 @@ def checked(x, n_nodes: int | None = None, names=None, what: str = "x") -> np.nd
   s, n = wide.shape
   if s < min_rows(n):
     raise ValueError(f"{what} has {s} rows; {n} variables need at least {min_rows(n)}")
-  x = wide.astype(np.float32)
+  x = wide.astype(np.float32, copy=False)
   for j in np.flatnonzero((x == x[:1]).all(0)):
     # One value in float32 where float64 saw several: the spread is below float32's
     # resolution at the column's size (values near 1e8 step by 8).
@@ -63,27 +63,30 @@ def query_rows(x, n_nodes: int, names=None) -> np.ndarray:
   fit's N columns; or a one-line ``ValueError``."""
   if np.ndim(x) == 1 and np.shape(x)[0] == n_nodes:
     x = np.asarray(x)[None]
-  return _finite_table(x, n_nodes, names, "x").astype(np.float32)
+  return _finite_table(x, n_nodes, names, "x").astype(np.float32, copy=False)
 
 
 def _finite_table(x, n_nodes: int | None, names, what: str) -> np.ndarray:
-  """``x`` as float64 ``[S, N]``: numbers, finite, within float32's range."""
+  """``x`` as float64 ``[S, N]`` (float32 as it is: no copy, and within range by its
+  type), numbers, finite, within float32's range."""
   try:
-    wide = np.asarray(x, np.float64)
+    wide = np.asarray(x)
+    if wide.dtype != np.float32:
+      wide = wide.astype(np.float64)
   except (TypeError, ValueError):
     raise ValueError(_first_non_number(x, names, what)) from None
   if wide.ndim != 2:
     raise ValueError(f"{what} must be [samples, nodes]; got shape {wide.shape}")
   if n_nodes is not None and wide.shape[1] != n_nodes:
     raise ValueError(f"{what} has {wide.shape[1]} columns but the graph has {n_nodes} nodes")
-  bad = np.argwhere(~np.isfinite(wide))
-  if bad.size:
-    i, j = bad[0]
+  finite = np.isfinite(wide)
+  if not finite.all():
+    i, j = np.argwhere(~finite)[0]
     raise ValueError(f"{what} has a non-finite value ({wide[i, j]}) at row {i}, column "
                      f"{_column(j, names)}")
-  big = np.argwhere(np.abs(wide) > _F32_MAX)
-  if big.size:
-    i, j = big[0]
+  big = wide.dtype != np.float32 and np.abs(wide).max(initial=0.0) > _F32_MAX
+  if big:
+    i, j = np.argwhere(np.abs(wide) > _F32_MAX)[0]
     raise ValueError(f"{what}: the value {wide[i, j]:.6g} at row {i}, column "
                      f"{_column(j, names)} is beyond float32's range (+-{_F32_MAX:.3g}): "
                      "rescale the column")
