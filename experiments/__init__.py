@@ -18,3 +18,56 @@ def configure_jax() -> None:
   if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=1").strip()
+
+
+class BadFlag(ValueError):
+  """A flag value an entry point cannot take (an unknown name, a negative seed): the
+  run ends with one ``error:`` line and a non-zero exit, before anything is written."""
+
+
+def parse_flags(argv):
+  """absl flag parsing, with its mistakes (a missing required flag, a config key that
+  does not exist) reported in one ``error:`` line instead of a traceback or the usage."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as err:
+    raise SystemExit(f"error: {err}") from None
+  except (AttributeError, KeyError) as err:  # ml_collections: an override names no key
+    from experiments import driver
+    raise SystemExit(f"error: {driver.unknown_key(err, argv)}") from None
+
+
+def run_main(main) -> None:
+  """``absl.app.run(main)`` for an entry point: flags parsed by ``parse_flags``, a
+  ``BadFlag`` from ``main`` one ``error:`` line."""
+  from absl import app
+
+  def checked(argv):
+    try:
+      return main(argv)
+    except BadFlag as err:
+      raise SystemExit(f"error: {err}") from None
+
+  app.run(checked, flags_parser=parse_flags)
+
+
+def seeds_of(values, flag: str = "seeds") -> list[int]:
+  """The ``--seeds`` list as non-negative integers, or ``BadFlag`` naming the bad one."""
+  out = []
+  for v in values:
+    try:
+      seed = int(v)
+    except ValueError:
+      raise BadFlag(f"--{flag}: {v!r} is not an integer") from None
+    if seed < 0:
+      raise BadFlag(f"--{flag}: {seed} is negative (seeds are non-negative integers)")
+    out.append(seed)
+  return out
+
+
+def names_known(given, known, what: str) -> None:
+  """``BadFlag`` where ``given`` names something not in ``known``."""
+  unknown = [g for g in given if g not in known]
+  if unknown:
+    raise BadFlag(f"unknown {what} {unknown}; known: {sorted(known)}")

@@ -40,7 +40,7 @@ import json
 import os
 
 import jax
-from absl import app, flags
+from absl import flags
 
 import experiments
 from experiments import bench_cases as cases
@@ -62,10 +62,8 @@ _BENCHES.update({name: (lambda name=name: cases.bench_own_data_at_scale(name, _W
 def main(argv):
   del argv
   experiments.configure_jax()
+  experiments.names_known(_CASES.value, _BENCHES, "bench case(s)")
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  unknown = [c for c in _CASES.value if c not in _BENCHES]
-  if unknown:
-    raise SystemExit(f"error: unknown bench case(s) {unknown}; expected {sorted(_BENCHES)}")
   all_rows = []
   for case in _CASES.value:
     out = _BENCHES[case]()
@@ -86,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  experiments.run_main(main)

@@ -25,6 +25,9 @@ def validate_config(config):
     cfg = fit_config.coerce(config)
   except ValueError as err:
     raise UserError(f"config: {err}") from None
+  if "seed" in config:  # (NumPy's generators, the held-out split's among them, need it)
+    need(isinstance(config.seed, int) and config.seed >= 0,
+         f"seed={config.seed!r} must be a non-negative integer")
   if "scm" in config:
     s = config.scm
     for key, allowed in _SCM_CHOICES.items():

@@ -43,7 +43,7 @@ import time
 import traceback
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import experiments
 from experiments import graph_rivals, graph_settings
@@ -258,15 +258,17 @@ CONVENTIONS = (
 def main(argv):
   del argv
   experiments.configure_jax()
-  settings = graph_settings.expand(_SETTINGS.value)
-  unknown = [m for m in _METHODS.value if m not in METHODS]
-  if unknown:
-    raise app.UsageError(f"unknown methods {unknown}; known: {list(METHODS)}")
+  try:
+    settings = graph_settings.expand(_SETTINGS.value)
+  except ValueError as err:  # an unknown setting, named
+    raise experiments.BadFlag(str(err)) from None
+  experiments.names_known(_METHODS.value, METHODS, "methods")
+  seeds = experiments.seeds_of(_SEEDS.value)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   records, descriptions = [], {}
   json_path = os.path.join(_WORKDIR.value, "graphs.json")
   for setting in settings:
-    for seed in map(int, _SEEDS.value):
+    for seed in seeds:
       data = graph_settings.make(setting, seed)
       descriptions[setting] = data.description
       for method in _METHODS.value:
@@ -287,4 +289,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  experiments.run_main(main)

@@ -34,7 +34,7 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import experiments
 from experiments import compilation
@@ -154,13 +154,14 @@ def main(argv):
   compilation.enable_cache(compilation.default_cache_dir())
   from vcm_jax import families
 
-  unknown = [f for f in _FAMILIES.value if f not in families.FAMILIES]
-  if unknown:
-    raise app.UsageError(f"unknown families {unknown}; known: {sorted(families.FAMILIES)}")
+  experiments.names_known(_FAMILIES.value, families.FAMILIES, "families")
+  seeds = experiments.seeds_of(_SEEDS.value)
+  if _N_ROWS.value < 0:
+    raise experiments.BadFlag(f"--n_rows={_N_ROWS.value} is negative (0: the family's default)")
   os.makedirs(_WORKDIR.value, exist_ok=True)
   rows = []
   for name in _FAMILIES.value:
-    for seed in map(int, _SEEDS.value):
+    for seed in seeds:
       row = run_one(name, seed, _N_ROWS.value, _GRAPH.value)
       print(json.dumps({k: row[k] for k in ("family", "seed", "ari", "ceiling_ari", "gmm_ari",
                                             "verdict", "fit_seconds", "shd") if k in row}),
@@ -190,4 +191,4 @@ if __name__ == "__main__":
   _N_ROWS = flags.DEFINE_integer("n_rows", 0, "Rows per data set (0: the family's default).")
   _GRAPH = flags.DEFINE_enum("graph", "given", ["given", "learned"],
                              "given: the family's true DAG; learned: none given, the fit learns it.")
-  app.run(main)
+  experiments.run_main(main)

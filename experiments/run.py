@@ -59,15 +59,5 @@ def main(argv):
     raise SystemExit(f"error: {err}") from None
 
 
-def parse_flags(argv):
-  """absl flag parsing, with config mistakes reported in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as err:
-    raise SystemExit(f"error: {err}") from None
-  except (AttributeError, KeyError) as err:  # ml_collections: an override names no key
-    raise SystemExit(f"error: {driver.unknown_key(err, argv)}") from None
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=experiments.parse_flags)

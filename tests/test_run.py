@@ -87,7 +87,7 @@ def _cli(popen, folder, name, override):
 BAD = {"batch_size": dict(batch_size=100000), "estimator": dict(estimator="bogus")}
 
 
-@pytest.mark.parametrize("needle", ["batch_size", "estimator"])
+@pytest.mark.parametrize("needle", ["batch_size", "estimator", "seed"])
 def test_bad_value_one_line_error(needle, tmp_path):
   """An impossible value: driver.run's one-line UserError (the CLI prints it as
   ``error: ...``, no traceback: tests/test_sharding.py, tests/test_own_data_sharding.py),
@@ -95,7 +95,10 @@ def test_bad_value_one_line_error(needle, tmp_path):
   from configs import test as test_config
   from experiments import driver
   config = test_config.get_config()
-  config.train.update(BAD[needle])
+  if needle == "seed":
+    config.seed = -1
+  else:
+    config.train.update(BAD[needle])
   workdir = tmp_path / "w"
   with pytest.raises(driver.UserError) as err:
     driver.run(config, str(workdir))
@@ -123,3 +126,28 @@ def test_cli_unknown_key_one_line_error(early):
   assert lines and lines[-1].startswith("error: unknown config key 'config.train.num_step' ("
                                         "did you mean \"num_steps\""), proc.stderr[-2000:]
   assert "\\" not in lines[-1], lines[-1]
+
+
+@pytest.mark.fast
+def test_entry_points_name_a_bad_flag_value_in_one_line():
+  """What the entry points (graphs, heldout, real_data, bench, compare) raise for a bad
+  list flag: ``experiments.BadFlag``, one line (``experiments.run_main`` prints it as
+  ``error: ...`` and exits non-zero); and ml_collections' error on a misspelt config key
+  as one line, its suggestion kept."""
+  import experiments
+  import ml_collections
+  from experiments import driver
+  assert experiments.seeds_of(["100", "7"]) == [100, 7]
+  for bad, words in ((["1", "-1"], "--seeds: -1 is negative"), (["abc"], "'abc' is not an")):
+    with pytest.raises(experiments.BadFlag, match=words):
+      experiments.seeds_of(bad)
+  with pytest.raises(experiments.BadFlag,
+                     match=r"unknown families \['bogus'\]; known: \['a', 'b'\]"):
+    experiments.names_known(["a", "bogus"], ("b", "a"), "families")
+  config = ml_collections.ConfigDict({"model": {"noise": "gauss"}})
+  config.lock()
+  with pytest.raises(AttributeError) as err:
+    config.model.nois = "t"
+  line = driver.unknown_key(err.value, ["x", "--config.model.nois=t"])
+  assert line.startswith("unknown config key 'config.model.nois' (did you mean \"noise\""), line
+  assert "\n" not in line and "\\" not in line
