@@ -198,6 +198,8 @@ def test_queries_check_their_rows(fitted):
   assert repr(fit).startswith("Fit(structured latent, K = 5") and "\n" not in repr(fit)
   assert "observational regime 0" in repr(fit) and len(repr(fit)) < 300
   assert fit.edges == [("X0", "X1"), ("X0", "X2"), ("X1", "X3"), ("X2", "X3")]
+  assert fit.describe().endswith("identifiability: not judged (one model as given: "
+                                 "vcm_jax.identifiability.of_fit(fit, x) judges it)")
 
 
 def test_non_finite_cell_is_named():

@@ -173,6 +173,9 @@ class Fit:
       lines.append(f"regime {k}: weight {weights[k]:.3f}, {what}")
     if self.verdict is not None:
       lines.append(f"identifiability: {self.verdict['verdict']} ({self.verdict['why']})")
+    else:  # a config= fit: one model as given, no choice, no check, no verdict
+      lines.append("identifiability: not judged (one model as given: "
+                   "vcm_jax.identifiability.of_fit(fit, x) judges it)")
     return "\n".join(lines)
 
   @property
