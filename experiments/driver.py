@@ -30,19 +30,10 @@ def validate_config(config):
          f"seed={config.seed!r} must be a non-negative integer")
   if "scm" in config:
     s = config.scm
-    for key, allowed in _SCM_CHOICES.items():
-      need(s[key] in allowed, f"scm.{key}={s[key]!r} is not one of {', '.join(allowed)}")
+    validate_scm(s)
     need(cfg.decoder == "structured" or cfg.n_regimes >= 2,
          f"model.decoder={cfg.decoder!r} on synthetic data needs model.n_regimes >= 2")
     need(config.num_runs >= 1, f"num_runs={config.num_runs} must be >= 1")
-    need(s.n_nodes >= 1, f"scm.n_nodes={s.n_nodes} must be >= 1 (K = N + 1 >= 2)")
-    need(0.0 <= s.edge_prob <= 1.0, f"scm.edge_prob={s.edge_prob} must be in [0, 1]")
-    need(0.0 <= s.obs_fraction <= 1.0, f"scm.obs_fraction={s.obs_fraction} must be in [0, 1]")
-    need(0 < s.noise_low <= s.noise_high,
-         f"noise scales need 0 < scm.noise_low <= scm.noise_high, got {s.noise_low}, "
-         f"{s.noise_high}")
-    need(s.mlp_hidden >= 1, f"scm.mlp_hidden={s.mlp_hidden} must be >= 1")
-    need(s.n_train >= 2 and s.n_test >= 1, "scm.n_train must be >= 2 and scm.n_test >= 1")
     need(cfg.batch_size <= s.n_train,
          f"train.batch_size={cfg.batch_size} must be in [1, scm.n_train={s.n_train}]")
   if "data" in config:
@@ -60,6 +51,25 @@ def validate_config(config):
            f"{cfg.noise!r} are chosen by the model selection: set --config.selection.decoders= "
            "(empty) to fit them as given")
   return cfg
+
+
+def validate_scm(s) -> None:
+  """``UserError`` for an impossible value of the data-generating group ``scm`` (the run
+  command's synthetic data, ``experiments.make_data``)."""
+  def need(ok, msg):
+    if not ok:
+      raise UserError(f"config: {msg}")
+
+  for key, allowed in _SCM_CHOICES.items():
+    need(s[key] in allowed, f"scm.{key}={s[key]!r} is not one of {', '.join(allowed)}")
+  need(s.n_nodes >= 1, f"scm.n_nodes={s.n_nodes} must be >= 1 (K = N + 1 >= 2)")
+  need(0.0 <= s.edge_prob <= 1.0, f"scm.edge_prob={s.edge_prob} must be in [0, 1]")
+  need(0.0 <= s.obs_fraction <= 1.0, f"scm.obs_fraction={s.obs_fraction} must be in [0, 1]")
+  need(0 < s.noise_low <= s.noise_high,
+       f"noise scales need 0 < scm.noise_low <= scm.noise_high, got {s.noise_low}, "
+       f"{s.noise_high}")
+  need(s.mlp_hidden >= 1, f"scm.mlp_hidden={s.mlp_hidden} must be >= 1")
+  need(s.n_train >= 2 and s.n_test >= 1, "scm.n_train must be >= 2 and scm.n_test >= 1")
 
 
 def run(config, workdir: str) -> dict:

@@ -12,16 +12,20 @@ Fit it with ``configs/csv.py`` and ``--config.data.labels=regime``.
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 import experiments
-from experiments import synthetic
+from experiments import driver, synthetic
 from vcm_jax import evaluate, graphs, io, scm
 from vcm_jax.io import writers
+
+
+OUTPUTS = ("data.csv", "graph.csv", "edges.csv", "truth.json")
 
 
 def make_dataset(config, out: str) -> dict:
@@ -62,19 +66,41 @@ def make_dataset(config, out: str) -> dict:
   return truth
 
 
+def check_out(out: str) -> None:
+  """``BadFlag`` where ``out`` holds files that no earlier make_data run wrote (a folder
+  of such a run is written again: the same config gives the same files)."""
+  held = set(os.listdir(out)) if os.path.isdir(out) else set()
+  if held and not (held <= set(OUTPUTS) and "truth.json" in held):
+    shown = ", ".join(sorted(held)[:4])
+    raise experiments.BadFlag(f"--out={out} already holds files ({shown}, ...): choose another "
+                              "folder, or empty it")
+
+
 def main(argv):
   del argv
+  out = _OUT.value
+  try:  # the run command's checks of the scm group, before anything is sampled
+    driver.validate_scm(_CONFIG.value.scm)
+    if _CONFIG.value.seed < 0:
+      raise driver.UserError(f"config: seed={_CONFIG.value.seed} must be a non-negative integer")
+  except driver.UserError as err:
+    raise experiments.BadFlag(str(err)) from None
+  check_out(out)
   experiments.configure_jax()
-  truth = make_dataset(_CONFIG.value, _OUT.value)
-  print(f"wrote {_OUT.value}/data.csv ({truth['n_rows']} rows), graph.csv, edges.csv, truth.json; "
-        f"Bayes ceiling ARI {truth['bayes_ari']:.4f}, target accuracy "
+  truth = make_dataset(_CONFIG.value, out)
+  print(f"wrote {out}/data.csv ({truth['n_rows']} rows), graph.csv ({truth['n_edges']} edges), "
+        f"edges.csv, truth.json; Bayes ceiling ARI {truth['bayes_ari']:.4f}, target accuracy "
         f"{truth['bayes_target_accuracy']:.4f}")
 
 
 if __name__ == "__main__":
   # Flags are defined only when run as a program: tests import this module beside
   # the other entry points, which define flags of the same names.
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/er.py", "Config with an scm group.")
+  try:  # (a default config file is read, overrides included, as the flag is defined)
+    _CONFIG = config_flags.DEFINE_config_file("config", "configs/er.py",
+                                              "Config with an scm group.")
+  except (AttributeError, KeyError) as err:  # an override names no key
+    raise SystemExit(f"error: {driver.unknown_key(err, sys.argv)}") from None
   _OUT = flags.DEFINE_string("out", None, "Directory for data.csv, graph.csv, truth.json.")
   flags.mark_flags_as_required(["out"])
-  app.run(main)
+  experiments.run_main(main)

@@ -131,8 +131,11 @@ def _log_graph_learning(learned: dict) -> None:
     moves = "; ".join(f"{kind} {arrows(r[kind])}" for kind in ("added", "removed", "reversed")
                       if r.get(kind))
     if r["round"] == 0:  # the start: its edges are no move of the search
-      moves = "the start: " + ("the Gaussian mixture's graph" if learned.get("search") == "learn"
-                               else "the given graph")
+      free_target = (learned.get("repair") or {}).get("latent") == "free-target"
+      moves = "the start: " + (
+          "the Gaussian mixture's graph" if learned.get("search") == "learn" else
+          "the first M-step from the free-target posterior, the given graph seeding it"
+          if free_target else "the given graph")
     logging.info("graph search round %d: regime model BIC %.1f, %d edges%s%s", r["round"],
                  r["bic"], r["n_edges"], f"; {moves}" if moves else "",
                  f"; stop: {r['stop']}" if r.get("stop") else "")
@@ -159,8 +162,11 @@ def _log_graph_learning(learned: dict) -> None:
       logging.info("graph: no change from the given graph")
     for c in changes:
       gain = c.get("gain")
+      said = (f" (score gain {gain:.1f})" if gain is not None else
+              f" (score gain not measured alone: {c['gain_not_measured']})"
+              if c.get("gain_not_measured") else "")
       logging.info("graph change from the given graph: %s %s -> %s%s", c["change"], c["source"],
-                   c["target"], "" if gain is None else f" (score gain {gain:.1f})")
+                   c["target"], said)
   open_ended = [e for e in learned["edges"] if not e["oriented"]]
   logging.info("graph: %d edges%s", len(learned["edges"]), "" if not open_ended else
                f"; orientation undecided by the data: "

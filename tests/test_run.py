@@ -151,3 +151,23 @@ def test_entry_points_name_a_bad_flag_value_in_one_line():
   line = driver.unknown_key(err.value, ["x", "--config.model.nois=t"])
   assert line.startswith("unknown config key 'config.model.nois' (did you mean \"noise\""), line
   assert "\n" not in line and "\\" not in line
+
+
+@pytest.mark.fast
+def test_make_data_keeps_a_users_files_and_checks_its_scm_group(tmp_path):
+  import experiments
+  from experiments import driver, make_data
+  make_data.check_out(str(tmp_path / "new"))  # a new folder, or an empty one: fine
+  make_data.check_out(str(tmp_path))
+  (tmp_path / "data.csv").write_text("keep\n")  # the user's, not an earlier run's
+  with pytest.raises(experiments.BadFlag, match="already holds files \\(data.csv"):
+    make_data.check_out(str(tmp_path))
+  for name in make_data.OUTPUTS:  # an earlier make_data run's folder is written again
+    (tmp_path / name).write_text("")
+  make_data.check_out(str(tmp_path))
+  from configs import er
+  scm = er.get_config().scm
+  driver.validate_scm(scm)
+  scm.n_nodes = 0
+  with pytest.raises(driver.UserError, match="scm.n_nodes=0 must be >= 1"):
+    driver.validate_scm(scm)

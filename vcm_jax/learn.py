@@ -622,18 +622,20 @@ def _repair_latent(key, fit, bic: float, xs, start, max_parents: int,
 def changes_from(fam, given, learned, names) -> list[dict]:
   """Each change from the ``given`` graph to the ``learned`` one, with its score gain:
   the learned graph's score minus that of the learned graph with the change undone
-  (nan where undoing it alone would make a cycle or leave the family table)."""
+  (None, with ``gain_not_measured`` saying why, where undoing it alone would make a
+  cycle or leave the family table: the change is measured with the others; None, not
+  NaN, so that the JSON a run writes stays JSON)."""
   given, learned = (np.asarray(a) > 0 for a in (given, learned))
   base = structure.graph_score(fam, learned)
   out = []
 
-  def gain_of(undone):
+  def gain_of(undone) -> dict:
     try:
       if not structure.is_dag(undone):
-        return math.nan
-      return float(base - structure.graph_score(fam, undone))
+        return dict(gain=None, gain_not_measured="undoing it alone makes a cycle")
+      return dict(gain=float(base - structure.graph_score(fam, undone)))
     except (KeyError, ValueError):
-      return math.nan
+      return dict(gain=None, gain_not_measured="undoing it alone leaves the family table")
 
   for i, j, kind in graphs.edge_changes(learned, given):
     if kind == "kept":
@@ -642,6 +644,6 @@ def changes_from(fam, given, learned, names) -> list[dict]:
     undone[i, j] = kind == "removed"
     if kind == "reversed":
       undone[j, i] = True
-    out.append(dict(change=kind, source=names[i], target=names[j], gain=gain_of(undone)))
+    out.append(dict(change=kind, source=names[i], target=names[j], **gain_of(undone)))
   return out
 
