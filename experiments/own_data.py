@@ -372,7 +372,7 @@ def run(config, workdir: str) -> dict:
   logging.info("%d regimes (%d empty)%s%s; %.1f s", report["n_regimes"], report["n_empty"],
                "" if heldout is None else f"; held-out log-likelihood {heldout:.4f}",
                "" if labels is None else f"; labels: ARI {labels['ari']:.4f}, target accuracy "
-               f"{labels['target_accuracy']}", wall)
+               f"{labels['target_accuracy']:.4f}", wall)
   return payload
 
 
