@@ -38,6 +38,20 @@ def parse_flags(argv):
     raise SystemExit(f"error: {driver.unknown_key(err, argv)}") from None
 
 
+def define_config(name: str, default: str, help_text: str, **kwargs):
+  """``config_flags.DEFINE_config_file`` for an entry point whose flag has a default
+  file: that file is read, overrides included, as the flag is defined, so a misspelt
+  key is reported here, in one ``error:`` line (``parse_flags`` sees the others)."""
+  import sys
+
+  from ml_collections import config_flags
+  try:
+    return config_flags.DEFINE_config_file(name, default, help_text, **kwargs)
+  except (AttributeError, KeyError) as err:  # an override names no key
+    from experiments import driver
+    raise SystemExit(f"error: {driver.unknown_key(err, sys.argv)}") from None
+
+
 def run_main(main) -> None:
   """``absl.app.run(main)`` for an entry point: flags parsed by ``parse_flags``, a
   ``BadFlag`` from ``main`` one ``error:`` line."""

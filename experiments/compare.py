@@ -11,10 +11,7 @@ method's run time for all seeds / seeds, compilation excluded and reported in
 (setting, method) pairs are kept in ``DIR/partial.jsonl``: rerunning the same
 command on the same workdir continues where it stopped.
 """
-import sys
-
 from absl import flags
-from ml_collections import config_flags
 
 import experiments
 from experiments import grid
@@ -35,12 +32,8 @@ def main(argv):
 if __name__ == "__main__":
   # Flags are defined only when run as a program: tests import this module beside
   # the other entry points, which define flags of the same names.
-  try:  # (a default config file is read, overrides included, as the flag is defined)
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
-                                              "Comparison config.", lock_config=True)
-  except (AttributeError, KeyError) as err:  # an override names no key
-    from experiments import driver
-    raise SystemExit(f"error: {driver.unknown_key(err, sys.argv)}") from None
+  _CONFIG = experiments.define_config("config", "configs/compare.py", "Comparison config.",
+                                      lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.csv, report.md, plots.")
   flags.mark_flags_as_required(["workdir"])
   experiments.run_main(main)

@@ -25,9 +25,7 @@ def validate_config(config):
     cfg = fit_config.coerce(config)
   except ValueError as err:
     raise UserError(f"config: {err}") from None
-  if "seed" in config:  # (NumPy's generators, the held-out split's among them, need it)
-    need(isinstance(config.seed, int) and config.seed >= 0,
-         f"seed={config.seed!r} must be a non-negative integer")
+  loop.check_seed(config)
   if "scm" in config:
     s = config.scm
     validate_scm(s)

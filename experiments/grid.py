@@ -70,8 +70,7 @@ def run(config, workdir: str):
   for key in ("num_seeds", "n_train", "n_test"):  # (checked before anything is written)
     if key in config and not (isinstance(config[key], int) and config[key] >= 1):
       raise UserError(f"config: {key}={config[key]!r} must be a positive integer")
-  if "seed" in config and not (isinstance(config.seed, int) and config.seed >= 0):
-    raise UserError(f"config: seed={config.seed!r} must be a non-negative integer")
+  loop.check_seed(config)
   settings = {name: setting_scm(over) for name, over in config.settings.items()}
   os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, "config.json")

@@ -22,6 +22,14 @@ class UserError(ValueError):
   """A problem with the user's input or config: reported in one line, no traceback."""
 
 
+def check_seed(config) -> None:
+  """``UserError`` unless ``config.seed`` (where it has one) is a non-negative integer:
+  NumPy's generators (the held-out split's, the data's) take no other; checked before
+  anything is written."""
+  if "seed" in config and not (isinstance(config.seed, int) and config.seed >= 0):
+    raise UserError(f"config: seed={config.seed!r} must be a non-negative integer")
+
+
 class TrainingDiverged(UserError):
   """A non-finite loss: the run stops, the last good checkpoint stays."""
 

@@ -12,15 +12,13 @@ Fit it with ``configs/csv.py`` and ``--config.data.labels=regime``.
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
 import experiments
-from experiments import driver, synthetic
+from experiments import driver, loop, synthetic
 from vcm_jax import evaluate, graphs, io, scm
 from vcm_jax.io import writers
 
@@ -81,8 +79,7 @@ def main(argv):
   out = _OUT.value
   try:  # the run command's checks of the scm group, before anything is sampled
     driver.validate_scm(_CONFIG.value.scm)
-    if _CONFIG.value.seed < 0:
-      raise driver.UserError(f"config: seed={_CONFIG.value.seed} must be a non-negative integer")
+    loop.check_seed(_CONFIG.value)
   except driver.UserError as err:
     raise experiments.BadFlag(str(err)) from None
   check_out(out)
@@ -96,11 +93,7 @@ def main(argv):
 if __name__ == "__main__":
   # Flags are defined only when run as a program: tests import this module beside
   # the other entry points, which define flags of the same names.
-  try:  # (a default config file is read, overrides included, as the flag is defined)
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/er.py",
-                                              "Config with an scm group.")
-  except (AttributeError, KeyError) as err:  # an override names no key
-    raise SystemExit(f"error: {driver.unknown_key(err, sys.argv)}") from None
+  _CONFIG = experiments.define_config("config", "configs/er.py", "Config with an scm group.")
   _OUT = flags.DEFINE_string("out", None, "Directory for data.csv, graph.csv, truth.json.")
   flags.mark_flags_as_required(["out"])
   experiments.run_main(main)

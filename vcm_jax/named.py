@@ -91,14 +91,14 @@ def adjacency(graph, names: tuple | None, n_columns: int) -> np.ndarray:
     return _from_edges(nodes, edges, names, n_columns, "the edge list")
   _not_a_pair(graph)
   try:
-    adj = np.asarray(graph, np.float64)
-  except (TypeError, ValueError):
+    adj = np.asarray(graph)
+  except ValueError:  # (ragged rows)
     adj = None
-  if adj is None or adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+  if (adj is None or adj.ndim != 2 or adj.shape[0] != adj.shape[1]
+      or not (adj.dtype == bool or np.issubdtype(adj.dtype, np.number))):
     raise ValueError(f"graph must be an [N, N] adjacency, a networkx.DiGraph, an edge list of "
                      f"(source, target) pairs, a dict of children or a named adjacency; got "
                      f"{type(graph).__name__}{'' if adj is None else f' of shape {adj.shape}'}")
-  adj = np.asarray(graph)
   return adj.astype(np.int64) if adj.dtype == bool else adj
 
 
