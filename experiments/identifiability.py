@@ -25,7 +25,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 import experiments
 from vcm_jax import FitConfig, fit, graphs, identifiability
@@ -319,7 +319,7 @@ def _figure(workdir, cases, curve):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise experiments.BadFlag(f"unexpected arguments: {argv[1:]}")
   experiments.configure_jax()
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
@@ -363,4 +363,4 @@ if __name__ == "__main__":
   _DEFAULT_SEEDS = flags.DEFINE_list(
       "default_seeds", [], "Seeds of cases a and b (2 and 10 nodes) fitted by vcm_jax.fit's "
       "default, its verdict read as a user gets it (the free-target screen included).")
-  app.run(main)
+  experiments.run_main(main)

@@ -14,7 +14,7 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 
@@ -92,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  experiments.run_main(main)

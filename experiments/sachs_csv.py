@@ -13,8 +13,9 @@ in practice (minibatches and subsamples are drawn by row index).
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+import experiments
 from vcm_jax.io import writers
 from vcm_jax.datasets import load_sachs
 
@@ -40,4 +41,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("out")
-  app.run(main)
+  experiments.run_main(main)
