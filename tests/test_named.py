@@ -77,3 +77,14 @@ def test_integer_nodes_and_plain_arrays_stay_positional():
 def test_a_dict_of_children_needs_lists():
   with pytest.raises(ValueError, match=r"graph\['a'\] must list 'a''s children; got 'b'"):
     named.as_arrays(np.zeros((3, 4)), {"a": "b"}, names=NAMES)
+
+
+def test_a_two_by_two_list_is_the_adjacency_of_two_columns():
+  """[[0, 1], [0, 0]] for two columns is 0 -> 1; read as two edges it held a self-loop
+  (it was read so: adjacency [[1, 1], [0, 0]]). With three columns it stays an edge list."""
+  _, adj, _ = named.as_arrays(np.zeros((3, 2)), [[0, 1], [0, 0]])
+  np.testing.assert_array_equal(adj, [[0, 1], [0, 0]])
+  _, adj, _ = named.as_arrays(np.zeros((3, 2)), [[0, 1]])
+  np.testing.assert_array_equal(adj, [[0, 1], [0, 0]])
+  _, adj, _ = named.as_arrays(np.zeros((3, 3)), [[0, 1], [1, 2]])
+  np.testing.assert_array_equal(adj, [[0, 1, 0], [0, 0, 1], [0, 0, 0]])

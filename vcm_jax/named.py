@@ -81,9 +81,10 @@ def adjacency(graph, names: tuple | None, n_columns: int) -> np.ndarray:
     values = np.asarray(graph.to_numpy())
     edges = [(rows[i], cols[j]) for i, j in zip(*np.nonzero(values))]
     return _from_edges(list(cols), edges, names, n_columns, "the adjacency")
-  if isinstance(graph, dict):  # {node: its children}, networkx's dict of lists
+  from_dict = isinstance(graph, dict)
+  if from_dict:  # {node: its children}, networkx's dict of lists
     graph = [(a, b) for a, children in graph.items() for b in _children(a, children)]
-  if _is_edge_list(graph):
+  if from_dict or (_is_edge_list(graph) and not _is_adjacency_of_two(graph, n_columns)):
     edges = [tuple(e) for e in graph]
     nodes = list(dict.fromkeys(n for e in edges for n in e))
     if names is not None:  # nodes without edges are the data's other columns
@@ -124,6 +125,13 @@ def _is_edge_list(graph) -> bool:
     return False
   return len(graph) == 0 or all(isinstance(e, (list, tuple)) and len(e) == 2
                                 and not isinstance(e[0], (list, tuple)) for e in graph)
+
+
+def _is_adjacency_of_two(graph, n_columns: int) -> bool:
+  """A 2 x 2 list of 0 / 1 for two columns: the adjacency, not two edges (read as edges it
+  would hold a self-loop, a repeated edge or a cycle: never a DAG)."""
+  return (n_columns == 2 and len(graph) == 2
+          and all(isinstance(v, (int, np.integer)) and v in (0, 1) for e in graph for v in e))
 
 
 def _from_edges(nodes: list, edges: list, names: tuple | None, n_columns: int,
