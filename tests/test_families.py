@@ -50,7 +50,10 @@ def test_shapes_and_dag(made, name):
   assert fam.targets[0] == () and all(len(t) == 1 for t in fam.targets[1:])
   assert len({t[0] for t in fam.targets[1:]}) == k - 1  # no node changed twice
   assert fam.log_lik.shape == (s, k) and fam.log_lik.dtype == np.float64
-  assert np.isfinite(fam.log_lik).all()
+  # finite under each row's own regime; -inf only where a regime's support leaves the row
+  # out (process_plant's clamped root), never NaN or +inf
+  assert np.isfinite(fam.log_lik[np.arange(s), fam.regimes]).all()
+  assert not np.isnan(fam.log_lik).any() and (fam.log_lik < np.inf).all()
   assert fam.weights.shape == (k,) and np.isclose(fam.weights.sum(), 1.0)
   assert len(fam.changes) == k
 
@@ -142,6 +145,14 @@ def test_sampler_matches_the_density_parameters(made, name):
       z = (v / factor - loc) / scale
       assert abs(z.mean()) < 5 / np.sqrt(len(z)), fam.names[j]
       assert abs(z.std() - 1) < 5 / np.sqrt(2 * len(z)), fam.names[j]
+    if kind in ("lognormal", "quantized"):  # log v, or the latent rounded to its step
+      scale = np.concatenate([np.broadcast_to(c.scale, rows.shape) for rows, c in parts])
+      z = ((np.log(v) if kind == "lognormal" else v) - loc) / scale
+      # rounding adds a uniform error of variance step^2 / 12 (Sheppard)
+      sd = 1.0 if kind == "lognormal" else np.sqrt(1 + np.mean((parts[0][1].step / scale) ** 2)
+                                                      / 12)
+      assert abs(z.mean()) < 5 / np.sqrt(len(z)), fam.names[j]
+      assert abs(z.std() - sd) < 5 / np.sqrt(2 * len(z)), fam.names[j]
     if kind == "poisson":  # the mean the pmf gives each row, summed: the counts' sum
       grid = np.arange(int(loc.max() + 10 * np.sqrt(loc.max()) + 30))
       mean = 0.0
@@ -187,6 +198,17 @@ def test_one_node_density_integrates_to_one(made, name):
         top = int(cond.loc[0] + 20 * np.sqrt(cond.loc[0]) + 50)
         total = np.exp(families.log_density(cond, np.arange(top)).astype(np.float64)).sum()
         assert abs(total - 1) < 1e-3, (j, k, total)
+        continue
+      if cond.kind == "quantized":  # every bin within 12 sds: the pmf sums to 1
+        lo, hi = (np.round((cond.loc[0] + sign * 12 * cond.scale[0]) / cond.step)
+                  for sign in (-1, 1))
+        total = np.exp(families.log_density(cond, cond.step * np.arange(lo, hi + 1))).sum()
+        assert abs(total - 1) < 1e-6, (fam.names[j], k, total)
+        continue
+      if cond.kind == "lognormal":  # the density of exp(latent) over (0, inf)
+        lo, hi = (np.exp(cond.loc[0] + sign * 12 * cond.scale[0]) for sign in (-1, 1))
+        total = _integral(cond, lo, hi)[0]
+        assert abs(total - 1) < 1e-3, (fam.names[j], k, total)
         continue
       loc, scale = cond.factor * cond.loc[0], abs(cond.factor) * cond.scale[0]  # of the value
       lo, hi = max(cond.lower, loc - 12 * scale), min(cond.upper, loc + 12 * scale)
