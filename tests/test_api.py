@@ -154,6 +154,14 @@ def test_free_decoder_reads_targets_and_observational():
     (dict(graph=[("A", "B", 1)]), r"entry \('A', 'B', 1\) is not a \(source, target\) pair"),
     (dict(key="seed"), "key must be a JAX PRNG key"),
     (dict(config=None, selection={"bogus": 1}), "unknown selection key 'bogus'"),
+    # a value of the wrong type: one line, not a TypeError from the first comparison
+    (dict(config={"learning_rate": "fast"}), "train.learning_rate='fast' must be a number"),
+    (dict(config={"hidden": 8}), "model.hidden=8 must be a list of integers"),
+    (dict(config={"num_steps": 10.5}), "train.num_steps=10.5 must be an integer"),
+    # complex numbers (their imaginary parts were dropped with a NumPy warning)
+    (dict(x="complex"), r"x holds complex numbers \(.*at row 0, column 0\); a fit takes real"),
+    # an integer node outside the columns (it read as a named node)
+    (dict(graph=[(0, 1), (1, 5)]), r"names node 5, but the data have 4 columns \(nodes 0..3\)"),
 ])
 def test_bad_input_is_one_clear_error(bad, message):
   _, x, _ = _data(n=600)
@@ -170,6 +178,8 @@ def test_bad_input_is_one_clear_error(bad, message):
     args["x"][5, 2] = "abc"
   elif recipe == "one row":
     args["x"], args["graph"] = x[0], None
+  elif recipe == "complex":
+    args["x"] = x + 1j * x
   with pytest.raises(ValueError, match=message) as err:
     vcm_jax.fit(args["x"], args["graph"], config=args["config"], key=args["key"],
                 selection=args["selection"])
@@ -194,12 +204,44 @@ def test_queries_check_their_rows(fitted):
       fit.sample(jax.random.key(0), 3, regime=regime)
   np.testing.assert_array_equal(fit.sample(3, 4, regime=np.int64(2)),
                                 fit.sample(jax.random.key(3), 4, regime=2))
+  np.testing.assert_array_equal(fit.sample(np.array(3), 4), fit.sample(3, 4))  # a 0-d seed
+  with pytest.raises(ValueError, match=r"n=-1 must be a number of samples"):
+    fit.sample(0, -1)
+  for query in (fit.score, fit.bic, fit.posterior, fit.log_prob):  # (NaN; ZeroDivisionError)
+    with pytest.raises(ValueError, match="x has no rows"):
+      query(x[:0])
   # printed, one line (the arrays are its fields; it held 12 kB of them)
   assert repr(fit).startswith("Fit(structured latent, K = 5") and "\n" not in repr(fit)
   assert "observational regime 0" in repr(fit) and len(repr(fit)) < 300
   assert fit.edges == [("X0", "X1"), ("X0", "X2"), ("X1", "X3"), ("X2", "X3")]
   assert fit.describe().endswith("identifiability: not judged (one model as given: "
                                  "vcm_jax.identifiability.of_fit(fit, x) judges it)")
+
+
+def test_fit_graph_checks_concrete_inputs_and_traced_ones_run():
+  """``fit_graph`` (the pure fit) on a concrete graph whose in-degree exceeds
+  ``max_parents`` dropped the extra parents and fitted another graph; a cycle or a NaN
+  ran to a NaN fit. Each is one line now; under ``jit`` the same call runs."""
+  _, x, _ = _data(n=600)
+  cfg = CFG.replace(num_steps=10, pooled_steps=0)
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="max_parents=1 is below node 3's 2 parents"):
+    vcm_jax.fit_graph(key, x, jnp.asarray(ADJ, jnp.float32), config=cfg, max_parents=1)
+  with pytest.raises(ValueError, match="max_parents=1 is below node 3's 2 parents"):
+    graphs.parent_table(jnp.asarray(ADJ), 1)
+  with pytest.raises(ValueError, match="graph has a cycle: 0 -> 1 -> 3 -> 0"):
+    vcm_jax.fit_graph(key, x, jnp.asarray(ADJ + np.eye(4, 4, -3, dtype=int)), config=cfg,
+                      max_parents=2)
+  bad = x.copy()
+  bad[5, 0] = np.nan
+  with pytest.raises(ValueError, match=r"non-finite value \(nan\) at row 5, column 0"):
+    vcm_jax.fit_graph(key, bad, jnp.asarray(ADJ), config=cfg, max_parents=2)
+  # traced: no check (the table keeps the first parent), and the program runs
+  idx, mask = jax.jit(lambda a: graphs.parent_table(a, 1))(jnp.asarray(ADJ))
+  assert mask.shape == (4, 1) and float(mask[3, 0]) == 1.0
+  # an integer edge list (its nodes 0..N-1) is a graph here too
+  np.testing.assert_array_equal(graphs.as_adjacency([(0, 1), (0, 2), (1, 3), (2, 3)]), ADJ)
+  np.testing.assert_array_equal(graphs.as_adjacency({0: [1, 2], 1: [3], 2: [3]}), ADJ)
 
 
 def test_non_finite_cell_is_named():

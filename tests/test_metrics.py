@@ -86,6 +86,25 @@ def test_contingency():
   np.testing.assert_array_equal(table, [[0, 2], [1, 0], [0, 1]])
 
 
+def test_labels_outside_their_range_are_an_error_or_nan_never_a_score():
+  """Labels 5 and 7 with n_true = 2 spilled across the table's rows: ARI 1.0 where
+  scikit-learn says -0.5. Concrete labels: one ValueError naming them; traced: NaN."""
+  true, pred = np.array([5, 7, 5, 7]), np.array([5, 5, 7, 7])
+  for fn in (metrics.adjusted_rand_index, metrics.normalized_mutual_info, metrics.contingency):
+    with pytest.raises(ValueError, match=r"labels_true must lie in 0..1 \(n_true = 2\); got "
+                                         r"labels 5..7"):
+      fn(true, pred, 2, 2)
+  with pytest.raises(ValueError, match=r"labels_pred must lie in 0..2 \(n_pred = 3\)"):
+    metrics.adjusted_rand_index(np.array([0, 1, 0, 1]), np.array([0, 3, 1, 1]), 2, 3)
+  with pytest.raises(ValueError, match="labels_true must lie in 0..1"):
+    metrics.adjusted_rand_index(np.array([0, -1]), np.array([0, 1]), 2)
+  assert np.isnan(float(_ari(jnp.asarray(true), jnp.asarray([0, 0, 1, 1]), 2, 2)))
+  assert np.isnan(float(_nmi(jnp.asarray([0, 1, 0, 1]), jnp.asarray([0, 0, 2, 1]), 2, 2)))
+  relabelled = [np.unique(v, return_inverse=True)[1] for v in (true, pred)]
+  assert float(metrics.adjusted_rand_index(*relabelled, 2)) == pytest.approx(
+      skm.adjusted_rand_score(true, pred))
+
+
 def test_target_accuracy():
   true = jnp.array([-1, 0, 1, 2, -1, 3])
   pred = jnp.array([-1, 0, 2, 2, 0, 3])

@@ -25,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from vcm_jax import config as config_lib
-from vcm_jax import graphs, identify, predict, programs, select, train
+from vcm_jax import graphs, identify, inputs, predict, programs, select, train
 from vcm_jax.config import FitConfig
 from vcm_jax.identify import Identification
 from vcm_jax.model import Model
@@ -230,6 +230,8 @@ class Fit:
     if concrete and (not np.issubdtype(np.asarray(regime).dtype, np.integer)
                      or not 0 <= int(regime) < self.n_regimes):
       raise ValueError(f"regime={regime} is not a regime id of this fit (0..{self.n_regimes - 1})")
+    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0):
+      raise ValueError(f"n={n!r} must be a number of samples (an integer >= 0)")
     regimes = jnp.full((n,), regime, jnp.int32)
     return _jitted(predict.sample, 1)(as_key(key), self.model, self.result, regimes,
                                       self.parent_idx, self.parent_mask, self.order)
@@ -257,6 +259,9 @@ def as_key(key):
   if isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
                                      or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))):
     return key
+  if (isinstance(key, (np.ndarray, jax.Array)) and key.ndim == 0
+      and jax.dtypes.issubdtype(key.dtype, np.integer)):  # a 0-d integer array: its seed
+    return jax.random.key(int(key))
   raise ValueError(f"key must be a JAX PRNG key (jax.random.key(0)) or an integer seed; got "
                    f"{type(key).__name__}")
 
@@ -271,7 +276,14 @@ def fit_graph(key, x, adj, *, config: FitConfig, max_parents: int) -> Fit:
 
   ``config`` and ``max_parents`` (at least the largest in-degree) are static; the
   free decoder needs ``config.n_regimes`` set (``fit`` chooses it when it is 0).
+  Concrete inputs are checked (a one-line ``ValueError``): ``adj`` a DAG whose
+  in-degrees fit ``max_parents``, ``x`` finite numbers with a column per node (traced
+  ones, under ``jit`` or ``vmap``, cannot be).
   """
+  if not isinstance(adj, jax.core.Tracer):
+    graphs.validate_dag(np.asarray(adj))
+  if not isinstance(x, jax.core.Tracer):
+    inputs.checked(x, adj.shape[-1])
   n = x.shape[-1]
   trainer = _trainer(config, n, max_parents)
   idx, mask = graphs.parent_table(adj, max_parents)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import numpy as np
+
 
 def _field(default, group: str, choices: tuple = (), doc: str = ""):
   return dataclasses.field(default=default,
@@ -184,6 +186,9 @@ def validate(cfg: FitConfig) -> None:
       raise ValueError(msg)
 
   groups = group_of()
+  for f in dataclasses.fields(cfg):  # each value of its field's type, first
+    need(_of_type(getattr(cfg, f.name), f.default),
+         f"{groups[f.name]}.{f.name}={getattr(cfg, f.name)!r} must be {_type_name(f.default)}")
   for name, allowed in choices().items():
     value = getattr(cfg, name)
     need(value in allowed, f"{groups[name]}.{name}={value!r} is not one of {', '.join(allowed)}")
@@ -226,6 +231,31 @@ def validate(cfg: FitConfig) -> None:
   need(cfg.estimator == "exact" or cfg.posterior == "encoder",
        f"train.estimator={cfg.estimator!r} samples z from the encoder: it needs "
        f"train.posterior='encoder'")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _of_type(value, default) -> bool:
+  """Whether ``value`` has the type of the field whose default is ``default`` (an int
+  where a float goes; a tuple of ints where a tuple goes)."""
+  if isinstance(default, bool):
+    return isinstance(value, (bool, np.bool_))
+  if isinstance(default, int):
+    return _is_int(value)
+  if isinstance(default, float):
+    return _is_int(value) or isinstance(value, (float, np.floating))
+  if isinstance(default, str):
+    return isinstance(value, str)
+  if isinstance(default, tuple):
+    return isinstance(value, tuple) and all(_is_int(v) for v in value)
+  return True
+
+
+def _type_name(default) -> str:
+  return {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+          tuple: "a list of integers"}.get(type(default), type(default).__name__)
 
 
 def from_groups(*groups: Mapping[str, Any], ignore: tuple = ()) -> FitConfig:

@@ -114,7 +114,6 @@ def max_in_degree(adj) -> int:
   return int((adj > 0).sum(axis=-2).max()) if adj.size else 0
 
 
-@functools.partial(jax.jit, static_argnames="max_parents")
 def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array]:
   """Gather table of each node's parents, padded to ``max_parents`` (static).
 
@@ -124,9 +123,25 @@ def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array
   Returns:
     idx: ``[N, D]`` int32 parent indices (padding points at node 0).
     mask: ``[N, D]`` float32, 1 where ``idx`` is a real parent.
+
+  A concrete ``adj`` with a node of more than ``max_parents`` parents is a
+  ``ValueError`` (the table would drop some: the fit would run on another graph); a
+  traced one cannot be checked, and its table keeps the first ``max_parents``.
   """
-  n = adj.shape[-1]
   d = max(int(max_parents), 1)
+  if not isinstance(adj, jax.core.Tracer):
+    in_degree = (np.asarray(adj) > 0).sum(-2)
+    if in_degree.max(initial=0) > d:
+      j = np.unravel_index(np.argmax(in_degree), in_degree.shape)[-1]
+      raise ValueError(f"max_parents={max_parents} is below node {j}'s {in_degree.max()} "
+                       "parents: the parent table would drop some; use the largest in-degree "
+                       "(graphs.max_in_degree)")
+  return _parent_table(adj, d)
+
+
+@functools.partial(jax.jit, static_argnames="d")
+def _parent_table(adj, d: int):
+  n = adj.shape[-1]
   is_parent = adj.T > 0  # [child, parent]
   # Parents first (stable, so by index), then non-parents.
   order = jnp.argsort(~is_parent, axis=1, stable=True)[:, :d]
@@ -190,5 +205,16 @@ def as_adjacency(graph) -> np.ndarray:
   list) as an ``[N, N]`` 0/1 array (host): ``named.adjacency`` without names, so a graph
   over named nodes is an error here, never read by position."""
   from vcm_jax import named
-  return named.adjacency(graph, None, graph.number_of_nodes() if isinstance(graph, nx.Graph)
-                         else 0)
+  if isinstance(graph, nx.Graph):
+    n = graph.number_of_nodes()
+  else:  # the integer nodes of an edge list or a dict of children: 0..the largest
+    if isinstance(graph, dict):
+      nodes = list(graph) + [c for cs in graph.values() if isinstance(cs, (list, tuple))
+                             for c in cs]
+    elif isinstance(graph, (list, tuple)):
+      nodes = [v for e in graph if isinstance(e, (list, tuple)) for v in e]
+    else:
+      nodes = []
+    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nodes)
+    n = int(max(nodes)) + 1 if nodes and ints else 0
+  return named.adjacency(graph, None, n)

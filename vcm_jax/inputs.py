@@ -63,7 +63,10 @@ def query_rows(x, n_nodes: int, names=None) -> np.ndarray:
   fit's N columns; or a one-line ``ValueError``."""
   if np.ndim(x) == 1 and np.shape(x)[0] == n_nodes:
     x = np.asarray(x)[None]
-  return _finite_table(x, n_nodes, names, "x").astype(np.float32, copy=False)
+  rows = _finite_table(x, n_nodes, names, "x")
+  if rows.shape[0] == 0:  # (a score of no rows was NaN, a BIC a ZeroDivisionError)
+    raise ValueError("x has no rows")
+  return rows.astype(np.float32, copy=False)
 
 
 def _finite_table(x, n_nodes: int | None, names, what: str) -> np.ndarray:
@@ -71,9 +74,19 @@ def _finite_table(x, n_nodes: int | None, names, what: str) -> np.ndarray:
   type), numbers, finite, within float32's range."""
   try:
     wide = np.asarray(x)
+    if np.iscomplexobj(wide):  # (astype would drop the imaginary parts with a warning)
+      where = ""
+      if wide.ndim == 2 and np.any(np.imag(wide) != 0):
+        i, j = np.argwhere(np.imag(wide) != 0)[0]
+        where = f" ({wide[i, j]} at row {i}, column {_column(j, names)})"
+      raise TypeError(f"{what} holds complex numbers{where}; a fit takes real numbers")
     if wide.dtype != np.float32:
       wide = wide.astype(np.float64)
-  except (TypeError, ValueError):
+  except TypeError as err:
+    if "complex" in str(err):
+      raise ValueError(str(err)) from None
+    raise ValueError(_first_non_number(x, names, what)) from None
+  except ValueError:
     raise ValueError(_first_non_number(x, names, what)) from None
   if wide.ndim != 2:
     raise ValueError(f"{what} must be [samples, nodes]; got shape {wide.shape}")

@@ -5,28 +5,67 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Jitted with the numbers of labels static: one program a shape, where the eager ops
 # compiled one program each (some 300 in a run of the test suite).
 _static_counts = functools.partial(jax.jit, static_argnames=("n_true", "n_pred"))
 
 
+def _checked(fn):
+  """``fn(labels_true, labels_pred, n_true, n_pred=None)`` with its labels' range checked
+  where they are concrete: a label outside ``0..n - 1`` is a ``ValueError`` naming it
+  (the table's flat index spilled into the next row or was dropped: labels 5 and 7 with
+  ``n_true=2`` read as a perfect ARI where scikit-learn says -0.5). Traced labels (under
+  ``jit`` or ``vmap``) cannot raise: there the result is NaN."""
+  @functools.wraps(fn)
+  def run(labels_true, labels_pred, n_true: int, n_pred: int | None = None):
+    for labels, n, what in ((labels_true, n_true, "labels_true"),
+                            (labels_pred, n_pred or n_true, "labels_pred")):
+      if isinstance(labels, jax.core.Tracer):
+        continue
+      values = np.asarray(labels)
+      if values.size and (values.min() < 0 or values.max() >= n):
+        raise ValueError(
+            f"{what} must lie in 0..{n - 1} ({'n_true' if what == 'labels_true' else 'n_pred'}"
+            f" = {n}); got labels {values.min()}..{values.max()}: relabel them with "
+            "np.unique(labels, return_inverse=True)[1], or use adjusted_mutual_info, which "
+            "takes any labels")
+    return fn(labels_true, labels_pred, n_true, n_pred or n_true)
+  return run
+
+
+def _out_of_range(labels_true, labels_pred, n_true: int, n_pred: int):
+  return (jnp.any((labels_true < 0) | (labels_true >= n_true))
+          | jnp.any((labels_pred < 0) | (labels_pred >= n_pred)))
+
+
 @_static_counts
-def contingency(labels_true: jax.Array, labels_pred: jax.Array, n_true: int, n_pred: int):
-  """``[n_true, n_pred]`` counts of label pairs."""
+def _contingency(labels_true, labels_pred, n_true: int, n_pred: int):
   flat = labels_true * n_pred + labels_pred
   counts = jnp.zeros(n_true * n_pred, jnp.float32).at[flat].add(1.0)
-  return counts.reshape(n_true, n_pred)
+  table = counts.reshape(n_true, n_pred)
+  return jnp.where(_out_of_range(labels_true, labels_pred, n_true, n_pred), jnp.nan, table)
+
+
+@_checked
+def contingency(labels_true: jax.Array, labels_pred: jax.Array, n_true: int, n_pred: int):
+  """``[n_true, n_pred]`` counts of label pairs (labels in ``0..n - 1``; NaN where a
+  traced label is not)."""
+  return _contingency(labels_true, labels_pred, n_true, n_pred)
 
 
 def _comb2(n):
   return n * (n - 1) / 2
 
 
+@_checked
 @_static_counts
 def adjusted_rand_index(labels_true, labels_pred, n_true: int, n_pred: int | None = None):
-  """Adjusted Rand index (Hubert & Arabie 1985), equal to scikit-learn's."""
-  table = contingency(labels_true, labels_pred, n_true, n_pred or n_true)
+  """Adjusted Rand index (Hubert & Arabie 1985), equal to scikit-learn's. Labels in
+  ``0..n_true - 1`` and ``0..n_pred - 1`` (``n_pred`` default ``n_true``): another label
+  is a ``ValueError``, or NaN where the labels are traced."""
+  table = _contingency(labels_true, labels_pred, n_true, n_pred)
   n = table.sum()
   index = _comb2(table).sum()
   rows, cols = _comb2(table.sum(1)).sum(), _comb2(table.sum(0)).sum()
@@ -34,7 +73,8 @@ def adjusted_rand_index(labels_true, labels_pred, n_true: int, n_pred: int | Non
   max_index = 0.5 * (rows + cols)
   denom = max_index - expected
   # Both partitions trivial (one cluster, or all singletons): scikit-learn says 1.
-  return jnp.where(denom == 0, 1.0, (index - expected) / jnp.where(denom == 0, 1.0, denom))
+  value = jnp.where(denom == 0, 1.0, (index - expected) / jnp.where(denom == 0, 1.0, denom))
+  return jnp.where(jnp.isnan(n), jnp.nan, value)
 
 
 def _entropy(counts):
@@ -42,10 +82,12 @@ def _entropy(counts):
   return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
 
 
+@_checked
 @_static_counts
 def normalized_mutual_info(labels_true, labels_pred, n_true: int, n_pred: int | None = None):
-  """NMI with the arithmetic mean of the entropies (scikit-learn's default)."""
-  table = contingency(labels_true, labels_pred, n_true, n_pred or n_true)
+  """NMI with the arithmetic mean of the entropies (scikit-learn's default). Labels as
+  in ``adjusted_rand_index``."""
+  table = _contingency(labels_true, labels_pred, n_true, n_pred)
   p = table / jnp.maximum(table.sum(), 1.0)
   outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
   ratio = jnp.where(p > 0, p / jnp.where(outer > 0, outer, 1.0), 1.0)
@@ -53,7 +95,8 @@ def normalized_mutual_info(labels_true, labels_pred, n_true: int, n_pred: int | 
   h_true, h_pred = _entropy(table.sum(1)), _entropy(table.sum(0))
   norm = 0.5 * (h_true + h_pred)
   both_trivial = (h_true == 0) & (h_pred == 0)
-  return jnp.where(both_trivial, 1.0, jnp.maximum(mi, 0.0) / jnp.where(norm > 0, norm, 1.0))
+  value = jnp.where(both_trivial, 1.0, jnp.maximum(mi, 0.0) / jnp.where(norm > 0, norm, 1.0))
+  return jnp.where(jnp.isnan(table.sum()), jnp.nan, value)
 
 
 def target_accuracy(true_targets, pred_targets):

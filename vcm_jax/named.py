@@ -137,9 +137,14 @@ def _is_adjacency_of_two(graph, n_columns: int) -> bool:
 def _from_edges(nodes: list, edges: list, names: tuple | None, n_columns: int,
                 what: str) -> np.ndarray:
   if names is None:
-    if set(nodes) != set(range(len(nodes))) and not (len(nodes) == 0 and n_columns == 0):
+    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nodes)
+    if nodes and not integers:
       raise ValueError(f"{what} has named nodes ({', '.join(map(repr, nodes[:3]))}, ...) but "
                        "the data have no names: pass a DataFrame or names=")
+    outside = sorted(v for v in nodes if not 0 <= v < n_columns)
+    if outside:  # (a node 0..N-1 without edges is a column all the same)
+      raise ValueError(f"{what} names node {outside[-1]}, but the data have {n_columns} "
+                       f"columns (nodes 0..{n_columns - 1})")
     if len(nodes) < n_columns:  # integer nodes: columns without edges are nodes too
       nodes = nodes + [i for i in range(n_columns) if i not in set(nodes)]
     names_ = tuple(range(n_columns))
