@@ -36,6 +36,8 @@ def parse_flags(argv):
   except (AttributeError, KeyError) as err:  # ml_collections: an override names no key
     from experiments import driver
     raise SystemExit(f"error: {driver.unknown_key(err, argv)}") from None
+  except OSError as err:  # ml_collections: a config file that does not load
+    raise SystemExit(f"error: {os_error_line(err)}") from None
 
 
 def define_config(name: str, default: str, help_text: str, **kwargs):
@@ -58,16 +60,35 @@ def run_main(main) -> None:
   from absl import app
 
   def checked(argv):
+    if len(argv) > 1:
+      raise SystemExit(f"error: unexpected arguments {argv[1:]} (every input is a --flag)")
     try:
       return main(argv)
     except BadFlag as err:
       raise SystemExit(f"error: {err}") from None
+    except OSError as err:  # a workdir that cannot be written (read-only, full, missing)
+      raise SystemExit(f"error: {os_error_line(err)}") from None
 
   app.run(checked, flags_parser=parse_flags)
 
 
+def os_error_line(err: OSError) -> str:
+  """An ``OSError`` in one line: what failed, on which path (a config file that did not
+  load: ml_collections' reason, its last line)."""
+  text = str(err)
+  if "Failed loading config file" in text:
+    return "cannot load the config file: " + [ln.strip() for ln in text.splitlines()
+                                              if ln.strip()][-1]
+  if err.strerror:
+    return err.strerror + (f": {err.filename}" if err.filename else "")
+  return " ".join(text.split())
+
+
 def seeds_of(values, flag: str = "seeds") -> list[int]:
-  """The ``--seeds`` list as non-negative integers, or ``BadFlag`` naming the bad one."""
+  """The ``--seeds`` list as distinct non-negative integers, at least one, or ``BadFlag``
+  naming the bad one."""
+  if not values:
+    raise BadFlag(f"--{flag} is empty: give at least one seed")
   out = []
   for v in values:
     try:
@@ -76,12 +97,16 @@ def seeds_of(values, flag: str = "seeds") -> list[int]:
       raise BadFlag(f"--{flag}: {v!r} is not an integer") from None
     if seed < 0:
       raise BadFlag(f"--{flag}: {seed} is negative (seeds are non-negative integers)")
+    if seed in out:
+      raise BadFlag(f"--{flag}: {seed} is given twice")
     out.append(seed)
   return out
 
 
 def names_known(given, known, what: str) -> None:
-  """``BadFlag`` where ``given`` names something not in ``known``."""
+  """``BadFlag`` where ``given`` is empty or names something not in ``known``."""
+  if not given:
+    raise BadFlag(f"no {what} given; known: {sorted(known)}")
   unknown = [g for g in given if g not in known]
   if unknown:
     raise BadFlag(f"unknown {what} {unknown}; known: {sorted(known)}")

@@ -2,6 +2,7 @@
 a fit of the user's own files (a ``data`` group)."""
 from __future__ import annotations
 
+import os
 import re
 
 from experiments import loop, own_data, synthetic
@@ -26,6 +27,12 @@ def validate_config(config):
   except ValueError as err:
     raise UserError(f"config: {err}") from None
   loop.check_seed(config)
+  train = config.get("train", {})
+  if "log_every" in train:  # (ZeroDivisionError at the end of the run)
+    need(train.log_every >= 1, f"train.log_every={train.log_every} must be >= 1")
+  if "checkpoint_every" in train:
+    need(train.checkpoint_every >= 0,
+         f"train.checkpoint_every={train.checkpoint_every} must be >= 0 (0: none)")
   if "scm" in config:
     s = config.scm
     validate_scm(s)
@@ -74,6 +81,9 @@ def run(config, workdir: str) -> dict:
   """Fit and evaluate ``config``, checkpointing as it goes; a rerun on the same
   workdir resumes and ends with exactly the metrics of an uninterrupted run."""
   validate_config(config)
+  # Absolute: orbax refuses a relative checkpoint path (a relative workdir failed at the
+  # first checkpoint, after its steps).
+  workdir = os.path.abspath(workdir)
   if "data" in config:
     return own_data.run(config, workdir)
   return synthetic.run(config, workdir)

@@ -229,7 +229,10 @@ GROUPS = {"kumar": [s for s in SETTINGS if s.startswith("kumar")],
 
 
 def expand(names) -> list[str]:
-  """Setting names with groups expanded, in order, without repeats."""
+  """Setting names with groups expanded, in order, without repeats (at least one)."""
+  if not names:
+    raise ValueError(f"no setting given; expected some of {sorted(SETTINGS)} or a group "
+                     f"{sorted(GROUPS)}")
   out = []
   for name in names:
     for s in GROUPS.get(name, [name]):

@@ -265,8 +265,18 @@ def main(argv):
   experiments.names_known(_METHODS.value, METHODS, "methods")
   seeds = experiments.seeds_of(_SEEDS.value)
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  records, descriptions = [], {}
   json_path = os.path.join(_WORKDIR.value, "graphs.json")
+  # Records of earlier runs into this workdir are kept (a rerun of the same setting, seed
+  # and method replaces its record): a run of one more method or seed adds to the table.
+  records, descriptions = [], {}
+  if os.path.exists(json_path):
+    with open(json_path) as f:
+      earlier = json.load(f)
+    if not (isinstance(earlier, dict) and "records" in earlier):
+      raise experiments.BadFlag(f"{json_path} is not a graphs.json of this command: give "
+                                "another --workdir")
+    records, descriptions = earlier["records"], earlier.get("settings", {})
+  key = lambda r: (r["setting"], r["seed"], r["method"])
   for setting in settings:
     for seed in seeds:
       data = graph_settings.make(setting, seed)
@@ -274,12 +284,14 @@ def main(argv):
       for method in _METHODS.value:
         record = run_one(setting, data, seed, method)
         print(json.dumps({k: v for k, v in record.items() if k != "adjacency"}), flush=True)
-        records.append(record)
-        with open(json_path, "w") as f:
+        records = [r for r in records if key(r) != key(record)] + [record]
+        with open(json_path + ".tmp", "w") as f:
           json.dump({"conventions": CONVENTIONS, "settings": descriptions,
                      "command": sys.argv[1:], "records": records}, f, indent=1)
+        os.replace(json_path + ".tmp", json_path)
   command = "python -m experiments.graphs " + " ".join(sys.argv[1:])
-  text = (f"# Graphs learned with the regimes against rivals\n\n`{command}`\n\n"
+  text = (f"# Graphs learned with the regimes against rivals\n\n`{command}` (and the "
+          "records of earlier runs into this workdir)\n\n"
           f"{table(records)}\n\n{CONVENTIONS}\n\nSettings:\n\n"
           + "".join(f"* {s}: {d}\n" for s, d in descriptions.items()))
   with open(os.path.join(_WORKDIR.value, "graphs.md"), "w") as f:

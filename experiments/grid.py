@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 
 from configs import er
-from experiments import loop, methods, real_data, report, synthetic
+from experiments import driver, loop, methods, real_data, report, synthetic
 from vcm_jax import evaluate, graphs, io
 
 
@@ -63,6 +63,8 @@ def score(posterior, targets, r_test, n_nodes):
 
 def run(config, workdir: str):
   names = [m for m in config.methods.split(",") if m]
+  if not names:
+    raise UserError(f"config: methods is empty; known: {', '.join(methods.METHODS)}")
   unknown = [m for m in names if m not in methods.METHODS]
   if unknown:
     raise UserError(f"config: unknown method(s) {', '.join(unknown)}; known: "
@@ -72,6 +74,18 @@ def run(config, workdir: str):
       raise UserError(f"config: {key}={config[key]!r} must be a positive integer")
   loop.check_seed(config)
   settings = {name: setting_scm(over) for name, over in config.settings.items()}
+  for name, c in settings.items():  # the run command's own scm checks, before any work
+    try:
+      driver.validate_scm(c)
+    except loop.UserError as err:
+      raise UserError(f"{err} (setting {name})") from None
+  unknown_data = [d for d in config.get("real_data", "").split(",") if d and d != "sachs"]
+  if unknown_data:
+    raise UserError(f"config: real_data names {unknown_data}; known: sachs (or empty)")
+  bad = [s for s in config.ablation_settings.split(",") if s and s not in settings]
+  if bad and any(m in methods.ABLATIONS for m in names):  # (they run only there)
+    raise UserError(f"config: ablation_settings names {bad}, not among the settings "
+                    f"{sorted(settings)}")
   os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):

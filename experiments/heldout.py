@@ -127,6 +127,23 @@ def run_one(name: str, seed: int, n_rows: int, graph: str = "given") -> dict:
   return row
 
 
+def earlier_rows(path: str) -> list:
+  """The rows an earlier run wrote to ``path`` (none where there is no such file)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = json.load(f)
+  if not isinstance(rows, list):
+    raise experiments.BadFlag(f"{path} is not a heldout.json of this command: give another "
+                              "--workdir")
+  return rows
+
+
+def _row_key(row: dict) -> tuple:
+  graph = row.get("graph", "learned" if "shd" in row else "given")
+  return row["family"], row["seed"], row["rows"], graph
+
+
 def _chosen(chosen) -> str:
   """The chosen candidate in a few words (its settings' values; K only where set)."""
   if not isinstance(chosen, dict):
@@ -158,24 +175,31 @@ def main(argv):
 
   experiments.names_known(_FAMILIES.value, families.FAMILIES, "families")
   seeds = experiments.seeds_of(_SEEDS.value)
-  if _N_ROWS.value < 0:
-    raise experiments.BadFlag(f"--n_rows={_N_ROWS.value} is negative (0: the family's default)")
+  if _N_ROWS.value < 0 or 0 < _N_ROWS.value < 100:
+    raise experiments.BadFlag(f"--n_rows={_N_ROWS.value}: 0 (the family's default) or at "
+                              "least 100 (a few rows for each of up to 8 regimes)")
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  rows = []
+  json_path = os.path.join(_WORKDIR.value, "heldout.json")
+  # Rows of earlier runs into this workdir are kept (a rerun of the same family, seed,
+  # rows and graph replaces its row): a run of one more seed adds to the table.
+  rows = earlier_rows(json_path)
   for name in _FAMILIES.value:
     for seed in seeds:
-      row = run_one(name, seed, _N_ROWS.value, _GRAPH.value)
+      row = dict(run_one(name, seed, _N_ROWS.value, _GRAPH.value), graph=_GRAPH.value)
+      rows = [r for r in rows if _row_key(r) != _row_key(row)]
       print(json.dumps({k: row[k] for k in ("family", "seed", "ari", "ceiling_ari", "gmm_ari",
                                             "verdict", "fit_seconds", "shd") if k in row}),
             flush=True)
       rows.append(row)
-      with open(os.path.join(_WORKDIR.value, "heldout.json"), "w") as f:
+      with open(json_path + ".tmp", "w") as f:
         json.dump(rows, f, indent=1,  # (numpy scalars in the verdict's record)
                   default=lambda v: v.item() if hasattr(v, "item") else str(v))
+      os.replace(json_path + ".tmp", json_path)
   command = "python -m experiments.heldout " + " ".join(sys.argv[1:])
   graph = " (the graph learned)" if _GRAPH.value == "learned" else ""
   text = (f"# Held-out families: the default fit{graph} against the Bayes ceiling\n\n"
-          f"`{command}`\n\n{table(rows)}\n")
+          f"`{command}` (and the rows of earlier runs into this workdir, the `graph` column of "
+          f"heldout.json says given or learned)\n\n{table(rows)}\n")
   with open(os.path.join(_WORKDIR.value, "heldout.md"), "w") as f:
     f.write(text)
   print(table(rows))

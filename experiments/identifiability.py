@@ -102,7 +102,8 @@ def run_case(case: str, n_nodes: int, seed: int, rows: int) -> dict:
   names = [f"X{j + 1}" for j in range(adj.shape[0])]
   f = fit(x, given, key=jax.random.key(seed), config=CONFIG.replace(n_regimes=len(regimes)))
   out = identifiability.of_fit(f, x, names)
-  row = {"case": case, "n_nodes": n_nodes, "seed": seed, "verdict": out["verdict"],
+  row = {"case": case, "n_nodes": n_nodes, "seed": seed, "rows_per_regime": rows,
+         "verdict": out["verdict"],
          "candidates": out["candidates"], "why": out["why"],
          "suspected_missing_edges": out["suspected_missing_edges"]}
   if case == "dropped":
@@ -320,15 +321,24 @@ def _figure(workdir, cases, curve):
 def main(argv):
   if len(argv) > 1:
     raise experiments.BadFlag(f"unexpected arguments: {argv[1:]}")
+  if _SEEDS.value < 1 or _ROWS.value < 10:
+    raise experiments.BadFlag(f"--seeds={_SEEDS.value} must be >= 1 and --rows_per_regime="
+                              f"{_ROWS.value} >= 10")
+  if _SHIFT_SEEDS.value < 0 or _HELDOUT_SEEDS.value < 0:
+    raise experiments.BadFlag("--shift_seeds and --heldout_seeds must be >= 0 (0: skip)")
   experiments.configure_jax()
   workdir = _WORKDIR.value
-  os.makedirs(workdir, exist_ok=True)
-  start = time.time()
   path = os.path.join(workdir, "cases.jsonl")
   done = []
   if os.path.exists(path):  # a rerun continues where it stopped
     with open(path) as f:
       done = [json.loads(line) for line in f]
+  other = sorted({r["rows_per_regime"] for r in done if "rows_per_regime" in r} - {_ROWS.value})
+  if other:  # (its fits would be read as this run's)
+    raise experiments.BadFlag(f"{workdir} holds cases fitted at --rows_per_regime={other[0]}; "
+                              f"this run asks {_ROWS.value}: give another --workdir")
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
   have = {(r["case"], r["n_nodes"], r["seed"]) for r in done}
   jobs = [(c, n) for c in ("a", "b", "c") for n in (2, 10)] + [("dropped", 10)]
   for case, n in jobs:

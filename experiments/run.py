@@ -57,6 +57,8 @@ def main(argv):
     raise SystemExit(f"error: {err}") from None
   except vcm_jax.FitError as err:  # a failed fit is an error, never a result
     raise SystemExit(f"error: {err}") from None
+  except OSError as err:  # a config file that did not load; a workdir that cannot be written
+    raise SystemExit(f"error: {experiments.os_error_line(err)}") from None
 
 
 if __name__ == "__main__":

@@ -141,9 +141,26 @@ def test_entry_points_name_a_bad_flag_value_in_one_line():
   for bad, words in ((["1", "-1"], "--seeds: -1 is negative"), (["abc"], "'abc' is not an")):
     with pytest.raises(experiments.BadFlag, match=words):
       experiments.seeds_of(bad)
+  for bad, words in (([], "--seeds is empty"), (["100", "100"], "--seeds: 100 is given twice")):
+    with pytest.raises(experiments.BadFlag, match=words):  # (an empty table; a seed twice)
+      experiments.seeds_of(bad)
   with pytest.raises(experiments.BadFlag,
                      match=r"unknown families \['bogus'\]; known: \['a', 'b'\]"):
     experiments.names_known(["a", "bogus"], ("b", "a"), "families")
+  with pytest.raises(experiments.BadFlag, match=r"no families given; known: \['a', 'b'\]"):
+    experiments.names_known([], ("b", "a"), "families")
+  # an OSError in one line: a read-only workdir, a config file that did not load
+  assert experiments.os_error_line(OSError(30, "Read-only file system", "/x/config.json")) \
+      == "Read-only file system: /x/config.json"
+  assert experiments.os_error_line(OSError(
+      "Failed loading config file config_config\n  Attempted [Relative path]:\n    c/e.py\n"
+      "      [Errno 2] No such file or directory: 'c/e.py'")) == \
+      "cannot load the config file: [Errno 2] No such file or directory: 'c/e.py'"
+  from configs import er
+  config = er.get_config()
+  config.train.log_every = 0  # (a ZeroDivisionError once the run had trained)
+  with pytest.raises(driver.UserError, match="train.log_every=0 must be >= 1"):
+    driver.validate_config(config)
   config = ml_collections.ConfigDict({"model": {"noise": "gauss"}})
   config.lock()
   with pytest.raises(AttributeError) as err:
@@ -171,3 +188,29 @@ def test_make_data_keeps_a_users_files_and_checks_its_scm_group(tmp_path):
   scm.n_nodes = 0
   with pytest.raises(driver.UserError, match="scm.n_nodes=0 must be >= 1"):
     driver.validate_scm(scm)
+
+
+@pytest.mark.fast
+def test_compare_checks_its_settings_before_any_work(tmp_path):
+  """A misspelt mechanism, an impossible n_nodes or edge_prob in one of compare's
+  settings, an empty method list, an unknown real-data set or ablation setting: one line
+  each, before anything is written (they were a traceback mid-grid, a ZeroDivisionError,
+  accepted, or silently nothing)."""
+  from configs import compare as compare_config
+  from experiments import grid
+  cases = [("settings.mlp_shift4.mechanism", "mpl", "scm.mechanism='mpl' is not one of"),
+           ("settings.n30_shift4.n_nodes", 0, r"scm.n_nodes=0 must be >= 1 .*n30_shift4"),
+           ("settings.mlp_shift4.edge_prob", 2.0, "scm.edge_prob=2.0 must be in"),
+           ("methods", "", "methods is empty"), ("real_data", "sachz", r"real_data names \['sachz'\]"),
+           ("ablation_settings", "mlp_shift5", r"ablation_settings names \['mlp_shift5'\]")]
+  assert "vcm_gumbel" in compare_config.get_config().methods  # (an ablation: they are read)
+  for path, value, words in cases:
+    config = compare_config.get_config()
+    *groups, last = path.split(".")
+    node = config
+    for g in groups:
+      node = node[g]
+    node[last] = value
+    with pytest.raises(grid.UserError, match=words):
+      grid.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
