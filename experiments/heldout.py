@@ -21,7 +21,9 @@ of regimes fitted and used (holding rows), whether the observational regime was 
 regime holds the plurality of the true regime-0 rows), the share of true targets named
 right (each true regime matched to the fitted regime that holds most of its rows; right
 when that regime's targets are exactly the true one), the identifiability verdict, and
-the fit's seconds. ``DIR/heldout.json`` and ``DIR/heldout.md``; the table is printed.
+the fit's seconds. ``DIR/heldout.json`` and ``DIR/heldout.md``; the table is printed. The
+rows of earlier runs into the same workdir are kept (a rerun of a family, seed, row count
+and graph replaces its row).
 
 Seeds: the families' change sizes were set on development seeds 0-9 (0-4 used; the
 process plant's on 0-2, from the ceiling alone); the
