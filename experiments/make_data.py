@@ -19,7 +19,7 @@ from absl import flags
 
 import experiments
 from experiments import driver, loop, synthetic
-from vcm_jax import evaluate, graphs, io, scm
+from vcm_jax import evaluate, graphs, inputs, io, scm
 from vcm_jax.io import writers
 
 
@@ -82,6 +82,11 @@ def main(argv):
     loop.check_seed(_CONFIG.value)
   except driver.UserError as err:
     raise experiments.BadFlag(str(err)) from None
+  scm_group = _CONFIG.value.scm  # (the rows the own-data command needs: it refused fewer)
+  if scm_group.n_train < inputs.min_rows(scm_group.n_nodes):
+    raise experiments.BadFlag(
+        f"config: scm.n_train={scm_group.n_train}: the own-data command needs at least "
+        f"{inputs.min_rows(scm_group.n_nodes)} rows for {scm_group.n_nodes} variables")
   check_out(out)
   experiments.configure_jax()
   truth = make_dataset(_CONFIG.value, out)
