@@ -28,9 +28,9 @@ the metrics. A method whose package is missing is recorded "not installed", one 
 raises "failed" with its error, and the run goes on.
 
 Writes ``DIR/graphs.json`` (every record, after each one; the records of earlier runs into
-the same workdir kept, a rerun of a setting, seed and method replacing its own), ``DIR/graphs.md`` (mean +- sd
-over the seeds per setting and method: SHD with a reversal or undirected edge counted 1,
-SHD2 with it counted 2, skeleton and directed F1, predicted edges (true), ARI and AMI of
+the same workdir kept, a rerun of a setting, seed and method replacing its own),
+``DIR/graphs.md`` (mean +- sd over the seeds per setting and method: SHD with a reversal or
+undirected edge counted 1, SHD2 with it counted 2, skeleton and directed F1, predicted edges (true), ARI and AMI of
 the regimes where the method finds regimes, K found (true), seconds) and
 ``DIR/graphs.png`` (SHD by setting and method).
 """

@@ -6,8 +6,9 @@ The families (``vcm_jax.families``) are simulators no default of the library was
 on: a physical system (bounded actuators, near-deterministic and periodic sensors, a
 sensor saturating at a ceiling), heteroscedastic mechanisms, Poisson counts with
 readings floored at a bound, and a process plant (a quantized sensor, a log-normal
-pressure, a scale-only and a gain-only change; added after every default it judges). Each has an exact per-regime log-likelihood, so each
-seed's ceiling is the ARI of the exact posterior's argmax under the true simulator.
+pressure, a scale-only and a gain-only change; added after every default it judges).
+Each has an exact per-regime log-likelihood, so each seed's ceiling is the ARI of the
+exact posterior's argmax under the true simulator.
 
 Each seed is fitted with ``vcm_jax.fit(x, adjacency, key=jax.random.key(seed),
 names=names)``: no config, so the own-data default runs, its model choice included.

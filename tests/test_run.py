@@ -201,7 +201,8 @@ def test_compare_checks_its_settings_before_any_work(tmp_path):
   cases = [("settings.mlp_shift4.mechanism", "mpl", "scm.mechanism='mpl' is not one of"),
            ("settings.n30_shift4.n_nodes", 0, r"scm.n_nodes=0 must be >= 1 .*n30_shift4"),
            ("settings.mlp_shift4.edge_prob", 2.0, "scm.edge_prob=2.0 must be in"),
-           ("methods", "", "methods is empty"), ("real_data", "sachz", r"real_data names \['sachz'\]"),
+           ("methods", "", "methods is empty"),
+           ("real_data", "sachz", r"real_data names \['sachz'\]"),
            ("ablation_settings", "mlp_shift5", r"ablation_settings names \['mlp_shift5'\]")]
   assert "vcm_gumbel" in compare_config.get_config().methods  # (an ablation: they are read)
   for path, value, words in cases:
