@@ -20,8 +20,7 @@ run, UserError = grid.run, grid.UserError
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise experiments.BadFlag(f"unexpected arguments: {argv[1:]}")
+  del argv  # (experiments.run_main refuses stray arguments)
   experiments.configure_jax()
   try:
     run(_CONFIG.value, _WORKDIR.value)

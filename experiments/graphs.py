@@ -48,6 +48,7 @@ from absl import flags
 
 import experiments
 from experiments import graph_rivals, graph_settings
+from vcm_jax.io import writers
 
 OURS = ("ours", "ours_learn", "ours_true_graph", "ours_repair_true", "ours_repair_missing",
         "ours_repair_step_true", "ours_repair_step_missing")
@@ -286,10 +287,9 @@ def main(argv):
         record = run_one(setting, data, seed, method)
         print(json.dumps({k: v for k, v in record.items() if k != "adjacency"}), flush=True)
         records = [r for r in records if key(r) != key(record)] + [record]
-        with open(json_path + ".tmp", "w") as f:
-          json.dump({"conventions": CONVENTIONS, "settings": descriptions,
-                     "command": sys.argv[1:], "records": records}, f, indent=1)
-        os.replace(json_path + ".tmp", json_path)
+        writers.write_json_atomic(json_path, {"conventions": CONVENTIONS,
+                                              "settings": descriptions,
+                                              "command": sys.argv[1:], "records": records})
   command = "python -m experiments.graphs " + " ".join(sys.argv[1:])
   text = (f"# Graphs learned with the regimes against rivals\n\n`{command}` (and the "
           "records of earlier runs into this workdir)\n\n"

@@ -43,6 +43,7 @@ from absl import flags
 
 import experiments
 from experiments import compilation
+from vcm_jax.io import writers
 
 COLUMNS = [("family", "family", "s"), ("seed", "seed", "d"), ("rows", "rows", "d"),
            ("K", "n_regimes", "d"), ("K fit", "n_regimes_fitted", "d"),
@@ -194,10 +195,9 @@ def main(argv):
                                             "verdict", "fit_seconds", "shd") if k in row}),
             flush=True)
       rows.append(row)
-      with open(json_path + ".tmp", "w") as f:
-        json.dump(rows, f, indent=1,  # (numpy scalars in the verdict's record)
-                  default=lambda v: v.item() if hasattr(v, "item") else str(v))
-      os.replace(json_path + ".tmp", json_path)
+      writers.write_text_atomic(json_path, json.dumps(
+          rows, indent=1,  # (numpy scalars in the verdict's record)
+          default=lambda v: v.item() if hasattr(v, "item") else str(v)))
   command = "python -m experiments.heldout " + " ".join(sys.argv[1:])
   graph = " (the graph learned)" if _GRAPH.value == "learned" else ""
   text = (f"# Held-out families: the default fit{graph} against the Bayes ceiling\n\n"

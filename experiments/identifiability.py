@@ -319,8 +319,7 @@ def _figure(workdir, cases, curve):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise experiments.BadFlag(f"unexpected arguments: {argv[1:]}")
+  del argv  # (experiments.run_main refuses stray arguments)
   if _SEEDS.value < 1 or _ROWS.value < 10:
     raise experiments.BadFlag(f"--seeds={_SEEDS.value} must be >= 1 and --rows_per_regime="
                               f"{_ROWS.value} >= 10")

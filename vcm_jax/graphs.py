@@ -205,16 +205,5 @@ def as_adjacency(graph) -> np.ndarray:
   list) as an ``[N, N]`` 0/1 array (host): ``named.adjacency`` without names, so a graph
   over named nodes is an error here, never read by position."""
   from vcm_jax import named
-  if isinstance(graph, nx.Graph):
-    n = graph.number_of_nodes()
-  else:  # the integer nodes of an edge list or a dict of children: 0..the largest
-    if isinstance(graph, dict):
-      nodes = list(graph) + [c for cs in graph.values() if isinstance(cs, (list, tuple))
-                             for c in cs]
-    elif isinstance(graph, (list, tuple)):
-      nodes = [v for e in graph if isinstance(e, (list, tuple)) for v in e]
-    else:
-      nodes = []
-    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nodes)
-    n = int(max(nodes)) + 1 if nodes and ints else 0
-  return named.adjacency(graph, None, n)
+  return named.adjacency(graph, None, graph.number_of_nodes() if isinstance(graph, nx.Graph)
+                         else None)

@@ -74,19 +74,18 @@ def _finite_table(x, n_nodes: int | None, names, what: str) -> np.ndarray:
   type), numbers, finite, within float32's range."""
   try:
     wide = np.asarray(x)
-    if np.iscomplexobj(wide):  # (astype would drop the imaginary parts with a warning)
-      where = ""
-      if wide.ndim == 2 and np.any(np.imag(wide) != 0):
-        i, j = np.argwhere(np.imag(wide) != 0)[0]
-        where = f" ({wide[i, j]} at row {i}, column {_column(j, names)})"
-      raise TypeError(f"{what} holds complex numbers{where}; a fit takes real numbers")
+  except (TypeError, ValueError):
+    raise ValueError(_first_non_number(x, names, what)) from None
+  if np.iscomplexobj(wide):  # (astype would drop the imaginary parts with a warning)
+    where = ""
+    if wide.ndim == 2 and np.any(np.imag(wide) != 0):
+      i, j = np.argwhere(np.imag(wide) != 0)[0]
+      where = f" ({wide[i, j]} at row {i}, column {_column(j, names)})"
+    raise ValueError(f"{what} holds complex numbers{where}; a fit takes real numbers")
+  try:
     if wide.dtype != np.float32:
       wide = wide.astype(np.float64)
-  except TypeError as err:
-    if "complex" in str(err):
-      raise ValueError(str(err)) from None
-    raise ValueError(_first_non_number(x, names, what)) from None
-  except ValueError:
+  except (TypeError, ValueError):
     raise ValueError(_first_non_number(x, names, what)) from None
   if wide.ndim != 2:
     raise ValueError(f"{what} must be [samples, nodes]; got shape {wide.shape}")

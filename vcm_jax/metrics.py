@@ -73,8 +73,8 @@ def adjusted_rand_index(labels_true, labels_pred, n_true: int, n_pred: int | Non
   max_index = 0.5 * (rows + cols)
   denom = max_index - expected
   # Both partitions trivial (one cluster, or all singletons): scikit-learn says 1.
-  value = jnp.where(denom == 0, 1.0, (index - expected) / jnp.where(denom == 0, 1.0, denom))
-  return jnp.where(jnp.isnan(n), jnp.nan, value)
+  # (a NaN table, labels out of range, gives NaN here on its own)
+  return jnp.where(denom == 0, 1.0, (index - expected) / jnp.where(denom == 0, 1.0, denom))
 
 
 def _entropy(counts):

@@ -68,8 +68,10 @@ def data_names(x, names=None) -> tuple[np.ndarray, tuple | None]:
   return values, names
 
 
-def adjacency(graph, names: tuple | None, n_columns: int) -> np.ndarray:
-  """The graph as an ``[N, N]`` 0/1 int array in the data's column order (module doc)."""
+def adjacency(graph, names: tuple | None, n_columns: int | None) -> np.ndarray:
+  """The graph as an ``[N, N]`` 0/1 int array in the data's column order (module doc);
+  ``n_columns`` None (no data, ``graphs.as_adjacency``): integer nodes ``0..`` the
+  largest one named."""
   if isinstance(graph, nx.Graph):
     if not graph.is_directed():
       raise ValueError("graph must be directed (a networkx.DiGraph), got an undirected graph")
@@ -127,20 +129,22 @@ def _is_edge_list(graph) -> bool:
                                 and not isinstance(e[0], (list, tuple)) for e in graph)
 
 
-def _is_adjacency_of_two(graph, n_columns: int) -> bool:
+def _is_adjacency_of_two(graph, n_columns: int | None) -> bool:
   """A 2 x 2 list of 0 / 1 for two columns: the adjacency, not two edges (read as edges it
   would hold a self-loop, a repeated edge or a cycle: never a DAG)."""
-  return (n_columns == 2 and len(graph) == 2
+  return (n_columns in (2, None) and len(graph) == 2
           and all(isinstance(v, (int, np.integer)) and v in (0, 1) for e in graph for v in e))
 
 
-def _from_edges(nodes: list, edges: list, names: tuple | None, n_columns: int,
+def _from_edges(nodes: list, edges: list, names: tuple | None, n_columns: int | None,
                 what: str) -> np.ndarray:
   if names is None:
     integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nodes)
     if nodes and not integers:
       raise ValueError(f"{what} has named nodes ({', '.join(map(repr, nodes[:3]))}, ...) but "
                        "the data have no names: pass a DataFrame or names=")
+    if n_columns is None:  # (no data: the nodes 0..the largest named)
+      n_columns = int(max(nodes)) + 1 if nodes else 0
     outside = sorted(v for v in nodes if not 0 <= v < n_columns)
     if outside:  # (a node 0..N-1 without edges is a column all the same)
       raise ValueError(f"{what} names node {outside[-1]}, but the data have {n_columns} "
