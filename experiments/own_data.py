@@ -207,14 +207,15 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
   """``choose.fit_default`` (what ``vcm_jax.fit`` runs) on the training rows:
   ``(fit, the choice's summary, the check's flags of the fit or None)``."""
   n = len(data.names)
+  short = lambda row: (f"{choose.label(row, n)} noise {row['noise']} scale "
+                       f"{row.get('scale_model', 'constant')}")
 
   def say(row):
     held = (f", held-out log p(x) {row['heldout_log_px']:.4f}" if "heldout_log_px" in row
             else "")
     again = f", fitted again from {row['started_from']}" if "started_from" in row else ""
-    logging.info("candidate %s noise %s scale %s: BIC %.1f, ICL %.1f%s%s",
-                 choose.label(row, n), row["noise"], row.get("scale_model", "constant"),
-                 row["bic"], row["icl"], held, again)
+    logging.info("candidate %s: BIC %.1f, ICL %.1f%s%s", short(row), row["bic"], row["icl"],
+                 held, again)
 
   choice = choose.fit_default(jax.random.key(config.seed), x_train, data.adj, cfg, selection,
                               x_heldout=_heldout(data), log=say, names=data.names)
@@ -225,8 +226,6 @@ def _fit_default(config, cfg, selection, data: OwnData, x_train):
     logging.info("shared-mechanism check of the first fit: %s", "holds" if check["holds"]
                  else f"fails in regimes {check['regimes']} (largest gap "
                  f"{check['largest_gap']:.3f} nats a row)")
-  short = lambda row: (f"{choose.label(row, n)} noise {row['noise']} scale "
-                       f"{row.get('scale_model', 'constant')}")
   runner = choice.table[1] if len(choice.table) > 1 else None
   logging.info("chose %s (BIC %.1f, ICL %.1f)%s", short(choice.table[0]),
                choice.table[0]["bic"], choice.table[0]["icl"], "" if runner is None else
