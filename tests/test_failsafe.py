@@ -405,6 +405,51 @@ def test_censoring_is_left_out_only_where_no_column_has_a_bound():
   assert train.without_unused_censoring(cfg.replace(censor_share=0.0), x).censor_share == 0.0
 
 
+def test_a_regime_of_a_node_never_targeted_is_dropped_where_it_does_not_pay():
+  """Data from the observational regime and interventions on X0 and X1 only, on a chain
+  of four: the single-target latent still has regimes for X2 and X3, which take a few
+  observational rows. Each fails the BIC test on its own (``regimes_not_paying``: the
+  others explain its rows at a higher BIC without its parameters); on data where every
+  node is intervened on, none does. ``without_regimes`` gives them weight 0: its
+  posterior is the numpy one under the renormalised prior, and the ARI does not fall."""
+  from scipy.special import log_softmax, logsumexp
+  from vcm_jax import identifiability, scm as scm_lib
+  adj = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+  true = scm_lib.sample_linear_scm(jax.random.key(0), jnp.asarray(adj), shift=6.0)
+  x, r = (np.asarray(a) for a in scm_lib.sample_data(jax.random.key(1), true, 3000))
+  cfg = FitConfig(num_steps=300, mechanism="linear")
+  part = np.isin(r, [0, 1, 2])
+  every = x[:part.sum()]  # (as many rows: one compiled program for both fits)
+  summary, line = diagnose.unsupported_regimes(
+      vcm_jax.fit(every, adj, key=jax.random.key(0), config=cfg), every)
+  assert summary["supported"] and summary["regimes_not_paying"] == [] and line is None
+  x, r = x[part], r[part]
+  fit = vcm_jax.fit(x, adj, key=jax.random.key(0), config=cfg)
+  summary, line = diagnose.unsupported_regimes(fit, x, names=list("ABCD"))
+  dropped = summary["regimes_not_paying"]
+  assert summary["supported"] and sorted(d["regime"] for d in dropped) == [3, 4], dropped
+  assert sorted(tuple(d["targets"]) for d in dropped) == [("C",), ("D",)], dropped
+  assert all(d["bic_gain"] > 0 for d in dropped) and line.startswith("regimes "), line
+  emptied = fit.without_regimes([3, 4])
+  ll = np.asarray(fit.regime_log_likelihoods(x), np.float64)
+  prior = np.asarray(fit.model.log_prior(fit.result.params), np.float64)
+  prior[[3, 4]] = -np.inf
+  want = log_softmax(ll + prior - logsumexp(prior), axis=1)
+  np.testing.assert_allclose(emptied.posterior(x), np.exp(want), atol=1e-4)
+  np.testing.assert_allclose(emptied.log_prob(x), logsumexp(ll + prior - logsumexp(prior), axis=1),
+                             rtol=1e-5)
+  assigned = np.asarray(emptied.assign(x))
+  assert not np.isin(assigned, [3, 4]).any()
+  before = metrics.adjusted_rand_index(r, np.asarray(fit.assign(x)), 5, 5)
+  after = metrics.adjusted_rand_index(r, assigned, 5, 5)
+  assert float(after) >= float(before) - 1e-6 and float(after) > 0.97, (before, after)
+  with pytest.raises(ValueError, match="observational"):
+    fit.without_regimes([fit.observational])
+  # The verdict stands, the regimes said beside it.
+  entry = identifiability.given_support({"verdict": "identified", "why": "w"}, summary)
+  assert entry["verdict"] == "identified" and entry["regimes_not_paying"] == [3, 4]
+
+
 def test_regimes_that_do_not_pay_for_their_parameters_are_said():
   """Data from one regime still get the single-target latent's N + 1 regimes; the fit's
   BIC then falls below that of its own observational mechanisms alone scoring every row

@@ -28,7 +28,7 @@ from vcm_jax import config as config_lib
 from vcm_jax import graphs, identify, inputs, predict, programs, select, train
 from vcm_jax.config import FitConfig
 from vcm_jax.identify import Identification
-from vcm_jax.model import Model
+from vcm_jax.model import INACTIVE_LOGIT, Model
 
 
 class FitError(RuntimeError):
@@ -167,10 +167,13 @@ class Fit:
                      f" {row['noise']:9s} {row.get('scale_model', 'constant'):8s} "
                      f"BIC {row['bic']:12.1f}  ICL {row['icl']:12.1f}")
     weights = np.asarray(self.weights)
+    empty = set((self.verdict or {}).get("regimes_not_paying", ()))
     for k, targets in enumerate(self.target_names):
       what = "observational" if k == self.observational else "targets " + ", ".join(
           map(str, targets))
-      lines.append(f"regime {k}: weight {weights[k]:.3f}, {what}")
+      lines.append(f"regime {k}: weight {weights[k]:.3f}, {what}"
+                   + (" (does not pay for its parameters: read it as empty)" if k in empty
+                      else ""))
     if self.verdict is not None:
       lines.append(f"identifiability: {self.verdict['verdict']} ({self.verdict['why']})")
     else:  # a config= fit: one model as given, no choice, no check, no verdict
@@ -181,6 +184,25 @@ class Fit:
   @property
   def n_regimes(self) -> int:
     return self.model.n_categories
+
+  def without_regimes(self, regimes) -> "Fit":
+    """This fit with ``regimes`` (ids) given prior weight 0, the others' weights
+    renormalised in proportion (a learned prior only): no row is theirs, and ``log_prob``,
+    ``posterior`` and ``assign`` are those of the mixture without them. Their mechanisms
+    and ids stay (``sample`` still draws from them). The observational regime stays."""
+    self._one()
+    drop = sorted({int(k) for k in regimes})
+    if not drop:
+      return self
+    if self.model.cfg.prior != "learned":
+      raise ValueError(f"only a learned prior's regimes can be dropped (this fit's prior is "
+                       f"{self.model.cfg.prior!r})")
+    if any(not 0 <= k < self.n_regimes for k in drop) or self.observational in drop:
+      raise ValueError(f"regimes {drop}: ids must be in 0..{self.n_regimes - 1} and not the "
+                       f"observational regime ({self.observational})")
+    logits = self.result.params["prior_logits"].at[jnp.asarray(drop)].set(INACTIVE_LOGIT)
+    params = dict(self.result.params, prior_logits=logits)
+    return self.replace(result=self.result._replace(params=params))
 
   @property
   def weights(self) -> jax.Array:

@@ -692,7 +692,14 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   warned += [f"candidate {label(r, x.shape[1])} noise {r['noise']}: {r['failed']}"
              for r in choice.table if r.get("failed")]
   warned += diagnose.tied_regimes(fit, x, names, pinned=pinned)
-  extra["regimes_supported"], line = diagnose.unsupported_regimes(fit, x)
+  extra["regimes_supported"], line = diagnose.unsupported_regimes(fit, x, names)
+  dropped = [d["regime"] for d in extra["regimes_supported"].get("regimes_not_paying", ())]
+  if dropped and fit.model.cfg.prior == "learned":
+    # (what the test found, acted on: those rows go to the regimes that explain them at
+    # the higher BIC; a never-targeted node's regime took 19 of 1837 observational rows,
+    # ARI 0.983 -> 0.998, the Bayes ceiling)
+    fit = fit.without_regimes(dropped)
+    line += "; the fit drops them (prior weight 0)"
   warned += [line] if line else []
   if selection.yardstick:
     _LOG.info("the yardstick: a Gaussian mixture, K by BIC, beside the fit")

@@ -342,7 +342,15 @@ def given_support(entry: dict, support: dict | None) -> dict:
   """``entry`` (``verdict``'s) as ``insufficient`` where the fit's regimes do not pay
   for their parameters (``support``: ``diagnose.unsupported_regimes``'s summary, None:
   not asked); the verdict the regimes alone would give stays in ``why`` and in
-  ``regimes_read_as``."""
+  ``regimes_read_as``. Where they pay but some regimes alone do not (the summary's
+  ``regimes_not_paying``), the verdict stands, with those regimes listed
+  (``regimes_not_paying``) and said in ``why``."""
+  if support is not None and support["supported"] and support.get("regimes_not_paying"):
+    dropped = support["regimes_not_paying"]
+    return dict(entry, regimes_not_paying=[d["regime"] for d in dropped],
+                why=(f"{entry['why']}; regime(s) {', '.join(str(d['regime']) for d in dropped)} "
+                     "do not pay for their parameters: their targets may never be "
+                     "intervened on"))
   if support is None or support["supported"] or entry["verdict"] == "insufficient":
     return entry
   return dict(entry, verdict="insufficient", regimes_read_as=entry["verdict"],
