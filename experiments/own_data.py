@@ -86,6 +86,11 @@ def graph_search(config, given: bool) -> str:
   if search and search not in GRAPH_SEARCHES:
     raise loop.UserError(f"config: graph.search={search!r} is not one of learn, repair "
                          "('' fits a given graph as given)")
+  for key, least in (("max_rounds", 1), ("max_parents", 0)):  # (before any work)
+    value = group.get(key) if group is not None else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < least):
+      raise loop.UserError(f"config: graph.{key}={value!r} must be an integer >= {least}")
   if not given:
     if search == "repair":
       raise loop.UserError("config: graph.search=repair starts from a graph: set "
@@ -168,7 +173,10 @@ def _log_graph_learning(learned: dict) -> None:
       logging.info("graph change from the given graph: %s %s -> %s%s", c["change"], c["source"],
                    c["target"], said)
   open_ended = [e for e in learned["edges"] if not e["oriented"]]
-  logging.info("graph: %d edges%s", len(learned["edges"]), "" if not open_ended else
+  listed = ", ".join(f"{e['source']} -> {e['target']}" for e in learned["edges"][:40])
+  logging.info("graph: %d edge%s (%s%s)%s", len(learned["edges"]),
+               "" if len(learned["edges"]) == 1 else "s", listed,
+               ", ..." if len(learned["edges"]) > 40 else "", "" if not open_ended else
                f"; orientation undecided by the data: "
                f"{', '.join(e['source'] + ' - ' + e['target'] for e in open_ended)}")
 
@@ -302,6 +310,10 @@ def run(config, workdir: str) -> dict:
         jax.random.key(config.seed), fit, x_train, report["identifiability"])
   report["identifiability"] = identifiability.given_support(
       report["identifiability"], selected.get("regimes_supported"))
+  if learned is not None:  # (as vcm_jax.fit does)
+    learned = learn.given_support(learned, selected.get("regimes_supported"))
+    if "orientations_withdrawn" in learned:
+      logging.info("graph: no edge's orientation stands: %s", learned["orientations_withdrawn"])
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])
@@ -329,8 +341,9 @@ def run(config, workdir: str) -> dict:
   }
   if learned is not None:
     summary["graph_learning"] = {k: learned[k] for k in ("search", "rounds", "edges", "changes",
-                                                         "repair", "refined", "max_parents",
-                                                         "score")
+                                                         "repair", "refined", "reoriented",
+                                                         "max_parents", "score",
+                                                         "orientations_withdrawn")
                                  if k in learned}
   if outlier is not None:
     summary["n_outlier_rows"] = int(np.sum(outlier > 0.5))

@@ -137,3 +137,33 @@ def test_unknown_graph_search_is_one_line_error(data_csv, tmp_path):
   assert "config: graph.search='guess' is not one of learn, repair" in str(err.value)
   assert "\n" not in str(err.value)
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.fast
+def test_bad_graph_settings_are_one_line_errors_before_any_work(data_csv, tmp_path):
+  from experiments import driver
+  import vcm_jax
+  for key, value, least in (("graph.max_rounds", 0, 1), ("graph.max_parents", -2, 0)):
+    with pytest.raises(driver.UserError) as err:
+      driver.run(_config(**{"data.path": data_csv[0], key: value}), str(tmp_path / "out"))
+    assert str(err.value) == f"config: {key}={value} must be an integer >= {least}"
+    assert not (tmp_path / "out").exists()
+  x = np.loadtxt(data_csv[0], delimiter=",", skiprows=1)[:, :4]
+  with pytest.raises(ValueError, match="graph_search='none' fits a given graph: give one"):
+    vcm_jax.fit(x, graph_search="none")
+
+
+@pytest.mark.fast
+def test_no_orientation_stands_where_the_regimes_do_not_pay():
+  """One regime's rows cannot orient an edge: where the fit's regimes do not pay for their
+  parameters, every learned edge is undecided, saying why; otherwise nothing changes."""
+  from vcm_jax import learn
+  learned = {"edges": [{"source": "Y", "target": "X", "oriented": True},
+                       {"source": "Y", "target": "Z", "oriented": False}], "rounds": []}
+  assert learn.given_support(learned, {"supported": True}) is learned
+  assert learn.given_support(learned, None) is learned
+  out = learn.given_support(learned, {"supported": False})
+  assert [e["oriented"] for e in out["edges"]] == [False, False]
+  assert "one regime's rows cannot orient an edge" in out["edges"][0]["undecided_why"]
+  assert "undecided_why" not in out["edges"][1] and "orientations_withdrawn" in out
+  assert learned["edges"][0]["oriented"]  # (the record given is left as it was)

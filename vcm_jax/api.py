@@ -154,10 +154,15 @@ class Fit:
     learned = self.graph_learning
     if learned is not None:
       how = {"learn": "learned", "repair": "repaired"}.get(learned.get("search"), "learned")
-      lines.append(f"graph: {how} by structural EM, {len(self.edges)} edges "
+      lines.append(f"graph: {how} by structural EM, {len(self.edges)} "
+                   f"edge{'' if len(self.edges) == 1 else 's'} "
                    f"({', '.join(f'{a} -> {b}' for a, b in self.edges[:8])}"
                    f"{', ...' if len(self.edges) > 8 else ''}); fit.graph_learning for the "
                    "rounds, gains and orientations")
+      undecided = [f"{e['source']} - {e['target']}" for e in learned.get("edges", ())
+                   if not e["oriented"]]
+      if undecided:
+        lines.append(f"  orientation undecided by the data: {', '.join(undecided)}")
     if self.choice is not None:
       lines.append(f"chosen: {self.choice.why}")
       for row in self.choice.table:
@@ -374,8 +379,8 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
       config with ``model`` and ``train`` groups: that one model, no choice.
     names: the column names of an array ``x`` (a DataFrame brings its own).
     selection: the choice's settings (``choose.Selection``) for the default.
-    graph_search: ``None``: learn the graph when none is given, else fit it as given;
-      ``"learn"``: learn it (the given graph, if any, is ignored); ``"repair"``: start
+    graph_search: ``None``: learn the graph when none is given, else fit it as given
+      (``"none"``); ``"learn"``: learn it (the given graph, if any, is ignored); ``"repair"``: start
       from the given graph and add, remove or reverse edges where the data support it
       (``vcm_jax.learn``). The learned graph is ``fit.graph``; how it was found,
       every edge's score gain and whether the data orient it: ``fit.graph_learning``.
@@ -394,7 +399,10 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
   values, adj, names = named.as_arrays(x, graph, names)
   search = graph_search or ("learn" if adj is None else "none")
   if search not in ("none", "learn", "repair"):
-    raise ValueError(f"graph_search={graph_search!r} is not one of learn, repair")
+    raise ValueError(f"graph_search={graph_search!r} is not one of learn, repair, none")
+  if search == "none" and adj is None:
+    raise ValueError("graph_search='none' fits a given graph: give one (or learn it: "
+                     "graph_search='learn')")
   if search == "repair" and adj is None:
     raise ValueError("graph_search='repair' starts from a graph: give one")
   x = inputs.checked(values, None if adj is None else adj.shape[0], names)
@@ -422,6 +430,8 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     if (selection or choose.Selection()).free_target_screen:
       verdict = identifiability.free_target_screen(key, choice.fit, x, verdict)
     verdict = identifiability.given_support(verdict, choice.extra.get("regimes_supported"))
+    if learned is not None:
+      learned = learn.given_support(learned, choice.extra.get("regimes_supported"))
     for line in choice.warnings:
       warnings.warn(line, FitWarning, stacklevel=2)
     return choice.fit.replace(names=names, choice=choice, verdict=verdict,

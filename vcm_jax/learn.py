@@ -370,6 +370,23 @@ def _mixture_from(n_components: int):
       init_resp=resp, n_active=n_active))
 
 
+def given_support(learned: dict, support: dict | None) -> dict:
+  """``learned`` (``learn_graph``'s) with no edge oriented where the fit's regimes do not
+  pay for their parameters (``support``: ``diagnose.unsupported_regimes``'s summary;
+  None: not asked): the data may hold one regime, and one regime's rows cannot orient an
+  edge (its Markov equivalence class), whatever a split of them scored. Each such edge
+  says why (``undecided_why``). Found on one observational regime of X -> Y: a K = 2
+  split of the one Gaussian oriented the edge Y -> X, "oriented" with a reverse gain
+  of 11 nats."""
+  if support is None or support["supported"] or not learned.get("edges"):
+    return learned
+  why = ("the regimes do not pay for their parameters (the data may hold one regime), "
+         "and one regime's rows cannot orient an edge")
+  return dict(learned, orientations_withdrawn=why,
+              edges=[dict(e, oriented=False, undecided_why=why) if e["oriented"] else e
+                     for e in learned["edges"]])
+
+
 def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
                 max_rounds: int = 6, max_rows: int = 20000, names=None) -> dict:
   """The graph learned (``start`` None: ``free_target_search``) or repaired from ``start``
@@ -388,6 +405,9 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   x = np.asarray(x, np.float32)
   s, n = x.shape
   names = [str(v) for v in names] if names is not None else [f"X{j}" for j in range(n)]
+  if int(max_rounds) < 1 or int(max_parents) < 0:
+    raise ValueError(f"max_rounds={max_rounds} must be >= 1 and max_parents={max_parents} "
+                     ">= 0")
   # (repair's single-target search scores every set: the table's own limit)
   mp = max_parents or (search_max_parents(n) if start is None else default_max_parents(n))
   rows = np.arange(s)
