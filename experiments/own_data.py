@@ -314,6 +314,7 @@ def run(config, workdir: str) -> dict:
     learned = learn.given_support(learned, selected.get("regimes_supported"))
     if "orientations_withdrawn" in learned:
       logging.info("graph: no edge's orientation stands: %s", learned["orientations_withdrawn"])
+    report["identifiability"] = identifiability.given_graph(report["identifiability"], learned)
   outlier = None
   if cfg.outlier_fraction > 0:  # rows no regime explains: a gross error in some cell
     outlier = np.concatenate([b for _, b in rows.host_blocks(fit.outlier_score, data.x)])

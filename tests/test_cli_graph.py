@@ -167,3 +167,8 @@ def test_no_orientation_stands_where_the_regimes_do_not_pay():
   assert "one regime's rows cannot orient an edge" in out["edges"][0]["undecided_why"]
   assert "undecided_why" not in out["edges"][1] and "orientations_withdrawn" in out
   assert learned["edges"][0]["oriented"]  # (the record given is left as it was)
+  # The verdict names the edges the data leave unoriented.
+  from vcm_jax import identifiability
+  entry = identifiability.given_graph({"verdict": "identified", "why": "w"}, out)
+  assert entry["verdict"] == "identified" and entry["undecided_edges"] == ["Y - X", "Y - Z"]
+  assert identifiability.given_graph(entry, None) is entry

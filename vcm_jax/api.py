@@ -432,6 +432,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     verdict = identifiability.given_support(verdict, choice.extra.get("regimes_supported"))
     if learned is not None:
       learned = learn.given_support(learned, choice.extra.get("regimes_supported"))
+      verdict = identifiability.given_graph(verdict, learned)
     for line in choice.warnings:
       warnings.warn(line, FitWarning, stacklevel=2)
     return choice.fit.replace(names=names, choice=choice, verdict=verdict,

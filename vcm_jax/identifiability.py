@@ -338,6 +338,21 @@ def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
   return mixture_scm.latent_score(x, post, adj, checks.changed_sets(fit))
 
 
+def given_graph(entry: dict, learned: dict | None) -> dict:
+  """``entry`` (``verdict``'s) with the learned graph's edges that the data leave
+  unoriented (``learned``: ``learn.learn_graph``'s record, None: the graph was given):
+  listed (``undecided_edges``) and said in ``why``; the verdict on the regimes stands,
+  read on the graph as written, whose orientation of those edges the data did not
+  decide."""
+  undecided = [f"{e['source']} - {e['target']}" for e in (learned or {}).get("edges", ())
+               if not e["oriented"]]
+  if not undecided:
+    return entry
+  return dict(entry, undecided_edges=undecided,
+              why=f"{entry['why']}; on a learned graph whose edge(s) {', '.join(undecided)} "
+                  "the data leave unoriented")
+
+
 def given_support(entry: dict, support: dict | None) -> dict:
   """``entry`` (``verdict``'s) as ``insufficient`` where the fit's regimes do not pay
   for their parameters (``support``: ``diagnose.unsupported_regimes``'s summary, None:
