@@ -174,27 +174,45 @@ def regimes_not_paying(fit, ll, names=None) -> list[dict]:
   targets = [tuple(names[j] for j in t) if names is not None else tpl
              for t, tpl in zip(fit.targets, fit.target_names)]
   rows = np.bincount((ll + log_prior).argmax(1), minlength=k)
-  kept = np.isfinite(log_prior)
-  total = logsumexp(ll + log_prior, axis=1).sum()
+  kept = log_prior > _EMPTY_LOG_PRIOR  # (a padded or dropped regime is not a candidate)
   out = []
-  while True:
-    gains = np.full(k, -np.inf)
-    for j in np.flatnonzero(kept):
-      if j == fit.observational or kept.sum() <= 2:
-        continue
-      rest = kept.copy()
-      rest[j] = False
-      prior = np.where(rest, log_prior, -np.inf)
-      prior = prior - logsumexp(prior)
-      gains[j] = logsumexp(ll + prior, axis=1).sum() - total + owned[j]
+  while kept.sum() > 2:
+    prior = np.where(kept, log_prior, -np.inf)
+    prior -= logsumexp(prior)
+    gains = _removal_log_px(ll, prior) + owned
+    gains[~kept] = -np.inf
+    gains[fit.observational] = -np.inf
     j = int(gains.argmax())
     if not gains[j] > 0.0:
-      return out
+      break
     out.append({"regime": j, "targets": list(targets[j]), "rows": int(rows[j]),
-                "weight": float(np.exp(log_prior[j] - logsumexp(log_prior[kept]))),
-                "bic_gain": float(gains[j])})
+                "weight": float(np.exp(prior[j])), "bic_gain": float(gains[j])})
     kept[j] = False
-    total += gains[j] - owned[j]
+  return out
+
+
+# A regime whose log prior is below this holds no rows (``model.INACTIVE_LOGIT``'s).
+_EMPTY_LOG_PRIOR = -1e6
+
+
+def _removal_log_px(ll, log_prior) -> np.ndarray:
+  """``[K]``: the change of the summed ``log p(x)`` when regime ``j`` goes, its prior mass
+  spread over the rest in proportion, for every ``j`` at once (``O(S K)``): a row's
+  ``p(x)`` becomes ``p(x) (1 - r_j) / (1 - pi_j)``, ``r_j`` its responsibility. ``log(1 -
+  r_j)`` is ``log1p(-r_j)`` where ``r_j <= 1/2`` (every regime but a row's most probable
+  one) and the log of the other regimes' responsibilities summed where it is the most
+  probable (exact where ``r_j`` rounds to 1)."""
+  from scipy.special import logsumexp
+  joint = ll + log_prior
+  log_px = logsumexp(joint, axis=1, keepdims=True)
+  log_post = joint - log_px
+  top = log_post.argmax(1)
+  with np.errstate(divide="ignore"):
+    log_rest = np.log1p(-np.minimum(np.exp(log_post), 0.5))
+    others = joint.copy()
+    others[np.arange(len(joint)), top] = -np.inf
+    log_rest[np.arange(len(joint)), top] = (logsumexp(others, axis=1) - log_px[:, 0])
+    return log_rest.sum(0) - len(joint) * np.log1p(-np.exp(log_prior))
 
 
 def _not_paying_line(dropped: list[dict], n_rows: int) -> str | None:
