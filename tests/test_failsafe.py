@@ -464,6 +464,11 @@ def test_a_regime_of_a_node_never_targeted_is_dropped_where_it_does_not_pay():
   assert float(after) >= float(before) - 1e-6 and float(after) > 0.97, (before, after)
   with pytest.raises(ValueError, match="observational"):
     fit.without_regimes([fit.observational])
+  # Its parameter count leaves out what only they used; its BIC rises by their gains.
+  owned = diagnose.owned_parameters(fit)
+  assert emptied.n_parameters() == fit.n_parameters() - owned[3] - owned[4]
+  np.testing.assert_allclose(emptied.bic(x) - fit.bic(x), sum(d["bic_gain"] for d in dropped),
+                             rtol=1e-3)
   # The verdict stands, the regimes said beside it.
   entry = identifiability.given_support({"verdict": "identified", "why": "w"}, summary)
   assert entry["verdict"] == "identified" and entry["regimes_not_paying"] == [3, 4]

@@ -199,8 +199,11 @@ def mechanisms_per_row(cfg: FitConfig, n_nodes: int) -> int:
 
 
 def n_parameters(fit: api.Fit) -> int:
-  """Free parameters of a fit (module doc)."""
-  return int(parameters.count(fit.model, fit.result.params, jnp.asarray(fit.parent_mask)))
+  """Free parameters of a fit (module doc); a regime dropped (``Fit.without_regimes``)
+  no longer counts the parameters only it used."""
+  n = int(parameters.count(fit.model, fit.result.params, jnp.asarray(fit.parent_mask)))
+  empty = np.asarray(fit.model.log_prior(fit.result.params)) < diagnose.EMPTY_LOG_PRIOR
+  return n - int(diagnose.owned_parameters(fit)[empty].sum()) if empty.any() else n
 
 
 def _row(cfg: FitConfig, stats: dict, n_rows: int) -> dict:

@@ -134,7 +134,7 @@ def unsupported_regimes(fit, x, names=None) -> tuple[dict, str | None]:
                    f"regime, which the others split")
 
 
-def _owned_parameters(fit) -> np.ndarray:
+def owned_parameters(fit) -> np.ndarray:
   """``[K]``: the parameters only regime ``k`` uses (what dropping it saves): its prior
   logit, and its own copies of mechanisms: the structured latent's intervened copy of
   node ``k - 1``, the sparse latent's copies where its gates are on, the free latent's
@@ -153,7 +153,7 @@ def _owned_parameters(fit) -> np.ndarray:
 def regimes_not_paying(fit, ll, names=None) -> list[dict]:
   """The regimes whose rows the others explain at a higher BIC: greedily, the regime
   whose removal (its prior mass spread over the rest in proportion, the parameters only
-  it uses dropped: ``_owned_parameters``) raises the fit's BIC most, while one does. The
+  it uses dropped: ``owned_parameters``) raises the fit's BIC most, while one does. The
   observational regime stays. At the fitted parameters of the rest, no refit: a lower
   bound on what dropping it gains, so the test errs towards the regimes.
 
@@ -170,11 +170,11 @@ def regimes_not_paying(fit, ll, names=None) -> list[dict]:
   ll = np.asarray(ll, np.float64)
   s, k = ll.shape
   log_prior = np.asarray(fit.model.log_prior(fit.result.params), np.float64)
-  owned = _owned_parameters(fit) * 0.5 * np.log(s)
+  owned = owned_parameters(fit) * 0.5 * np.log(s)
   targets = [tuple(names[j] for j in t) if names is not None else tpl
              for t, tpl in zip(fit.targets, fit.target_names)]
   rows = np.bincount((ll + log_prior).argmax(1), minlength=k)
-  kept = log_prior > _EMPTY_LOG_PRIOR  # (a padded or dropped regime is not a candidate)
+  kept = log_prior > EMPTY_LOG_PRIOR  # (a padded or dropped regime is not a candidate)
   out = []
   while kept.sum() > 2:
     prior = np.where(kept, log_prior, -np.inf)
@@ -192,7 +192,7 @@ def regimes_not_paying(fit, ll, names=None) -> list[dict]:
 
 
 # A regime whose log prior is below this holds no rows (``model.INACTIVE_LOGIT``'s).
-_EMPTY_LOG_PRIOR = -1e6
+EMPTY_LOG_PRIOR = -1e6
 
 
 def _removal_log_px(ll, log_prior) -> np.ndarray:
