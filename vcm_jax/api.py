@@ -177,7 +177,7 @@ class Fit:
       what = "observational" if k == self.observational else "targets " + ", ".join(
           map(str, targets))
       lines.append(f"regime {k}: weight {weights[k]:.3f}, {what}"
-                   + (" (does not pay for its parameters: read it as empty)" if k in empty
+                   + (" (does not pay for its parameters: empty)" if k in empty
                       else ""))
     if self.verdict is not None:
       lines.append(f"identifiability: {self.verdict['verdict']} ({self.verdict['why']})")
@@ -380,10 +380,11 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     names: the column names of an array ``x`` (a DataFrame brings its own).
     selection: the choice's settings (``choose.Selection``) for the default.
     graph_search: ``None``: learn the graph when none is given, else fit it as given
-      (``"none"``); ``"learn"``: learn it (the given graph, if any, is ignored); ``"repair"``: start
-      from the given graph and add, remove or reverse edges where the data support it
-      (``vcm_jax.learn``). The learned graph is ``fit.graph``; how it was found,
-      every edge's score gain and whether the data orient it: ``fit.graph_learning``.
+      (``"none"``); ``"learn"``: learn it (the given graph, if any, is ignored);
+      ``"repair"``: start from the given graph and add, remove or reverse edges where
+      the data support it (``vcm_jax.learn``). The learned graph is ``fit.graph``; how
+      it was found, every edge's score gain and whether the data orient it:
+      ``fit.graph_learning``.
 
   Returns:
     a ``Fit``; with the default, ``fit.choice`` (candidates, scores, what was chosen

@@ -702,7 +702,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
     # the higher BIC; a never-targeted node's regime took 19 of 1837 observational rows,
     # ARI 0.983 -> 0.998, the Bayes ceiling)
     fit = fit.without_regimes(dropped)
-    line += "; the fit drops them (prior weight 0)"
+    line += f"; the fit drops {'them' if len(dropped) > 1 else 'it'} (prior weight 0)"
   warned += [line] if line else []
   if selection.yardstick:
     _LOG.info("the yardstick: a Gaussian mixture, K by BIC, beside the fit")
