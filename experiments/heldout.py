@@ -157,6 +157,9 @@ def _chosen(chosen) -> str:
 
 def table(rows: list) -> str:
   columns = COLUMNS + (GRAPH_COLUMNS if any("shd" in row for row in rows) else [])
+  if len({_row_key(row)[3] for row in rows}) > 1:  # given and learned graphs: say which
+    columns = columns[:2] + [("graph", "graph", "s")] + columns[2:]
+    rows = [dict(row, graph=_row_key(row)[3]) for row in rows]
   def cell(row, key, fmt):
     value = row.get(key)
     if value is None:
@@ -199,12 +202,12 @@ def main(argv):
           rows, indent=1,  # (numpy scalars in the verdict's record)
           default=lambda v: v.item() if hasattr(v, "item") else str(v)))
   command = "python -m experiments.heldout " + " ".join(sys.argv[1:])
-  graph = " (the graph learned)" if _GRAPH.value == "learned" else ""
+  graphs = {_row_key(row)[3] for row in rows}
+  graph = (f" (the graph {graphs.pop()})" if len(graphs) == 1 else
+           " (the graph given or learned: the graph column)")
   text = (f"# Held-out families: the default fit{graph} against the Bayes ceiling\n\n"
-          f"`{command}` (and the rows of earlier runs into this workdir, the `graph` column of "
-          f"heldout.json says given or learned)\n\n{table(rows)}\n")
-  with open(os.path.join(_WORKDIR.value, "heldout.md"), "w") as f:
-    f.write(text)
+          f"`{command}` (and the rows of earlier runs into this workdir)\n\n{table(rows)}\n")
+  writers.write_text_atomic(os.path.join(_WORKDIR.value, "heldout.md"), text)
   print(table(rows))
 
 

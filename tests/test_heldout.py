@@ -59,3 +59,12 @@ def test_entry_points_that_tests_import_define_their_flags_only_as_programs():
     importlib.import_module(name)
   defined = flags.FLAGS.flags_by_module_dict()
   assert not [n for n in names if defined.get(n)], {n: defined.get(n) for n in names}
+
+
+def test_a_table_of_given_and_learned_graphs_says_which_row_is_which():
+  given = {"family": "physical", "seed": 100, "rows": 8000, "ari": 0.77}
+  learned = dict(given, graph="learned", shd=2)
+  assert "| graph |" not in heldout.table([given])
+  lines = heldout.table([given, learned]).splitlines()
+  assert lines[0].startswith("| family | seed | graph |"), lines[0]
+  assert lines[2].startswith("| physical | 100 | given |") and "| learned |" in lines[3], lines
