@@ -75,6 +75,16 @@ def _split(config, n_rows: int):
 GRAPH_SEARCHES = ("learn", "repair")
 
 
+def renumbered(support: dict | None, order) -> dict | None:
+  """``diagnose.unsupported_regimes``'s summary with its regimes in regimes.json's ids
+  (``order``: new id -> the fit's regime; the observational regime first)."""
+  if not support or not support.get("regimes_not_paying"):
+    return support
+  new_id = {int(fitted): new for new, fitted in enumerate(order)}
+  return dict(support, regimes_not_paying=[dict(d, regime=new_id[d["regime"]])
+                                           for d in support["regimes_not_paying"]])
+
+
 def graph_search(config, given: bool) -> str:
   """What happens to the graph: ``learn`` (none given, or ``graph.search=learn``),
   ``repair`` (``graph.search=repair`` on a given graph) or "" (fitted as given). A
@@ -309,7 +319,7 @@ def run(config, workdir: str) -> dict:
     report["identifiability"] = identifiability.free_target_screen(
         jax.random.key(config.seed), fit, x_train, report["identifiability"])
   report["identifiability"] = identifiability.given_support(
-      report["identifiability"], selected.get("regimes_supported"))
+      report["identifiability"], renumbered(selected.get("regimes_supported"), extras["order"]))
   if learned is not None:  # (as vcm_jax.fit does)
     learned = learn.given_support(learned, selected.get("regimes_supported"))
     if "orientations_withdrawn" in learned:

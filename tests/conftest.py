@@ -338,5 +338,6 @@ def floored_law():
       result=SimpleNamespace(params=params, loc=jnp.zeros(2), scale=jnp.ones(2)),
       log_prob=log_prob, score=lambda rows: float(np.mean(log_prob(rows))),
       bic=lambda rows: float(np.sum(log_prob(rows)) - 0.5 * np.log(len(rows)) * 3),
-      parent_idx=np.zeros((2, 1), int), parent_mask=np.zeros((2, 1), bool), n_regimes=1)
+      parent_idx=np.zeros((2, 1), int), parent_mask=np.zeros((2, 1), bool), n_regimes=1,
+      weights=np.ones(1))
   return fit, x

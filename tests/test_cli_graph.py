@@ -172,3 +172,16 @@ def test_no_orientation_stands_where_the_regimes_do_not_pay():
   entry = identifiability.given_graph({"verdict": "identified", "why": "w"}, out)
   assert entry["verdict"] == "identified" and entry["undecided_edges"] == ["Y - X", "Y - Z"]
   assert identifiability.given_graph(entry, None) is entry
+
+
+
+@pytest.mark.fast
+def test_the_commands_verdict_names_dropped_regimes_in_regimes_json_ids():
+  from experiments import own_data
+  support = {"supported": True, "regimes_not_paying": [{"regime": 0, "rows": 3},
+                                                       {"regime": 4, "rows": 0}]}
+  order = [2, 0, 1, 3, 4]  # new id -> fitted regime: the observational (2) first
+  out = own_data.renumbered(support, order)
+  assert [d["regime"] for d in out["regimes_not_paying"]] == [1, 4]
+  assert support["regimes_not_paying"][0]["regime"] == 0  # (the summary given is unchanged)
+  assert own_data.renumbered({"supported": False}, order) == {"supported": False}

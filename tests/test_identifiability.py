@@ -235,6 +235,7 @@ def test_the_screen_does_not_run_above_its_cost_limit(monkeypatch):
   def fit_of(n_regimes):  # an uncensored fit on the empty 10-node graph
     return SimpleNamespace(parent_idx=np.zeros((10, 1), np.int32),
                            parent_mask=np.zeros((10, 1), bool), n_regimes=n_regimes,
+                           weights=np.full(n_regimes, 1.0 / n_regimes),
                            result=SimpleNamespace(params={}))
 
   at_limit = identifiability.SCREEN_MAX_COST // 100 - 1  # (K + 1) 10^2 == the limit

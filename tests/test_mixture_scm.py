@@ -363,6 +363,7 @@ def test_the_free_target_screen_takes_identified_away_only_where_the_rival_wins(
     adj, _, regimes, _ = cases.make_case(case, 2, 100)
     x, _ = cases._sample(np.random.default_rng(1100), adj, regimes, 500)
     fake = SimpleNamespace(parent_idx=idx, parent_mask=mask, n_regimes=3,
+                           weights=np.full(3, 1 / 3),
                            result=SimpleNamespace(params={}), score=lambda rows: fit_score,
                            bic=lambda rows: fit_score * len(rows))
     monkeypatch.setattr(identifiability, "_latent_as_linear_gaussian",
@@ -404,7 +405,7 @@ def test_the_screen_compares_the_rival_with_the_fits_latent_in_its_own_family():
     post = np.eye(3)[labels]
     fake = SimpleNamespace(model=SimpleNamespace(structured=True, sparse=False, n_categories=3,
                                                  n_nodes=2),
-                           posterior=lambda rows, post=post: post)
+                           weights=np.full(3, 1 / 3), posterior=lambda rows, post=post: post)
     lp, bic = identifiability._latent_as_linear_gaussian(fake, x, adj)
     found, _ = learn.free_target_search(jax.random.key(0), x, max_parents=1, n_regimes=[3, 4],
                                         graph=adj)

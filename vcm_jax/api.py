@@ -172,7 +172,7 @@ class Fit:
                      f" {row['noise']:9s} {row.get('scale_model', 'constant'):8s} "
                      f"BIC {row['bic']:12.1f}  ICL {row['icl']:12.1f}")
     weights = np.asarray(self.weights)
-    empty = set((self.verdict or {}).get("regimes_not_paying", ()))
+    empty = {k for k in (self.verdict or {}).get("regimes_not_paying", ()) if weights[k] == 0}
     for k, targets in enumerate(self.target_names):
       what = "observational" if k == self.observational else "targets " + ", ".join(
           map(str, targets))
@@ -199,9 +199,10 @@ class Fit:
     drop = sorted({int(k) for k in regimes})
     if not drop:
       return self
-    if self.model.cfg.prior != "learned":
-      raise ValueError(f"only a learned prior's regimes can be dropped (this fit's prior is "
-                       f"{self.model.cfg.prior!r})")
+    if self.model.cfg.prior != "learned" or self.model.encoder is not None:
+      raise ValueError("only the regimes of a learned prior under the exact posterior can be "
+                       f"dropped (this fit: prior {self.model.cfg.prior!r}, posterior "
+                       f"{self.model.cfg.posterior!r})")
     if any(not 0 <= k < self.n_regimes for k in drop) or self.observational in drop:
       raise ValueError(f"regimes {drop}: ids must be in 0..{self.n_regimes - 1} and not the "
                        f"observational regime ({self.observational})")

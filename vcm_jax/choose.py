@@ -697,7 +697,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   warned += diagnose.tied_regimes(fit, x, names, pinned=pinned)
   extra["regimes_supported"], line = diagnose.unsupported_regimes(fit, x, names)
   dropped = [d["regime"] for d in extra["regimes_supported"].get("regimes_not_paying", ())]
-  if dropped and fit.model.cfg.prior == "learned":
+  if dropped and fit.model.cfg.prior == "learned" and fit.model.encoder is None:
     # (what the test found, acted on: those rows go to the regimes that explain them at
     # the higher BIC; a never-targeted node's regime took 19 of 1837 observational rows,
     # ARI 0.983 -> 0.998, the Bayes ceiling)

@@ -201,7 +201,8 @@ def _removal_log_px(ll, log_prior) -> np.ndarray:
   ``p(x)`` becomes ``p(x) (1 - r_j) / (1 - pi_j)``, ``r_j`` its responsibility. ``log(1 -
   r_j)`` is ``log1p(-r_j)`` where ``r_j <= 1/2`` (every regime but a row's most probable
   one) and the log of the other regimes' responsibilities summed where it is the most
-  probable (exact where ``r_j`` rounds to 1)."""
+  probable (exact where ``r_j`` rounds to 1); ``log(1 - pi_j)`` likewise the others'
+  prior mass summed."""
   from scipy.special import logsumexp
   joint = ll + log_prior
   log_px = logsumexp(joint, axis=1, keepdims=True)
@@ -212,7 +213,10 @@ def _removal_log_px(ll, log_prior) -> np.ndarray:
     others = joint.copy()
     others[np.arange(len(joint)), top] = -np.inf
     log_rest[np.arange(len(joint)), top] = (logsumexp(others, axis=1) - log_px[:, 0])
-    return log_rest.sum(0) - len(joint) * np.log1p(-np.exp(log_prior))
+    # log(1 - pi_j) as the others' prior mass summed (exact where pi_j rounds to 1)
+    k = len(log_prior)
+    log_others = logsumexp(np.where(np.eye(k, dtype=bool), -np.inf, log_prior[None, :]), axis=1)
+    return log_rest.sum(0) - len(joint) * log_others
 
 
 def _not_paying_line(dropped: list[dict], n_rows: int) -> str | None:

@@ -335,7 +335,8 @@ def _latent_as_linear_gaussian(fit, x, adj) -> tuple[float, float]:
   row above the fit itself, on counts a linear-Gaussian mixture shapes more freely)."""
   from vcm_jax import mixture_scm  # (it imports the fits' callers)
   post = np.asarray(fit.posterior(jnp.asarray(x, jnp.float32)), np.float64)
-  return mixture_scm.latent_score(x, post, adj, checks.changed_sets(fit))
+  active = np.asarray(fit.weights) > 0  # (a regime dropped, ``Fit.without_regimes``: none)
+  return mixture_scm.latent_score(x, post[:, active], adj, checks.changed_sets(fit)[active])
 
 
 def given_graph(entry: dict, learned: dict | None) -> dict:
@@ -444,7 +445,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   if max_rows and len(x) > max_rows:
     x = x[np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))]
   adj = np.asarray(graphs.table_adjacency(fit.parent_idx, fit.parent_mask)) > 0
-  ks = sorted({fit.n_regimes, fit.n_regimes + 1})
+  k_fit = int(np.sum(np.asarray(fit.weights) > 0))  # (dropped regimes left out)
+  ks = sorted({k_fit, k_fit + 1})
   n, k_range = adj.shape[0], f"{ks[0]}-{ks[-1]}"
   cost = ks[-1] * n * n
   if cost > SCREEN_MAX_COST:

@@ -70,7 +70,8 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
     ``(report, extras)``: ``report`` is ``regimes.json``; ``extras`` holds
     ``posterior [S, K]`` (float32), ``assigned [S]``, ``probability [S]`` (the
     posterior of the assigned regime), ``target_idx [K]`` (-1 for regime 0),
-    ``marginal_shift`` and ``mechanism_shift [K, N]``, all in the new order.
+    ``marginal_shift`` and ``mechanism_shift [K, N]``, all in the new order, and
+    ``order`` (new id -> the fit's regime).
   """
   model, result = fit.model, fit.result
   structured = model.structured
@@ -147,7 +148,7 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
             "regimes": regimes, "observational_mechanisms": observational_mechanisms}
   extras = {"posterior": post, "assigned": assigned, "probability": probability,
             "target_idx": target_idx, "marginal_shift": marginal_shift,
-            "mechanism_shift": mechanism_shift}
+            "mechanism_shift": mechanism_shift, "order": order}
   return report, extras
 
 
