@@ -430,6 +430,31 @@ def test_removing_a_regime_changes_log_px_as_refitting_the_mixture_without_it_sa
                                np.asarray(want)[np.isfinite(log_prior)], rtol=1e-9, atol=1e-8)
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize("decoder", ["free", "sparse"])
+def test_a_regimes_own_parameters_are_what_the_count_loses_without_it(decoder):
+  """``diagnose.owned_parameters`` of the last regime of a free or sparse model (MLP
+  mechanisms, some gates on) against ``parameters.count`` with one regime fewer
+  (``n_active``, as a padded fit counts): an independent count of the same thing."""
+  from types import SimpleNamespace
+  cfg = FitConfig(decoder=decoder, n_regimes=4, mechanism="mlp", hidden=(8,))
+  adj = jnp.asarray([[0, 1, 1], [0, 0, 1], [0, 0, 0]])
+  idx, mask = graphs.parent_table(adj, 2)
+  model = model_lib.build_model(cfg, n_nodes=3, max_parents=2)
+  params = model_lib.init_params(jax.random.key(0), model, idx, mask)
+  if decoder == "sparse":  # regime 3 changes nodes 0 and 2, the others one each
+    gates = np.full((4, 3), -5.0)
+    gates[[0, 1, 2, 3, 3], [0, 1, 2, 0, 2]] = 5.0
+    params["gate_logits"] = jnp.asarray(gates)
+  fit = SimpleNamespace(model=model, parent_mask=mask, n_regimes=4,
+                        result=SimpleNamespace(params=params))
+  owned = diagnose.owned_parameters(fit)
+  lost = (parameters.count(model, params, mask, 4) - parameters.count(model, params, mask, 3))
+  assert owned[3] == float(lost) > 1, (owned, lost)
+  if decoder == "sparse":  # regime 3's copies are regime 0's and regime 2's (one logit)
+    assert owned[3] == owned[0] + owned[2] - 1 and owned[0] != owned[2]
+
+
 def test_a_regime_of_a_node_never_targeted_is_dropped_where_it_does_not_pay():
   """Data from the observational regime and interventions on X0 and X1 only, on a chain
   of four: the single-target latent still has regimes for X2 and X3, which take a few
