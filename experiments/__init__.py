@@ -1,4 +1,5 @@
 """Experiment entry points (absl): run, compare, bench, make_data; the loop, reports, plots."""
+import json
 import os
 
 
@@ -82,6 +83,20 @@ def os_error_line(err: OSError) -> str:
   if err.strerror:
     return err.strerror + (f": {err.filename}" if err.filename else "")
   return " ".join(text.split())
+
+
+def earlier_output(path: str, looks_ours, default):
+  """What an earlier run of a command wrote to ``path`` (a JSON file), ``default`` where
+  there is none, or ``BadFlag`` where the file is not that command's (``looks_ours(data)``
+  false): a rerun into a workdir adds to its table."""
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    data = json.load(f)
+  if not looks_ours(data):
+    raise BadFlag(f"{path} is not a {os.path.basename(path)} of this command: give another "
+                  "--workdir")
+  return data
 
 
 def seeds_of(values, flag: str = "seeds") -> list[int]:

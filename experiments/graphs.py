@@ -270,14 +270,9 @@ def main(argv):
   json_path = os.path.join(_WORKDIR.value, "graphs.json")
   # Records of earlier runs into this workdir are kept (a rerun of the same setting, seed
   # and method replaces its record): a run of one more method or seed adds to the table.
-  records, descriptions = [], {}
-  if os.path.exists(json_path):
-    with open(json_path) as f:
-      earlier = json.load(f)
-    if not (isinstance(earlier, dict) and "records" in earlier):
-      raise experiments.BadFlag(f"{json_path} is not a graphs.json of this command: give "
-                                "another --workdir")
-    records, descriptions = earlier["records"], earlier.get("settings", {})
+  earlier = experiments.earlier_output(
+      json_path, lambda d: isinstance(d, dict) and "records" in d, {"records": []})
+  records, descriptions = earlier["records"], earlier.get("settings", {})
   key = lambda r: (r["setting"], r["seed"], r["method"])
   for setting in settings:
     for seed in seeds:
@@ -295,8 +290,7 @@ def main(argv):
           "records of earlier runs into this workdir)\n\n"
           f"{table(records)}\n\n{CONVENTIONS}\n\nSettings:\n\n"
           + "".join(f"* {s}: {d}\n" for s, d in descriptions.items()))
-  with open(os.path.join(_WORKDIR.value, "graphs.md"), "w") as f:
-    f.write(text)
+  writers.write_text_atomic(os.path.join(_WORKDIR.value, "graphs.md"), text)
   plot(records, os.path.join(_WORKDIR.value, "graphs.png"))
   print(table(records))
 

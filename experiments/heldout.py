@@ -133,14 +133,7 @@ def run_one(name: str, seed: int, n_rows: int, graph: str = "given") -> dict:
 
 def earlier_rows(path: str) -> list:
   """The rows an earlier run wrote to ``path`` (none where there is no such file)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = json.load(f)
-  if not isinstance(rows, list):
-    raise experiments.BadFlag(f"{path} is not a heldout.json of this command: give another "
-                              "--workdir")
-  return rows
+  return experiments.earlier_output(path, lambda rows: isinstance(rows, list), [])
 
 
 def _row_key(row: dict) -> tuple:

@@ -135,19 +135,11 @@ def unsupported_regimes(fit, x, names=None) -> tuple[dict, str | None]:
 
 
 def owned_parameters(fit) -> np.ndarray:
-  """``[K]``: the parameters only regime ``k`` uses (what dropping it saves): its prior
-  logit, and its own copies of mechanisms: the structured latent's intervened copy of
-  node ``k - 1``, the sparse latent's copies where its gates are on, the free latent's
-  whole SCM. (The structured latent's regime 0 owns its logit alone.)"""
+  """``[K]`` float64: the parameters only each regime of ``fit`` uses
+  (``parameters.per_regime``)."""
   from vcm_jax import parameters
-  copy, _ = (np.asarray(a, np.float64) for a in
-             parameters.per_mechanism(fit.model.cfg, fit.parent_mask))
-  k = fit.n_regimes
-  if fit.model.structured:
-    return 1.0 + np.concatenate([[0.0], copy])
-  if fit.model.sparse:
-    return 1.0 + np.asarray(fit.model.gates_on(fit.result.params), np.float64) @ copy
-  return np.full(k, 1.0 + copy.sum())
+  return np.asarray(parameters.per_regime(fit.model, fit.result.params, fit.parent_mask),
+                    np.float64)
 
 
 def regimes_not_paying(fit, ll, names=None) -> list[dict]:

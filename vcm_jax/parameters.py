@@ -55,3 +55,17 @@ def count(model, params, parent_mask, n_active=None):
       on = on & (jnp.arange(on.shape[0]) < n_active)[:, None]
     return trunk.sum() + copy.sum() + (on * copy).sum() + k - 1
   return trunk.sum() + k * copy.sum() + k - 1
+
+
+def per_regime(model, params, parent_mask):
+  """``[K]`` (jit-safe): the parameters only regime ``k`` uses, what a model without it
+  saves: its prior weight, and its own copies of mechanisms: the structured latent's
+  intervened copy of node ``k - 1`` (regime 0 owns its weight alone), the sparse
+  latent's copies where its gates are on, the free latent's whole SCM. ``count`` with
+  one regime fewer (``n_active``) is ``count`` less the last regime's."""
+  copy, _ = per_mechanism(model.cfg, parent_mask)
+  if model.structured:
+    return 1.0 + jnp.concatenate([jnp.zeros(1), copy])
+  if model.sparse:
+    return 1.0 + model.gates_on(params).astype(copy.dtype) @ copy
+  return jnp.full(model.n_categories, 1.0 + copy.sum())
