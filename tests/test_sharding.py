@@ -1,4 +1,4 @@
-"""Runs sharded over 8 (forced host) devices give the per-run results of an unsharded run."""
+"""Runs sharded over 4 (forced host) devices give the per-run results of an unsharded run."""
 import ast
 import json
 import os
@@ -16,10 +16,11 @@ import cli_runs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/test.py made cheaper: the point is equal numbers sharded and unsharded, not a
-# good fit (compilation and start-up are most of a run: 60 steps on 800 rows).
+# good fit (compilation and start-up are most of a run: 40 steps on 800 rows; 4 runs, the
+# fewest that fill both axes of a 2 x 2 mesh).
 SMALL = ["--config=configs/test.py", "--config.plots=False", "--config.scm.n_train=800",
          "--config.scm.n_test=200", "--config.train.batch_size=200",
-         "--config.train.num_steps=60", "--config.train.pooled_steps=20"]
+         "--config.train.num_steps=40", "--config.train.pooled_steps=10"]
 
 
 def _start(popen, workdir, devices, *args, log=None):
@@ -35,8 +36,8 @@ def _start(popen, workdir, devices, *args, log=None):
   return proc, log
 
 
-def _eight(popen, workdir, *extra):
-  return _start(popen, workdir, 8, *SMALL, "--config.num_runs=8",
+def _four(popen, workdir, *extra):
+  return _start(popen, workdir, 4, *SMALL, "--config.num_runs=4",
                 "--config.train.checkpoint_every=0", *extra)
 
 
@@ -46,12 +47,12 @@ def _eight(popen, workdir, *extra):
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-  """The per-run entries of the unsharded run of the 8 runs: ``driver.run`` on SMALL (the
+  """The per-run entries of the unsharded run of the 4 runs: ``driver.run`` on SMALL (the
   command's path)."""
   from configs import test as test_config
   from experiments import driver
   config = test_config.get_config()
-  for flag in SMALL[1:] + ["--config.num_runs=8", "--config.train.checkpoint_every=0"]:
+  for flag in SMALL[1:] + ["--config.num_runs=4", "--config.train.checkpoint_every=0"]:
     name, value = flag.removeprefix("--config.").split("=")
     *groups, key = name.split(".")
     node = config
@@ -68,16 +69,16 @@ def _free_port():
 
 
 def _runs(folder, popen):
-  # Both mesh axes at once (runs over 4 devices, each run's rows over 2: a mesh of the
+  # Both mesh axes at once (runs over 2 devices, each run's rows over 2: a mesh of the
   # runs alone, data = 1, is its special case), then over two processes below.
-  status, out = cli_runs.finish(_eight(popen, folder / "runs4_data2", "--config.mesh.runs=4",
-                                       "--config.mesh.data=2"))
+  status, out = cli_runs.finish(_four(popen, folder / "runs2_data2", "--config.mesh.runs=2",
+                                      "--config.mesh.data=2"))
   assert status == 0, out[-2000:]
-  results = {"runs4_data2": cli_runs.runs(folder / "runs4_data2")}
-  # The same 8 runs, by two processes of 2 devices each (checkpoints on: only
+  results = {"runs2_data2": cli_runs.runs(folder / "runs2_data2")}
+  # The same 4 runs, by two processes of 2 devices each (checkpoints on: only
   # process 0 writes them).
   port = _free_port()
-  multi = [_start(popen, folder / "multi", 2, *SMALL, "--config.num_runs=8",
+  multi = [_start(popen, folder / "multi", 2, *SMALL, "--config.num_runs=4",
                   "--config.train.log_every=20", "--distributed",
                   f"--coordinator_address=localhost:{port}", "--num_processes=2",
                   f"--process_id={i}", "--config.mesh.runs=2", "--config.mesh.data=2",
@@ -95,9 +96,9 @@ def _runs(folder, popen):
 @pytest.mark.early(job=_runs)
 def test_sharded_runs_match_unsharded(early, plain):
   results, _ = early
-  assert len(plain) == 8
-  assert len(results["runs4_data2"]) == 8
-  for one, sharded in zip(plain, results["runs4_data2"]):
+  assert len(plain) == 4
+  assert len(results["runs2_data2"]) == 4
+  for one, sharded in zip(plain, results["runs2_data2"]):
     assert one.keys() == sharded.keys()
     for key, value in one.items():
       if isinstance(value, float):
@@ -110,20 +111,20 @@ def test_sharded_runs_match_unsharded(early, plain):
 def test_two_processes_match_one(early, plain):
   """``--distributed`` over two CPU processes (2 devices each; runs split across the
   processes, each run's batch across a process's devices) gives one process's results
-  (the unsharded run of the same 8 runs), and only process 0 writes."""
+  (the unsharded run of the same 4 runs), and only process 0 writes."""
   results, steps = early
-  assert len(results["multi"]) == 8
+  assert len(results["multi"]) == 4
   for a, b in zip(plain, results["multi"]):
     assert a.keys() == b.keys()
     for key, value in a.items():
       assert b[key] == (pytest.approx(value, rel=1e-4, abs=1e-4) if isinstance(value, float)
                         else value), key
   # One writer: each logged step appears once (two appending processes would double them).
-  assert steps == [0, 20, 40, 59]
+  assert steps == [0, 20, 39]
 
 
 def _bad_mesh(folder, popen):
-  status, out = cli_runs.finish(_eight(popen, folder / "bad", "--config.mesh.runs=3"))
+  status, out = cli_runs.finish(_four(popen, folder / "bad", "--config.mesh.runs=3"))
   return status, out, (folder / "bad" / "metrics.json").exists()
 
 
@@ -131,7 +132,7 @@ def _bad_mesh(folder, popen):
 def test_mesh_that_does_not_divide_is_one_line_error(early):
   status, out, wrote = early
   assert status != 0
-  assert "num_runs=8 is not divisible by mesh.runs=3" in out
+  assert "num_runs=4 is not divisible by mesh.runs=3" in out
   assert "Traceback" not in out
   assert not wrote
 
