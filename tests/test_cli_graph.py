@@ -118,6 +118,9 @@ def test_learns_the_graph_without_a_graph_file_and_repairs_a_given_one(data_csv,
   added = [c for c in changes if (c["change"], c["source"], c["target"]) == ("added", "A", "C")]
   assert added and added[0]["gain"] > 0, changes
   assert "graph change from the given graph: added A -> C" in log
+  # round 0 is the given graph scored: its edges are not listed as added (they had been)
+  first = summary["graph_learning"]["rounds"][0]
+  assert first["n_edges"] == 3 and first["added"] == first["removed"] == first["reversed"] == []
   repair = summary["graph_learning"]["repair"]  # which E-step, and why, said and recorded
   assert f"graph repair with the {repair['latent']} latent: {repair['why']}" in log
   if "bic_free_target" in repair:  # the check failed on the given graph: the higher BIC's
@@ -185,3 +188,18 @@ def test_the_commands_verdict_names_dropped_regimes_in_regimes_json_ids():
   assert [d["regime"] for d in out["regimes_not_paying"]] == [1, 4]
   assert support["regimes_not_paying"][0]["regime"] == 0  # (the summary given is unchanged)
   assert own_data.renumbered({"supported": False}, order) == {"supported": False}
+
+
+@pytest.mark.fast
+def test_the_reorient_record_says_whether_the_graph_returned_has_each_reversal():
+  """A reversal ``reorient`` kept and a later stage undid reads ``reversed_in_graph``
+  False; one the graph returned has, True; the learned graph's own entry has none."""
+  from vcm_jax import learn
+  tried = [{"edge": None, "bic": -10.0}, {"edge": [0, 1], "bic": -5.0},
+           {"edge": [1, 2], "bic": -7.0}]
+  adj = np.array([[0, 1, 0], [0, 0, 0], [0, 1, 0]])  # A -> B kept, C -> B: B -> C reversed
+  out = learn.reorient_record(tried, adj, ["A", "B", "C"])
+  assert out[0] == {"edge": None, "bic": -10.0}
+  assert out[1]["edge"] == ["A", "B"] and out[1]["reversed_in_graph"] is False
+  assert out[2]["edge"] == ["B", "C"] and out[2]["reversed_in_graph"] is True
+  assert tried[1]["edge"] == [0, 1]  # (the record given is left as it was)

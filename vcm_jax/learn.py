@@ -397,7 +397,8 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   (from ``start``, each with its score gain), "max_parents": the family table's cap (a
   node may have more, ``structure.grown_at_cap``), "score": the BIC of
   the model that chose the graph, "n_regimes_tried": [{"k", "bic", "n_edges"}] and
-  "reoriented" (``reorient``'s record, where an edge was undecided; learning only) and
+  "reoriented" (``reorient``'s record, where an edge was undecided; learning only; each
+  reversal tried with ``reversed_in_graph``, whether the graph returned has it) and
   "refined" (``refine``'s record; learning where the table holds every parent set)}``;
   edges and changes name nodes by ``names``."""
   from vcm_jax import choose  # (it imports api, which imports this module)
@@ -463,12 +464,22 @@ def learn_graph(key, x, base: FitConfig, *, start=None, max_parents: int = 0,
   if refined is not None:
     out["refined"] = dict(refined, rounds=[dict(r, **moves(r)) for r in refined["rounds"]])
   if reoriented is not None:
-    out["reoriented"] = [dict(t, edge=None if t["edge"] is None else edge(t["edge"]))
-                         for t in reoriented]
+    out["reoriented"] = reorient_record(reoriented, found.adj, names)
   if start is not None:
     out["changes"] = changes_from(found.family, np.asarray(start), found.adj, names)
     out["repair"] = repair
   return out
+
+
+def reorient_record(tried: list, adj, names) -> list:
+  """``reorient``'s record as ``learn_graph`` returns it: edges by name, and each reversal
+  tried with ``reversed_in_graph``, whether ``adj`` (the graph returned) has it (a later
+  stage, structural EM under the regime model, may undo the reversal ``reorient`` kept)."""
+  adj = np.asarray(adj) > 0
+  return [dict(t, edge=None) if t["edge"] is None else
+          dict(t, edge=[names[t["edge"][0]], names[t["edge"][1]]],
+               reversed_in_graph=bool(adj[t["edge"][1], t["edge"][0]]))
+          for t in tried]
 
 
 def _fits_by_graph(key, xs, cfg: FitConfig, fits: dict | None = None):

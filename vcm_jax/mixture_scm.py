@@ -161,7 +161,7 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
   e_step = _e_step_of(x, penalty=penalty, var_floor=var_floor, quantiles=quantiles)
   q = np.asarray(weights, np.float64)
   adj = np.zeros((n, n), np.int32) if start is None else (np.asarray(start) > 0).astype(np.int32)
-  prev = np.zeros((n, n), np.int32)
+  prev = adj  # (round 0's edges added, removed, reversed: from the start, a repair's given graph)
   history, best = [], None
   for r in range(max_rounds):
     fam, own_table = structure.family_scores_free(x, q, max_parents=max_parents,

@@ -1092,7 +1092,8 @@ def structural_em(fit_regimes: Callable, x, *, start=None, max_rounds: int = 6,
 
   Returns:
     ``StructuralEM``; ``history[r]``: ``adj``, ``log_px``, the edges ``added``,
-    ``removed`` and ``reversed`` from the previous round's graph, and ``proposal_score``,
+    ``removed`` and ``reversed`` from the previous round's graph (round 0's: from the
+    start, none), and ``proposal_score``,
     the family score of the next graph under this round's posterior.
   """
   x = np.asarray(x)
@@ -1100,7 +1101,7 @@ def structural_em(fit_regimes: Callable, x, *, start=None, max_rounds: int = 6,
   adj = np.zeros((n, n), np.int32) if start is None else (np.asarray(start) > 0).astype(np.int32)
   history, seen = [], set()
   best = None
-  prev_adj = np.zeros((n, n), np.int32)
+  prev_adj = adj  # (round 0 is the start scored: no edge added, removed or reversed)
   for r in range(max_rounds):
     seen.add(adj.tobytes())
     weights, changes, log_px = fit_regimes(adj)
