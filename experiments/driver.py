@@ -2,6 +2,8 @@
 a fit of the user's own files (a ``data`` group)."""
 from __future__ import annotations
 
+import math
+
 import os
 import re
 
@@ -75,6 +77,9 @@ def validate_scm(s) -> None:
        f"{s.noise_high}")
   need(s.mlp_hidden >= 1, f"scm.mlp_hidden={s.mlp_hidden} must be >= 1")
   need(s.n_train >= 2 and s.n_test >= 1, "scm.n_train must be >= 2 and scm.n_test >= 1")
+  for key, value in s.items():  # (a NaN shift had run to the end and reported ARI 0)
+    if isinstance(value, float):
+      need(math.isfinite(value), f"scm.{key}={value} must be a finite number")
 
 
 def run(config, workdir: str) -> dict:

@@ -72,9 +72,13 @@ def run(config, workdir: str):
   for key in ("num_seeds", "n_train", "n_test"):  # (checked before anything is written)
     if key in config and not (isinstance(config[key], int) and config[key] >= 1):
       raise UserError(f"config: {key}={config[key]!r} must be a positive integer")
+  if "max_steps" in config and not (isinstance(config.max_steps, int) and config.max_steps >= 0):
+    raise UserError(f"config: max_steps={config.max_steps!r} must be an integer >= 0 (0: each "
+                    "recipe's own steps)")
   loop.check_seed(config)
   settings = {name: setting_scm(over) for name, over in config.settings.items()}
   for name, c in settings.items():  # the run command's own scm checks, before any work
+    c.n_train, c.n_test = config.n_train, config.n_test  # (the sizes every setting runs at)
     try:
       driver.validate_scm(c)
     except loop.UserError as err:

@@ -71,3 +71,24 @@ def test_rerun_resumes_without_refitting(compared):
   other.num_seeds = 3
   with pytest.raises(compare.UserError, match="different config"):
     compare.run(other, workdir)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("change, message", [
+    (dict(n_train=1), "scm.n_train must be >= 2 and scm.n_test >= 1 (setting easy)"),
+    (dict(max_steps=-5), "max_steps=-5 must be an integer >= 0"),
+    (dict(shift=float("nan")), "scm.shift=nan must be a finite number (setting easy)")])
+def test_impossible_values_are_one_line_errors_before_any_work(change, message, tmp_path):
+  """A new user's tour: a training set of one row (a traceback in the first fit), a
+  negative step budget (read as "the recipes' own steps") and a NaN shift (ARI 0 reported
+  as a result) ran; each is now one line before anything is written."""
+  from experiments import compare
+  c = _config()
+  if "shift" in change:
+    c.settings.easy.shift = change["shift"]
+  else:
+    c.update(change)
+  with pytest.raises(compare.UserError) as err:
+    compare.run(c, str(tmp_path / "out"))
+  assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+  assert not (tmp_path / "out").exists()
