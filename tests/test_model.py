@@ -326,3 +326,33 @@ def test_free_running_means_follow_the_dag():
         w[int(IDX[j, slot]), j] = p["w"][j, slot]
   want = p["b"] @ np.linalg.inv(np.eye(N) - w)
   np.testing.assert_allclose(mean[0], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("mechanism", ["linear", "mlp"])
+def test_a_swapped_reference_trades_the_two_regimes_likelihoods_exactly(mechanism):
+  """``model.swap_reference``: regime 0 and regime t + 1 trade likelihoods and prior
+  weights exactly (node t's two states exchanged); every other regime now reads node t
+  through its intervened state, and its other nodes as before."""
+  from vcm_jax import model as model_lib
+  dec = _decoder(mechanism)
+  x = jax.random.normal(jax.random.key(4), (7, N))
+  model = _model(dec)
+  p = {"decoder": _random_params(dec, 5),
+       "prior_logits": jax.nn.log_softmax(jnp.arange(N + 1.0))}
+  for t in range(N):
+    q = model_lib.swap_reference(p, t)
+    before, after = (np.asarray(model.regime_log_likelihoods(r, x, IDX, MASK)) for r in (p, q))
+    k = t + 1
+    np.testing.assert_allclose(after[:, [0, k]], before[:, [k, 0]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(q["prior_logits"])[[0, k]],
+                               np.asarray(p["prior_logits"])[[k, 0]])
+    others = [j for j in range(1, N + 1) if j != k]
+    assert not np.allclose(after[:, others], before[:, others])
+    # regime j (target j - 1) now reads t as regime k did before, the rest as before
+    states = lambda r, z: np.array(model.node_log_densities(
+        r, x, jax.nn.one_hot(jnp.full((7,), z), N + 1), IDX, MASK))
+    for j in others:
+      want = states(p, j)
+      want[:, t] = states(p, k)[:, t]
+      np.testing.assert_allclose(states(q, j), want, rtol=1e-5, atol=1e-5)

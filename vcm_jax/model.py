@@ -363,6 +363,25 @@ def split_regimes(key, params, n_regimes: int, *, sparse: bool, jitter: float = 
   return out
 
 
+def swap_reference(params, node: int):
+  """Structured-decoder parameters with ``node``'s observational and intervened states
+  exchanged, and the prior weights of regime 0 and regime ``node + 1`` with them: the two
+  regimes' likelihoods trade places exactly (an intervened state is the observational
+  one plus deltas that ``z`` switches on: ``db``, ``dw``, ``dlog_scale``, and ``z_kernel``
+  beside the first hidden layer's bias), while every other regime now reads ``node``
+  through its other state. A start for the reading in which regime ``node + 1``'s rows
+  are the observational ones (``choose``'s swap starts)."""
+  dec = dict(params["decoder"]["params"])
+  for base, delta in (("b", "db"), ("w", "dw"), ("log_scale", "dlog_scale"),
+                      ("bias_0", "z_kernel")):
+    if base in dec and delta in dec:
+      dec[base] = dec[base].at[node].add(dec[delta][node])
+      dec[delta] = dec[delta].at[node].set(-dec[delta][node])
+  pair = jnp.array([0, node + 1])
+  logits = params["prior_logits"]
+  return dict(params, decoder={"params": dec}, prior_logits=logits.at[pair].set(logits[pair[::-1]]))
+
+
 def sparse_from_structured(params, gate_logit: float):
   """Sparse-decoder parameters (K = N + 1) that hold a structured fit's model: the shared
   copy is its observational state, regime k's own copy its intervened state, and regime

@@ -407,11 +407,13 @@ def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
                      log_px - jacobian, elbo_value[best] - jacobian, steps_used,
                      state.stop.done[best])
 
-  def init_from(key, params, loc, scale) -> TrainState:
+  def init_from(key, params, loc, scale, each: bool = False) -> TrainState:
     """Every restart starts from one fit's ``params`` (no restart axis), in that fit's
     standardisation ``loc``, ``scale``: a fit that contains it, or the same model on
-    more rows, continues from it instead of starting over (its step stream from ``key``)."""
-    params = jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.restarts,) + a.shape), params)
+    more rows, continues from it instead of starting over (its step stream from ``key``).
+    ``each``: ``params`` has a restart axis, one start per restart."""
+    if not each:
+      params = jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.restarts,) + a.shape), params)
     key_data = jax.vmap(jax.random.key_data)(jax.random.split(key, cfg.restarts))
     return TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(optimizer.init)(params),
                       key_data, loc, scale, _initial_stop(cfg.restarts))
@@ -468,6 +470,17 @@ def continue_fit(key, start: FitResult, x, parent_idx, parent_mask, *,
   return end._replace(params=jax.tree.map(pick, first.params, end.params),
                       restart_log_px=pick(first.restart_log_px, end.restart_log_px),
                       train_elbo=pick(first.train_elbo, end.train_elbo))
+
+
+def continue_each(key, starts, loc, scale, x, parent_idx, parent_mask, *,
+                  trainer: Trainer) -> FitResult:
+  """A fit of raw data ``x`` whose restarts start from ``starts`` (parameters with a
+  restart axis of ``cfg.restarts``, in the units ``loc``, ``scale``), each trained to the
+  stopping rule; the best restart's, as ``fit_arrays`` (jit/vmap-safe)."""
+  begun = trainer.init_from(key, starts, loc, scale, each=True)
+  xs = units.to_standard(x, begun.loc, begun.scale)
+  state, history = run_to_stop(trainer, begun, xs, parent_idx, parent_mask)
+  return trainer.finish(state, xs, parent_idx, parent_mask, history)
 
 
 def fit_arrays(key, x, parent_idx, parent_mask, *, trainer: Trainer, n_active=None) -> FitResult:
