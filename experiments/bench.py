@@ -31,6 +31,10 @@ Cases:
       a fresh process: wall time, its peak RSS, ARI against the Bayes ceiling, and the
       time io.read_data takes on the CSV. The data (minutes to write at 10^6 rows) stay
       in DIR/data_ROWSxNODES and are reused; the run's outputs go to DIR/run_CASE.
+  outliers (not in the default list): the gross-error case, 10 nodes, 10000 rows, 50
+      cells moved by 25 sd: the default (gross errors from the plain fit) and a model
+      with them from the start, on clean and corrupted rows: ARI on the clean rows and
+      the share of corrupted / clean rows flagged.
   censored_t (not in the default list): one step of a censored sparse Student-t fit on
       Sachs (K = 8, batch 1000), its tails in closed form (dof 4) against betainc.
 """
@@ -76,7 +80,7 @@ def main(argv):
       row.update(devices=jax.device_count(), backend=jax.default_backend())
       with open(os.path.join(_WORKDIR.value, "bench.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
-      print(f"{row['name']:16s} " + "  ".join(
+      print(f"{row['name']:28s} " + "  ".join(
           f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
           for k, v in row.items() if k != "name"), flush=True)
   cases.print_vmap_ratios(all_rows)

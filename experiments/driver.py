@@ -104,8 +104,13 @@ def unknown_key(err: Exception, argv) -> str:
   first, _, hint = message.partition("\n")
   quoted = re.search(r"[\"']([^\"']+)[\"']", first)  # "'key'" or 'Key "key" does not...'
   name = quoted.group(1) if quoted else first.strip()
-  bad = [a.split("=")[0][2:] for a in argv
-         if a.startswith("--config.") and a.split("=")[0].endswith("." + name)]
+  paths = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
+  bad = [p for p in paths if p.endswith("." + name)] or [p for p in paths
+                                                         if f".{name}." in p]
   hint = hint.strip()
   hint = f" ({hint[0].lower()}{hint[1:]})" if hint else ""
+  given = [p for p in paths if bad and bad[0].startswith(p + ".")]
+  if given:  # (ml_collections applies a dotted override to the file's value, not to this one)
+    hint += (f" (a dotted override changes the config file's {given[0]!r}, not the one given "
+             f"on the command line: put the change in --{given[0]}=...)")
   return f"unknown config key {bad[0] if bad else name!r}{hint}"

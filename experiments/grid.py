@@ -108,6 +108,9 @@ def run(config, workdir: str):
   compiled, compile_seconds = {}, {}
   start = time.time()
   ablation_settings = config.ablation_settings.split(",")
+  if done:  # (a rerun says what it found, and fits only what is missing)
+    logging.info("%d (setting, method) pairs already in %s: not fitted again", len(done),
+                 partial_path)
   for s_name, c in settings.items():
     todo = [m for m in names if (s_name, m) not in done
             and (m not in methods.ABLATIONS or s_name in ablation_settings)]

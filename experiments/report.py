@@ -5,6 +5,7 @@ import os
 from collections import defaultdict
 
 import numpy as np
+from absl import logging
 
 RIVALS = ("paper", "paper_relaxed", "reference", "em", "gmm", "pooled")
 
@@ -111,7 +112,9 @@ def _plots(workdir, summary, settings, method_names, setting_names):
     groups[rest].append(s)
   group = max(groups.values(), key=len, default=[])
   by_shift = sorted((float(settings[s].get("shift", 10.0)), s) for s in group)
-  if len(by_shift) >= 2:
+  if len(by_shift) < 2:
+    logging.info("no ari_vs_shift.png: no two settings differ only in their shift")
+  else:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [sh for sh, _ in by_shift]
     ax.plot(xs, [summary[(s, method_names[0])]["bayes"] for _, s in by_shift], "k--", lw=2,

@@ -215,3 +215,19 @@ def test_compare_checks_its_settings_before_any_work(tmp_path):
     with pytest.raises(grid.UserError, match=words):
       grid.run(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.fast
+def test_an_override_under_a_value_given_on_the_command_line_says_why_it_names_no_key():
+  """ml_collections applies ``--config.settings.tiny.shift=5`` to the config file's
+  settings, not to a ``--config.settings={...}`` given beside it: the one line names the
+  flag and says so (it read "unknown config key 'tiny'", a key the user had just given)."""
+  from experiments import driver
+  argv = ["compare", '--config.settings={"tiny": {"n_nodes": 3}}',
+          "--config.settings.tiny.shift=5.0"]
+  line = driver.unknown_key(AttributeError(KeyError("'tiny'")), argv)
+  assert line.startswith("unknown config key 'config.settings.tiny.shift'"), line
+  assert "put the change in --config.settings=" in line
+  plain = driver.unknown_key(AttributeError(KeyError("'bogus'\nDid you mean 'batch'?")),
+                             ["run", "--config.train.bogus=1"])
+  assert plain == "unknown config key 'config.train.bogus' (did you mean 'batch'?)", plain
