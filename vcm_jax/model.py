@@ -378,8 +378,8 @@ def swap_reference(params, node: int):
       dec[base] = dec[base].at[node].add(dec[delta][node])
       dec[delta] = dec[delta].at[node].set(-dec[delta][node])
   pair = jnp.array([0, node + 1])
-  logits = params["prior_logits"]
-  return dict(params, decoder={"params": dec}, prior_logits=logits.at[pair].set(logits[pair[::-1]]))
+  logits = params["prior_logits"].at[pair].set(params["prior_logits"][pair[::-1]])
+  return dict(params, decoder={"params": dec}, prior_logits=logits)
 
 
 def sparse_from_structured(params, gate_logit: float):

@@ -208,7 +208,7 @@ class Trainer(NamedTuple):
   init: Any       # (key, x, parent_idx, parent_mask) -> TrainState
   run_steps: Any  # (state, xs, parent_idx, parent_mask, num_steps) -> (state, history)
   finish: Any     # (state, xs, parent_idx, parent_mask[, history]) -> FitResult
-  init_from: Any = None  # (key, params, loc, scale) -> TrainState: a warm start
+  init_from: Any = None  # (key, params, loc, scale[, each]) -> TrainState: a warm start
 
 
 def make_trainer(cfg: FitConfig, *, n_nodes: int, max_parents: int) -> Trainer:
