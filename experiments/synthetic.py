@@ -7,6 +7,7 @@ chunks only to log and checkpoint (``experiments.loop``).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import NamedTuple
@@ -65,6 +66,25 @@ def _summary(runs: list[dict]) -> dict:
                                     / max(np.mean([r["bayes_ari"] for r in runs]), 1e-12))
   out["observational_identified"] = int(sum(r["observational_identified"] for r in runs))
   return out
+
+
+def written_or_kept(path: str, payload: dict, *, write: bool = True) -> dict:
+  """``payload`` written to ``path`` (metrics.json) and returned, or, where the file
+  already holds the same runs' results, that file's contents, left as they are: a rerun
+  of a finished run (the same config: ``loop.prepare_workdir``) reads its last
+  checkpoint and scores the same runs, and had rewritten the file with its own few
+  seconds as the run's wall time."""
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+  except (OSError, ValueError):
+    earlier = None
+  if isinstance(earlier, dict) and earlier.get("runs") == payload["runs"]:
+    logging.info("the runs' results are those in %s: kept as written", path)
+    return earlier
+  if write:
+    io.write_json_atomic(path, payload)
+  return payload
 
 
 def run(config, workdir: str) -> dict:
@@ -126,8 +146,8 @@ def run(config, workdir: str) -> dict:
                config.num_runs, wall)
   payload = {"runs": runs, "summary": summary, "wall_seconds": wall,
              "config": config.to_dict(), "backend": jax.default_backend()}
-  if sharding.is_primary():  # several hosts: one writer, all of them computed
-    io.write_json_atomic(os.path.join(workdir, "metrics.json"), payload)
-    if config.plots:
-      plots.write_all(workdir, log.rows(), details)
-  return payload
+  kept = written_or_kept(os.path.join(workdir, "metrics.json"), payload,
+                         write=sharding.is_primary())  # (several hosts: one writer)
+  if kept is payload and sharding.is_primary() and config.plots:
+    plots.write_all(workdir, log.rows(), details)
+  return kept

@@ -1,5 +1,6 @@
 """End to end: the CLI's run of configs/test.py (the one tests/test_resume.py runs whole),
 and the CLI's input errors."""
+import json
 import math
 import os
 import subprocess
@@ -231,3 +232,21 @@ def test_an_override_under_a_value_given_on_the_command_line_says_why_it_names_n
   plain = driver.unknown_key(AttributeError(KeyError("'bogus'\nDid you mean 'batch'?")),
                              ["run", "--config.train.bogus=1"])
   assert plain == "unknown config key 'config.train.bogus' (did you mean 'batch'?)", plain
+
+
+@pytest.mark.fast
+def test_a_rerun_of_a_finished_run_keeps_its_metrics_as_written(tmp_path):
+  """metrics.json that holds the same runs' results is kept as written, its first wall
+  time with it (a rerun of a finished run had rewritten it with its own few seconds);
+  other results are written."""
+  from experiments import synthetic
+  path = str(tmp_path / "metrics.json")
+  first = {"runs": [{"seed": 0, "ari": 0.5}], "wall_seconds": 30.0}
+  assert synthetic.written_or_kept(path, first) is first
+  written = (tmp_path / "metrics.json").read_bytes()
+  rerun = dict(first, wall_seconds=2.0)
+  assert synthetic.written_or_kept(path, rerun) == first
+  assert (tmp_path / "metrics.json").read_bytes() == written
+  other = {"runs": [{"seed": 0, "ari": 0.6}], "wall_seconds": 2.0}
+  assert synthetic.written_or_kept(path, other) is other
+  assert json.loads((tmp_path / "metrics.json").read_text()) == other
