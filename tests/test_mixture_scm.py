@@ -485,3 +485,22 @@ def test_the_exact_polish_keeps_the_tables_optimum_where_its_bic_is_higher():
   assert len(history[0]["added"]) == out[0].sum()
   again = mixture_scm._exact_polish(x, e_step, out, history=history, **kwargs)
   assert again is out and len(history) == 1
+
+
+def test_structural_em_stops_where_two_graphs_come_in_turn(monkeypatch):
+  """A search that returns X0 -> X1 and X1 -> X0 in turn (a tied edge; a tour's run went
+  to max_rounds flipping it) stops once each graph has come twice, saying so, and keeps
+  the better of the two."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 2))
+  x[:, 1] += 0.8 * x[:, 0]
+  weights = np.full((300, 2), 0.5)
+  forward, back = np.array([[0, 1], [0, 0]], np.int32), np.array([[0, 0], [1, 0]], np.int32)
+  turns = iter([forward, back] * 10)
+  monkeypatch.setattr(st, "search", lambda *a, **k: next(turns))
+  run = mixture_scm.structural_em(x, weights, max_parents=1, max_rounds=20, report=False,
+                                  prune=False, method="hill")
+  assert len(run.history) == 4 and run.history[-1]["stop"] == "two graphs in turn", [
+      h.get("stop") for h in run.history]
+  best = max(run.history, key=lambda h: h["log_px"])
+  assert np.array_equal(run.adj, best["adj"])

@@ -197,6 +197,12 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
     if r >= patience and all(np.array_equal(adj, h["adj"]) for h in history[-patience - 1:]):
       entry["stop"] = f"graph unchanged for {patience} rounds"
       break
+    # Two graphs in turn, twice (a tied edge flipped every round): the best is kept, and
+    # the rounds left would only go on flipping it (a tour: to max_rounds every time).
+    if len(history) >= 4 and all(np.array_equal(history[-i]["adj"], history[-i - 2]["adj"])
+                                 for i in (1, 2)):
+      entry["stop"] = "two graphs in turn"
+      break
     prev = adj
   if method == "auto" and structure.AUTO_EXACT_NODES < n <= structure.MAX_EXACT_NODES:
     best = _exact_polish(x, e_step, best, cap=max_parents, candidates=candidates,
