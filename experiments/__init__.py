@@ -91,9 +91,13 @@ def earlier_output(path: str, looks_ours, default):
   false): a rerun into a workdir adds to its table."""
   if not os.path.exists(path):
     return default
-  with open(path) as f:
-    data = json.load(f)
-  if not looks_ours(data):
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    ours = looks_ours(data)
+  except (ValueError, KeyError, TypeError, AttributeError):  # (damaged or edited by hand)
+    ours = False
+  if not ours:
     raise BadFlag(f"{path} is not a {os.path.basename(path)} of this command: give another "
                   "--workdir")
   return data
@@ -119,9 +123,13 @@ def seeds_of(values, flag: str = "seeds") -> list[int]:
 
 
 def names_known(given, known, what: str) -> None:
-  """``BadFlag`` where ``given`` is empty or names something not in ``known``."""
+  """``BadFlag`` where ``given`` is empty, names something not in ``known`` or names
+  something twice (as ``seeds_of``: a method given twice had run twice)."""
   if not given:
     raise BadFlag(f"no {what} given; known: {sorted(known)}")
   unknown = [g for g in given if g not in known]
   if unknown:
     raise BadFlag(f"unknown {what} {unknown}; known: {sorted(known)}")
+  twice = sorted({g for g in given if list(given).count(g) > 1})
+  if twice:
+    raise BadFlag(f"{what} {twice} given twice")

@@ -271,7 +271,8 @@ def main(argv):
   # Records of earlier runs into this workdir are kept (a rerun of the same setting, seed
   # and method replaces its record): a run of one more method or seed adds to the table.
   earlier = experiments.earlier_output(
-      json_path, lambda d: isinstance(d, dict) and "records" in d, {"records": []})
+      json_path, lambda d: isinstance(d["records"], list) and all(
+          {"setting", "seed", "method"} <= set(r) for r in d["records"]), {"records": []})
   records, descriptions = earlier["records"], earlier.get("settings", {})
   key = lambda r: (r["setting"], r["seed"], r["method"])
   for setting in settings:

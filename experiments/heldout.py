@@ -133,7 +133,8 @@ def run_one(name: str, seed: int, n_rows: int, graph: str = "given") -> dict:
 
 def earlier_rows(path: str) -> list:
   """The rows an earlier run wrote to ``path`` (none where there is no such file)."""
-  return experiments.earlier_output(path, lambda rows: isinstance(rows, list), [])
+  return experiments.earlier_output(path, lambda rows: isinstance(rows, list) and all(
+      {"family", "seed", "rows"} <= set(r) for r in rows), [])
 
 
 def _row_key(row: dict) -> tuple:

@@ -150,6 +150,8 @@ def test_entry_points_name_a_bad_flag_value_in_one_line():
     experiments.names_known(["a", "bogus"], ("b", "a"), "families")
   with pytest.raises(experiments.BadFlag, match=r"no families given; known: \['a', 'b'\]"):
     experiments.names_known([], ("b", "a"), "families")
+  with pytest.raises(experiments.BadFlag, match=r"methods \['a'\] given twice"):
+    experiments.names_known(["a", "b", "a"], ("b", "a"), "methods")  # (it had run twice)
   # an OSError in one line: a read-only workdir, a config file that did not load
   assert experiments.os_error_line(OSError(30, "Read-only file system", "/x/config.json")) \
       == "Read-only file system: /x/config.json"
@@ -250,3 +252,18 @@ def test_a_rerun_of_a_finished_run_keeps_its_metrics_as_written(tmp_path):
   other = {"runs": [{"seed": 0, "ari": 0.6}], "wall_seconds": 2.0}
   assert synthetic.written_or_kept(path, other) is other
   assert json.loads((tmp_path / "metrics.json").read_text()) == other
+
+
+@pytest.mark.fast
+def test_an_earlier_output_that_is_damaged_is_one_line_not_a_traceback(tmp_path):
+  """graphs.json or heldout.json cut short or edited by hand: ``BadFlag`` naming the
+  file (a JSONDecodeError or a KeyError traceback before); an intact one is read."""
+  import experiments
+  from experiments import heldout
+  path = tmp_path / "heldout.json"
+  for text in ('[{"family": "physical", ', '[{"foo": 1}]', '{"records": []}'):
+    path.write_text(text)
+    with pytest.raises(experiments.BadFlag, match="is not a heldout.json of this command"):
+      heldout.earlier_rows(str(path))
+  path.write_text('[{"family": "physical", "seed": 0, "rows": 100}]')
+  assert heldout.earlier_rows(str(path)) == [{"family": "physical", "seed": 0, "rows": 100}]
