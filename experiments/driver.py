@@ -3,7 +3,6 @@ a fit of the user's own files (a ``data`` group)."""
 from __future__ import annotations
 
 import math
-
 import os
 import re
 

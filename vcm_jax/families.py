@@ -11,8 +11,9 @@ log-likelihood (computed on the stored values, in float64) is that of the data g
 
 Families (``FAMILIES``):
 
-* ``physical`` (``physical_system``): three actuators with truncated-normal ranges; near-deterministic
-  linear sensors (read-out noise 5% of the signal's spread); a sensor that reads an
+* ``physical`` (``physical_system``): three actuators with truncated-normal ranges;
+  near-deterministic linear sensors (read-out noise 5% of the signal's spread); a sensor
+  that reads an
   input times the cosine of the difference of two others; a sensor that saturates at a
   hard ceiling (cells at the ceiling carry the Gaussian tail ``P(latent >= c)``).
   Regimes shift an actuator, double or halve a sensor's gain, double a reading (the
