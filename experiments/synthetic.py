@@ -70,7 +70,8 @@ def _summary(runs: list[dict]) -> dict:
 
 def written_or_kept(path: str, payload: dict, *, write: bool = True) -> dict:
   """``payload`` written to ``path`` (metrics.json) and returned, or, where the file
-  already holds the same runs' results, that file's contents, left as they are: a rerun
+  already holds the same runs' results and summary, that file's contents, left as they
+  are: a rerun
   of a finished run (the same config: ``loop.prepare_workdir``) reads its last
   checkpoint and scores the same runs, and had rewritten the file with its own few
   seconds as the run's wall time."""
@@ -79,7 +80,7 @@ def written_or_kept(path: str, payload: dict, *, write: bool = True) -> dict:
       earlier = json.load(f)
   except (OSError, ValueError):
     earlier = None
-  if isinstance(earlier, dict) and earlier.get("runs") == payload["runs"]:
+  if isinstance(earlier, dict) and all(earlier.get(k) == payload[k] for k in ("runs", "summary")):
     logging.info("the runs' results are those in %s: kept as written", path)
     return earlier
   if write:
@@ -148,6 +149,6 @@ def run(config, workdir: str) -> dict:
              "config": config.to_dict(), "backend": jax.default_backend()}
   kept = written_or_kept(os.path.join(workdir, "metrics.json"), payload,
                          write=sharding.is_primary())  # (several hosts: one writer)
-  if kept is payload and sharding.is_primary() and config.plots:
+  if sharding.is_primary() and config.plots:  # (also where kept: plots lost or never made)
     plots.write_all(workdir, log.rows(), details)
   return kept

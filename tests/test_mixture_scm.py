@@ -504,3 +504,10 @@ def test_structural_em_stops_where_two_graphs_come_in_turn(monkeypatch):
       h.get("stop") for h in run.history]
   best = max(run.history, key=lambda h: h["log_px"])
   assert np.array_equal(run.adj, best["adj"])
+  # not where one graph holds, nor while the score still rises (a review's cases)
+  rounds = lambda graphs, scores: [dict(adj=g, log_px=v) for g, v in zip(graphs, scores)]
+  flat, rising = [-900.0, -890.0, -900.0, -890.0], [-900.0, -890.0, -880.0, -870.0]
+  assert mixture_scm.two_graphs_in_turn(rounds([forward, back] * 2, flat), 1.0)
+  assert not mixture_scm.two_graphs_in_turn(rounds([forward, back] * 2, rising), 1.0)
+  assert not mixture_scm.two_graphs_in_turn(rounds([forward] * 4, flat), 1.0)
+  assert not mixture_scm.two_graphs_in_turn(rounds([forward, back] * 2, flat)[1:], 1.0)

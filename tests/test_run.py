@@ -243,15 +243,18 @@ def test_a_rerun_of_a_finished_run_keeps_its_metrics_as_written(tmp_path):
   other results are written."""
   from experiments import synthetic
   path = str(tmp_path / "metrics.json")
-  first = {"runs": [{"seed": 0, "ari": 0.5}], "wall_seconds": 30.0}
+  first = {"runs": [{"seed": 0, "ari": 0.5}], "summary": {}, "wall_seconds": 30.0}
   assert synthetic.written_or_kept(path, first) is first
   written = (tmp_path / "metrics.json").read_bytes()
   rerun = dict(first, wall_seconds=2.0)
   assert synthetic.written_or_kept(path, rerun) == first
   assert (tmp_path / "metrics.json").read_bytes() == written
-  other = {"runs": [{"seed": 0, "ari": 0.6}], "wall_seconds": 2.0}
+  other = {"runs": [{"seed": 0, "ari": 0.6}], "summary": {}, "wall_seconds": 2.0}
   assert synthetic.written_or_kept(path, other) is other
   assert json.loads((tmp_path / "metrics.json").read_text()) == other
+  # the same runs with another summary (a library that summarises anew): written
+  summarised = dict(other, summary={"ari": {"mean": 0.6}})
+  assert synthetic.written_or_kept(path, summarised) is summarised
 
 
 @pytest.mark.fast

@@ -853,7 +853,7 @@ def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelCh
 
 def swap_starts(key, fit: api.Fit, x, tolerance: float, names=None):
   """A single-target ``fit`` continued from each start that exchanges its observational
-  regime with a regime k that holds rows (``model.swap_reference``: regime k's rows read
+  regime with a regime k of prior weight above 0 (``model.swap_reference``: k's rows read
   as the observational ones, regime 0's as the intervention on k's node), all in one
   program (a start a restart); the best is kept where its ``log p(x)`` on ``x`` beats the
   fit's by more than ``tolerance`` nats a row. Returns ``(fit, record)``: the record has

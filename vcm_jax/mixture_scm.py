@@ -118,6 +118,18 @@ def n_params(adj, own, nonlinear=None, n_knots: int = 0) -> int:
   return int(((size + 2) * copies).sum() + own.shape[0] - 1)
 
 
+def two_graphs_in_turn(history, tol: float) -> bool:
+  """Whether ``structural_em``'s last four rounds are two different graphs in turn, twice,
+  the score no higher than two rounds before (by more than ``tol`` nats): a tied edge
+  flipped every round, which the rounds left would only go on flipping (a tour: to
+  max_rounds every time); the best round is kept."""
+  if len(history) < 4:
+    return False
+  same = lambda i, j: np.array_equal(history[i]["adj"], history[j]["adj"])
+  return (not same(-1, -2) and same(-1, -3) and same(-2, -4)
+          and history[-1]["log_px"] <= history[-3]["log_px"] + tol)
+
+
 def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: int = 3,
                   candidates=None, penalty="bic", method: str = "auto", var_floor: float = 1e-6,
                   tol: float = 1e-4, patience: int = 3, param_iters: int = 5,
@@ -197,10 +209,7 @@ def structural_em(x, weights, *, start=None, max_rounds: int = 20, max_parents: 
     if r >= patience and all(np.array_equal(adj, h["adj"]) for h in history[-patience - 1:]):
       entry["stop"] = f"graph unchanged for {patience} rounds"
       break
-    # Two graphs in turn, twice (a tied edge flipped every round): the best is kept, and
-    # the rounds left would only go on flipping it (a tour: to max_rounds every time).
-    if len(history) >= 4 and all(np.array_equal(history[-i]["adj"], history[-i - 2]["adj"])
-                                 for i in (1, 2)):
+    if two_graphs_in_turn(history, tol * s):
       entry["stop"] = "two graphs in turn"
       break
     prev = adj
