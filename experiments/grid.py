@@ -32,7 +32,8 @@ def setting_scm(overrides) -> "ml_collections.ConfigDict":
 
 
 def simulate_setting(config, name, c):
-  """Graphs, SCMs and data of every seed of one setting (one vmapped call), and the ceiling."""
+  """Graphs, SCMs and data of every seed of one setting (one vmapped call), and the ceiling
+  (``c`` at the grid's sizes: ``run`` sets them before its checks)."""
   key = jax.random.fold_in(jax.random.key(config.seed), _stable_hash(name))
   k_graph, k_data = jax.random.split(key)
   adjs = jax.vmap(lambda k: graphs.sample_er_dag(k, n_nodes=c.n_nodes, edge_prob=c.edge_prob))(
@@ -42,7 +43,6 @@ def simulate_setting(config, name, c):
   max_parents = min(c.n_nodes - 1, 8) if c.n_nodes > 1 else 1
   if graphs.max_in_degree(adjs) > max_parents:
     max_parents = graphs.max_in_degree(adjs)
-  c.n_train, c.n_test = config.n_train, config.n_test
   data = jax.jit(jax.vmap(lambda k, a: synthetic.simulate(k, a, c, max_parents=max_parents)))(
       jax.random.split(k_data, config.num_seeds), adjs)
   bayes_ari = jax.jit(jax.vmap(lambda d: evaluate.bayes_ceiling(

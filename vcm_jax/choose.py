@@ -881,8 +881,8 @@ def swap_starts(key, fit: api.Fit, x, tolerance: float, names=None):
             "start continued", len(nodes))
   starts = jax.tree.map(lambda *a: jnp.stack(a), *[
       model_lib.swap_reference(fit.result.params, t) for t in nodes])
-  program = _continue_each_program(model.cfg.replace(restarts=len(nodes)), model.n_nodes,
-                                   fit.parent_idx.shape[1])
+  _, program = _continue_program(model.cfg.replace(restarts=len(nodes)), model.n_nodes,
+                                 fit.parent_idx.shape[1], each=True)
   x = jnp.asarray(x, jnp.float32)
   result = program(jax.random.fold_in(key, 5), starts, fit.result.loc, fit.result.scale, x,
                    fit.parent_idx, fit.parent_mask)
@@ -900,12 +900,6 @@ def swap_starts(key, fit: api.Fit, x, tolerance: float, names=None):
   _LOG.info("swap starts: the start that read the rows of the regime that changes %s as "
             "the observational ones ended %.4f nats a row higher: kept", record["kept"], gain)
   return swapped, record
-
-
-@functools.cache
-def _continue_each_program(cfg: FitConfig, n_nodes: int, max_parents: int):
-  trainer = api._trainer(cfg, n_nodes, max_parents)
-  return jax.jit(functools.partial(train.continue_each, trainer=trainer))
 
 
 def _continued(key, fit: api.Fit, x, cfg: FitConfig | None = None) -> api.Fit:
@@ -926,9 +920,12 @@ def _continued(key, fit: api.Fit, x, cfg: FitConfig | None = None) -> api.Fit:
 
 
 @functools.cache
-def _continue_program(cfg: FitConfig, n_nodes: int, max_parents: int):
+def _continue_program(cfg: FitConfig, n_nodes: int, max_parents: int, each: bool = False):
+  """The model and the compiled continuation: from one fit (``train.continue_fit``) or,
+  ``each``, from one start a restart (``train.continue_each``)."""
   trainer = api._trainer(cfg, n_nodes, max_parents)
-  return trainer.model, jax.jit(functools.partial(train.continue_fit, trainer=trainer))
+  step = train.continue_each if each else train.continue_fit
+  return trainer.model, jax.jit(functools.partial(step, trainer=trainer))
 
 
 def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldout) -> api.Fit:
