@@ -108,7 +108,7 @@ def test_exact_posterior_is_calibrated(made, name):
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("name", ["physical", "floored_counts"])
+@pytest.mark.parametrize("name", ["physical", "floored_counts", "rotating_machinery"])
 def test_share_at_the_bound_matches_the_tail(made, name):
   """The share of cells at a bound equals the mean of the tail probability the
   log-likelihood gives them, and the log-likelihood of those cells is that tail."""
