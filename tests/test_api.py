@@ -117,6 +117,13 @@ def test_many_fits_vmap_over_keys_and_graphs():
   # A batch of fits is queried inside vmap; outside it, one clear error.
   with pytest.raises(ValueError, match="batch of fits"):
     batched.posterior(x)
+  # and every host-side reading of one fit says the same, where it had read the batch
+  # axes as a fit's (targets flattened, graph's shape the batch's) or raised NumPy's errors
+  for read in ("graph", "edges", "n_iter", "converged", "observational", "targets",
+               "target_names", "describe"):
+    with pytest.raises(ValueError, match="batch of fits"):
+      value = getattr(batched, read)
+      value() if callable(value) else None
   post = jax.vmap(jax.vmap(lambda f: f.posterior(x[:7])))(batched)
   assert post.shape == (2, 3, 7, N + 1)
 
@@ -242,6 +249,24 @@ def test_fit_graph_checks_concrete_inputs_and_traced_ones_run():
   # an integer edge list (its nodes 0..N-1) is a graph here too
   np.testing.assert_array_equal(graphs.as_adjacency([(0, 1), (0, 2), (1, 3), (2, 3)]), ADJ)
   np.testing.assert_array_equal(graphs.as_adjacency({0: [1, 2], 1: [3], 2: [3]}), ADJ)
+
+
+def test_fit_graph_takes_what_fit_takes():
+  """``fit_graph`` on concrete inputs as ``fit`` takes them: an integer seed, rows as a
+  list, a config as a dict of its fields, integer data (counts) fitted as float32, so
+  that a fixed noise floor of 0.5 stays 0.5 (in an integer array it had been 0: log 0 =
+  -inf, no floor at all). Each was a deep traceback, or the silent floor."""
+  _, x, _ = _data(n=600)
+  counts = np.round(x).astype(np.int32)
+  small = dict(num_steps=5, pooled_steps=0, restarts=1, hidden=(4,), noise_floor=0.5)
+  fit = vcm_jax.fit_graph(0, counts.tolist(), ADJ.tolist(), config=small, max_parents=2)
+  as_floats = vcm_jax.fit_graph(jax.random.key(0), counts.astype(np.float32), ADJ,
+                                config=vcm_jax.FitConfig(**small), max_parents=2)
+  floor = np.asarray(fit.result.params["log_floor"])
+  assert np.isfinite(floor).all(), floor
+  np.testing.assert_allclose(floor, np.asarray(as_floats.result.params["log_floor"]))
+  np.testing.assert_allclose(np.asarray(fit.result.restart_log_px),
+                             np.asarray(as_floats.result.restart_log_px), rtol=1e-6)
 
 
 def test_non_finite_cell_is_named():

@@ -80,7 +80,8 @@ class Fit:
   @property
   def graph(self) -> np.ndarray:
     """``[N, N]`` the DAG the fit used (``graph[i, j] = 1``: i -> j), learned or given."""
-    return np.asarray(graphs.table_adjacency(self.parent_idx, self.parent_mask)).astype(int)
+    return np.asarray(graphs.table_adjacency(self._one().parent_idx,
+                                             self.parent_mask)).astype(int)
 
   @property
   def edges(self) -> list[tuple]:
@@ -96,14 +97,14 @@ class Fit:
   @property
   def n_iter(self) -> int:
     """Training steps the kept start ran (scikit-learn's ``n_iter_``)."""
-    return int(self.result.steps_used)
+    return int(self._one().result.steps_used)
 
   @property
   def converged(self) -> bool:
     """Whether the kept start stopped by the stopping rule (its log p(x) stopped
     improving) before the step cap; always False without the rule
     (``stop_tolerance = 0`` runs the steps it is given)."""
-    return bool(self.result.stopped)
+    return bool(self._one().result.stopped)
 
   def score(self, x) -> float:
     """Mean ``log p(x)`` per row, data units (scikit-learn's ``score``)."""
@@ -267,13 +268,13 @@ class Fit:
   @property
   def observational(self) -> int:
     """Id of the observational regime (host; inside jit use ``identification.observational``)."""
-    return int(self.identification.observational)
+    return int(self._one().identification.observational)
 
   @property
   def targets(self) -> list[tuple[int, ...]]:
     """Per regime, the tuple of target node indices (``()`` for the observational one);
     host-side: inside jit use ``identification.changed``, ``[K, N]``."""
-    changed = np.asarray(self.identification.changed)
+    changed = np.asarray(self._one().identification.changed)
     return [tuple(int(j) for j in np.flatnonzero(row)) for row in changed]
 
 
@@ -305,13 +306,20 @@ def fit_graph(key, x, adj, *, config: FitConfig, max_parents: int) -> Fit:
   ``config`` and ``max_parents`` (at least the largest in-degree) are static; the
   free decoder needs ``config.n_regimes`` set (``fit`` chooses it when it is 0).
   Concrete inputs are checked (a one-line ``ValueError``): ``adj`` a DAG whose
-  in-degrees fit ``max_parents``, ``x`` finite numbers with a column per node (traced
-  ones, under ``jit`` or ``vmap``, cannot be).
+  in-degrees fit ``max_parents``, ``x`` finite numbers with a column per node (taken as
+  float32), ``key`` a PRNG key or an integer seed, ``config`` a ``FitConfig`` or a dict
+  of its fields; traced ones, under ``jit`` or ``vmap``, cannot be.
   """
+  if not isinstance(config, FitConfig):  # (a dict of its fields, as ``fit`` takes)
+    config = config_lib.coerce(config)
+  if not isinstance(key, jax.core.Tracer):
+    key = as_key(key)
   if not isinstance(adj, jax.core.Tracer):
-    graphs.validate_dag(np.asarray(adj))
+    adj = np.asarray(adj)
+    graphs.validate_dag(adj)
+    adj = jnp.asarray(adj)
   if not isinstance(x, jax.core.Tracer):
-    inputs.checked(x, adj.shape[-1])
+    x = jnp.asarray(inputs.checked(x, adj.shape[-1]))
   n = x.shape[-1]
   trainer = _trainer(config, n, max_parents)
   idx, mask = graphs.parent_table(adj, max_parents)

@@ -44,10 +44,12 @@ def kl_categorical(q_logits: jax.Array, p_log_probs: jax.Array) -> jax.Array:
   """
   log_q = jax.nn.log_softmax(q_logits, axis=-1)
   q = jnp.exp(log_q)
-  # A category with q = 0 contributes 0 even where p = 0 (log p = -inf); the inner
-  # where keeps inf out of the masked branch so gradients stay finite there too.
+  # A category with q = 0 contributes 0 even where p = 0 (log p = -inf) or its logit is
+  # -inf (a masked category: log q = -inf); the inner wheres keep inf out of the masked
+  # branch so gradients stay finite there too.
   safe_log_p = jnp.where(q > 0, p_log_probs, 0.0)
-  return jnp.sum(jnp.where(q > 0, q * (log_q - safe_log_p), 0.0), axis=-1)
+  safe_log_q = jnp.where(q > 0, log_q, 0.0)
+  return jnp.sum(jnp.where(q > 0, q * (safe_log_q - safe_log_p), 0.0), axis=-1)
 
 
 def expected_log_likelihood(q_logits: jax.Array, log_lik: jax.Array) -> jax.Array:

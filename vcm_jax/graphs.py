@@ -16,7 +16,6 @@ import numpy as np
 
 # The array functions here are jitted: called eagerly (data generation, the command's
 # set-up, the tests), each of their operations compiled a program of its own.
-@functools.partial(jax.jit, static_argnames="n_nodes")
 def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Array:
   """Erdos-Renyi DAG over a uniformly random node order.
 
@@ -25,12 +24,22 @@ def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Arra
 
   Args:
     key: PRNG key.
-    n_nodes: N, static.
-    edge_prob: probability of each edge of the hidden order (may be traced).
+    n_nodes: N >= 1, static (else a ``ValueError``).
+    edge_prob: probability of each edge of the hidden order (may be traced; a
+      concrete one outside [0, 1] is a ``ValueError``).
 
   Returns:
     adj: ``[N, N]`` float32 0/1 adjacency, ``adj[i, j] = 1`` for ``i -> j``.
   """
+  if not (np.ndim(n_nodes) == 0 and int(n_nodes) >= 1):
+    raise ValueError(f"n_nodes={n_nodes!r} must be an integer >= 1")
+  if not isinstance(edge_prob, jax.core.Tracer) and not 0 <= float(edge_prob) <= 1:
+    raise ValueError(f"edge_prob={edge_prob} must be a probability, in [0, 1]")
+  return _sample_er_dag(key, int(n_nodes), edge_prob)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _sample_er_dag(key, n_nodes: int, edge_prob):
   k_edges, k_perm = jax.random.split(key)
   upper = jnp.triu(jnp.ones((n_nodes, n_nodes), bool), k=1)
   edges = jax.random.bernoulli(k_edges, edge_prob, (n_nodes, n_nodes)) & upper
@@ -59,8 +68,32 @@ def node_depths(adj: jax.Array) -> jax.Array:
 
 
 def topological_order(adj: jax.Array) -> jax.Array:
-  """A topological order as an ``[N]`` int32 array (jittable): parents first."""
+  """A topological order as an ``[N]`` int32 array (jittable): parents first. A
+  concrete ``adj`` that is not a square acyclic graph is a one-line ``ValueError`` (on
+  a cycle the depths have no fixed point: the order would be a guess); a traced one
+  cannot be checked."""
+  check_concrete_dag(adj)
   return jnp.argsort(node_depths(adj), stable=True).astype(jnp.int32)
+
+
+def check_concrete_dag(adj) -> None:
+  """``validate_dag``'s square and cycle checks for a concrete ``[N, N]`` ``adj`` (a
+  traced one, or a batch of graphs, passes unchecked): one ``ValueError`` naming the
+  cycle. A cheap host test first (peeling roots), so that a DAG costs no graph library."""
+  if isinstance(adj, jax.core.Tracer):
+    return
+  a = np.asarray(adj)
+  if a.ndim != 2 or a.shape[0] != a.shape[1]:
+    if a.ndim == 2:
+      raise ValueError(f"adjacency must be square, got shape {a.shape}")
+    return
+  edge, alive = a != 0, np.ones(a.shape[0], bool)
+  while alive.any():
+    roots = alive & ~edge[alive].any(0)
+    if not roots.any():
+      validate_dag((a != 0).astype(int))  # names the cycle
+      raise ValueError("graph has a cycle")
+    alive &= ~roots
 
 
 def kahn_order(adj) -> list[int]:
@@ -124,12 +157,14 @@ def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array
     idx: ``[N, D]`` int32 parent indices (padding points at node 0).
     mask: ``[N, D]`` float32, 1 where ``idx`` is a real parent.
 
-  A concrete ``adj`` with a node of more than ``max_parents`` parents is a
-  ``ValueError`` (the table would drop some: the fit would run on another graph); a
-  traced one cannot be checked, and its table keeps the first ``max_parents``.
+  A concrete ``adj`` that is not square, has a cycle, or has a node of more than
+  ``max_parents`` parents is a ``ValueError`` (the table would drop some: the fit would
+  run on another graph); a traced one cannot be checked, and its table keeps the first
+  ``max_parents``.
   """
   d = max(int(max_parents), 1)
   if not isinstance(adj, jax.core.Tracer):
+    check_concrete_dag(adj)
     in_degree = (np.asarray(adj) > 0).sum(-2)
     if in_degree.max(initial=0) > d:
       j = np.unravel_index(np.argmax(in_degree), in_degree.shape)[-1]

@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature) -> jax.Array:
-  """Relaxed one-hot sample ``softmax((logits + g) / tau)``, ``g ~ Gumbel(0, 1)``."""
+  """Relaxed one-hot sample ``softmax((logits + g) / tau)``, ``g ~ Gumbel(0, 1)``.
+
+  ``logits``: ``[..., K]``; ``temperature``: tau > 0 (a concrete one at or below 0 is a
+  ``ValueError``: 0 divides by zero, a negative one favours the smallest logit). Returns
+  ``[..., K]``, each row on the simplex; tau -> 0 approaches a one-hot draw of the
+  categorical ``softmax(logits)``."""
+  if not isinstance(temperature, jax.core.Tracer) and np.any(np.asarray(temperature) <= 0):
+    raise ValueError(f"temperature={temperature} must be > 0")
   g = jax.random.gumbel(key, logits.shape, logits.dtype)
   return jax.nn.softmax((logits + g) / temperature, axis=-1)
 

@@ -20,6 +20,10 @@ def _checked(fn):
   ``jit`` or ``vmap``) cannot raise: there the result is NaN."""
   @functools.wraps(fn)
   def run(labels_true, labels_pred, n_true: int, n_pred: int | None = None):
+    shapes = np.shape(labels_true), np.shape(labels_pred)  # (static, under jit too)
+    if shapes[0] != shapes[1]:
+      raise ValueError(f"labels_true and labels_pred label different rows: shapes "
+                       f"{shapes[0]} and {shapes[1]}")
     for labels, n, what in ((labels_true, n_true, "labels_true"),
                             (labels_pred, n_pred or n_true, "labels_pred")):
       if isinstance(labels, jax.core.Tracer):
@@ -113,6 +117,9 @@ def adjusted_mutual_info(labels_true, labels_pred) -> float:
   import numpy as np
   from scipy.special import gammaln
 
+  if np.shape(labels_true) != np.shape(labels_pred):
+    raise ValueError(f"labels_true and labels_pred label different rows: shapes "
+                     f"{np.shape(labels_true)} and {np.shape(labels_pred)}")
   _, a = np.unique(np.asarray(labels_true), return_inverse=True)
   _, b = np.unique(np.asarray(labels_pred), return_inverse=True)
   n = len(a)

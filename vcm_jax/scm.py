@@ -15,8 +15,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vcm_jax import densities, elbo
+from vcm_jax import densities, elbo, graphs
 
 
 class MLPMechanisms(NamedTuple):
@@ -87,6 +88,9 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
   """
   if intervention not in ("mean", "variance", "both"):
     raise ValueError(f"unknown intervention {intervention!r}; expected mean, variance or both")
+  graphs.check_concrete_dag(adj)  # (a cycle has no fixed point for sample_data to reach)
+  if not isinstance(obs_fraction, jax.core.Tracer) and not 0 <= float(obs_fraction) <= 1:
+    raise ValueError(f"obs_fraction={obs_fraction} must be a probability, in [0, 1]")
   n = adj.shape[-1]
   k_w, k_s, k_n = jax.random.split(key, 3)
   weights = adj * _signed_uniform(k_w, (n, n), weight_low, weight_high)
@@ -187,10 +191,22 @@ def sample_data(key: jax.Array, scm: SCM, n_samples: int, *, noise: str = "gauss
   only, no LAPACK call: cheap under ``vmap`` and on accelerators). ``n_passes``
   (static) may be lowered to the DAG's longest path + 1 for large sparse graphs.
 
+  ``regimes``: ``[S]`` ids in ``0..N`` (0 observational, k >= 1 intervenes on node
+  k - 1), instead of drawing them; concrete ones out of that range, or a negative
+  ``n_samples``, are a ``ValueError`` (traced ones cannot be checked: an id out of range
+  draws from the observational state).
+
   Returns:
     x: ``[S, N]`` samples; regimes: ``[S]`` their true regimes.
   """
   n = scm.adj.shape[-1]
+  if regimes is None and not (np.ndim(n_samples) == 0 and int(n_samples) >= 0):
+    raise ValueError(f"n_samples={n_samples!r} must be an integer >= 0")
+  if regimes is not None and not isinstance(regimes, jax.core.Tracer):
+    bad = np.flatnonzero((np.asarray(regimes) < 0) | (np.asarray(regimes) > n))
+    if bad.size:
+      raise ValueError(f"regimes[{bad[0]}] = {np.asarray(regimes)[bad[0]]} is not a regime id "
+                       f"of this SCM (0..{n}: 0 observational, k intervenes on node k - 1)")
   k_r, k_e = jax.random.split(key)
   if regimes is None:
     regimes = sample_regimes(k_r, scm.regime_probs, n_samples)
@@ -205,6 +221,10 @@ def sample_data(key: jax.Array, scm: SCM, n_samples: int, *, noise: str = "gauss
 
 def state_log_densities(scm: SCM, x: jax.Array, *, noise: str = "gauss"):
   """True ``log p(x_j | pa_j)`` in both states: ``(l_obs, l_int)``, each ``[S, N]``."""
+  x = jnp.asarray(x)
+  if x.shape[-1:] != scm.adj.shape[-1:]:  # (shapes are static: checked under jit too)
+    raise ValueError(f"x has {x.shape[-1] if x.ndim else 0} columns; this SCM has "
+                     f"{scm.adj.shape[-1]} nodes")
   mean = mechanism_means(scm, x)
 
   logpdf = densities.log_density(noise)

@@ -96,7 +96,9 @@ def noise_log_floor(cfg: FitConfig, x, scale):
   read on the data-unit rows ``x``), or None where there is none (fixed scales, or 0)."""
   if cfg.scale != "learned" or cfg.noise_floor == 0:
     return None
-  floor = (jnp.full(x.shape[-1:], cfg.noise_floor, x.dtype) if cfg.noise_floor > 0
+  # (in a floating type: integer data, counts, would round a floor of 0.5 to 0)
+  dtype = jnp.result_type(x.dtype, jnp.float32)
+  floor = (jnp.full(x.shape[-1:], cfg.noise_floor, dtype) if cfg.noise_floor > 0
            else units.default_noise_floor(x))
   return jnp.log(floor / scale)
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vcm_jax import elbo
+from vcm_jax import elbo, graphs
 from vcm_jax.densities import gaussian_log_density
 from vcm_jax.units import log_jacobian, standardize
 
@@ -254,10 +254,12 @@ def linear_em(key: jax.Array, x: jax.Array, adj: jax.Array, *, num_iters: int = 
   Args:
     key: unused (the initialisation is deterministic); kept so every baseline
       vmaps over ``(key, x, adj)``.
-    x: ``[S, N]`` pooled samples; adj: ``[N, N]`` DAG.
+    x: ``[S, N]`` pooled samples; adj: ``[N, N]`` DAG (a concrete one with a cycle is a
+      ``ValueError``: the product of its conditionals is no density).
     num_iters: EM iterations, static.
   """
   del key
+  graphs.check_concrete_dag(adj)
   s, n = x.shape
   z, loc, sd = standardize(x)
   pooled = weighted_least_squares(z, jnp.ones_like(z), adj, ridge=ridge, min_scale=min_scale)

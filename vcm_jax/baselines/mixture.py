@@ -111,8 +111,12 @@ def gaussian_mixture(key: jax.Array, x: jax.Array, *, n_components: int, num_ite
   Args:
     key: PRNG key of the k-means++ seeding.
     x: ``[S, D]`` samples.
-    n_components, num_iters, init, n_lloyd, tol: static.
+    n_components, num_iters, init, n_lloyd, tol: static (``n_components`` >= 1,
+      ``num_iters`` >= 0: else a ``ValueError``).
   """
+  if int(n_components) < 1 or int(num_iters) < 0:
+    raise ValueError(f"n_components={n_components} must be >= 1 and num_iters={num_iters} "
+                     ">= 0")
   if init_resp is None:
     if init != "kmeans++":
       raise ValueError(f"unknown init {init!r}; expected kmeans++ (or pass init_resp)")
