@@ -74,6 +74,7 @@ class Progress:
     elapsed = max(time.time() - self._t0, 1e-9)
     rate = (step - self._start) / elapsed
     eta = (self._total - step) / rate if rate > 0 else float("nan")
-    logging.info("step %d/%d  loss %.4f  log p(x) %.4f  kl %.4f  %.1f steps/s  ETA %.0f s",
+    # (steps done: the figures are those of step ``step - 1``, metrics.jsonl's index)
+    logging.info("%d/%d steps done  loss %.4f  log p(x) %.4f  kl %.4f  %.1f steps/s  ETA %.0f s",
                  step, self._total, history["loss"][-1], history["log_px"][-1],
                  history["kl"][-1], rate, eta)

@@ -308,7 +308,7 @@ def test_structural_em_with_true_posterior_recovers_the_graph():
   assert worse.adj.sum() == 0 and np.array_equal(worse.history[1]["adj"], adj)
 
 
-@pytest.mark.fast
+# (not fast: over 2 s with its compiles)
 def test_refine_keeps_the_regime_models_graph_only_where_its_check_holds():
   """``learn.refine`` from a graph with two edges reversed, the E-step the true regimes
   (free-target families, the table's own score as the BIC): structural EM finds the true
