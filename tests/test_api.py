@@ -54,6 +54,11 @@ def test_fit_answers_in_data_units(fitted):
   # Exact log p(x) in data units: within 0.1 nats of the true SCM's.
   gap = float(fit.log_prob(x).mean() - scm.true_log_marginal(true, jnp.asarray(x)).mean())
   assert abs(gap) < 0.1, gap
+  # scikit-learn's names give the same answers, as NumPy arrays
+  np.testing.assert_array_equal(fit.predict(x[:50]), np.asarray(fit.assign(x[:50])))
+  np.testing.assert_allclose(fit.predict_proba(x[:50]), post[:50], atol=1e-6)
+  np.testing.assert_allclose(fit.score_samples(x[:50]), np.asarray(fit.log_prob(x[:50])), rtol=1e-6)
+  assert isinstance(fit.predict(x[:5]), np.ndarray)
 
 
 def test_fit_is_unit_equivariant(fitted):

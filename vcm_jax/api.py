@@ -238,6 +238,19 @@ class Fit:
     return _jitted(predict.log_prob)(self.model, self.result, self._rows(x),
                                      self.parent_idx, self.parent_mask)
 
+  # scikit-learn's names for the same answers (a GaussianMixture user's first calls)
+  def predict(self, x) -> np.ndarray:
+    """``assign(x)`` as a NumPy array (scikit-learn's ``predict``)."""
+    return np.asarray(self.assign(x))
+
+  def predict_proba(self, x) -> np.ndarray:
+    """``posterior(x)`` as a NumPy array (scikit-learn's ``predict_proba``)."""
+    return np.asarray(self.posterior(x))
+
+  def score_samples(self, x) -> np.ndarray:
+    """``log_prob(x)`` as a NumPy array (scikit-learn's ``score_samples``)."""
+    return np.asarray(self.log_prob(x))
+
   def regime_log_likelihoods(self, x) -> jax.Array:
     """``[S, K]`` ``log p(x | regime k)`` of the fitted mechanisms, in data units (their
     logsumexp under the prior is ``log_prob``)."""
