@@ -172,6 +172,13 @@ def _log_diff_ndtr(a, b):
   return special.log_ndtr(hi) + np.log1p(-np.exp(special.log_ndtr(lo) - special.log_ndtr(hi)))
 
 
+def _held(n: int, centre: float, sd: float, half_width: float) -> Conditional:
+  """A root held in a narrow range: a normal of a tenth of its sd about ``centre``,
+  truncated to ``centre +- half_width sd`` (bounds a float32 holds exactly)."""
+  return Conditional("truncnorm", np.full(n, centre), 0.1 * sd,
+                     _exact(centre - half_width * sd), _exact(centre + half_width * sd))
+
+
 def _exact(v: float) -> float:
   """``v`` rounded to a multiple of 1/64: a bound float32 holds exactly."""
   return float(np.round(v * 64) / 64)
@@ -486,8 +493,7 @@ def process_plant(seed: int, n_rows: int = 6000) -> Family:
       return Conditional("truncnorm", np.full(n, mu_t), sd_t, 0.5, 6.0)
     if j == F:
       if on:
-        return Conditional("truncnorm", np.full(n, clamp), 0.1 * sd_f,
-                           _exact(clamp - 0.25 * sd_f), _exact(clamp + 0.25 * sd_f))
+        return _held(n, clamp, sd_f, 0.25)
       return Conditional("truncnorm", np.full(n, mu_f), sd_f, 0.3, 5.0)
     if j == R:
       return Conditional("normal", a_r * (1 - np.exp(-b_r * x[:, T])), s_r)
@@ -589,8 +595,7 @@ def rotating_machinery(seed: int, n_rows: int = 8000) -> Family:
     n, on = len(x), targets[k] == (j,)
     if j == S:
       if on:
-        return Conditional("truncnorm", np.full(n, hold), 0.1 * sd_s,
-                           _exact(hold - 0.3 * sd_s), _exact(hold + 0.3 * sd_s))
+        return _held(n, hold, sd_s, 0.3)
       return Conditional("truncnorm", np.full(n, mu_s), sd_s, 1.0, 3.0)
     if j == L:
       return Conditional("truncnorm", np.full(n, mu_l + (MACHINE_LOAD * sd_l if on else 0.0)),
