@@ -714,7 +714,7 @@ def fit_default(key, x, adj, base: FitConfig, selection: Selection = Selection()
   warned += [line] if line else []
   if selection.yardstick:
     _LOG.info("the yardstick: a Gaussian mixture, K by BIC, beside the fit")
-    extra["yardstick"], line = _yardstick(key, fit, x, pinned.any(1))
+    extra["yardstick"], line = _yardstick(key, fit, x, pinned, names)
     warned += [line] if line else []
   check = choice.check
   if check is not None and fit is not choice.fit:
@@ -794,7 +794,7 @@ def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
   return (cont if kept else fit), summary, (line if kept else None) or summary.get("failed")
 
 
-def _yardstick(key, fit: api.Fit, x, pinned=None):
+def _yardstick(key, fit: api.Fit, x, pinned=None, names=None):
   """A Gaussian mixture, K by BIC, beside the structural fit (``baselines.yardstick``):
   ``(summary, warning or None)``. Rows with a reading at one of the fit's censoring
   bounds (``pinned``, ``[S]``; found here where None) are left out of both, as in the
@@ -805,11 +805,13 @@ def _yardstick(key, fit: api.Fit, x, pinned=None):
   that no reading is pinned, the fit's a joint one: the mixture is read as "kept with
   the kept share q, then its density" (``log q`` a row), as the screen reads its rival.
   Where rows were left out and fewer than ``identifiability.SCREEN_MIN_ROWS`` are left,
-  no comparison."""
+  no comparison, and the warning says so, naming the columns at a bound (a two-valued
+  column is in every row: the check of the mechanisms must not vanish unsaid)."""
   from vcm_jax.baselines import yardstick
-  x, kept = identifiability.unpinned_rows(fit, x, pinned)
+  x, kept = identifiability.unpinned_rows(fit, x, pinned, names)
   if "skipped" in kept:
-    return kept, None
+    return kept, ("the yardstick (a Gaussian mixture beside the fit, which warns where "
+                  f"the mechanisms or the graph are wrong) was not computed: {kept['skipped']}")
   found = yardstick.gaussian_mixture_yardstick(jax.random.fold_in(key, 7), x)
   found = dict(found, log_px=found["log_px"] + kept["log_share_kept"])
   s = len(x)

@@ -306,22 +306,33 @@ def pinned_rows(fit, x) -> np.ndarray:
   return diagnose.pinned_cells(fit, x).any(1)
 
 
-def unpinned_rows(fit, x, pinned=None) -> tuple[np.ndarray, dict]:
+def unpinned_rows(fit, x, pinned=None, names=None) -> tuple[np.ndarray, dict]:
   """The rows of ``x`` with no reading at one of the fit's censoring bounds (``pinned``:
-  ``pinned_rows``, computed here where None), where a model fitted on them and the fit
-  score every cell alike, as densities; and their record: ``rows_pinned_left_out``,
-  ``log_share_kept`` (``log q``, q the share of rows kept: what such a model adds a row
-  to be read as a law over every row, as the fit's log p is), and ``skipped`` where
-  rows were left out and fewer than ``SCREEN_MIN_ROWS`` are left (nothing to compare;
-  data with no pinned reading are compared whatever their size)."""
-  pinned = pinned_rows(fit, x) if pinned is None else np.asarray(pinned)
+  ``[S, N]`` cells, ``diagnose.pinned_cells``, or ``[S]`` rows; computed here where
+  None), where a model fitted on them and the fit score every cell alike, as densities;
+  and their record: ``rows_pinned_left_out``, ``log_share_kept`` (``log q``, q the share
+  of rows kept: what such a model adds a row to be read as a law over every row, as the
+  fit's log p is), and ``skipped`` where rows were left out and fewer than
+  ``SCREEN_MIN_ROWS`` are left (nothing to compare; data with no pinned reading are
+  compared whatever their size), naming the columns most often at a bound (by
+  ``names``) where the cells are known: a two-valued column is at one of its bounds in
+  every row."""
+  cells = diagnose.pinned_cells(fit, x) if pinned is None else np.asarray(pinned)
+  pinned = cells.any(1) if cells.ndim == 2 else cells
   kept = np.asarray(x)[~pinned]
   with np.errstate(divide="ignore"):  # (every row pinned: -inf, and skipped below)
     record = {"rows_pinned_left_out": int(pinned.sum()),
               "log_share_kept": float(np.log(np.mean(~pinned)))}
   if pinned.any() and len(kept) < SCREEN_MIN_ROWS:
+    where = ""
+    if cells.ndim == 2:
+      counts = cells.sum(0)
+      name = lambda j: f"X{j}" if names is None else str(names[j])
+      where = "; at a bound most often: " + ", ".join(
+          f"{name(j)} in {counts[j]} of {len(cells)} rows" for j in np.argsort(-counts)[:3]
+          if counts[j] > 0)
     record["skipped"] = (f"{len(kept)} rows have no reading at a censoring bound (fewer "
-                         f"than {SCREEN_MIN_ROWS}): nothing the two models score alike")
+                         f"than {SCREEN_MIN_ROWS}): nothing the two models score alike{where}")
   return kept, record
 
 
