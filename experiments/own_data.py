@@ -317,7 +317,7 @@ def run(config, workdir: str) -> dict:
                                 misfit_confirmed=selected.get("misfit_confirmed", True))
   if selection_cfg is not None and selection_cfg.free_target_screen:  # as vcm_jax.fit does
     report["identifiability"] = identifiability.free_target_screen(
-        jax.random.key(config.seed), fit, x_train, report["identifiability"])
+        jax.random.key(config.seed), fit, x_train, report["identifiability"], names=data.names)
   report["identifiability"] = identifiability.given_support(
       report["identifiability"], renumbered(selected.get("regimes_supported"), extras["order"]))
   if learned is not None:  # (as vcm_jax.fit does)

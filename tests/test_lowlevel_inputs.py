@@ -91,3 +91,26 @@ def test_gumbel_softmax_needs_a_positive_temperature():
 def test_a_mixture_needs_a_component():
   with pytest.raises(ValueError, match="n_components=0 must be >= 1"):
     mixture.gaussian_mixture(KEY, jnp.ones((10, 2)), n_components=0)
+
+
+def test_a_fixed_noise_floor_survives_integer_rows():
+  """``train.noise_log_floor`` on integer rows (counts under ``train.fit_arrays``, which
+  takes what it is given): the floor of 0.5 in a floating type, log(0.5 / scale), where
+  an int32 array had rounded it to 0 (log 0 = -inf: no floor)."""
+  from vcm_jax import config, train
+  cfg = config.FitConfig(noise_floor=0.5)
+  floor = train.noise_log_floor(cfg, jnp.asarray([[1, 2], [3, 4]], jnp.int32), jnp.full(2, 2.0))
+  np.testing.assert_allclose(np.asarray(floor), np.log([0.25, 0.25]), rtol=1e-6)
+
+
+def test_counts_are_integers_and_raw_keys_from_numpy_are_keys():
+  with pytest.raises(ValueError, match="n_nodes=4.5 must be an integer"):
+    graphs.sample_er_dag(KEY, n_nodes=4.5, edge_prob=0.5)
+  true = scm.sample_linear_scm(KEY, jnp.asarray(CHAIN, jnp.float32))
+  with pytest.raises(ValueError, match="n_samples=2.5 must be an integer"):
+    scm.sample_data(KEY, true, 2.5)
+  assert graphs.sample_er_dag(KEY, n_nodes=np.int64(3), edge_prob=np.full((3, 3), 0.5)).shape \
+      == (3, 3)
+  from vcm_jax import api
+  raw = np.asarray(jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(np.asarray(api.as_key(raw)), raw)

@@ -301,6 +301,8 @@ def as_key(key):
   if isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
                                      or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))):
     return key
+  if isinstance(key, np.ndarray) and key.dtype == np.uint32 and key.shape[-1:] == (2,):
+    return jnp.asarray(key)  # (a raw key brought to the host)
   if (isinstance(key, (np.ndarray, jax.Array)) and key.ndim == 0
       and jax.dtypes.issubdtype(key.dtype, np.integer)):  # a 0-d integer array: its seed
     return jax.random.key(int(key))
@@ -451,7 +453,7 @@ def fit(x, graph=None, key=None, config=None, *, names=None, selection=None,
     verdict = identifiability.of_fit(choice.fit, x, names, misfit_confirmed=choice.misfit_confirmed,
                                      misfit=choice.misfit_flags(adj.shape[0]))
     if (selection or choose.Selection()).free_target_screen:
-      verdict = identifiability.free_target_screen(key, choice.fit, x, verdict)
+      verdict = identifiability.free_target_screen(key, choice.fit, x, verdict, names=names)
     verdict = identifiability.given_support(verdict, choice.extra.get("regimes_supported"))
     if learned is not None:
       learned = learn.given_support(learned, choice.extra.get("regimes_supported"))

@@ -797,7 +797,8 @@ def _gross_error_stage(key, fit: api.Fit, x, fraction: float):
 def _yardstick(key, fit: api.Fit, x, pinned=None, names=None):
   """A Gaussian mixture, K by BIC, beside the structural fit (``baselines.yardstick``):
   ``(summary, warning or None)``. Rows with a reading at one of the fit's censoring
-  bounds (``pinned``, ``[S]``; found here where None) are left out of both, as in the
+  bounds (``pinned``: ``[S, N]`` cells, or ``[S]`` rows; found here where None; the
+  columns are named, by ``names``, only from cells) are left out of both, as in the
   free-target screen (``identifiability.unpinned_rows``): the fit scores such a cell by
   a tail's probability, the mixture by a density it can make as large as its
   covariance floor allows (the warning then fires on a fit that is the data's own law:

@@ -565,7 +565,7 @@ def rotating_machinery(seed: int, n_rows: int = 8000) -> Family:
   narrow range below its mean; 3 a bearing fault (the vibration's log-scale tripled,
   its log-median up); 4 the current sensor's gain x1.25 (its children read the reading);
   5 the winding's heating x1.6 (a failed fan); 6 the pressure sensor offset up (more rows
-  pinned); 7 the flow's gain on the speed halved about the mean speed.
+  pinned); 7 the flow's gain on the speed cut to 0.2 of itself about the mean speed.
   """
   rng = np.random.default_rng(seed)
   names = MACHINE_NAMES

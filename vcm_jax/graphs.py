@@ -6,12 +6,15 @@ parents are the non-zero rows of column ``j``.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import networkx as nx
 import numpy as np
+
+from vcm_jax import inputs
 
 
 # The array functions here are jitted: called eagerly (data generation, the command's
@@ -31,11 +34,13 @@ def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Arra
   Returns:
     adj: ``[N, N]`` float32 0/1 adjacency, ``adj[i, j] = 1`` for ``i -> j``.
   """
-  if not (np.ndim(n_nodes) == 0 and int(n_nodes) >= 1):
+  if not (inputs.is_integer(n_nodes) and operator.index(n_nodes) >= 1):
     raise ValueError(f"n_nodes={n_nodes!r} must be an integer >= 1")
-  if not isinstance(edge_prob, jax.core.Tracer) and not 0 <= float(edge_prob) <= 1:
+  if not isinstance(edge_prob, jax.core.Tracer) and not (
+      (np.asarray(edge_prob) >= 0) & (np.asarray(edge_prob) <= 1)).all():
     raise ValueError(f"edge_prob={edge_prob} must be a probability, in [0, 1]")
-  return _sample_er_dag(key, int(n_nodes), edge_prob)
+  return _sample_er_dag(key, operator.index(n_nodes), edge_prob)
+
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -87,11 +92,11 @@ def check_concrete_dag(adj) -> None:
     if a.ndim == 2:
       raise ValueError(f"adjacency must be square, got shape {a.shape}")
     return
-  edge, alive = a != 0, np.ones(a.shape[0], bool)
+  edge, alive = a > 0, np.ones(a.shape[0], bool)  # (an edge as the table reads one)
   while alive.any():
     roots = alive & ~edge[alive].any(0)
     if not roots.any():
-      validate_dag((a != 0).astype(int))  # names the cycle
+      validate_dag((a > 0).astype(int))  # names the cycle
       raise ValueError("graph has a cycle")
     alive &= ~roots
 

@@ -388,7 +388,7 @@ def given_support(entry: dict, support: dict | None) -> dict:
 
 
 def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
-                       margin: float = SCREEN_MARGIN) -> dict:
+                       margin: float = SCREEN_MARGIN, names=None) -> dict:
   """An "identified" ``entry`` (``verdict``'s) put to a rival whose regimes may change
   several mechanisms: the free-target mixture of linear-Gaussian SCMs on the fit's own
   graph (``learn.free_target_search`` with the graph held; K of the fit and one more).
@@ -449,7 +449,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   # no reading being pinned. The fit's log p of such a row is a joint density (its law
   # puts mass 1 - q on the pinned rows), so the rival is read as the same kind of law:
   # pinned with the kept rows' share q, and its density on the rest (``log q`` a row).
-  x, kept = unpinned_rows(fit, np.asarray(x, np.float64))
+  x, kept = unpinned_rows(fit, np.asarray(x, np.float64), names=names)
   if "skipped" in kept:
     return dict(entry, free_target_rival=kept)
   log_kept = kept["log_share_kept"]

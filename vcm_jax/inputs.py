@@ -4,9 +4,21 @@ holds as one value, enough rows. Each failure is a one-line ``ValueError`` that 
 the cell or the column; the command prefixes its file's name."""
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 _F32_MAX = float(np.finfo(np.float32).max)
+
+
+def is_integer(n) -> bool:
+  """Whether ``n`` is an integer (Python's, NumPy's, a 0-d integer array), not a float,
+  a bool or a string that would read as one."""
+  try:
+    operator.index(n)
+  except TypeError:
+    return False
+  return not isinstance(n, bool)
 
 
 def min_rows(n_nodes: int) -> int:

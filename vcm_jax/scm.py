@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import densities, elbo, graphs
+from vcm_jax import densities, elbo, graphs, inputs
 
 
 class MLPMechanisms(NamedTuple):
@@ -200,7 +200,7 @@ def sample_data(key: jax.Array, scm: SCM, n_samples: int, *, noise: str = "gauss
     x: ``[S, N]`` samples; regimes: ``[S]`` their true regimes.
   """
   n = scm.adj.shape[-1]
-  if regimes is None and not (np.ndim(n_samples) == 0 and int(n_samples) >= 0):
+  if regimes is None and not (inputs.is_integer(n_samples) and int(n_samples) >= 0):
     raise ValueError(f"n_samples={n_samples!r} must be an integer >= 0")
   if regimes is not None and not isinstance(regimes, jax.core.Tracer):
     bad = np.flatnonzero((np.asarray(regimes) < 0) | (np.asarray(regimes) > n))
