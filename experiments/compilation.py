@@ -8,30 +8,15 @@ them (listeners are registered once per process; counters take differences).
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import jax
 
-ENV = "VCM_JAX_CACHE_DIR"
+from vcm_jax import programs
 
-
-def default_cache_dir() -> str:
-  """``$VCM_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/vcm_jax/xla`` (``~/.cache/...``)."""
-  if ENV in os.environ:
-    return os.environ[ENV]
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "vcm_jax", "xla")
-
-
-def enable_cache(path: str) -> None:
-  """Cache every compiled program under ``path`` ('' leaves the cache off)."""
-  if not path:
-    return
-  os.makedirs(path, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+# The cache's place and switch are the library's (a library user turns on the same one).
+ENV, default_cache_dir, enable_cache = programs.CACHE_ENV, programs.default_cache_dir, \
+    programs.enable_cache
 
 
 _lock = threading.Lock()

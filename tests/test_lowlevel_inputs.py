@@ -114,3 +114,22 @@ def test_counts_are_integers_and_raw_keys_from_numpy_are_keys():
   from vcm_jax import api
   raw = np.asarray(jax.random.PRNGKey(0))
   np.testing.assert_array_equal(np.asarray(api.as_key(raw)), raw)
+
+
+def test_a_library_process_turns_on_the_commands_compilation_cache(tmp_path, monkeypatch):
+  """``vcm_jax.programs.enable_cache``: the own-data command's cache folder by default
+  ($VCM_JAX_CACHE_DIR), every program cached; '' leaves JAX's settings alone."""
+  from vcm_jax import programs
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  before = {n: getattr(jax.config, n) for n in names}
+  try:
+    assert programs.enable_cache("") == "" and jax.config.jax_compilation_cache_dir == \
+        before["jax_compilation_cache_dir"]
+    monkeypatch.setenv(programs.CACHE_ENV, str(tmp_path / "cache"))
+    assert programs.enable_cache() == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+  finally:
+    for n, v in before.items():
+      jax.config.update(n, v)
