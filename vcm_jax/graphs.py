@@ -17,8 +17,9 @@ import numpy as np
 from vcm_jax import inputs
 
 
-# The array functions here are jitted: called eagerly (data generation, the command's
-# set-up, the tests), each of their operations compiled a program of its own.
+# The array functions here are jitted (behind a host check of concrete arguments): called
+# eagerly (data generation, the command's set-up, the tests), each of their operations
+# compiled a program of its own.
 def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Array:
   """Erdos-Renyi DAG over a uniformly random node order.
 
@@ -40,7 +41,6 @@ def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Arra
       (np.asarray(edge_prob) >= 0) & (np.asarray(edge_prob) <= 1)).all():
     raise ValueError(f"edge_prob={edge_prob} must be a probability, in [0, 1]")
   return _sample_er_dag(key, operator.index(n_nodes), edge_prob)
-
 
 
 @functools.partial(jax.jit, static_argnums=1)
