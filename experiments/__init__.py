@@ -52,7 +52,7 @@ def define_config(name: str, default: str, help_text: str, **kwargs):
     return config_flags.DEFINE_config_file(name, default, help_text, **kwargs)
   except (AttributeError, KeyError) as err:  # an override names no key
     from experiments import driver
-    raise SystemExit(f"error: {driver.unknown_key(err, sys.argv)}") from None
+    raise SystemExit(f"error: {driver.unknown_key(err, sys.argv, default)}") from None
 
 
 def run_main(main) -> None:

@@ -93,10 +93,12 @@ def run(config, workdir: str) -> dict:
   return synthetic.run(config, workdir)
 
 
-def unknown_key(err: Exception, argv) -> str:
+def unknown_key(err: Exception, argv, config_file: str | None = None) -> str:
   """One line for ml_collections' error on an override that names no key: the flag as
   given and its suggestion (the error: an ``AttributeError`` holding a ``KeyError``
-  whose message is ``"'key'\\nDid you mean ..."``)."""
+  whose message is ``"'key'\\nDid you mean ..."``), and the keys the group above it has
+  in the config file (``--config=FILE`` in ``argv``, else ``config_file``): a comparison
+  setting takes only the keys its file gives it."""
   while err.args and isinstance(err.args[0], Exception):  # AttributeError(KeyError(...))
     err = err.args[0]
   message = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
@@ -112,4 +114,28 @@ def unknown_key(err: Exception, argv) -> str:
   if given:  # (ml_collections applies a dotted override to the file's value, not to this one)
     hint += (f" (a dotted override changes the config file's {given[0]!r}, not the one given "
              f"on the command line: put the change in --{given[0]}=...)")
+  keys = _keys_beside(bad[0], argv, config_file) if bad and not hint else None
+  if keys:  # (where ml_collections had no suggestion: the keys there are)
+    hint += f" ({bad[0].rsplit('.', 1)[0]} has only the keys {', '.join(keys)})"
   return f"unknown config key {bad[0] if bad else name!r}{hint}"
+
+
+def _keys_beside(path: str, argv, config_file: str | None):
+  """The keys of the group that holds the dotted ``path`` (``config.a.b.key``: those of
+  ``a.b``) in the config file the flag reads, or None (no file, no such group, a file
+  that does not load: the error line is still one line without them)."""
+  import importlib.util
+  flag, *parts = path.split(".")
+  file = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), config_file)
+  if not file or len(parts) < 2:
+    return None
+  try:
+    spec = importlib.util.spec_from_file_location("_vcm_config_file", file.split(":")[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    node = module.get_config()
+    for part in parts[:-1]:
+      node = node[part]
+    return sorted(node.keys())
+  except Exception:  # noqa: BLE001  (only a hint)
+    return None

@@ -171,6 +171,17 @@ def test_entry_points_name_a_bad_flag_value_in_one_line():
   line = driver.unknown_key(err.value, ["x", "--config.model.nois=t"])
   assert line.startswith("unknown config key 'config.model.nois' (did you mean \"noise\""), line
   assert "\n" not in line and "\\" not in line
+  # a comparison setting takes only the keys its file gives it: the line lists them
+  import os
+  from configs import compare
+  config = compare.get_config()
+  config.lock()
+  with pytest.raises(AttributeError) as err:
+    config.settings.shift4.n_nodes = 0
+  file = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "compare.py")
+  line = driver.unknown_key(err.value, ["x", "--config.settings.shift4.n_nodes=0"], file)
+  assert line == ("unknown config key 'config.settings.shift4.n_nodes' (config.settings.shift4 "
+                  "has only the keys noise_high, noise_low, shift)"), line
 
 
 @pytest.mark.fast
