@@ -84,7 +84,7 @@ def topological_order(adj: jax.Array) -> jax.Array:
 def check_concrete_dag(adj) -> None:
   """``validate_dag``'s square and cycle checks for a concrete ``[N, N]`` ``adj`` (a
   traced one, or a batch of graphs, passes unchecked): one ``ValueError`` naming the
-  cycle. A cheap host test first (peeling roots), so that a DAG costs no graph library."""
+  cycle. ``kahn_order`` first, so that a DAG costs no graph library."""
   if isinstance(adj, jax.core.Tracer):
     return
   a = np.asarray(adj)
@@ -92,13 +92,12 @@ def check_concrete_dag(adj) -> None:
     if a.ndim == 2:
       raise ValueError(f"adjacency must be square, got shape {a.shape}")
     return
-  edge, alive = a > 0, np.ones(a.shape[0], bool)  # (an edge as the table reads one)
-  while alive.any():
-    roots = alive & ~edge[alive].any(0)
-    if not roots.any():
-      validate_dag((a > 0).astype(int))  # names the cycle
-      raise ValueError("graph has a cycle")
-    alive &= ~roots
+  edges = (a > 0).astype(int)  # (an edge as the parent table reads one)
+  try:
+    kahn_order(edges)
+  except ValueError:
+    validate_dag(edges)  # names the cycle
+    raise
 
 
 def kahn_order(adj) -> list[int]:

@@ -12,6 +12,13 @@ import numpy as np
 _static_counts = functools.partial(jax.jit, static_argnames=("n_true", "n_pred"))
 
 
+def _same_rows(labels_true, labels_pred) -> None:
+  """A ``ValueError`` where the two label arrays' shapes differ (static: under jit too)."""
+  if np.shape(labels_true) != np.shape(labels_pred):
+    raise ValueError(f"labels_true and labels_pred label different rows: shapes "
+                     f"{np.shape(labels_true)} and {np.shape(labels_pred)}")
+
+
 def _checked(fn):
   """``fn(labels_true, labels_pred, n_true, n_pred=None)`` with its labels' range checked
   where they are concrete: a label outside ``0..n - 1`` is a ``ValueError`` naming it
@@ -20,10 +27,7 @@ def _checked(fn):
   ``jit`` or ``vmap``) cannot raise: there the result is NaN."""
   @functools.wraps(fn)
   def run(labels_true, labels_pred, n_true: int, n_pred: int | None = None):
-    shapes = np.shape(labels_true), np.shape(labels_pred)  # (static, under jit too)
-    if shapes[0] != shapes[1]:
-      raise ValueError(f"labels_true and labels_pred label different rows: shapes "
-                       f"{shapes[0]} and {shapes[1]}")
+    _same_rows(labels_true, labels_pred)
     for labels, n, what in ((labels_true, n_true, "labels_true"),
                             (labels_pred, n_pred or n_true, "labels_pred")):
       if isinstance(labels, jax.core.Tracer):
@@ -117,9 +121,7 @@ def adjusted_mutual_info(labels_true, labels_pred) -> float:
   import numpy as np
   from scipy.special import gammaln
 
-  if np.shape(labels_true) != np.shape(labels_pred):
-    raise ValueError(f"labels_true and labels_pred label different rows: shapes "
-                     f"{np.shape(labels_true)} and {np.shape(labels_pred)}")
+  _same_rows(labels_true, labels_pred)
   _, a = np.unique(np.asarray(labels_true), return_inverse=True)
   _, b = np.unique(np.asarray(labels_pred), return_inverse=True)
   n = len(a)
