@@ -115,6 +115,14 @@ def test_only_a_learned_prior_with_the_exact_posterior_pads_k():
   assert choose._fit_and_score.cache_info().misses == 2  # one program per K, unpadded
   assert set(sel.heldout_log_px) == {2, 3} and np.all(np.isfinite(list(sel.heldout_log_px.values())))
   assert sel.n_regimes == max(sel.heldout_log_px, key=sel.heldout_log_px.get)
+  # Those two programs side by side (``vcm_jax.concurrency``, two threads) give the fits
+  # they give one after the other, to the bit.
+  cfgs = [cfg.replace(n_regimes=k) for k in (2, 3)]
+  one, two = (choose.fit_candidates(jax.random.key(1), x, test_sparse.ADJ, cfgs, threads=t)
+              for t in (1, 2))
+  for a, b in zip(one, two):
+    assert a.cfg == b.cfg and a.row == b.row
+    jax.tree.map(np.testing.assert_array_equal, a.fit.result.params, b.fit.result.params)
 
 
 @pytest.mark.fast
@@ -155,12 +163,14 @@ def test_more_starts_run_in_the_program_of_the_candidates_fitted_from_scratch(mo
   from types import SimpleNamespace
   calls = []
 
-  def fake_fit_candidates(keys, x, adj, cfgs, x_heldout=None, *, pad_to=0):
-    calls.append((len(keys), len(cfgs), pad_to))
-    return [choose._Fitted(c, {}, SimpleNamespace(result=SimpleNamespace(
-        restart_log_px=np.array([-1.0 - len(calls)])))) for c in cfgs]
+  def fake_candidate_jobs(keys, x, adj, cfgs, x_heldout=None, *, pad_to=0):
+    def job():  # (one program: one job)
+      calls.append((len(keys), len(cfgs), pad_to))
+      return [choose._Fitted(c, {}, SimpleNamespace(result=SimpleNamespace(
+          restart_log_px=np.array([-1.0 - len(calls)])))) for c in cfgs]
+    return [job], lambda results: results[0]
 
-  monkeypatch.setattr(choose, "fit_candidates", fake_fit_candidates)
+  monkeypatch.setattr(choose, "candidate_jobs", fake_candidate_jobs)
   cfg = BASE.replace(decoder="sparse", n_regimes=8)
   row = lambda k, **more: dict(decoder="sparse", noise=cfg.noise, scale_model=cfg.scale_model,
                                n_regimes=k, chosen=k == 8, **more)
@@ -208,3 +218,48 @@ def test_the_k_the_grid_skipped_beside_the_best_is_fitted_too():
   assert choose._missing_neighbours([], 11, sel) == []
   given = choose.Selection(k_candidates=(2, 3, 4, 6, 8))  # the K asked for: no other
   assert choose._missing_neighbours(fits(grid), 11, given) == []
+
+
+@pytest.mark.fast
+def test_side_by_side_jobs_keep_their_order_and_raise_the_first_error():
+  """``concurrency.run_side_by_side``: the jobs' results in the jobs' order, whatever
+  ends first; every job runs, and the first failing job's exception (in order) is raised."""
+  import threading
+  import time
+  from vcm_jax import concurrency
+  ran, second_started = [], threading.Event()
+
+  def slow():
+    second_started.wait(5)  # (ends after the second job has started: they overlap)
+    ran.append("slow")
+    return 1
+
+  def quick():
+    second_started.set()
+    ran.append("quick")
+    return 2
+  assert concurrency.run_side_by_side([slow, quick], 2) == [1, 2]
+  assert ran == ["quick", "slow"]  # both at once: the second ended first
+  assert concurrency.run_side_by_side([slow, quick], 1) == [1, 2]  # (one after the other)
+
+  def boom(message):
+    def job():
+      time.sleep(0.01)
+      ran.append(message)
+      raise ValueError(message)
+    return job
+  ran.clear()
+  with pytest.raises(ValueError, match="first"):
+    concurrency.run_side_by_side([boom("first"), boom("second"), quick], 2)
+  assert sorted(ran) == ["first", "quick", "second"]
+  with pytest.MonkeyPatch.context() as patch:
+    patch.delenv(concurrency.ENV, raising=False)
+    assert 1 <= concurrency.default_threads() <= 4
+    patch.setenv(concurrency.ENV, "3")
+    assert concurrency.default_threads() == 3 and choose.Selection().n_threads == 3
+    assert choose.Selection(threads=2).n_threads == 2
+    patch.setenv(concurrency.ENV, "two")
+    with pytest.raises(ValueError, match="VCM_JAX_THREADS='two' is not a positive integer"):
+      concurrency.default_threads()
+  with pytest.raises(ValueError, match="selection.threads=-1 must be >= 0"):
+    choose.Selection(threads=-1)

@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import (api, capacity, checks, diagnose, graphs, identifiability, padding,
-                     parameters, predict, train)
+from vcm_jax import (api, capacity, checks, concurrency, diagnose, graphs, identifiability,
+                     padding, parameters, predict, train)
 from vcm_jax import model as model_lib
 from vcm_jax import rows as rows_lib
 from vcm_jax.init import GATE_START
@@ -92,6 +92,10 @@ class Selection:
   # 0.067) and lost floored counts 0's observational regime; it mends a new-user tour's
   # X -> Y case (docs/model_choice.md)
   swap_starts: bool = False
+  # Candidates' programs that share no data run side by side, up to this many at once
+  # (``vcm_jax.concurrency``; the same fits whatever the number): 0, the CPU cores this
+  # process may use, at most 4; 1, one after the other (each holds its working memory).
+  threads: int = 0
 
   def __post_init__(self):
     for name in ("decoders", "noises", "scales", "k_candidates"):
@@ -110,6 +114,9 @@ class Selection:
     if self.capacity_max_rows < 0 or self.capacity_folds < 2:
       raise ValueError(f"selection.capacity_max_rows={self.capacity_max_rows} must be >= 0 "
                        f"and selection.capacity_folds={self.capacity_folds} >= 2")
+    if self.threads < 0:
+      raise ValueError(f"selection.threads={self.threads} must be >= 0 (0: the CPU cores "
+                       "this process may use, at most 4)")
     if self.restarts < 1 or self.max_rows < 0 or self.violated_restarts < 1:
       raise ValueError("selection.restarts and selection.violated_restarts must be >= 1 and "
                        "selection.max_rows >= 0")
@@ -117,6 +124,11 @@ class Selection:
         or not 0 <= self.check_gross_fraction < 1:
       raise ValueError("selection.check_effect, check_z and nested_tolerance must be >= 0 "
                        "and selection.check_gross_fraction in [0, 1)")
+
+  @property
+  def n_threads(self) -> int:
+    """How many candidates' programs run side by side (``threads``, 0 resolved)."""
+    return self.threads or concurrency.default_threads()
 
   def check(self, fit, x) -> dict:
     """The shared-mechanism check of ``fit`` on ``x`` at this selection's thresholds
@@ -131,7 +143,10 @@ class Selection:
     unknown = sorted(set(group) - known)
     if unknown:
       raise ValueError(f"unknown selection key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(group).items()})
+    selection = cls(**{k: (tuple(v) if isinstance(v, list) else v)
+                       for k, v in dict(group).items()})
+    selection.n_threads  # (a bad $VCM_JAX_THREADS is said here, before a fit)
+    return selection
 
 
 class ModelChoice(NamedTuple):
@@ -266,12 +281,22 @@ class _Fitted(NamedTuple):
 
 
 def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
-                   pad_to: int = 0) -> list[_Fitted]:
+                   pad_to: int = 0, threads: int = 1) -> list[_Fitted]:
   """Fit and score ``cfgs`` on ``x`` (data units), one compiled program per group of
   candidates that differ only in K (padded to the group's largest K, or ``pad_to``),
-  each fit with ``keys[i]`` (or one key for all)."""
+  each fit with ``keys[i]`` (or one key for all); up to ``threads`` of those programs
+  run side by side (``concurrency``: the same fits)."""
+  jobs, assemble = candidate_jobs(keys, x, adj, cfgs, x_heldout, pad_to=pad_to)
+  return assemble(concurrency.run_side_by_side(jobs, threads))
+
+
+def candidate_jobs(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
+                   pad_to: int = 0):
+  """``fit_candidates`` as ``(jobs, assemble)``: one job a compiled program (no
+  arguments), and ``assemble(the jobs' results in order) -> [_Fitted]`` in the order of
+  ``cfgs``; a caller runs the jobs beside others of its own."""
   if not cfgs:
-    return []
+    return [], lambda results: []
   cfgs = [train.without_unused_terms(c, x) for c in cfgs]
   x = jnp.asarray(x, jnp.float32)
   adj = np.asarray(adj)
@@ -284,8 +309,8 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
     groups.setdefault(cfg.replace(n_regimes=0) if pads(cfg) else cfg, []).append(i)
   runs = [(key, part) for key, members in groups.items()
           for part in _buckets(members, [cfgs[i].n_regimes for i in members], pad_to)]
-  out = [None] * len(cfgs)
-  for group_cfg, members in runs:
+
+  def run(group_cfg, members):
     ks = [cfgs[i].n_regimes for i in members]
     padded = pads(group_cfg)
     big = group_cfg.replace(n_regimes=max(ks + [pad_to])) if padded else group_cfg
@@ -293,6 +318,7 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
     results, stats = program(jnp.stack([keys[i] for i in members]), jnp.asarray(ks, jnp.int32),
                              x, idx, mask, held)
     stats = jax.tree.map(np.asarray, stats)
+    fitted = []
     for result, (j, i) in zip(api.unstack(results, len(members)), enumerate(members)):
       api.check_finite(result, f"candidate {describe(cfgs[i])}")
       fit = _unpadded_fit(cfgs[i], model, result, x, idx, mask, order) if padded else \
@@ -302,8 +328,15 @@ def fit_candidates(keys, x, adj, cfgs: Sequence[FitConfig], x_heldout=None, *,
         row.pop("heldout_log_px")
       if padded:  # (the K fitted together in one program: ``_more_starts`` reuses it)
         row["fitted_with"] = [cfgs[m].n_regimes for m in members]
-      out[i] = _Fitted(cfgs[i], row, fit)
-  return out
+      fitted.append((i, _Fitted(cfgs[i], row, fit)))
+    return fitted
+
+  def assemble(results):
+    out = [None] * len(cfgs)
+    for i, f in (pair for done in results for pair in done):
+      out[i] = f
+    return out
+  return [functools.partial(run, group_cfg, members) for group_cfg, members in runs], assemble
 
 
 def pads(cfg: FitConfig) -> bool:
@@ -391,7 +424,7 @@ def first_stage(key, x, adj, base: FitConfig, *, x_heldout=None, log=None,
   adj = np.asarray(adj)
   base = train.without_unused_terms(base, x)
   x = jnp.asarray(x, jnp.float32)
-  fitted = _fitter(key, x, adj, x_heldout, log)
+  fitted = _fitter(key, x, adj, x_heldout, log, sel.n_threads)
   table, best, check = _first_latent(x, adj, base, sel, fitted, log, first_restarts)
   return FirstStage(table, best, check, (key, x, adj, base, sel, fitted, log, x_heldout))
 
@@ -437,19 +470,20 @@ def finish_choice(stage: FirstStage) -> ModelChoice:
   return ModelChoice(chosen.cfg, rows, chosen.fit, check, tuple(skipped), why)
 
 
-def _fitter(key, x, adj, x_heldout, log):
+def _fitter(key, x, adj, x_heldout, log, threads: int = 1):
   """``fitted(cfgs, start=None, log_rows=True)``: fit ``cfgs`` on ``x`` from scratch, or
   each continued from ``start`` (a ``_Fitted`` whose model differs only in its noise
-  family or scale model: it starts where that fit ended); their rows go to ``log``
-  unless ``log_rows`` is False."""
+  family or scale model: it starts where that fit ended); up to ``threads`` programs
+  side by side. Their rows go to ``log`` (in the configs' order) unless ``log_rows`` is
+  False."""
   def fitted(cfgs, start=None, log_rows=True):
     if start is None:
-      out = fit_candidates(key, x, adj, cfgs, x_heldout)
+      out = fit_candidates(key, x, adj, cfgs, x_heldout, threads=threads)
     else:
-      out = []
-      for cfg in cfgs:
+      def one(cfg):
         fit = _continued(jax.random.fold_in(key, 5), start.fit, x, cfg)
-        out.append(_Fitted(cfg, scores(fit, x, x_heldout), fit))
+        return _Fitted(cfg, scores(fit, x, x_heldout), fit)
+      out = concurrency.run_side_by_side([functools.partial(one, c) for c in cfgs], threads)
     for f in out if log is not None and log_rows else ():
       log(f.row)
     return out
@@ -482,8 +516,13 @@ def _first_latent(x, adj, base: FitConfig, sel: Selection, fitted, log, first_re
   # each continued from the fit it extends; then the check, on the best of them: a
   # mechanism family the plain fit lacks (heteroscedastic noise, heavy tails) would
   # otherwise read as a second change and send the choice to the richer latents.
-  table += fitted(first_cfgs[1:], table[0])
-  table += [f for noise_fit in list(table) for f in _other_scales(noise_fit, sel, fitted)]
+  # (The other noise families and the first fit's other scale models all start from the
+  # first fit: one call, side by side; then the other noise families' scale models.)
+  first_scales = _other_scales(table[0].cfg, sel)
+  both = fitted(first_cfgs[1:] + first_scales, table[0])
+  noise_fits = both[:len(first_cfgs) - 1]
+  table += noise_fits + both[len(first_cfgs) - 1:]
+  table += [f for nf in noise_fits for f in fitted(_other_scales(nf.cfg, sel), nf)]
   table = _with_a_fresh_start(table, fitted, log)
   best_first = _best(table, "bic")
   check = None
@@ -506,7 +545,7 @@ def _other_latents(key, x, adj, base: FitConfig, sel: Selection, table: list, fi
                       decoders=sel.decoders[1:], noises=(noise,), **opts)
   start = next((f for f in table if f.cfg.decoder == "structured" and f.cfg.noise == noise
                 and f.cfg.scale_model == scale), None)
-  warm = []
+  grow = []
   if start is not None and "sparse" in sel.decoders[1:]:
     # The sparse latent with K = N + 1 contains the single-target one: it starts from it
     # (``_grown``), so it begins where the plainer fit ended.
@@ -514,10 +553,14 @@ def _other_latents(key, x, adj, base: FitConfig, sel: Selection, table: list, fi
                           restarts=1)
     if sel.max_mechanisms <= 0 or mechanisms_per_row(nested, n) <= sel.max_mechanisms:
       others = [c for c in others if (c.decoder, c.n_regimes) != ("sparse", n + 1)]
-      warm = [_grown(key, start, nested, x, x_heldout)]
-      if log is not None:
-        log(warm[0].row)
-  rest = (fitted(others) if others else []) + warm
+      grow = [functools.partial(_grown, key, start, nested, x, x_heldout)]
+  # the grown fit and the other candidates' programs side by side (they share no data)
+  jobs, assemble = candidate_jobs(key, x, adj, others, x_heldout)
+  done = concurrency.run_side_by_side(grow + jobs, sel.n_threads)
+  warm, rest = done[:len(grow)], assemble(done[len(grow):])
+  for f in (warm + rest) if log is not None else ():
+    log(f.row)
+  rest = rest + warm
   # A richer candidate below one it contains failed its fit: it starts again from that
   # one (the choice then reads only fits that reach what their plainer models reach).
   refit = lambda fs: _refit_failures(key, table + fs, n, sel.nested_tolerance, x,
@@ -529,13 +572,13 @@ def _other_latents(key, x, adj, base: FitConfig, sel: Selection, table: list, fi
   return rest
 
 
-def _other_scales(start: _Fitted, sel: Selection, fitted) -> list:
-  """``start``'s model under the other scale models, each continued from it: a scale
-  that depends on the parents contains the constant one (its head starts at 0)."""
-  if not scale_can_read_parents(start.cfg):
+def _other_scales(cfg: FitConfig, sel: Selection) -> list:
+  """``cfg`` under the other scale models of ``sel``, each to be continued from a fit of
+  ``cfg``: a scale that depends on the parents contains the constant one (its head
+  starts at 0)."""
+  if not scale_can_read_parents(cfg):
     return []
-  return [f for scale in sel.scales if scale != start.cfg.scale_model
-          for f in fitted([start.cfg.replace(scale_model=scale)], start)]
+  return [cfg.replace(scale_model=scale) for scale in sel.scales if scale != cfg.scale_model]
 
 
 def _with_a_fresh_start(table: list, fitted, log=None) -> list:
@@ -841,7 +884,7 @@ def _final_fit(key, x, adj, base, selection, choice, rows, x_heldout) -> ModelCh
   if not on_all_rows and not more:
     final = keep  # the best of the subset's starts, continued on every row
   elif cfg.decoder != "structured" and on_all_rows:  # the candidates' program, more starts
-    final = _more_starts(key, x, adj, choice, restarts, keep, x_heldout)
+    final = _more_starts(key, x, adj, choice, restarts, keep, x_heldout, selection.n_threads)
   else:
     final = fit_candidates(jax.random.fold_in(key, 1), x, adj,
                            [cfg.replace(restarts=restarts)])[0].fit
@@ -931,7 +974,8 @@ def _continue_program(cfg: FitConfig, n_nodes: int, max_parents: int, each: bool
   return trainer.model, jax.jit(functools.partial(step, trainer=trainer))
 
 
-def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldout) -> api.Fit:
+def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldout,
+                 threads: int = 1) -> api.Fit:
   """More starts of the chosen padded-K model through the candidates' compiled program
   (as many as the program's batch, at least enough for ``restarts``); the best
   ``log p(x)`` among them and ``keep`` wins."""
@@ -948,10 +992,13 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
   batch = len(group)
   calls = -(-(restarts - 1) // batch)
   best = keep
+  jobs = []  # (the calls share no data: side by side)
   for c in range(calls):
     keys = list(jax.random.split(jax.random.fold_in(key, 1 + c), batch))
-    for f in fit_candidates(keys, x, adj, [cfg] * batch, x_heldout, pad_to=max(group)):
-      if best is None or float(f.fit.result.restart_log_px.max()) > \
-          float(best.result.restart_log_px.max()):
-        best = f.fit
+    call, assemble = candidate_jobs(keys, x, adj, [cfg] * batch, x_heldout, pad_to=max(group))
+    jobs.append(lambda call=call, assemble=assemble: assemble([job() for job in call]))
+  for f in (f for fits in concurrency.run_side_by_side(jobs, threads) for f in fits):
+    if best is None or float(f.fit.result.restart_log_px.max()) > \
+        float(best.result.restart_log_px.max()):
+      best = f.fit
   return best
