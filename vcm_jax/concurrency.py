@@ -7,7 +7,7 @@ Python's lock while a program runs (two 2000-step scans, 0.196 s one after the o
 0.109 s from two threads on a 2-core CPU). The model choice's candidates that share no
 data dependence (the runs of K of ``choose.fit_candidates``, the further starts of
 ``choose._more_starts``, the sparse latent grown from the single-target fit beside the
-other K) are such calls. Each call computes what it computes alone, so the results do
+other K, the first fit's noise-family and scale continuations) are such calls. Each call computes what it computes alone, so the results do
 not depend on the number of threads (``tests/test_choose.py``).
 
 Each thread holds its own program's working memory at once: ``workers = 1`` runs the
@@ -42,7 +42,8 @@ def default_threads() -> int:
 def run_side_by_side(jobs: Sequence[Callable[[], object]], workers: int) -> list:
   """``[job() for job in jobs]``, with up to ``workers`` of them running at once (host
   threads); the results in the jobs' order. A job's exception is raised here (the first
-  in order), after every job has ended."""
+  in order), after every job has ended (one at a time, ``workers <= 1``: where it
+  happened, the later jobs not run). A Ctrl-C waits for the running programs to end."""
   jobs = list(jobs)
   if workers <= 1 or len(jobs) <= 1:
     return [job() for job in jobs]
