@@ -5,10 +5,11 @@ program keeps about one CPU core busy (a Sachs candidate: its steps are 500 rows
 11-node decoder). Calls made from several host threads run at once: XLA releases
 Python's lock while a program runs (two 2000-step scans, 0.196 s one after the other,
 0.109 s from two threads on a 2-core CPU). The model choice's candidates that share no
-data dependence (the runs of K of ``choose.fit_candidates``, the further starts of
+data are such calls: the runs of K of ``choose.fit_candidates``, the further starts of
 ``choose._more_starts``, the sparse latent grown from the single-target fit beside the
-other K, the first fit's noise-family and scale continuations) are such calls. Each call computes what it computes alone, so the results do
-not depend on the number of threads (``tests/test_choose.py``).
+other K, the first fit's noise-family and scale continuations. Each call computes what
+it computes alone, so the results do not depend on the number of threads
+(``tests/test_choose.py``).
 
 Each thread holds its own program's working memory at once: ``workers = 1`` runs the
 jobs one after the other, as before (the own-data config's ``selection.threads``).
@@ -41,14 +42,20 @@ def default_threads() -> int:
 
 def run_side_by_side(jobs: Sequence[Callable[[], object]], workers: int) -> list:
   """``[job() for job in jobs]``, with up to ``workers`` of them running at once (host
-  threads); the results in the jobs' order. A job's exception is raised here (the first
-  in order), after every job has ended (one at a time, ``workers <= 1``: where it
-  happened, the later jobs not run). A Ctrl-C waits for the running programs to end."""
+  threads); the results in the jobs' order. Where a job fails, the jobs not yet started
+  are cancelled, the running ones end, and the first failure in the jobs' order is
+  raised (one at a time, ``workers <= 1``: where it happened). A Ctrl-C cancels the jobs
+  not yet started; the running programs end first."""
   jobs = list(jobs)
   if workers <= 1 or len(jobs) <= 1:
     return [job() for job in jobs]
-  with concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs)),
-                                             thread_name_prefix="vcm_jax") as pool:
+  pool = concurrent.futures.ThreadPoolExecutor(min(workers, len(jobs)),
+                                               thread_name_prefix="vcm_jax")
+  try:
     futures = [pool.submit(job) for job in jobs]
-    concurrent.futures.wait(futures)
-  return [f.result() for f in futures]
+    concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+  except BaseException:
+    pool.shutdown(wait=False, cancel_futures=True)
+    raise
+  pool.shutdown(wait=True, cancel_futures=True)  # (after a failure: the rest not started)
+  return [f.result() for f in futures if not f.cancelled()]
