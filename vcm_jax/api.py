@@ -80,8 +80,8 @@ class Fit:
   @property
   def graph(self) -> np.ndarray:
     """``[N, N]`` the DAG the fit used (``graph[i, j] = 1``: i -> j), learned or given."""
-    return np.asarray(graphs.table_adjacency(self._one().parent_idx,
-                                             self.parent_mask)).astype(int)
+    one = self._one()
+    return np.asarray(graphs.table_adjacency(one.parent_idx, one.parent_mask)).astype(int)
 
   @property
   def edges(self) -> list[tuple]:

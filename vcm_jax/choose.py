@@ -992,11 +992,9 @@ def _more_starts(key, x, adj, choice: ModelChoice, restarts: int, keep, x_heldou
   batch = len(group)
   calls = -(-(restarts - 1) // batch)
   best = keep
-  jobs = []  # (the calls share no data: side by side)
-  for c in range(calls):
-    keys = list(jax.random.split(jax.random.fold_in(key, 1 + c), batch))
-    call, assemble = candidate_jobs(keys, x, adj, [cfg] * batch, x_heldout, pad_to=max(group))
-    jobs.append(lambda call=call, assemble=assemble: assemble([job() for job in call]))
+  jobs = [functools.partial(  # (one program a call; the calls share no data: side by side)
+      fit_candidates, list(jax.random.split(jax.random.fold_in(key, 1 + c), batch)), x, adj,
+      [cfg] * batch, x_heldout, pad_to=max(group)) for c in range(calls)]
   for f in (f for fits in concurrency.run_side_by_side(jobs, threads) for f in fits):
     if best is None or float(f.fit.result.restart_log_px.max()) > \
         float(best.result.restart_log_px.max()):

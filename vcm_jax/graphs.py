@@ -37,9 +37,7 @@ def sample_er_dag(key: jax.Array, *, n_nodes: int, edge_prob: float) -> jax.Arra
   """
   if not (inputs.is_integer(n_nodes) and operator.index(n_nodes) >= 1):
     raise ValueError(f"n_nodes={n_nodes!r} must be an integer >= 1")
-  if not isinstance(edge_prob, jax.core.Tracer) and not (
-      (np.asarray(edge_prob) >= 0) & (np.asarray(edge_prob) <= 1)).all():
-    raise ValueError(f"edge_prob={edge_prob} must be a probability, in [0, 1]")
+  inputs.check_probability("edge_prob", edge_prob)
   return _sample_er_dag(key, operator.index(n_nodes), edge_prob)
 
 

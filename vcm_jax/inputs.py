@@ -21,6 +21,17 @@ def is_integer(n) -> bool:
   return not isinstance(n, bool)
 
 
+def check_probability(name: str, value) -> None:
+  """A ``ValueError`` where a concrete ``value`` (a number or an array) has an entry
+  outside [0, 1]; a traced one (under ``jit`` or ``vmap``) cannot be checked."""
+  import jax
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = np.asarray(value, float)
+  if not ((v >= 0) & (v <= 1)).all():
+    raise ValueError(f"{name}={value} must be a probability, in [0, 1]")
+
+
 def min_rows(n_nodes: int) -> int:
   """Fewest rows a fit needs: a few per regime of the structured latent, and 20 in all."""
   return max(20, 2 * (n_nodes + 1))

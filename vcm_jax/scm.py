@@ -89,8 +89,7 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
   if intervention not in ("mean", "variance", "both"):
     raise ValueError(f"unknown intervention {intervention!r}; expected mean, variance or both")
   graphs.check_concrete_dag(adj)  # (a cycle has no fixed point for sample_data to reach)
-  if not isinstance(obs_fraction, jax.core.Tracer) and not 0 <= float(obs_fraction) <= 1:
-    raise ValueError(f"obs_fraction={obs_fraction} must be a probability, in [0, 1]")
+  inputs.check_probability("obs_fraction", obs_fraction)
   n = adj.shape[-1]
   k_w, k_s, k_n = jax.random.split(key, 3)
   weights = adj * _signed_uniform(k_w, (n, n), weight_low, weight_high)
