@@ -182,6 +182,26 @@ def test_true_posterior_and_marginal_brute_force(noise):
                              special.logsumexp(joint, -1), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.fast
+def test_scalars_as_arrays_and_concrete_calls_give_the_traced_numbers():
+  """Python numbers (one compiled program, them as constants), the same numbers as
+  arrays (traced: a sweep under vmap), and the whole draw under jit: one SCM and one
+  data set."""
+  kw = dict(shift=3.0, noise_low=0.5, noise_high=1.5, obs_fraction=0.4, variance_factor=2.0)
+  plain = _scm(1, intervention="both", **kw)
+  as_arrays = _scm(1, intervention="both", **{k: jnp.float32(v) for k, v in kw.items()})
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(as_arrays)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  swept = jax.vmap(lambda s: _scm(1, shift=s).shift)(jnp.asarray([3.0, 5.0]))
+  np.testing.assert_allclose(swept[1] - swept[0], 2.0, rtol=1e-6)
+  x, r = scm.sample_data(jax.random.key(2), plain, 300)
+  xj, rj = _sample(jax.random.key(2), plain, n=300)
+  np.testing.assert_array_equal(np.asarray(r), np.asarray(rj))
+  np.testing.assert_allclose(np.asarray(x), np.asarray(xj), rtol=1e-5, atol=1e-5)
+  given = scm.sample_data(jax.random.key(3), plain, 0, regimes=r)
+  np.testing.assert_array_equal(np.asarray(given[1]), np.asarray(r))
+
+
 def test_vmap_over_keys_and_graphs_equals_separate_calls():
   from vcm_jax import graphs
 

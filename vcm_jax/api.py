@@ -335,6 +335,11 @@ def fit_graph(key, x, adj, *, config: FitConfig, max_parents: int) -> Fit:
     adj = jnp.asarray(adj)
   if not isinstance(x, jax.core.Tracer):
     x = jnp.asarray(inputs.checked(x, adj.shape[-1]))
+  if not any(isinstance(a, jax.core.Tracer) for a in (key, x, adj)):
+    # Concrete inputs, checked: the fit as one compiled program (``fit``'s own), not
+    # op by op (eagerly, each of a fit's some 800 small operations compiled alone: 11 s).
+    graphs.check_parent_table(adj, max_parents)
+    return _jit_fit_graph(config, max_parents)(key, x, adj.astype(jnp.float32))
   n = x.shape[-1]
   trainer = _trainer(config, n, max_parents)
   idx, mask = graphs.parent_table(adj, max_parents)

@@ -164,16 +164,21 @@ def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array
   run on another graph); a traced one cannot be checked, and its table keeps the first
   ``max_parents``.
   """
-  d = max(int(max_parents), 1)
   if not isinstance(adj, jax.core.Tracer):
-    check_concrete_dag(adj)
-    in_degree = (np.asarray(adj) > 0).sum(-2)
-    if in_degree.max(initial=0) > d:
-      j = np.unravel_index(np.argmax(in_degree), in_degree.shape)[-1]
-      raise ValueError(f"max_parents={max_parents} is below node {j}'s {in_degree.max()} "
-                       "parents: the parent table would drop some; use the largest in-degree "
-                       "(graphs.max_in_degree)")
-  return _parent_table(adj, d)
+    check_parent_table(adj, max_parents)
+  return _parent_table(adj, max(int(max_parents), 1))
+
+
+def check_parent_table(adj, max_parents: int) -> None:
+  """A ``ValueError`` where the concrete ``adj`` is not a square DAG or has a node of more
+  than ``max_parents`` parents (``parent_table``'s checks)."""
+  check_concrete_dag(adj)
+  in_degree = (np.asarray(adj) > 0).sum(-2)
+  if in_degree.max(initial=0) > max(int(max_parents), 1):
+    j = np.unravel_index(np.argmax(in_degree), in_degree.shape)[-1]
+    raise ValueError(f"max_parents={max_parents} is below node {j}'s {in_degree.max()} "
+                     "parents: the parent table would drop some; use the largest in-degree "
+                     "(graphs.max_in_degree)")
 
 
 @functools.partial(jax.jit, static_argnames="d")

@@ -11,6 +11,7 @@ regime posterior give the Bayes ceiling.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -90,6 +91,16 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
     raise ValueError(f"unknown intervention {intervention!r}; expected mean, variance or both")
   graphs.check_concrete_dag(adj)  # (a cycle has no fixed point for sample_data to reach)
   inputs.check_probability("obs_fraction", obs_fraction)
+  scalars = (shift, noise_low, noise_high, obs_fraction, variance_factor, weight_low,
+             weight_high)
+  # Python numbers (the usual case): one compiled program, with them as constants (the
+  # same numbers as op by op); array ones (a sweep under vmap): traced, op by op.
+  draw = _linear_scm_jit if all(isinstance(v, (int, float)) for v in scalars) else _linear_scm
+  return draw(key, adj, *scalars, intervention)
+
+
+def _linear_scm(key, adj, shift, noise_low, noise_high, obs_fraction, variance_factor,
+                weight_low, weight_high, intervention: str) -> SCM:
   n = adj.shape[-1]
   k_w, k_s, k_n = jax.random.split(key, 3)
   weights = adj * _signed_uniform(k_w, (n, n), weight_low, weight_high)
@@ -105,6 +116,9 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
       shift=shifts if use_mean else jnp.zeros(n),
       int_scale=jnp.full((n,), variance_factor, jnp.float32) if use_var else jnp.ones(n),
       regime_probs=probs)
+
+
+_linear_scm_jit = jax.jit(_linear_scm, static_argnums=tuple(range(2, 10)))
 
 
 def sample_mlp_scm(key: jax.Array, adj: jax.Array, *, hidden: int = 4, input_low=0.5,
@@ -206,16 +220,26 @@ def sample_data(key: jax.Array, scm: SCM, n_samples: int, *, noise: str = "gauss
     if bad.size:
       raise ValueError(f"regimes[{bad[0]}] = {np.asarray(regimes)[bad[0]]} is not a regime id "
                        f"of this SCM (0..{n}: 0 observational, k intervenes on node k - 1)")
-  k_r, k_e = jax.random.split(key)
-  if regimes is None:
-    regimes = sample_regimes(k_r, scm.regime_probs, n_samples)
-  hit = jax.nn.one_hot(regimes - 1, n)  # row of zeros for the observational regime
-  eps = _standard_noise(k_e, (regimes.shape[0], n), noise)
+  regimes, hit, eps = _draws(key, scm.regime_probs, regimes,
+                             None if regimes is not None else int(n_samples), n, noise)
   scale = scm.noise_scale * jnp.where(hit > 0, scm.int_scale, 1.0)
   u = hit * scm.shift + scale * eps  # the bias comes in through mechanism_means
   x = jax.lax.fori_loop(0, n if n_passes is None else n_passes,
                         lambda _, x: u + mechanism_means(scm, x), u)
   return x, regimes
+
+
+# The random draws as one compiled program (op by op, each of their small operations was
+# compiled alone: a test's or a script's concrete call paid for that). The arithmetic
+# after them stays outside it: compiled together, ``scale * eps + shift`` may become one
+# fused multiply-add, and the data would move in their last bits.
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _draws(key, regime_probs, regimes, n_samples, n: int, noise: str):
+  k_r, k_e = jax.random.split(key)
+  if regimes is None:
+    regimes = sample_regimes(k_r, regime_probs, n_samples)
+  hit = jax.nn.one_hot(regimes - 1, n)  # row of zeros for the observational regime
+  return regimes, hit, _standard_noise(k_e, (regimes.shape[0], n), noise)
 
 
 def state_log_densities(scm: SCM, x: jax.Array, *, noise: str = "gauss"):
