@@ -323,7 +323,8 @@ def fit_graph(key, x, adj, *, config: FitConfig, max_parents: int) -> Fit:
   Concrete inputs are checked (a one-line ``ValueError``): ``adj`` a DAG whose
   in-degrees fit ``max_parents``, ``x`` finite numbers with a column per node (taken as
   float32), ``key`` a PRNG key or an integer seed, ``config`` a ``FitConfig`` or a dict
-  of its fields; traced ones, under ``jit`` or ``vmap``, cannot be.
+  of its fields; traced ones, under ``jit`` or ``vmap``, cannot be. Concrete inputs are
+  fitted by one compiled program, ``fit``'s own (cached for ``config`` and ``max_parents``).
   """
   if not isinstance(config, FitConfig):  # (a dict of its fields, as ``fit`` takes)
     config = config_lib.coerce(config)
