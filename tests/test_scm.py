@@ -184,8 +184,8 @@ def test_true_posterior_and_marginal_brute_force(noise):
 
 @pytest.mark.fast
 def test_scalars_as_arrays_and_concrete_calls_give_the_traced_numbers():
-  """Python numbers (one compiled program, them as constants), the same numbers as
-  arrays (traced: a sweep under vmap), and the whole draw under jit: one SCM and one
+  """Python numbers (the regime weights in double precision, as op by op), the same
+  numbers as arrays (a sweep under vmap), and the whole draw under jit: one SCM and one
   data set."""
   kw = dict(shift=3.0, noise_low=0.5, noise_high=1.5, obs_fraction=0.4, variance_factor=2.0)
   plain = _scm(1, intervention="both", **kw)

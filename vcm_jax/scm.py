@@ -91,15 +91,20 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
     raise ValueError(f"unknown intervention {intervention!r}; expected mean, variance or both")
   graphs.check_concrete_dag(adj)  # (a cycle has no fixed point for sample_data to reach)
   inputs.check_probability("obs_fraction", obs_fraction)
-  scalars = (shift, noise_low, noise_high, obs_fraction, variance_factor, weight_low,
-             weight_high)
-  # Python numbers (the usual case): one compiled program, with them as constants (the
-  # same numbers as op by op); array ones (a sweep under vmap): traced, op by op.
-  draw = _linear_scm_jit if all(isinstance(v, (int, float)) for v in scalars) else _linear_scm
-  return draw(key, adj, *scalars, intervention)
+  n = adj.shape[-1]
+  if isinstance(obs_fraction, (int, float)):  # in double precision, as op by op
+    rest = (1.0 - obs_fraction) / n
+    probs = np.asarray([obs_fraction] + [rest] * n, np.float64).astype(np.float32)
+  else:
+    probs = jnp.concatenate([jnp.full((1,), obs_fraction), jnp.full((n,), (1.0 - obs_fraction) / n)])
+  return _linear_scm(key, adj, shift, noise_low, noise_high, probs, variance_factor,
+                     weight_low, weight_high, intervention)
 
 
-def _linear_scm(key, adj, shift, noise_low, noise_high, obs_fraction, variance_factor,
+# One compiled program (op by op, each of some 30 small operations was compiled alone);
+# the numbers are arguments, so a sweep over them compiles nothing more.
+@functools.partial(jax.jit, static_argnums=9)
+def _linear_scm(key, adj, shift, noise_low, noise_high, probs, variance_factor,
                 weight_low, weight_high, intervention: str) -> SCM:
   n = adj.shape[-1]
   k_w, k_s, k_n = jax.random.split(key, 3)
@@ -108,17 +113,12 @@ def _linear_scm(key, adj, shift, noise_low, noise_high, obs_fraction, variance_f
   shifts = shift + _signed_uniform(k_s, (n,), 0.1, 1.0)
   use_mean = intervention in ("mean", "both")
   use_var = intervention in ("variance", "both")
-  probs = jnp.concatenate([jnp.full((1,), obs_fraction),
-                           jnp.full((n,), (1.0 - obs_fraction) / n)])
   return SCM(
       adj=adj, weights=weights, bias=jnp.zeros(n),
       noise_scale=noise_scale,
       shift=shifts if use_mean else jnp.zeros(n),
       int_scale=jnp.full((n,), variance_factor, jnp.float32) if use_var else jnp.ones(n),
       regime_probs=probs)
-
-
-_linear_scm_jit = jax.jit(_linear_scm, static_argnums=tuple(range(2, 10)))
 
 
 def sample_mlp_scm(key: jax.Array, adj: jax.Array, *, hidden: int = 4, input_low=0.5,
