@@ -96,7 +96,8 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
     rest = (1.0 - obs_fraction) / n
     probs = np.asarray([obs_fraction] + [rest] * n, np.float64).astype(np.float32)
   else:
-    probs = jnp.concatenate([jnp.full((1,), obs_fraction), jnp.full((n,), (1.0 - obs_fraction) / n)])
+    probs = jnp.concatenate([jnp.full((1,), obs_fraction),
+                             jnp.full((n,), (1.0 - obs_fraction) / n)])
   return _linear_scm(key, adj, shift, noise_low, noise_high, probs, variance_factor,
                      weight_low, weight_high, intervention)
 
