@@ -339,7 +339,7 @@ def fit_graph(key, x, adj, *, config: FitConfig, max_parents: int) -> Fit:
   if not any(isinstance(a, jax.core.Tracer) for a in (key, x, adj)):
     # Concrete inputs, checked: the fit as one compiled program (``fit``'s own), not
     # op by op (eagerly, each of a fit's some 800 small operations compiled alone: 11 s).
-    graphs.check_parent_table(adj, max_parents)
+    graphs.check_max_parents(adj, max_parents)  # (``validate_dag`` checked the rest)
     return _jit_fit_graph(config, max_parents)(key, x, adj.astype(jnp.float32))
   n = x.shape[-1]
   trainer = _trainer(config, n, max_parents)

@@ -165,14 +165,14 @@ def parent_table(adj: jax.Array, max_parents: int) -> tuple[jax.Array, jax.Array
   ``max_parents``.
   """
   if not isinstance(adj, jax.core.Tracer):
-    check_parent_table(adj, max_parents)
+    check_concrete_dag(adj)
+    check_max_parents(adj, max_parents)
   return _parent_table(adj, max(int(max_parents), 1))
 
 
-def check_parent_table(adj, max_parents: int) -> None:
-  """A ``ValueError`` where the concrete ``adj`` is not a square DAG or has a node of more
-  than ``max_parents`` parents (``parent_table``'s checks)."""
-  check_concrete_dag(adj)
+def check_max_parents(adj, max_parents: int) -> None:
+  """A ``ValueError`` where a node of the concrete ``adj`` has more than ``max_parents``
+  parents (the parent table would drop some)."""
   in_degree = (np.asarray(adj) > 0).sum(-2)
   if in_degree.max(initial=0) > max(int(max_parents), 1):
     j = np.unravel_index(np.argmax(in_degree), in_degree.shape)[-1]

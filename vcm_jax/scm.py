@@ -91,13 +91,9 @@ def sample_linear_scm(key: jax.Array, adj: jax.Array, *, shift=10.0, noise_low=1
     raise ValueError(f"unknown intervention {intervention!r}; expected mean, variance or both")
   graphs.check_concrete_dag(adj)  # (a cycle has no fixed point for sample_data to reach)
   inputs.check_probability("obs_fraction", obs_fraction)
+  # The regime weights outside the program: from Python numbers, in double precision.
   n = adj.shape[-1]
-  if isinstance(obs_fraction, (int, float)):  # in double precision, as op by op
-    rest = (1.0 - obs_fraction) / n
-    probs = np.asarray([obs_fraction] + [rest] * n, np.float64).astype(np.float32)
-  else:
-    probs = jnp.concatenate([jnp.full((1,), obs_fraction),
-                             jnp.full((n,), (1.0 - obs_fraction) / n)])
+  probs = jnp.concatenate([jnp.full((1,), obs_fraction), jnp.full((n,), (1.0 - obs_fraction) / n)])
   return _linear_scm(key, adj, shift, noise_low, noise_high, probs, variance_factor,
                      weight_low, weight_high, intervention)
 
