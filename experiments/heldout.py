@@ -1,6 +1,6 @@
 """The library's default fit on held-out families, judged against their Bayes ceiling:
 ``python -m experiments.heldout --workdir=DIR [--families=physical,heteroscedastic,
-floored_counts,process_plant,rotating_machinery] [--seeds=100,101,102] [--n_rows=0]
+floored_counts,process_plant,rotating_machinery,building] [--seeds=100,101,102] [--n_rows=0]
 [--graph=given]``.
 
 The families (``vcm_jax.families``) are simulators no default of the library was chosen
@@ -9,7 +9,9 @@ sensor saturating at a ceiling), heteroscedastic mechanisms, Poisson counts with
 readings floored at a bound, a process plant (a quantized sensor, a log-normal
 pressure, a scale-only and a gain-only change) and rotating machinery (a current that is
 a product of its parents, with noise in proportion to it; a sensor gain changed; a pressure
-at a relief valve's ceiling); the last two were added after every default they judge.
+at a relief valve's ceiling) and a building's heating and ventilation (two on/off
+switches, a two-moded outdoor temperature); the last three were added after every
+default they judge (the building with the two-point law, ``FitConfig.two_point``).
 Each has an exact per-regime log-likelihood, so each seed's ceiling is the ARI of the
 exact posterior's argmax under the true simulator.
 
@@ -30,7 +32,8 @@ rows of earlier runs into the same workdir are kept (a rerun of a family, seed, 
 and graph replaces its row).
 
 Seeds: the families' change sizes were set on development seeds 0-9 (0-4 used; the
-process plant's and the rotating machinery's on 0-2, from the ceiling alone); the
+process plant's, the rotating machinery's and the building's on 0-2, from the ceiling
+alone); the
 report seeds are 100, 101, 102 (the default). ``--seeds`` decides which are run.
 """
 from __future__ import annotations

@@ -153,6 +153,18 @@ def test_sampler_matches_the_density_parameters(made, name):
                                                       / 12)
       assert abs(z.mean()) < 5 / np.sqrt(len(z)), fam.names[j]
       assert abs(z.std() - sd) < 5 / np.sqrt(2 * len(z)), fam.names[j]
+    if kind == "bernoulli":  # the number of ones: the sum of P(1)
+      assert set(np.unique(v)) <= {0.0, 1.0}, fam.names[j]
+      assert abs(v.sum() - loc.sum()) < 5 * np.sqrt((loc * (1 - loc)).sum()) + 1, fam.names[j]
+    if kind == "bimodal":  # an even mixture: mean between the modes, spread about them
+      loc2 = parts[0][1].loc2
+      scale = parts[0][1].scale
+      rows0 = parts[0][0]
+      w = v[:len(rows0)]
+      centre, half = (loc[0] + loc2) / 2, abs(loc2 - loc[0]) / 2
+      sd = np.sqrt(scale ** 2 + half ** 2)
+      assert abs(w.mean() - centre) < 5 * sd / np.sqrt(len(w)), fam.names[j]
+      assert abs(w.std() - sd) < 5 * sd / np.sqrt(2 * len(w)) * 1.5, fam.names[j]
     if kind == "poisson":  # the mean the pmf gives each row, summed: the counts' sum
       grid = np.arange(int(loc.max() + 10 * np.sqrt(loc.max()) + 30))
       mean = 0.0
@@ -198,6 +210,17 @@ def test_one_node_density_integrates_to_one(made, name):
         top = int(cond.loc[0] + 20 * np.sqrt(cond.loc[0]) + 50)
         total = np.exp(families.log_density(cond, np.arange(top)).astype(np.float64)).sum()
         assert abs(total - 1) < 1e-3, (j, k, total)
+        continue
+      if cond.kind == "bernoulli":  # P(0) + P(1)
+        total = np.exp(families.log_density(cond._replace(loc=np.repeat(cond.loc, 2)),
+                                            np.array([0.0, 1.0]))).sum()
+        assert abs(total - 1) < 1e-12, (fam.names[j], k, total)
+        continue
+      if cond.kind == "bimodal":  # both modes, each within 12 sds
+        lo = min(cond.loc[0], cond.loc2) - 12 * cond.scale[0]
+        hi = max(cond.loc[0], cond.loc2) + 12 * cond.scale[0]
+        total = _integral(cond, lo, hi)[0]
+        assert abs(total - 1) < 1e-3, (fam.names[j], k, total)
         continue
       if cond.kind == "quantized":  # every bin within 12 sds: the pmf sums to 1
         lo, hi = (np.round((cond.loc[0] + sign * 12 * cond.scale[0]) / cond.step)

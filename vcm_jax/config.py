@@ -71,6 +71,9 @@ class FitConfig:
                                "this share of the rows (and 10) hold it exactly: a cell there "
                                "has the probability of the tail beyond it, not a density, so "
                                "no regime can collapse onto it; 0: no censoring")
+  two_point: bool = _field(True, "model", doc="a column whose every reading is at one of "
+                           "its two censoring bounds (an on/off switch, a 0/1 indicator) reads "
+                           "as a Bernoulli: the censored law conditioned on the two values")
   z_init: str = _field("zeros", "model", ("zeros", "random"),
                        doc="the regime's input weights at init (random: PyTorch's default)")
   max_parents: int = _field(0, "model", doc="parent-table width; 0: the graph's largest "

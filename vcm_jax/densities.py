@@ -124,6 +124,41 @@ def censored(log_p, x, mean, log_scale, lower, upper, log_cdf_fn):
   return jnp.where(at_lower | at_upper, tail, log_p)
 
 
+def two_point_atoms(mean, log_scale, lower, upper, two_point, log_cdf_fn):
+  """``(log P(X <= lower), log P(X >= upper), log of their sum)`` of a censored cell's
+  law, elementwise, where ``two_point`` (a column that holds only its two bounds: an
+  on/off switch, a 0/1 indicator); elsewhere finite stand-ins (the bounds replaced by
+  ``mean -/+ 1``, so that neither value nor gradient is infinite in the branch not taken).
+
+  Why: censored at both bounds, a two-valued column still gives the interval between
+  them probability, which no reading takes; the law reaches a Bernoulli's only as its
+  scale and mean grow without bound. Conditioned on the two atoms it is a Bernoulli for
+  finite parameters (``P(X >= upper) / (P(X <= lower) + P(X >= upper))``, a probit of the
+  mechanism's mean), and what a regime does to the switch is a finite change."""
+  lo = jnp.where(two_point, lower, mean - 1.0)
+  hi = jnp.where(two_point, upper, mean + 1.0)
+  log_low = log_cdf_fn(lo, mean, log_scale)
+  log_high = log_cdf_fn(-hi, -mean, log_scale)
+  return log_low, log_high, jnp.logaddexp(log_low, log_high)
+
+
+def two_point(log_p, mean, log_scale, lower, upper, two_point_mask, log_cdf_fn):
+  """``log_p`` (``censored``'s) renormalised to the two atoms where ``two_point_mask``
+  (``two_point_atoms``): a two-valued column's cell reads a Bernoulli's probability."""
+  total = two_point_atoms(mean, log_scale, lower, upper, two_point_mask, log_cdf_fn)[2]
+  return jnp.where(two_point_mask, log_p - total, log_p)
+
+
+def two_point_expected_log_density(mean, log_scale, lower, upper, two_point_mask,
+                                   log_cdf_fn):
+  """``E[log p]`` of a two-point cell under its own law, ``p log p + (1 - p) log(1 - p)``
+  (``two_point``); 0 where not ``two_point_mask``."""
+  log_low, log_high, total = two_point_atoms(mean, log_scale, lower, upper,
+                                             two_point_mask, log_cdf_fn)
+  a, b = log_low - total, log_high - total
+  return jnp.where(two_point_mask, jnp.exp(a) * a + jnp.exp(b) * b, 0.0)
+
+
 # Gauss-Legendre nodes and weights on [0, 1] (``expected_log_density``'s quadrature),
 # Python floats like the constants above.
 _QUAD_NODES, _QUAD_WEIGHTS = (tuple(float(v) for v in a) for a in (

@@ -63,9 +63,12 @@ class Model(NamedTuple):
     log_p = densities.log_density(cfg.noise, cfg.noise_dof)(x, mean, log_scale)
     lower, upper = _censoring(params)
     if lower is not None:
-      log_p = densities.censored(log_p, x, mean, log_scale,
-                                 *jax.lax.stop_gradient((lower, upper)),
-                                 densities.log_cdf(cfg.noise, cfg.noise_dof))
+      lower, upper = jax.lax.stop_gradient((lower, upper))
+      cdf = densities.log_cdf(cfg.noise, cfg.noise_dof)
+      log_p = densities.censored(log_p, x, mean, log_scale, lower, upper, cdf)
+      if "two_point" in params:  # a two-valued column: a Bernoulli's probability
+        log_p = densities.two_point(log_p, mean, log_scale, lower, upper,
+                                    params["two_point"] > 0, cdf)
     return log_p
 
   def cell_expected_log_density(self, mean, log_scale, params=None):
@@ -73,8 +76,14 @@ class Model(NamedTuple):
     (its censoring included, gross errors not): what ``cell_log_density`` averages to
     where the mechanism is right, for these parents (``densities.expected_log_density``)."""
     cfg = self.cfg
-    return densities.expected_log_density(cfg.noise, cfg.noise_dof, mean, log_scale,
-                                          *_censoring(params))
+    lower, upper = _censoring(params)
+    out = densities.expected_log_density(cfg.noise, cfg.noise_dof, mean, log_scale,
+                                         lower, upper)
+    if lower is not None and "two_point" in params:
+      on = params["two_point"] > 0
+      out = jnp.where(on, densities.two_point_expected_log_density(
+          mean, log_scale, lower, upper, on, densities.log_cdf(cfg.noise, cfg.noise_dof)), out)
+    return out
 
   def _decode(self, params, *args):
     """The decoder's means and log-scales, the scales above the noise floor

@@ -124,6 +124,14 @@ def censoring_bounds(cfg: FitConfig, x, loc, scale):
   return jnp.where(lo_pinned, to_fit(lo), -jnp.inf), jnp.where(hi_pinned, to_fit(hi), jnp.inf)
 
 
+def two_point_mask(cfg: FitConfig, x):
+  """``[N]`` bool, the two-valued columns of ``x`` (``two_point_columns``), or None where
+  the config reads none (``cfg.two_point`` off, or no censoring). Jit-safe."""
+  if cfg.censor_share <= 0 or not cfg.two_point:
+    return None
+  return two_point_columns(x, *pinned_extremes(x, cfg.censor_share))
+
+
 def without_unused_censoring(cfg: FitConfig, x) -> FitConfig:
   """``cfg`` with ``censor_share`` 0 where no column of the host rows ``x: [S, N]`` has
   a pinned extreme (``censoring_bounds`` would find no bound): the tail terms are then
@@ -131,8 +139,21 @@ def without_unused_censoring(cfg: FitConfig, x) -> FitConfig:
   and run time (measured on a 4-node default fit). The fit is the same."""
   if cfg.censor_share <= 0:
     return cfg
-  _, _, lo_pinned, hi_pinned = pinned_extremes(np.asarray(x), cfg.censor_share, np)
-  return cfg if (lo_pinned | hi_pinned).any() else cfg.replace(censor_share=0.0)
+  x = np.asarray(x)
+  lo, hi, lo_pinned, hi_pinned = pinned_extremes(x, cfg.censor_share, np)
+  if not (lo_pinned | hi_pinned).any():
+    return cfg.replace(censor_share=0.0, two_point=False)
+  if cfg.two_point and not two_point_columns(x, lo, hi, lo_pinned, hi_pinned).any():
+    cfg = cfg.replace(two_point=False)  # (the same fit: no column would read as one)
+  return cfg
+
+
+def two_point_columns(x, lo, hi, lo_pinned, hi_pinned):
+  """``[N]`` bool: the columns of ``x: [S, N]`` whose every reading is at one of two
+  pinned extremes (``pinned_extremes``): a two-valued column, read as a Bernoulli
+  (``FitConfig.two_point``, ``densities.two_point``). NumPy or jnp arrays alike."""
+  at_either = ((x == lo[None]) | (x == hi[None])).sum(axis=0) == x.shape[0]
+  return at_either & lo_pinned & hi_pinned & (hi > lo)
 
 
 def without_unused_terms(cfg: FitConfig, x) -> FitConfig:
@@ -164,6 +185,9 @@ def data_constants(cfg: FitConfig, x, loc, scale) -> dict:
   bounds = censoring_bounds(cfg, x, loc, scale)
   if bounds is not None:
     out["censor_lower"], out["censor_upper"] = bounds
+    mask = two_point_mask(cfg, x)
+    if mask is not None:
+      out["two_point"] = mask.astype(jnp.float32)  # (a parameter leaf: a float, 0 or 1)
   return out
 
 
