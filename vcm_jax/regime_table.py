@@ -8,10 +8,9 @@ node, and its target's mechanism in both states. ``regimes.json`` is this table.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import graphs, identifiability, predict, rows
+from vcm_jax import graphs, identifiability, rows
 
 
 def _mechanism_params(params, node, *, regime=None, intervened=False):
@@ -155,12 +154,13 @@ def regime_table(fit, x_fit, x_all, names, *, misfit_confirmed: bool = True,
 def posterior_in_order(fit, x, order, *, block: int = 65536) -> np.ndarray:
   """``fit.posterior(x)[:, order]`` as one float32 ``[S, K]`` NumPy array, filled a row
   block at a time (the device never holds more than a block; no second copy)."""
-  order = jnp.asarray(order)
-  score = jax.jit(lambda b: predict.posterior(fit.model, fit.result, b, fit.parent_idx,
-                                              fit.parent_mask)[:, order])
+  # The fit's own posterior program (compiled once per model and shape, its parameters
+  # arguments), reordered on the host: a program of its own here, with the parameters
+  # closed over as constants, was compiled afresh for every fit.
+  order = np.asarray(order)
   post = np.empty((x.shape[0], len(order)), np.float32)
-  for start, p in rows.host_blocks(score, x, block=block):
-    post[start:start + len(p)] = p
+  for start, p in rows.host_blocks(fit.posterior, x, block=block):
+    post[start:start + len(p)] = p[:, order]
   return post
 
 
