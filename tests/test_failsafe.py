@@ -420,6 +420,17 @@ def test_an_on_off_root_keeps_its_observational_regime():
   weights = np.asarray(fit.weights)
   assert abs(weights[0] - 0.4) < 0.1 and abs(weights[1] - 0.3) < 0.1, weights
   assert adjusted_rand_score(z, np.asarray(fit.assign(x))) > 0.97 * ceiling
+  # Sampled, the switch reads 0 or 1, on as often as the rows the fit gives each regime
+  # (posterior-weighted: what its fitted law matches), and Y follows it.
+  post = np.asarray(fit.posterior(x), np.float64)
+  for regime in range(fit.n_regimes):
+    if weights[regime] < 0.05:
+      continue
+    want = post[:, regime] @ x / post[:, regime].sum()
+    drawn = np.asarray(fit.sample(jax.random.key(regime), 4000, regime))
+    assert set(np.unique(drawn[:, 0])) <= {0.0, 1.0}
+    assert abs(drawn[:, 0].mean() - want[0]) < 0.04, (regime, drawn[:, 0].mean(), want)
+    assert abs(drawn[:, 1].mean() - want[1]) < 0.1, (regime, drawn[:, 1].mean(), want)
 
 
 def test_a_floored_column_is_censored_not_a_point_of_infinite_density():

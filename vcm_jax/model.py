@@ -236,18 +236,38 @@ class Model(NamedTuple):
     Nodes are drawn in topological ``order`` with ``lax.scan``; each draw feeds
     the sampled parents to the mechanisms, so interventional predictions follow.
     Without teacher forcing the model's means do not read the parents: samples
-    are those means plus noise.
+    are those means plus noise. A draw beyond a censoring bound is read at it, and a
+    two-valued column's draw is one of its two values (the law the likelihood scores).
     """
     s, n = regimes.shape[0], self.n_nodes
     z = jax.nn.one_hot(regimes, self.n_categories)
+    lower, upper = _censoring(params)
+    if lower is not None:  # (a stream of its own: uncensored fits draw as they always did)
+      key, key_atoms = jax.random.split(key)
+      u = jax.random.uniform(key_atoms, (s, n))
     eps = _standard_noise(key, (s, n), self.cfg)
+
+    def reading(mean, log_scale, cols=slice(None)):
+      """The mechanism's draw as it is read: at a censoring bound where it falls beyond
+      one; a two-valued column's at one of its two values (``densities.two_point``)."""
+      value = mean + jnp.exp(log_scale) * eps[:, cols]
+      if lower is None:
+        return value
+      lo, hi = lower[cols], upper[cols]
+      value = jnp.clip(value, lo, hi)
+      if "two_point" in params:
+        on = params["two_point"][cols] > 0
+        log_low, _, total = densities.two_point_atoms(
+            mean, log_scale, lo, hi, on, densities.log_cdf(self.cfg.noise, self.cfg.noise_dof))
+        value = jnp.where(on, jnp.where(u[:, cols] < jnp.exp(log_low - total), lo, hi), value)
+      return value
+
     if not self.cfg.teacher_forcing:
-      mean, log_scale = self.means(params, jnp.zeros((s, n)), z, parent_idx, parent_mask)
-      return mean + jnp.exp(log_scale) * eps
+      return reading(*self.means(params, jnp.zeros((s, n)), z, parent_idx, parent_mask))
 
     def draw(x, node):
       mean, log_scale = self.mixed_means(params, x, z, parent_idx, parent_mask)
-      return x.at[:, node].set(mean[:, node] + jnp.exp(log_scale[:, node]) * eps[:, node]), None
+      return x.at[:, node].set(reading(mean[:, node], log_scale[:, node], node)), None
 
     x, _ = jax.lax.scan(draw, jnp.zeros((s, n)), order)
     return x
