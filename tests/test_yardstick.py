@@ -156,3 +156,27 @@ def test_a_yardstick_with_no_row_to_compare_is_said_naming_the_column():
   assert summary["rows_pinned_left_out"] == 400 and "skipped" in summary, summary
   assert warning is not None and "yardstick" in warning and "not computed" in warning
   assert "heater in 400 of 400 rows" in warning and "temp" not in warning, warning
+
+
+def test_a_discrete_column_cannot_buy_the_mixture_an_unbounded_density():
+  """A 3-valued switch S and its child Y: the mixture's covariances are floored at each
+  column's resolution squared / 12 (rounding's variance, the structural fit's noise
+  floor), so its log p(x) stays within log(sqrt(12 / (2 pi))) = 0.32 nats a row of the
+  true law with S read as spread over its unit bin; measured without the floor (the
+  resolution taken from a copy of S jittered by 1e-4, as continuous data) it is some 20
+  nats a row above it. On continuous columns the floor is far below ``reg_covar``."""
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  n, p = 3000, np.array([0.5, 0.3, 0.2])
+  s = rng.choice(3, n, p=p).astype(np.float64)
+  y = 1.5 * s + rng.normal(0, 0.5, n)
+  x = np.stack([s, y], 1)
+  truth = float(np.mean(np.log(p[s.astype(int)]) + stats.norm.logpdf(y, 1.5 * s, 0.5)))
+  floored = ys.gaussian_mixture_yardstick(jax.random.key(0), x, k_grid=(1, 2, 3, 4))
+  assert floored["log_px"] < truth + 0.5 * math.log(12 / (2 * math.pi)) + 0.05, (floored, truth)
+  jittered = x + np.stack([1e-4 * rng.normal(size=n), np.zeros(n)], 1)
+  collapsed = ys.gaussian_mixture_yardstick(jax.random.key(0), x, k_grid=(1, 2, 3, 4),
+                                            resolution_of=jittered)
+  assert collapsed["log_px"] > truth + 5.0, (collapsed, truth)
+  continuous = rng.normal(size=(1000, 3)).astype(np.float32)
+  assert (np.square(ys.resolution(continuous) / continuous.std(0)) / 12 < 1e-6).all()

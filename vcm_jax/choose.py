@@ -852,11 +852,13 @@ def _yardstick(key, fit: api.Fit, x, pinned=None, names=None):
   no comparison, and the warning says so, naming the columns at a bound (a two-valued
   column is in every row: the check of the mechanisms must not vanish unsaid)."""
   from vcm_jax.baselines import yardstick
+  every_row = x
   x, kept = identifiability.unpinned_rows(fit, x, pinned, names)
   if "skipped" in kept:
     return kept, ("the yardstick (a Gaussian mixture beside the fit, which warns where "
                   f"the mechanisms or the graph are wrong) was not computed: {kept['skipped']}")
-  found = yardstick.gaussian_mixture_yardstick(jax.random.fold_in(key, 7), x)
+  found = yardstick.gaussian_mixture_yardstick(jax.random.fold_in(key, 7), x,
+                                               resolution_of=every_row)
   found = dict(found, log_px=found["log_px"] + kept["log_share_kept"])
   s = len(x)
   warn = yardstick.compare(found, float(fit.log_prob(jnp.asarray(x)).mean()),
