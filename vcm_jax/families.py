@@ -689,13 +689,13 @@ def building(seed: int, n_rows: int = 8000) -> Family:
   often the colder it is (a logistic of the temperature); ``fan`` a truncated-normal
   root; ``supply`` the supply air, near-deterministic in the heater and the outdoor
   temperature; ``room`` linear in the supply, the outdoor temperature and the fan;
-  ``window`` an on/off switch, open mostly in the warmest fifth of the room's readings; ``co2`` falling
-  exponentially with the fan, up with the window open; ``power`` the heater's draw plus
-  the fan's cube; ``humidity`` linear in the room and the window. Regimes: 0
-  observational; 1 the heater's logic inverted (on when it is warm); 2 a heat wave (the outdoor
-  temperature one mode, above both); 3 the fan held low; 4 the supply sensor's gain
-  x1.1; 5 the thermostat offset (the room up); 6 the window stuck open (P 0.95); 7 the
-  CO2 sensor drifting up.
+  ``window`` an on/off switch, open mostly in the warmest fifth of the room's readings;
+  ``co2`` falling exponentially with the fan, up with the window open; ``power`` the
+  heater's draw plus the fan's cube; ``humidity`` linear in the room and the window.
+  Regimes: 0 observational; 1 the heater's logic inverted (on when it is warm); 2 a heat
+  wave (the outdoor temperature one mode, above both); 3 the fan held low; 4 the supply
+  sensor's gain x1.1; 5 the thermostat offset (the room up); 6 the window stuck open
+  (P 0.95); 7 the CO2 sensor drifting up.
   """
   rng = np.random.default_rng(seed)
   names = BUILDING_NAMES
@@ -758,8 +758,8 @@ def building(seed: int, n_rows: int = 8000) -> Family:
   changes = ["observational", "heater's logic inverted (on when warm)",
              f"heat wave: outdoor one mode {BUILDING_WAVE:g} sd above the warm one",
              f"fan held at {BUILDING_FAN:g}", f"supply sensor gain x{BUILDING_GAIN:g}",
-             f"thermostat offset {BUILDING_ROOM:+g} sd", f"window stuck open (P {BUILDING_ON:g})",
-             f"CO2 sensor drift {BUILDING_CO2:+g} sd"]
+             f"thermostat offset {BUILDING_ROOM:+g} sd",
+             f"window stuck open (P {BUILDING_ON:g})", f"CO2 sensor drift {BUILDING_CO2:+g} sd"]
   return _simulate(rng, n_rows, adj, names, targets, changes,
                    _regime_weights(len(targets)), conditional)
 

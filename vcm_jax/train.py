@@ -136,7 +136,8 @@ def without_unused_censoring(cfg: FitConfig, x) -> FitConfig:
   """``cfg`` with ``censor_share`` 0 where no column of the host rows ``x: [S, N]`` has
   a pinned extreme (``censoring_bounds`` would find no bound): the tail terms are then
   never used, and leaving them out of the program cuts a third of a small fit's compile
-  and run time (measured on a 4-node default fit). The fit is the same."""
+  and run time (measured on a 4-node default fit). ``two_point`` off where no column is
+  two-valued (``two_point_columns``). The fit is the same."""
   if cfg.censor_share <= 0:
     return cfg
   x = np.asarray(x)
@@ -176,8 +177,9 @@ _interior_spikes = jax.jit(units.interior_spikes, static_argnums=(1, 2))
 
 def data_constants(cfg: FitConfig, x, loc, scale) -> dict:
   """The constants a fit reads from its data and carries in its parameters (never
-  trained): ``log_floor`` (``noise_log_floor``) and ``censor_lower`` / ``censor_upper``
-  (``censoring_bounds``), each where the config has it."""
+  trained): ``log_floor`` (``noise_log_floor``), ``censor_lower`` / ``censor_upper``
+  (``censoring_bounds``) and ``two_point`` (``two_point_mask``), each where the config
+  has it."""
   out = {}
   log_floor = noise_log_floor(cfg, x, scale)
   if log_floor is not None:
