@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
 
-from vcm_jax import choose
+from vcm_jax import choose, units
 from vcm_jax.baselines import yardstick as ys
 
 # Run in the second pytest process (conftest.py: ``offload``): this process carries more.
@@ -179,4 +179,4 @@ def test_a_discrete_column_cannot_buy_the_mixture_an_unbounded_density():
                                             resolution_of=jittered)
   assert collapsed["log_px"] > truth + 5.0, (collapsed, truth)
   continuous = rng.normal(size=(1000, 3)).astype(np.float32)
-  assert (np.square(ys.resolution(continuous) / continuous.std(0)) / 12 < 1e-6).all()
+  assert (np.square(units.resolution(continuous, np) / continuous.std(0)) / 12 < 1e-6).all()

@@ -114,22 +114,24 @@ def pinned_extremes(x, share: float, xp=jnp):
   return lo, hi, pinned(lo), pinned(hi)
 
 
-def censoring_bounds(cfg: FitConfig, x, loc, scale):
+def censoring_bounds(cfg: FitConfig, x, loc, scale, extremes=None):
   """``(lower, upper)`` ``[N]`` censoring bounds in the fit's units (``-inf`` / ``inf``
-  where none), or None (``cfg.censor_share`` 0): the pinned extremes. Jit-safe."""
+  where none), or None (``cfg.censor_share`` 0): the pinned extremes (``extremes``,
+  ``pinned_extremes``'s, read here where None). Jit-safe."""
   if cfg.censor_share <= 0:
     return None
-  lo, hi, lo_pinned, hi_pinned = pinned_extremes(x, cfg.censor_share)
+  lo, hi, lo_pinned, hi_pinned = extremes or pinned_extremes(x, cfg.censor_share)
   to_fit = lambda b: (b - loc) / scale
   return jnp.where(lo_pinned, to_fit(lo), -jnp.inf), jnp.where(hi_pinned, to_fit(hi), jnp.inf)
 
 
-def two_point_mask(cfg: FitConfig, x):
-  """``[N]`` bool, the two-valued columns of ``x`` (``two_point_columns``), or None where
-  the config reads none (``cfg.two_point`` off, or no censoring). Jit-safe."""
+def two_point_mask(cfg: FitConfig, x, extremes=None):
+  """``[N]`` bool, the two-valued columns of ``x`` (``two_point_columns``; ``extremes``
+  as ``censoring_bounds``), or None where the config reads none (``cfg.two_point`` off,
+  or no censoring). Jit-safe."""
   if cfg.censor_share <= 0 or not cfg.two_point:
     return None
-  return two_point_columns(x, *pinned_extremes(x, cfg.censor_share))
+  return two_point_columns(x, *(extremes or pinned_extremes(x, cfg.censor_share)))
 
 
 def without_unused_censoring(cfg: FitConfig, x) -> FitConfig:
@@ -184,10 +186,10 @@ def data_constants(cfg: FitConfig, x, loc, scale) -> dict:
   log_floor = noise_log_floor(cfg, x, scale)
   if log_floor is not None:
     out["log_floor"] = log_floor
-  bounds = censoring_bounds(cfg, x, loc, scale)
-  if bounds is not None:
-    out["censor_lower"], out["censor_upper"] = bounds
-    mask = two_point_mask(cfg, x)
+  if cfg.censor_share > 0:  # the extremes read once, for the bounds and the two-point mask
+    extremes = pinned_extremes(x, cfg.censor_share)
+    out["censor_lower"], out["censor_upper"] = censoring_bounds(cfg, x, loc, scale, extremes)
+    mask = two_point_mask(cfg, x, extremes)
     if mask is not None:
       out["two_point"] = mask.astype(jnp.float32)  # (a parameter leaf: a float, 0 or 1)
   return out

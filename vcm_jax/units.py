@@ -41,10 +41,16 @@ def default_noise_floor(x: jax.Array) -> jax.Array:
   / sqrt(12), the resolution being the smallest gap between two distinct values (a
   reading rounded to a grid of step d carries a uniform error of sd d / sqrt(12): no
   mechanism can be surer of it). Jit-safe."""
-  gaps = jnp.diff(jnp.sort(x, axis=0), axis=0)
-  resolution = jnp.min(jnp.where(gaps > 0, gaps, jnp.inf), axis=0)
-  resolution = jnp.where(jnp.isfinite(resolution), resolution, 0.0)
-  return jnp.maximum(FLOOR_SHARE * x.std(axis=0), resolution / jnp.sqrt(12.0))
+  return jnp.maximum(FLOOR_SHARE * x.std(axis=0), resolution(x) / jnp.sqrt(12.0))
+
+
+def resolution(x, xp=jnp):
+  """``[N]`` each column's resolution: the smallest gap between two of its distinct values
+  in ``x: [S, N]`` (0 where a column holds one value). ``xp``: ``jnp`` (jit-safe) or ``np``
+  (on the host, in the array's own precision)."""
+  gaps = xp.diff(xp.sort(x, axis=0), axis=0)
+  step = xp.min(xp.where(gaps > 0, gaps, xp.inf), axis=0, initial=xp.inf)
+  return xp.where(xp.isfinite(step), step, 0.0)
 
 
 def interior_spikes(x: jax.Array, share: float, ratio: float):

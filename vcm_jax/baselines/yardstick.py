@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcm_jax import padding
+from vcm_jax import padding, units
 from vcm_jax.baselines.mixture import GMMResult, gaussian_mixture, gmm_log_marginal
 
 _CHUNK = 16384  # rows per block when scoring all rows (bounds the [rows, K, N] buffers)
@@ -110,15 +110,6 @@ def _standardise(x):
   return (x - loc) / scale, jnp.log(scale).sum()
 
 
-def resolution(x) -> np.ndarray:
-  """``[N]`` each column's resolution, the smallest gap between two of its distinct
-  values in ``x: [S, N]`` (0 where a column holds one value), on the host."""
-  x = np.sort(np.asarray(x, np.float64), axis=0)
-  gaps = np.diff(x, axis=0)
-  step = np.min(np.where(gaps > 0, gaps, np.inf), axis=0, initial=np.inf)
-  return np.where(np.isfinite(step), step, 0.0)
-
-
 def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
                                max_rows: int = 20000, restarts: int = 2, num_iters: int = 100,
                                reg_covar: float = 1e-6, tol: float = 0.0,
@@ -141,7 +132,7 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
     num_iters, tol: EM iterations per fit, at most, and the stop (``gaussian_mixture``;
       0, the default: every iteration runs, the rival at its strongest).
     reg_covar: added to the covariances' diagonal, relative to each column's variance.
-    resolution_of: ``[S', N]`` rows whose columns' resolution (``resolution``: the
+    resolution_of: ``[S', N]`` rows whose columns' resolution (``units.resolution``: the
       smallest gap d between two distinct values) floors the covariances' diagonal at
       ``d^2 / 12``, the variance of rounding to a grid of step d, as it floors the
       structural fit's noise scales (``units.default_noise_floor``); None: ``x`` itself.
@@ -175,7 +166,8 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
   z, log_scale = _standardise(x)
   log_scale = float(log_scale)
   scale = np.where(np.asarray(x.std(0)) > 0, np.asarray(x.std(0)), 1.0)  # (_standardise's)
-  step = resolution(x if resolution_of is None else resolution_of)
+  step = units.resolution(np.asarray(x if resolution_of is None else resolution_of,
+                                     np.float64), np)
   floor = np.square(step / scale) / 12.0
   k_subset, k_fit = jax.random.split(key)
   if s > max_rows:
