@@ -247,6 +247,20 @@ def test_the_screen_does_not_run_above_its_cost_limit(monkeypatch):
   assert fitted == [(600, 10)] and out["free_target_rival"]["failed"] == "rival fitted"
 
 
+@pytest.mark.fast
+def test_the_screens_starts_shrink_with_its_cost_above_the_full_cost():
+  """16 starts up to ``SCREEN_FULL_COST``, then 16 x full / cost rounded down, at least
+  ``SCREEN_MIN_RESTARTS`` (the 30000 x 30 bench's 28800: 5)."""
+  full = identifiability.SCREEN_FULL_COST
+  assert identifiability.screen_restarts(1) == 16
+  assert identifiability.screen_restarts(full) == 16
+  assert identifiability.screen_restarts(full + 1) == 15
+  assert identifiability.screen_restarts(2 * full) == 8
+  assert identifiability.screen_restarts(28800) == 16 * full // 28800 == 5
+  assert identifiability.screen_restarts(identifiability.SCREEN_MAX_COST) == 4
+  assert identifiability.SCREEN_MIN_RESTARTS == 4
+
+
 def test_unpinned_rows_skip_only_where_rows_were_left_out():
   """Small data with no pinned reading are compared whatever their size (the yardstick
   ran on every data set before rows were left out); where pinned rows leave fewer than

@@ -811,7 +811,9 @@ def thresholds() -> dict:
           "gross_error_excess": diagnose.GROSS_ERROR_EXCESS,
           "yardstick_margin": baselines.yardstick.MARGIN,
           "free_target_screen_margin": identifiability.SCREEN_MARGIN,
-          "free_target_screen_min_rows": identifiability.SCREEN_MIN_ROWS}
+          "free_target_screen_min_rows": identifiability.SCREEN_MIN_ROWS,
+          "free_target_screen_full_cost": identifiability.SCREEN_FULL_COST,
+          "free_target_screen_max_cost": identifiability.SCREEN_MAX_COST}
 
 
 def _gross_error_stage(key, fit: api.Fit, x, fraction: float):

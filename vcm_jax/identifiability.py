@@ -284,6 +284,26 @@ SCREEN_MARGIN = 0.05
 # verdict measured so far moves. A cost bound, not a statistical choice: about twice the
 # 30-node run's.
 SCREEN_MAX_COST = 60_000
+# Up to this cost the rival's mixtures take ``learn.MIXTURE_RESTARTS`` (16) k-means++
+# starts, as when the screen's margin was set; above it, fewer, in proportion (at least
+# ``SCREEN_MIN_RESTARTS``, the first of the 16 streams), so that its mixtures cost about
+# what they cost here. Every setting the screen ran on with a measured verdict (2-21
+# nodes: n = 20's K = 21 and 22 cost 8800) is at or below it. A cost bound, not a
+# statistical choice: at 30000 x 30 (28800: 5 starts) the screen took 48 of a 115 s run,
+# its mixtures some 40 s of it (16 starts of 100 EM iterations on 5000 x 30, 22 s a K).
+SCREEN_FULL_COST = 10_000
+SCREEN_MIN_RESTARTS = 4
+
+
+def screen_restarts(cost: int) -> int:
+  """The rival's k-means++ starts for a screen of ``cost`` components x variables^2:
+  ``learn.MIXTURE_RESTARTS`` up to ``SCREEN_FULL_COST``, then that number scaled by
+  ``SCREEN_FULL_COST / cost`` (rounded down), at least ``SCREEN_MIN_RESTARTS``."""
+  from vcm_jax import learn  # (learn imports the fits' callers)
+  full = learn.MIXTURE_RESTARTS
+  if cost <= SCREEN_FULL_COST:
+    return full
+  return max(SCREEN_MIN_RESTARTS, min(full, full * SCREEN_FULL_COST // cost))
 
 
 def free_target_candidates(changes, present) -> list[int]:
@@ -433,9 +453,12 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   A fit whose rival would cost more than ``SCREEN_MAX_COST`` (components x variables^2:
   the single-target latent above 38 variables) is not screened either: its
   verdict is the check's, and the record's ``skipped`` says so (60000 x 100, K = 101:
-  the screen alone would take most of an hour on a 2-core CPU).
+  the screen alone would take most of an hour on a 2-core CPU). Between
+  ``SCREEN_FULL_COST`` and it, the rival's mixtures take fewer starts
+  (``screen_restarts``).
 
-  Returns ``entry`` with ``free_target_rival`` (``k``; ``log_px`` a row and ``bic``;
+  Returns ``entry`` with ``free_target_rival`` (``k``; ``restarts``, the mixtures'
+  starts; ``log_px`` a row and ``bic``;
   ``fit_log_px``, ``fit_bic`` the fit's own; ``latent_log_px`` and ``latent_bic`` of
   the fit's latent in the rival's family; ``rows``, ``rows_pinned_left_out``,
   ``log_share_kept`` (``log q``), ``candidates`` among the rival's regimes) where the
@@ -465,13 +488,15 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
         f"the rival's mixtures of K = {k_range} components in {n} variables cost {cost} "
         f"components x variables^2, above SCREEN_MAX_COST = {SCREEN_MAX_COST} (minutes to "
         "hours): the verdict is the shared-mechanism check's alone")))
-  _LOG.info("free-target screen: mixtures of linear-Gaussian SCMs with K = %s on %d rows",
-            k_range, len(x))
+  restarts = screen_restarts(cost)
+  _LOG.info("free-target screen: mixtures of linear-Gaussian SCMs with K = %s on %d rows "
+            "(%d starts)", k_range, len(x), restarts)
   try:
     # (One program; no merged start: the fit's K and one more, on the fit's graph, a
     # rival whose starts are as they were when its margin was set.)
     found, _ = learn.free_target_search(key, x, max_parents=max(int(adj.sum(0).max()), 1),
-                                        n_regimes=ks, graph=adj, pad=True, merge=False)
+                                        n_regimes=ks, graph=adj, pad=True, merge=False,
+                                        restarts=restarts)
   except Exception as err:  # noqa: BLE001  (a failed rival is reported, never fatal)
     return dict(entry, free_target_rival={"failed": str(err).splitlines()[0]})
   k = found.weights.shape[1]
@@ -481,7 +506,7 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   rival_lp = (float(found.score) + penalty) / len(x)
   latent_lp, latent_bic = _latent_as_linear_gaussian(fit, x, adj)
   fit_lp, fit_bic = float(fit.score(x)), float(fit.bic(x))
-  rival = {"k": int(k), "log_px": rival_lp, "bic": float(found.score), "fit_log_px": fit_lp,
+  rival = {"k": int(k), "restarts": restarts, "log_px": rival_lp, "bic": float(found.score), "fit_log_px": fit_lp,
            "fit_bic": fit_bic, "latent_log_px": latent_lp, "latent_bic": latent_bic,
            "rows": len(x), **kept, "candidates": cands}
   out = dict(entry, free_target_rival=rival)

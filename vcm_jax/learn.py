@@ -166,7 +166,8 @@ def regime_grid(n_nodes: int) -> list[int]:
 
 def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str = "auto",
                        graph=None, start=None, first_posteriors: dict | None = None,
-                       pad: bool = False, merge: bool = True):
+                       pad: bool = False, merge: bool = True,
+                       restarts: int = MIXTURE_RESTARTS):
   """Structural EM on the free-target mixture of linear-Gaussian SCMs
   (``mixture_scm.structural_em``) from a Gaussian mixture's posterior, for each number
   of regimes in ``n_regimes`` (default ``regime_grid``); the best BIC wins. With
@@ -176,7 +177,8 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   ``mixture_posteriors``), for another search on the same rows with the same ``key``.
   ``pad``: every mixture padded to the largest number (one compiled program for all; the same
   posteriors to rounding), for a grid of close numbers. ``merge``: merged starts too
-  (``mixture_posteriors``).
+  (``mixture_posteriors``). ``restarts``: the mixtures' k-means++ starts (the first of
+  the default's ``MIXTURE_RESTARTS`` streams).
   Returns ``(StructuralEM, [{"k", "bic", "n_edges"}] per number tried)``."""
   tried, best = [], None
   fixed = {} if graph is None else dict(candidates=np.asarray(graph) > 0,
@@ -187,7 +189,7 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   if first_posteriors is not None and all(k in first_posteriors for k in grid):
     posteriors = first_posteriors
   else:
-    posteriors = mixture_posteriors(key, x, grid, pad=pad, merge=merge)
+    posteriors = mixture_posteriors(key, x, grid, pad=pad, merge=merge, restarts=restarts)
     if first_posteriors is not None:
       first_posteriors.update(posteriors)
   for k in grid:
@@ -223,14 +225,15 @@ def free_target_search(key, x, *, max_parents: int, n_regimes=None, method: str 
   return best._replace(edges=structure.edge_report(best.family, best.adj, method=method)), tried
 
 
-def mixture_posteriors(key, x, grid, *, pad: bool = False,
-                       merge: bool = True) -> dict[int, tuple]:
+def mixture_posteriors(key, x, grid, *, pad: bool = False, merge: bool = True,
+                       restarts: int = MIXTURE_RESTARTS) -> dict[int, tuple]:
   """``{K: starts}`` for each number in ``grid``, each start ``[S, K]``:
   ``mixture_posterior``'s (its restarts keyed by ``fold_in(key, K)``), preceded, where it
   is higher in the mixture's log-likelihood, by the fit from the next larger number's
   best posterior merged down to ``K`` (``merge_regimes``); the larger numbers first.
   ``pad``: every mixture padded to the largest number (one compiled program for all).
-  ``merge``: False, the restarts' alone.
+  ``merge``: False, the restarts' alone. ``restarts``: k-means++ starts a number, the
+  first of ``MIXTURE_RESTARTS`` streams (fewer: a subset of the default's starts).
 
   Why: with a score of components, k-means++ seeds some regimes twice and leaves others
   to share a seed, and EM does not move a component from one to the other. A mixture
@@ -243,7 +246,7 @@ def mixture_posteriors(key, x, grid, *, pad: bool = False,
   pad_to = max(grid) if pad else None
   out, larger = {}, None
   for k in sorted(set(grid), reverse=True):
-    q, ll = _mixture_best(jax.random.fold_in(key, k), xs, k, pad_to)
+    q, ll = _mixture_best(jax.random.fold_in(key, k), xs, k, pad_to, restarts)
     starts = (q,)
     if merge and larger is not None:
       merged = merge_regimes(larger, xs, k)
@@ -306,11 +309,11 @@ def merge_regimes(weights, xs, n_keep: int) -> np.ndarray:
   return np.stack([q[:, group == g].sum(1) for g in np.flatnonzero(alive)], 1)
 
 
-def _mixture_best(key, xs, n_regimes: int, pad_to):
-  """The best of ``MIXTURE_RESTARTS`` restarts: ``([S, K] posterior or uniform, its mean
-  log-likelihood or -inf)``."""
+def _mixture_best(key, xs, n_regimes: int, pad_to, restarts: int = MIXTURE_RESTARTS):
+  """The best of ``restarts`` restarts (the first of ``MIXTURE_RESTARTS`` streams of
+  ``key``): ``([S, K] posterior or uniform, its mean log-likelihood or -inf)``."""
   fits = _mixture_restarts(max(pad_to or 0, n_regimes))(
-      jax.random.split(key, MIXTURE_RESTARTS), xs, n_regimes)
+      jax.random.split(key, MIXTURE_RESTARTS)[:restarts], xs, n_regimes)
   ll = np.asarray(fits.log_likelihood)
   if not np.isfinite(ll).any():
     return np.full((xs.shape[0], n_regimes), 1.0 / n_regimes), -np.inf
