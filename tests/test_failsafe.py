@@ -58,6 +58,30 @@ def test_the_default_noise_floor_is_the_rounding_or_a_share_of_the_sd():
   np.testing.assert_allclose(floor[1], 1e-3 * smooth.std(), rtol=1e-4)
 
 
+@pytest.mark.fast
+def test_dequantised_readings_are_uniform_over_their_rounding_cell():
+  """``units.dequantised`` at ``units.rounding_step``: a count's readings spread over
+  (v - 1/2, v + 1/2), uniformly (a Kolmogorov-Smirnov test of the offsets against
+  U(-1/2, 1/2)), so that a density of them is the count's probability; readings
+  rounded to 0.1 over a wide spread (their rounding below the noise floor's share of
+  the sd) and a continuous column are left as they are; the same draws from the same
+  seed."""
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  x = np.stack([rng.poisson(1.0, 4000), np.round(rng.normal(0, 200.0, 4000), 1),
+                rng.normal(0, 2.0, 4000)], 1)
+  step = units.rounding_step(x)
+  assert step[0] == 1.0 and step[1] == 0.0 and step[2] == 0.0
+  assert units.resolution(x, np)[1] == pytest.approx(0.1)  # (0.1 / sqrt(12) < 1e-3 sd)
+  out = units.dequantised(x, step)
+  offset = out[:, 0] - x[:, 0]
+  assert np.all(np.abs(offset) <= 0.5)
+  assert stats.kstest(offset + 0.5, "uniform").pvalue > 0.01
+  np.testing.assert_array_equal(np.round(out[:, 0]), x[:, 0])
+  np.testing.assert_array_equal(out[:, 1:], x[:, 1:])
+  np.testing.assert_array_equal(out, units.dequantised(x, step))
+
+
 def _pinned_data(n=1500):
   """X0 -> X1; one regime pins X1 at exactly 2.0 (a hard intervention with no noise)."""
   rng = np.random.default_rng(0)

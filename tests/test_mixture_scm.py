@@ -456,6 +456,31 @@ def test_the_screen_reads_its_rival_as_a_law_over_every_row_against_the_fit(
   assert out["verdict"] == "identified", out
 
 
+def test_the_screens_rival_cannot_put_a_regime_on_tied_counts(monkeypatch):
+  """Counts X0 -> X1 (Poisson, single-target regimes {obs, X0, X1}, 1500 rows), the fit's
+  latent read from the true regimes: the screen's rows are spread over their rounding
+  cells (``units.dequantised``), so the rival's linear-Gaussian copies score densities of
+  the counts' probabilities, within 0.2 nats a row of the latent's; on the readings as
+  they are, a copy on tied values puts the rival 3.6 nats a row above it."""
+  from types import SimpleNamespace
+  from vcm_jax import identifiability, units
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 1500)
+  x0 = rng.poisson(np.where(labels == 1, 4.0, 1.0))
+  x = np.column_stack([x0, rng.poisson(np.where(labels == 2, 5.0, 0.5 + 0.5 * x0))]) * 1.0
+  fake = SimpleNamespace(parent_idx=np.array([[0], [0]]), parent_mask=np.array([[False], [True]]),
+                         weights=np.full(3, 1 / 3), result=SimpleNamespace(params={}),
+                         posterior=lambda rows: np.eye(3)[labels], score=lambda rows: -1e3,
+                         bic=lambda rows: -1e3 * len(rows),
+                         model=SimpleNamespace(structured=True, sparse=False, n_categories=3,
+                                               n_nodes=2))
+  gap = lambda: (lambda r: r["log_px"] - r["latent_log_px"])(identifiability.free_target_screen(
+      jax.random.key(0), fake, x, {"verdict": "identified", "why": ""})["free_target_rival"])
+  assert gap() < 0.2
+  monkeypatch.setattr(units, "dequantised", lambda rows, step: np.asarray(rows, np.float64))
+  assert gap() > 3.0
+
+
 def test_a_node_with_more_parents_than_the_cap_gets_them_all():
   """Structural EM with sets of at most 2 parents in its table still gives node 4 its
   four true parents (its table grown past the cap where the graph reaches it), and

@@ -9,6 +9,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def standardize(x: jax.Array, robust: bool = False):
@@ -51,6 +52,27 @@ def resolution(x, xp=jnp):
   gaps = xp.diff(xp.sort(x, axis=0), axis=0)
   step = xp.min(xp.where(gaps > 0, gaps, xp.inf), axis=0, initial=xp.inf)
   return xp.where(xp.isfinite(step), step, 0.0)
+
+
+def rounding_step(x) -> np.ndarray:
+  """``[N]``: each column's resolution (``resolution``) where it sets the column's noise
+  floor (``default_noise_floor``: the rounding's sd d / sqrt(12) above ``FLOOR_SHARE``
+  sd, counts and coarsely rounded readings), else 0 (a continuous column). NumPy."""
+  x = np.asarray(x, np.float64)
+  step = resolution(x, np)
+  return np.where(step / math.sqrt(12.0) > FLOOR_SHARE * x.std(0), step, 0.0)
+
+
+def dequantised(x, step, seed: int = 0) -> np.ndarray:
+  """``x: [S, N]`` (host) with each reading spread uniformly over its rounding cell:
+  ``x + U(-d/2, d/2)``, ``d = step [N]`` (``resolution``). A column of counts or of
+  rounded readings then has a density, the probability of its value divided by d,
+  which no model can make unbounded by putting a component on tied values; a column
+  of step 0 (``rounding_step``'s continuous ones) is unchanged. NumPy, the draws from
+  ``seed``."""
+  x = np.asarray(x, np.float64)
+  u = np.random.default_rng(seed).random(x.shape)
+  return x + (u - 0.5) * np.asarray(step, np.float64)[None]
 
 
 def interior_spikes(x: jax.Array, share: float, ratio: float):
