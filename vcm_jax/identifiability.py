@@ -450,6 +450,11 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   3594 of 8000 rows kept, q = 0.45, and the rival's 0.34 nats a row above the fit
   become 0.46 below it).
 
+  A rounded column's readings (counts, a coarse sensor: ``units.rounding_step``) are
+  spread over their rounding cells first (``units.dequantised``), for the three models
+  alike: a density of them is then the reading's probability over the cell's width,
+  which no linear-Gaussian copy can raise without bound by sitting on tied values.
+
   A fit whose rival would cost more than ``SCREEN_MAX_COST`` (components x variables^2:
   the single-target latent above 38 variables) is not screened either: its
   verdict is the check's, and the record's ``skipped`` says so (60000 x 100, K = 101:
@@ -483,7 +488,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   # every row): on counts, the rival's linear-Gaussian copies had put regimes on tied
   # values, a density without bound that read as a second change (Poisson counts of
   # means 0.5-8, 3000 rows, single-target: "violated" on 3 of 3 seeds, the rival 0.5-2.1
-  # nats a row above the fit). Continuous columns are left as they are.
+  # nats a row above the fit). The fit and its latent copy score the same rows.
+  # Continuous columns are left as they are.
   x = units.dequantised(x, units.rounding_step(every_row))
   adj = np.asarray(graphs.table_adjacency(fit.parent_idx, fit.parent_mask)) > 0
   k_fit = int(np.sum(np.asarray(fit.weights) > 0))  # (dropped regimes left out)
@@ -500,7 +506,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
             "(%d starts)", k_range, len(x), restarts)
   try:
     # (One program; no merged start: the fit's K and one more, on the fit's graph, a
-    # rival whose starts are as they were when its margin was set.)
+    # rival whose starts are as they were when its margin was set, up to
+    # ``SCREEN_FULL_COST``.)
     found, _ = learn.free_target_search(key, x, max_parents=max(int(adj.sum(0).max()), 1),
                                         n_regimes=ks, graph=adj, pad=True, merge=False,
                                         restarts=restarts)
@@ -513,8 +520,8 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   rival_lp = (float(found.score) + penalty) / len(x)
   latent_lp, latent_bic = _latent_as_linear_gaussian(fit, x, adj)
   fit_lp, fit_bic = float(fit.score(x)), float(fit.bic(x))
-  rival = {"k": int(k), "restarts": restarts, "log_px": rival_lp, "bic": float(found.score), "fit_log_px": fit_lp,
-           "fit_bic": fit_bic, "latent_log_px": latent_lp, "latent_bic": latent_bic,
+  rival = {"k": int(k), "restarts": restarts, "log_px": rival_lp, "bic": float(found.score),
+           "fit_log_px": fit_lp, "fit_bic": fit_bic, "latent_log_px": latent_lp, "latent_bic": latent_bic,
            "rows": len(x), **kept, "candidates": cands}
   out = dict(entry, free_target_rival=rival)
   better = lambda lp, bic, shift: (rival_lp + shift > lp + margin
