@@ -180,3 +180,39 @@ def test_a_discrete_column_cannot_buy_the_mixture_an_unbounded_density():
   assert collapsed["log_px"] > truth + 5.0, (collapsed, truth)
   continuous = rng.normal(size=(1000, 3)).astype(np.float32)
   assert (np.square(units.resolution(continuous, np) / continuous.std(0)) / 12 < 1e-6).all()
+
+
+def test_a_rounded_column_is_read_spread_over_its_cell_by_both_models(monkeypatch):
+  """A 3-valued switch S and its child Y, and a stand-in fit that is their law with S
+  read as spread over its unit cell (``log p(s) + log N(y | 1.5 s, 0.5)``): the
+  yardstick spreads S's readings over their cells for both models (``units.dequantised``),
+  and the mixture does not read as explaining the data better. On the readings as they
+  are, its components at S's three values (covariance floor 1/12) put it above that law
+  by about log sqrt(12 / 2 pi) = 0.32 nats a row, and the warning fired."""
+  from types import SimpleNamespace
+  import jax.numpy as jnp
+  from scipy import stats
+  from vcm_jax import choose, units
+  rng = np.random.default_rng(0)
+  n, p = 3000, np.array([0.5, 0.3, 0.2])
+  s = rng.choice(3, n, p=p).astype(np.float64)
+  x = np.stack([s, 1.5 * s + rng.normal(0, 0.5, n)], 1)
+
+  def log_prob(rows):
+    rows = np.asarray(rows, np.float64)
+    v = np.clip(np.round(rows[:, 0]), 0, 2).astype(int)
+    return jnp.asarray(np.log(p[v]) + stats.norm.logpdf(rows[:, 1], 1.5 * v, 0.5))
+
+  infinite = jnp.asarray([-np.inf, -np.inf], jnp.float32)
+  fit = SimpleNamespace(result=SimpleNamespace(params={"censor_lower": infinite,
+                                                       "censor_upper": -infinite},
+                                               loc=jnp.zeros(2), scale=jnp.ones(2)),
+                        log_prob=log_prob)
+  monkeypatch.setattr(choose, "n_parameters", lambda f: 4)
+  summary, warning = choose._yardstick(jax.random.key(0), fit, x)
+  assert warning is None, (summary, warning)
+  truth = float(np.mean(log_prob(x)))
+  assert summary["log_px"] < truth + 0.05, (summary, truth)
+  monkeypatch.setattr(units, "dequantised", lambda rows, step: np.asarray(rows, np.float64))
+  summary, warning = choose._yardstick(jax.random.key(0), fit, x)
+  assert warning is not None and summary["log_px"] > truth + 0.2, (summary, truth)
