@@ -165,6 +165,16 @@ def test_sampler_matches_the_density_parameters(made, name):
       sd = np.sqrt(scale ** 2 + half ** 2)
       assert abs(w.mean() - centre) < 5 * sd / np.sqrt(len(w)), fam.names[j]
       assert abs(w.std() - sd) < 5 * sd / np.sqrt(2 * len(w)) * 1.5, fam.names[j]
+    if kind == "ordinal":  # each level's count: the sum of its bin's probability
+      assert set(np.unique(v)) <= {1.0, 2.0, 3.0, 4.0, 5.0}, fam.names[j]
+      levels = np.arange(1.0, 6.0)
+      expected = sum(np.exp(families.log_density(
+          c._replace(loc=np.broadcast_to(c.loc, rows.shape)[:, None],
+                     scale=np.broadcast_to(c.scale, rows.shape)[:, None]),
+          np.broadcast_to(levels, (len(rows), 5)))).sum(0) for rows, c in parts)
+      observed = np.array([(v == level).sum() for level in levels])
+      assert np.all(np.abs(observed - expected) < 5 * np.sqrt(expected) + 1), (
+          fam.names[j], observed, expected)
     if kind == "poisson":  # the mean the pmf gives each row, summed: the counts' sum
       grid = np.arange(int(loc.max() + 10 * np.sqrt(loc.max()) + 30))
       mean = 0.0
@@ -227,6 +237,12 @@ def test_one_node_density_integrates_to_one(made, name):
                   for sign in (-1, 1))
         total = np.exp(families.log_density(cond, cond.step * np.arange(lo, hi + 1))).sum()
         assert abs(total - 1) < 1e-6, (fam.names[j], k, total)
+        continue
+      if cond.kind == "ordinal":  # the levels' probabilities sum to 1
+        total = np.exp(families.log_density(cond._replace(loc=np.repeat(cond.loc, 5),
+                                                          scale=np.repeat(cond.scale, 5)),
+                                            np.arange(1.0, 6.0))).sum()
+        assert abs(total - 1) < 1e-9, (fam.names[j], k, total)
         continue
       if cond.kind == "lognormal":  # the density of exp(latent) over (0, inf)
         lo, hi = (np.exp(cond.loc[0] + sign * 12 * cond.scale[0]) for sign in (-1, 1))
