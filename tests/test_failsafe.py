@@ -91,6 +91,28 @@ def _pinned_data(n=1500):
   return np.stack([x0, x1], 1).astype(np.float32), r
 
 
+def test_a_ratings_ties_are_not_a_collapse_but_a_pinned_reading_still_is(monkeypatch):
+  """A 5-level rating R (sd 0.7 levels: its middle level holds about half the rows) ->
+  X -> Y, where one regime pins Y at 2.0: only Y's regimes are said. R's ties are what
+  rounding makes of its spread (its scale above half its step); without that reading
+  (every column taken as continuous) R's middle level is said too."""
+  rng = np.random.default_rng(0)
+  n = 1500
+  r = rng.integers(0, 2, n)
+  rating = np.clip(np.round(3 + 0.7 * rng.normal(size=n)), 1, 5)
+  x = 0.5 * rating + rng.normal(0, 0.5, n)
+  y = np.where(r == 1, 2.0, x + rng.normal(0, 0.5, n))
+  data = np.stack([rating, x, y], 1).astype(np.float32)
+  assert np.mean(rating == 3) > 0.5
+  adj = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+  fit = vcm_jax.fit(data, adj, key=jax.random.key(0),
+                    config=FitConfig(num_steps=400, mechanism="linear"))
+  lines = diagnose.tied_regimes(fit, data, ["R", "X", "Y"])
+  assert lines and all("'Y'" in line and "(2)" in line for line in lines), lines
+  monkeypatch.setattr(units, "rounding_step", lambda rows: np.zeros(np.shape(rows)[1]))
+  assert any("'R'" in line for line in diagnose.tied_regimes(fit, data, ["R", "X", "Y"]))
+
+
 def test_a_regime_collapsed_on_tied_values_is_held_by_the_floor_and_said():
   """A regime whose rows share one value: without a floor its scale shrinks without end
   and its log p(x) with it (the likelihood is unbounded); with it the scale stops at
