@@ -120,6 +120,7 @@ def _regime_scales(fit, x) -> np.ndarray:
 
 @functools.cache
 def _regime_mechanisms():
+  """``predict.regime_mechanisms`` compiled once (the model static), for every fit."""
   import jax
   from vcm_jax import predict
   return jax.jit(predict.regime_mechanisms, static_argnums=0)

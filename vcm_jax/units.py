@@ -65,7 +65,7 @@ def rounding_step(x) -> np.ndarray:
 
 def dequantised(x, step, seed: int = 0) -> np.ndarray:
   """``x: [S, N]`` (host) with each reading spread uniformly over its rounding cell:
-  ``x + U(-d/2, d/2)``, ``d = step [N]`` (``resolution``). A column of counts or of
+  ``x + U(-d/2, d/2)``, ``d = step [N]`` (``rounding_step``). A column of counts or of
   rounded readings then has a density, the probability of its value divided by d,
   which no model can make unbounded by putting a component on tied values; a column
   of step 0 (``rounding_step``'s continuous ones) is unchanged. NumPy, the draws from
