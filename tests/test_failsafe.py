@@ -64,8 +64,8 @@ def test_dequantised_readings_are_uniform_over_their_rounding_cell():
   (v - 1/2, v + 1/2), uniformly (a Kolmogorov-Smirnov test of the offsets against
   U(-1/2, 1/2)), so that a density of them is the count's probability; readings
   rounded to 0.1 over a wide spread (their rounding below the noise floor's share of
-  the sd) and a continuous column are left as they are; the same draws from the same
-  seed."""
+  the sd), a continuous column and twenty continuous rows (a wide smallest gap, no
+  ties) are left as they are; the same draws from the same seed."""
   from scipy import stats
   rng = np.random.default_rng(0)
   x = np.stack([rng.poisson(1.0, 4000), np.round(rng.normal(0, 200.0, 4000), 1),
@@ -80,6 +80,10 @@ def test_dequantised_readings_are_uniform_over_their_rounding_cell():
   np.testing.assert_array_equal(np.round(out[:, 0]), x[:, 0])
   np.testing.assert_array_equal(out[:, 1:], x[:, 1:])
   np.testing.assert_array_equal(out, units.dequantised(x, step))
+  # Twenty continuous rows: a smallest gap wide beside the sd, but no ties: continuous.
+  few = rng.normal(size=(20, 1))
+  assert units.resolution(few, np)[0] / math.sqrt(12) > 1e-3 * few.std()
+  assert units.rounding_step(few)[0] == 0.0
 
 
 def _pinned_data(n=1500):

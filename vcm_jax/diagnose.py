@@ -79,11 +79,11 @@ def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
   pins the value: either way, the scale there is the floor's). On a rounded column
   (``units.rounding_step`` d > 0: counts, ratings, a coarse sensor) ties are what
   rounding makes of any spread: there the regime is said only where its noise scale
-  (``predict.regime_mechanisms``) is under d / 2, a spread within the rounding's own (a
-  normal of sd d / 2 rounded to d puts 68% of its rows on one value; of sd 0.7 d, the
-  ratings family's, 52%, and every 5-level rating's middle level, holding half a
-  regime's rows, had read as a collapse: 4-8 lines a fit on its report seeds). Continuous
-  columns are said as before. Cells at one of the fit's
+  (``predict.regime_mechanisms`` on the regime's own rows) is under d / 2, a spread
+  within the rounding's own (a normal of sd d / 2 rounded to d puts 68% of its rows on
+  one value; of sd 0.7 d, the ratings family's, 52%, and every 5-level rating's middle
+  level, holding half a regime's rows, had read as a collapse: 4-8 lines a fit on its
+  report seeds). Continuous columns are said as before. Cells at one of the fit's
   censoring bounds (``pinned``: ``pinned_cells``, computed here where None) are not
   counted: the fit scores them by the tail's probability (floored-counts report seeds
   102-104: every such line named a floor)."""
@@ -100,10 +100,10 @@ def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
       if held >= share:
         found.append((int(k), j, value, held))
   step = units.rounding_step(x)
-  if any(step[j] > 0 for _, j, _, _ in found):
-    scale = _regime_scales(fit, x)
-    found = [(k, j, value, held) for k, j, value, held in found
-             if step[j] == 0 or not scale[k, j] >= step[j] / 2]
+  scale = {k: _regime_scales(fit, x[assigned == k])[k]  # (on the regime's own rows)
+           for k in sorted({k for k, j, _, _ in found if step[j] > 0})}
+  found = [(k, j, value, held) for k, j, value, held in found
+           if step[j] == 0 or not scale[k][j] >= step[j] / 2]
   return [f"regime {k}: {held:.0%} of its rows hold one value of {_name(names, j)} "
           f"({value:.6g}); only the noise floor bounds its likelihood there: read this "
           "regime with care" for k, j, value, held in found]
@@ -111,7 +111,8 @@ def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
 
 def _regime_scales(fit, x) -> np.ndarray:
   """``[K, N]``: each regime's noise scale of each node, data units
-  (``predict.regime_mechanisms``, averaged over the rows ``x``)."""
+  (``predict.regime_mechanisms``, averaged over the rows ``x``: a scale that reads the
+  parents is read where a regime's own rows are)."""
   import jax.numpy as jnp
   _, scale = _regime_mechanisms()(fit.model, fit.result, jnp.asarray(x, jnp.float32),
                                   fit.parent_idx, fit.parent_mask)

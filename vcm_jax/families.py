@@ -837,8 +837,9 @@ RATING_SHIFT = 3.5
 def ratings(seed: int, n_rows: int = 4000) -> Family:
   """A random DAG (4-6 nodes, at most 2 parents) of 5-level ratings (a latent normal
   rounded and clipped to 1-5: ``ordinal``; its mean ``b + sum_i w_i x_i`` over the
-  parents' readings, its noise sd 0.6-0.9 levels) and continuous readings (at least one,
-  a child where the DAG has one); one regime per node, each shifting that node's mean by
+  parents' readings, its noise sd 0.6-0.9 levels) and two continuous readings (the last
+  node of a topological order, a child where the DAG has edges, and one other); one
+  regime per node, each shifting that node's mean by
   ``RATING_SHIFT`` noise sds up or down (added 2026-12-07, after every default it judges:
   survey-like data, each rating's law a rounded, clipped normal)."""
   rng = np.random.default_rng(seed)

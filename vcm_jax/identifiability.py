@@ -520,8 +520,9 @@ def free_target_screen(key, fit, x, entry: dict, *, max_rows: int = SCREEN_ROWS,
   rival_lp = (float(found.score) + penalty) / len(x)
   latent_lp, latent_bic = _latent_as_linear_gaussian(fit, x, adj)
   fit_lp, fit_bic = float(fit.score(x)), float(fit.bic(x))
-  rival = {"k": int(k), "restarts": restarts, "log_px": rival_lp, "bic": float(found.score),
-           "fit_log_px": fit_lp, "fit_bic": fit_bic, "latent_log_px": latent_lp, "latent_bic": latent_bic,
+  rival = {"k": int(k), "restarts": restarts, "log_px": rival_lp,
+           "bic": float(found.score), "fit_log_px": fit_lp, "fit_bic": fit_bic,
+           "latent_log_px": latent_lp, "latent_bic": latent_bic,
            "rows": len(x), **kept, "candidates": cands}
   out = dict(entry, free_target_rival=rival)
   better = lambda lp, bic, shift: (rival_lp + shift > lp + margin

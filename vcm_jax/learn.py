@@ -312,6 +312,8 @@ def merge_regimes(weights, xs, n_keep: int) -> np.ndarray:
 def _mixture_best(key, xs, n_regimes: int, pad_to, restarts: int = MIXTURE_RESTARTS):
   """The best of ``restarts`` restarts (the first of ``MIXTURE_RESTARTS`` streams of
   ``key``): ``([S, K] posterior or uniform, its mean log-likelihood or -inf)``."""
+  if not 1 <= restarts <= MIXTURE_RESTARTS:
+    raise ValueError(f"restarts={restarts} must be in 1..{MIXTURE_RESTARTS}")
   fits = _mixture_restarts(max(pad_to or 0, n_regimes))(
       jax.random.split(key, MIXTURE_RESTARTS)[:restarts], xs, n_regimes)
   ll = np.asarray(fits.log_likelihood)

@@ -57,10 +57,14 @@ def resolution(x, xp=jnp):
 def rounding_step(x) -> np.ndarray:
   """``[N]``: each column's resolution (``resolution``) where it sets the column's noise
   floor (``default_noise_floor``: the rounding's sd d / sqrt(12) above ``FLOOR_SHARE``
-  sd, counts and coarsely rounded readings), else 0 (a continuous column). NumPy."""
+  sd) and its readings tie (at most half as many distinct values as rows): counts and
+  coarsely rounded readings; else 0, a continuous column (a few continuous rows can
+  have a wide smallest gap, but no ties). NumPy."""
   x = np.asarray(x, np.float64)
   step = resolution(x, np)
-  return np.where(step / math.sqrt(12.0) > FLOOR_SHARE * x.std(0), step, 0.0)
+  distinct = np.array([np.unique(column).size for column in x.T])
+  tied = 2 * distinct <= x.shape[0]
+  return np.where((step / math.sqrt(12.0) > FLOOR_SHARE * x.std(0)) & tied, step, 0.0)
 
 
 def dequantised(x, step, seed: int = 0) -> np.ndarray:
@@ -71,8 +75,9 @@ def dequantised(x, step, seed: int = 0) -> np.ndarray:
   of step 0 (``rounding_step``'s continuous ones) is unchanged. NumPy, the draws from
   ``seed``."""
   x = np.asarray(x, np.float64)
+  step = np.asarray(step, np.float64)[None]
   u = np.random.default_rng(seed).random(x.shape)
-  return x + (u - 0.5) * np.asarray(step, np.float64)[None]
+  return np.where(step > 0, x + (u - 0.5) * step, x)
 
 
 def interior_spikes(x: jax.Array, share: float, ratio: float):
