@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vcm_jax import units
@@ -100,31 +102,39 @@ def tied_regimes(fit, x, names=None, share: float = POINT_MASS_SHARE,
       if held >= share:
         found.append((int(k), j, value, held))
   step = units.rounding_step(x)
-  scale = {k: _regime_scales(fit, x[assigned == k])[k]  # (on the regime's own rows)
-           for k in sorted({k for k, j, _, _ in found if step[j] > 0})}
-  found = [(k, j, value, held) for k, j, value, held in found
-           if step[j] == 0 or not scale[k][j] >= step[j] / 2]
+  if any(step[j] > 0 for _, j, _, _ in found):
+    scale = _own_regime_scales(fit, x, assigned)
+    found = [(k, j, value, held) for k, j, value, held in found
+             if step[j] == 0 or not scale[k, j] >= step[j] / 2]
   return [f"regime {k}: {held:.0%} of its rows hold one value of {_name(names, j)} "
           f"({value:.6g}); only the noise floor bounds its likelihood there: read this "
           "regime with care" for k, j, value, held in found]
 
 
-def _regime_scales(fit, x) -> np.ndarray:
-  """``[K, N]``: each regime's noise scale of each node, data units
-  (``predict.regime_mechanisms``, averaged over the rows ``x``: a scale that reads the
-  parents is read where a regime's own rows are)."""
-  import jax.numpy as jnp
-  _, scale = _regime_mechanisms()(fit.model, fit.result, jnp.asarray(x, jnp.float32),
-                                  fit.parent_idx, fit.parent_mask)
-  return np.asarray(scale, np.float64)
+def _own_regime_scales(fit, x, assigned) -> np.ndarray:
+  """``[K, N]``: each regime's noise scale of each node, data units, averaged over the
+  rows ``assigned`` to it (a scale that reads the parents is read where the regime's own
+  rows are; 0 for a regime with none). One compiled program a model, row blocks of one
+  shape (``rows.host_blocks``)."""
+  from vcm_jax import rows
+  k, n = fit.model.n_categories, fit.model.n_nodes
+  sums = np.zeros((k, n))
+  scales = lambda b: _regime_scales_per_row(fit.model, fit.result, b, fit.parent_idx,
+                                            fit.parent_mask)
+  for start, scale in rows.host_blocks(scales, np.asarray(x, np.float32),
+                                       block=rows.rows_per_block(k * n)):
+    own = assigned[start:start + len(scale)]
+    np.add.at(sums, own, scale[np.arange(len(scale)), own])
+  return sums / np.maximum(np.bincount(assigned, minlength=k), 1)[:, None]
 
 
-@functools.cache
-def _regime_mechanisms():
-  """``predict.regime_mechanisms`` compiled once (the model static), for every fit."""
-  import jax
-  from vcm_jax import predict
-  return jax.jit(predict.regime_mechanisms, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
+def _regime_scales_per_row(model, result, x, parent_idx, parent_mask):
+  """``[B, K, N]``: every row's noise scale of every node under every regime, data units
+  (the parents as observed: ``Model.observed_regime_means``)."""
+  xs = units.to_standard(x, result.loc, result.scale)
+  mean, log_scale = model.observed_regime_means(result.params, xs, parent_idx, parent_mask)
+  return jnp.broadcast_to(jnp.exp(log_scale), (x.shape[0],) + mean.shape[1:]) * result.scale
 
 
 def unsupported_regimes(fit, x, names=None) -> tuple[dict, str | None]:

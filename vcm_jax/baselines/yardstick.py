@@ -107,7 +107,7 @@ def _standardise(x):
   loc = x.mean(0)
   scale = x.std(0)
   scale = jnp.where(scale > 0, scale, 1.0)  # a constant column: left unscaled
-  return (x - loc) / scale, jnp.log(scale).sum()
+  return (x - loc) / scale, scale, jnp.log(scale).sum()
 
 
 def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
@@ -163,9 +163,8 @@ def gaussian_mixture_yardstick(key: jax.Array, x, *, k_grid=(1, 2, 3, 4, 6, 8),
   if restarts < 1:
     raise ValueError(f"restarts must be >= 1; got {restarts}")
 
-  z, log_scale = _standardise(x)
-  log_scale = float(log_scale)
-  scale = np.where(np.asarray(x.std(0)) > 0, np.asarray(x.std(0)), 1.0)  # (_standardise's)
+  z, scale, log_scale = _standardise(x)
+  scale, log_scale = np.asarray(scale), float(log_scale)
   step = units.resolution(np.asarray(x if resolution_of is None else resolution_of,
                                      np.float64), np)
   floor = np.square(step / scale) / 12.0
